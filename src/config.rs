@@ -1,0 +1,392 @@
+//! Configuration: a TOML file (or the demo's defaults) validated into the
+//! objects that build the pipeline.
+//!
+//! As in ripgrep's low/high-level arguments, [`RawConfig`] is exactly what
+//! the file says, with serde defaults; [`RawConfig::validate`] checks it
+//! once, up front, so a bad value is reported with its key and its fix
+//! before any thread starts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::frame::Rect;
+use crate::{Error, Result};
+
+/// What the config file holds. Every key has a default except `model.path`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `"phantom"` (built-in generator), a V4L2 device path, or a file source.
+    #[serde(default = "default_source")]
+    pub source: String,
+    /// `"null"`, `"png:DIR"`, a `.y4m` or `.gif` path, or a display device.
+    #[serde(default = "default_display")]
+    pub display: String,
+    /// Masks older than this (from their frame's capture to the frame shown) are not drawn.
+    #[serde(default = "default_max_mask_age_ms")]
+    pub max_mask_age_ms: u64,
+    /// Stop after this many frames (0: run until the source ends or a signal).
+    #[serde(default)]
+    pub frames: u64,
+    /// Where to write the final statistics as JSON, if anywhere.
+    #[serde(default)]
+    pub stats_json: Option<PathBuf>,
+    /// Region of interest: the part of the frame the network sees.
+    #[serde(default)]
+    pub roi: Option<Rect>,
+    /// Built-in phantom source settings.
+    #[serde(default)]
+    pub phantom: PhantomConfig,
+    /// Model settings.
+    pub model: ModelConfig,
+    /// Overlay settings.
+    #[serde(default)]
+    pub overlay: OverlayConfig,
+}
+
+fn default_source() -> String {
+    "phantom".into()
+}
+fn default_display() -> String {
+    "out/demo.y4m".into()
+}
+fn default_max_mask_age_ms() -> u64 {
+    150
+}
+
+/// Settings of the built-in phantom source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhantomConfig {
+    /// `"ultrasound"` or `"endoscopy"`.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// Frame width.
+    #[serde(default = "default_width")]
+    pub width: u32,
+    /// Frame height.
+    #[serde(default = "default_height")]
+    pub height: u32,
+    /// Frames per second (real-time pacing).
+    #[serde(default = "default_fps")]
+    pub fps: f64,
+    /// Seed of the generator.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_kind() -> String {
+    "ultrasound".into()
+}
+fn default_width() -> u32 {
+    640
+}
+fn default_height() -> u32 {
+    480
+}
+fn default_fps() -> f64 {
+    15.0
+}
+fn default_seed() -> u64 {
+    1
+}
+
+impl Default for PhantomConfig {
+    fn default() -> Self {
+        PhantomConfig {
+            kind: default_kind(),
+            width: default_width(),
+            height: default_height(),
+            fps: default_fps(),
+            seed: default_seed(),
+        }
+    }
+}
+
+/// Model and inference settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// ONNX file; relative paths are resolved against the config file's folder's parent project root if not found as given.
+    pub path: PathBuf,
+    /// `"f32"`, `"int8"` or `"f16"`: must match the model's `lgms.precision` metadata.
+    #[serde(default = "default_precision")]
+    pub precision: String,
+    /// Inference workers (threads), each with its own model state.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Threads per worker inside tract (1 unless built with multi-threaded kernels).
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+}
+
+fn default_precision() -> String {
+    "f32".into()
+}
+fn default_workers() -> usize {
+    1
+}
+fn default_threads() -> usize {
+    1
+}
+
+/// Overlay look.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayConfig {
+    /// Mask fill colour, RGB.
+    #[serde(default = "default_color")]
+    pub color: [u8; 3],
+    /// Fill opacity, 0..=1.
+    #[serde(default = "default_alpha")]
+    pub alpha: f32,
+    /// Draw the mask's outline.
+    #[serde(default = "default_true")]
+    pub outline: bool,
+    /// Draw the HUD (the "not for diagnosis" label is always drawn).
+    #[serde(default = "default_true")]
+    pub hud: bool,
+}
+
+fn default_color() -> [u8; 3] {
+    [0, 220, 120]
+}
+fn default_alpha() -> f32 {
+    0.4
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        OverlayConfig {
+            color: default_color(),
+            alpha: default_alpha(),
+            outline: true,
+            hud: true,
+        }
+    }
+}
+
+/// Where frames come from, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    /// The built-in phantom generator.
+    Phantom,
+    /// A V4L2 capture device.
+    V4l2(PathBuf),
+    /// A file or folder to replay.
+    File(PathBuf),
+}
+
+/// Where composited frames go, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DisplaySpec {
+    /// Discard (benchmarks).
+    Null,
+    /// One PNG per frame in a folder.
+    PngDir(PathBuf),
+    /// A Y4M video file.
+    Y4m(PathBuf),
+    /// An animated GIF.
+    Gif(PathBuf),
+    /// A Linux framebuffer or DRM device.
+    Device(PathBuf),
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub origin: PathBuf,
+    /// Frame source.
+    pub source: SourceSpec,
+    /// Frame output.
+    pub display: DisplaySpec,
+    /// Mask age limit.
+    pub max_mask_age: Duration,
+    /// Frame limit (0: none).
+    pub frames: u64,
+    /// Stats JSON path.
+    pub stats_json: Option<PathBuf>,
+    /// Region of interest, if any.
+    pub roi: Option<Rect>,
+    /// Phantom settings.
+    pub phantom: PhantomConfig,
+    /// Model settings (path resolved).
+    pub model: ModelConfig,
+    /// Overlay settings.
+    pub overlay: OverlayConfig,
+}
+
+impl RawConfig {
+    /// Reads and parses a TOML file; errors name the file and the key.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(
+                path,
+                format!("cannot read it ({e}); fix: pass an existing file, e.g. boards/x86-dev.toml"),
+            )
+        })?;
+        toml::from_str(&text).map_err(|e| Error::config(path, format!("invalid TOML: {e}")))
+    }
+
+    /// Checks every value; `origin` is used in error messages.
+    pub fn validate(self, origin: &Path) -> Result<Config> {
+        let bad = |reason: String| Error::config(origin, reason);
+        let source = parse_source(&self.source);
+        let display = parse_display(&self.display).map_err(bad)?;
+        if self.max_mask_age_ms == 0 {
+            return Err(bad(
+                "max_mask_age_ms = 0 would never draw a mask; fix: use e.g. 150".into(),
+            ));
+        }
+        let p = &self.phantom;
+        if !matches!(p.kind.as_str(), "ultrasound" | "endoscopy") {
+            return Err(bad(format!(
+                "phantom.kind = {:?}; fix: use \"ultrasound\" or \"endoscopy\"",
+                p.kind
+            )));
+        }
+        if p.width < 64 || p.height < 64 || p.width > 4096 || p.height > 4096 {
+            return Err(bad(format!(
+                "phantom size {}x{} is out of range; fix: use 64..=4096 pixels per side",
+                p.width, p.height
+            )));
+        }
+        if !(p.fps > 0.0 && p.fps <= 240.0) {
+            return Err(bad(format!("phantom.fps = {}; fix: use 0 < fps <= 240", p.fps)));
+        }
+        let m = &self.model;
+        if !matches!(m.precision.as_str(), "f32" | "int8" | "f16") {
+            return Err(bad(format!(
+                "model.precision = {:?}; fix: use \"f32\", \"int8\" or \"f16\"",
+                m.precision
+            )));
+        }
+        if m.workers == 0 || m.workers > 64 {
+            return Err(bad(format!("model.workers = {}; fix: use 1..=64", m.workers)));
+        }
+        if m.threads == 0 || m.threads > 256 {
+            return Err(bad(format!("model.threads = {}; fix: use 1..=256", m.threads)));
+        }
+        let o = &self.overlay;
+        if !(0.0..=1.0).contains(&o.alpha) {
+            return Err(bad(format!("overlay.alpha = {}; fix: use 0..=1", o.alpha)));
+        }
+        let mut model = self.model.clone();
+        model.path = resolve(origin, &model.path);
+        Ok(Config {
+            origin: origin.to_path_buf(),
+            source,
+            display,
+            max_mask_age: Duration::from_millis(self.max_mask_age_ms),
+            frames: self.frames,
+            stats_json: self.stats_json,
+            roi: self.roi,
+            phantom: self.phantom,
+            model,
+            overlay: self.overlay,
+        })
+    }
+}
+
+impl Config {
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        RawConfig::from_file(path)?.validate(path)
+    }
+}
+
+/// A relative model path is taken as given when it exists from the current
+/// folder; otherwise relative to the config file's folder and its parent
+/// (board files live in `boards/`, models in `models/`).
+fn resolve(origin: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() || p.exists() {
+        return p.to_path_buf();
+    }
+    let base = origin.parent().unwrap_or(Path::new(""));
+    for cand in [base.join(p), base.join("..").join(p)] {
+        if cand.exists() {
+            return cand;
+        }
+    }
+    p.to_path_buf()
+}
+
+fn parse_source(s: &str) -> SourceSpec {
+    if s == "phantom" {
+        SourceSpec::Phantom
+    } else if s.starts_with("/dev/") {
+        SourceSpec::V4l2(PathBuf::from(s))
+    } else {
+        SourceSpec::File(PathBuf::from(s))
+    }
+}
+
+fn parse_display(s: &str) -> std::result::Result<DisplaySpec, String> {
+    if s == "null" {
+        return Ok(DisplaySpec::Null);
+    }
+    if let Some(dir) = s.strip_prefix("png:") {
+        return Ok(DisplaySpec::PngDir(PathBuf::from(dir)));
+    }
+    if s.starts_with("/dev/") {
+        return Ok(DisplaySpec::Device(PathBuf::from(s)));
+    }
+    let p = PathBuf::from(s);
+    match p.extension().and_then(|e| e.to_str()) {
+        Some("y4m") => Ok(DisplaySpec::Y4m(p)),
+        Some("gif") => Ok(DisplaySpec::Gif(p)),
+        _ => Err(format!(
+            "display = {s:?} is not understood; fix: use \"null\", \"png:DIR\", a .y4m or .gif path, or /dev/fbN"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| Error::config("t.toml", e.to_string()))?;
+        raw.validate(Path::new("t.toml"))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("[model]\npath = \"m.onnx\"\n").unwrap();
+        assert_eq!(c.source, SourceSpec::Phantom);
+        assert_eq!(c.max_mask_age, Duration::from_millis(150));
+        assert_eq!(c.display, DisplaySpec::Y4m("out/demo.y4m".into()));
+    }
+
+    #[test]
+    fn rejects_bad_values_with_the_key() {
+        for (text, key) in [
+            ("max_mask_age_ms = 0\n[model]\npath=\"m\"", "max_mask_age_ms"),
+            ("display = \"x.mp4\"\n[model]\npath=\"m\"", "display"),
+            ("[model]\npath=\"m\"\nprecision=\"f64\"", "model.precision"),
+            ("[model]\npath=\"m\"\n[overlay]\nalpha=2.0", "overlay.alpha"),
+            ("[model]\npath=\"m\"\n[phantom]\nkind=\"mri\"", "phantom.kind"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        assert!(parse("[model]\npath=\"m\"\nbogus=1").is_err());
+        assert!(parse("source = 3").is_err());
+    }
+
+    #[test]
+    fn sources_and_displays() {
+        assert_eq!(parse_source("/dev/video0"), SourceSpec::V4l2("/dev/video0".into()));
+        assert_eq!(parse_source("rec.y4m"), SourceSpec::File("rec.y4m".into()));
+        assert_eq!(parse_display("png:out/f"), Ok(DisplaySpec::PngDir("out/f".into())));
+        assert_eq!(parse_display("/dev/fb0"), Ok(DisplaySpec::Device("/dev/fb0".into())));
+        assert_eq!(parse_display("null"), Ok(DisplaySpec::Null));
+    }
+}
