@@ -1,0 +1,108 @@
+"""Parity vectors: inputs and reference logits for checking a runtime against PyTorch.
+
+    python3 -m models.parity --model models/lgmsnet-random.f32.onnx --random-seed 0
+    python3 -m models.parity --model models/lgmsnet.f32.onnx --ckpt best.pth [--image a.png ...]
+
+Writes ``models/parity/manifest.json`` and raw little-endian f32 files:
+``<name>.input.f32`` (1x3x256x256, the network's input tensor, i.e. already
+preprocessed) and ``<name>.logits.f32`` (1x1x256x256). The Rust side
+(``lgms-edge parity``) runs the ONNX model on each input and compares.
+
+The reference logits come from the *unfolded* PyTorch model evaluated in
+float64 and rounded to f32 (see ``export.reference_logits`` for why f32
+PyTorch is not precise enough to be the reference for this network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+from models import preprocess
+from models.export import INPUT_SHAPE, ort_run, random_init, reference_logits
+from models.lgmsnet import build_model, load_checkpoint
+
+DEFAULT_DIR = "models/parity"
+TOLERANCE = 1e-4
+
+
+def default_vectors(seed: int = 0, images: list[str] | None = None) -> list[tuple[str, np.ndarray]]:
+    """Named network inputs: phantom frames (real files if given) and random normal.
+
+    The random input is N(0,1)/255: same scale as real preprocessed frames
+    (the authors divide by 255 twice), so the network stays in the regime
+    it is calibrated for.
+    """
+    vecs = []
+    if images:
+        for i, p in enumerate(images):
+            vecs.append((f"image{i}", preprocess.preprocess_path(p)))
+    else:
+        for i in range(2):
+            img, _ = preprocess.synthetic_phantom(seed + 7 + i)
+            vecs.append((f"phantom{i}", preprocess.to_tensor_layout(img)))
+    rng = np.random.default_rng(seed)
+    vecs.append(("normal", (rng.standard_normal(INPUT_SHAPE) / 255).astype(np.float32)))
+    return vecs
+
+
+def write_vectors(model_path: str, model: torch.nn.Module, vectors: list[tuple[str, np.ndarray]],
+                  out_dir: str = DEFAULT_DIR, tolerance: float = TOLERANCE,
+                  check_ort: bool = True) -> dict:
+    os.makedirs(out_dir, exist_ok=True)
+    # Start from a clean slate so stale vectors of another model never linger.
+    for f in os.listdir(out_dir):
+        if f.endswith(".f32"):
+            os.remove(os.path.join(out_dir, f))
+    entries, diffs = [], {}
+    for name, x in vectors:
+        assert x.shape == INPUT_SHAPE and x.dtype == np.float32, (name, x.shape, x.dtype)
+        logits = reference_logits(model, x)
+        x.astype("<f4").tofile(os.path.join(out_dir, f"{name}.input.f32"))
+        logits.astype("<f4").tofile(os.path.join(out_dir, f"{name}.logits.f32"))
+        entries.append({"name": name, "input": f"{name}.input.f32", "logits": f"{name}.logits.f32"})
+        if check_ort:
+            diffs[name] = float(np.abs(ort_run(model_path, x) - logits).max())
+    manifest = {"model": os.path.relpath(os.path.abspath(model_path), os.getcwd()),
+                "tolerance": tolerance, "vectors": entries}
+    with open(os.path.join(out_dir, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    return {"manifest": manifest, "ort_max_abs_diff": diffs}
+
+
+def read_vector(path: str, shape: tuple[int, ...]) -> np.ndarray:
+    return np.fromfile(path, dtype="<f4").reshape(shape)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="write parity vectors for a bundled model")
+    ap.add_argument("--model", required=True, help="ONNX path (relative to repo root)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt")
+    src.add_argument("--random-seed", type=int)
+    ap.add_argument("--image", action="append", help="use these image files as inputs (repeatable)")
+    ap.add_argument("--out", default=DEFAULT_DIR)
+    ap.add_argument("--tolerance", type=float, default=TOLERANCE)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    model = build_model()
+    if a.ckpt:
+        load_checkpoint(model, a.ckpt)
+    else:
+        random_init(model, a.random_seed)
+    model.eval()
+    rep = write_vectors(a.model, model, default_vectors(0, a.image), a.out, a.tolerance)
+    print(json.dumps(rep, indent=2))
+    worst = max(rep["ort_max_abs_diff"].values())
+    if worst > a.tolerance:
+        raise SystemExit(f"onnxruntime differs from the reference by {worst:.3g} > {a.tolerance}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
