@@ -1,0 +1,160 @@
+"""Static int8 quantisation of an exported LGMSNet for tract 0.23.9.
+
+    python3 -m models.quantize --model models/lgmsnet.f32.onnx --out models/lgmsnet.int8.onnx \
+        [--calib DIR] [--frames 32] [--per-channel]
+
+Constraints come from what tract runs as true integer kernels:
+
+* QOperator format, so the int8 compute is explicit: ``QLinearConv`` and
+  ``QLinearMatMul`` with ``QuantizeLinear``/``DequantizeLinear`` around them.
+  (QDQ format would leave it to the runtime to pattern-match DQ->op->Q.)
+* Only ``Conv`` and ``MatMul`` are quantised. Any other op type makes
+  onnxruntime emit Microsoft contrib ops (QLinearAdd, QLinearSigmoid,
+  QLinearConcat, ...) in the ``com.microsoft`` domain, which tract does not
+  implement; we assert none appear.
+* Everything else (norms, GELU/SiLU, softmax, resize) stays f32.
+
+Calibration uses preprocessed frames: real phantom images if ``--calib DIR``
+(a folder of pictures, or one with ``images/``) is given, else synthetic
+phantom-like frames. The same preprocessing as training/export is used, so
+activation ranges match what the runtime will feed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                      QuantType, quantize_static)
+
+from models import preprocess
+from models.export import INPUT_NAME, get_metadata, ort_run, set_metadata
+
+QUANTISED_OPS = ("Conv", "MatMul")
+# Op types a quantised model may contain: the f32 model's own plus these.
+INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}
+FORBIDDEN_DOMAINS = {"com.microsoft"}
+
+
+def calibration_frames(calib: str | None, n: int, seed: int = 1000) -> list[np.ndarray]:
+    """Network inputs (1x3x256x256) for calibration."""
+    if calib:
+        root = os.path.join(calib, "images") if os.path.isdir(os.path.join(calib, "images")) else calib
+        paths = sorted(p for ext in ("png", "jpg", "jpeg", "bmp")
+                       for p in glob.glob(os.path.join(root, f"*.{ext}")))
+        if not paths:
+            raise SystemExit(f"no images under {root}")
+        return [preprocess.preprocess_path(p) for p in paths[:n]]
+    return [preprocess.to_tensor_layout(preprocess.synthetic_phantom(seed + i)[0]) for i in range(n)]
+
+
+class FrameReader(CalibrationDataReader):
+    def __init__(self, frames: list[np.ndarray]):
+        self._it = iter(frames)
+
+    def get_next(self):
+        x = next(self._it, None)
+        return None if x is None else {INPUT_NAME: x}
+
+
+def check_int8_ops(model: onnx.ModelProto, float_ops: set[str] | None = None) -> dict[str, int]:
+    """Raise if the model uses contrib ops or unexpected quantised ops; return op counts."""
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.domain in FORBIDDEN_DOMAINS:
+            raise ValueError(f"{node.name}: op {node.domain}::{node.op_type} is not supported by tract")
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    allowed = INT8_OPS | (float_ops if float_ops is not None else set(counts))
+    bad = sorted(set(counts) - allowed)
+    if bad:
+        raise ValueError(f"unexpected op types after quantisation: {bad}")
+    q = [op for op in counts if op.startswith("QLinear")]
+    if not q:
+        raise ValueError("no QLinear op: nothing was quantised")
+    return counts
+
+
+def quantize(model_path: str, out_path: str, frames: list[np.ndarray], per_channel: bool,
+             activation_type: QuantType = QuantType.QUInt8,
+             weight_type: QuantType = QuantType.QInt8,
+             method: CalibrationMethod = CalibrationMethod.MinMax,
+             calib_desc: str = "") -> dict:
+    src = onnx.load(model_path)
+    float_ops = {n.op_type for n in src.graph.node}
+    md = get_metadata(src)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_out = os.path.join(tmp, "q.onnx")
+        quantize_static(
+            model_path, tmp_out, FrameReader(frames),
+            quant_format=QuantFormat.QOperator,
+            op_types_to_quantize=list(QUANTISED_OPS),
+            per_channel=per_channel,
+            reduce_range=False,
+            activation_type=activation_type,
+            weight_type=weight_type,
+            calibrate_method=method,
+        )
+        q = onnx.load(tmp_out)
+    counts = check_int8_ops(q, float_ops)
+    # ORT may declare the contrib domain even when no node uses it; drop it so
+    # the file advertises only standard ONNX.
+    keep = [o for o in q.opset_import if o.domain not in FORBIDDEN_DOMAINS]
+    del q.opset_import[:]
+    q.opset_import.extend(keep)
+    md.update({
+        "lgms.precision": "int8",
+        "lgms.quantization": (f"onnxruntime static QOperator, Conv+MatMul only, "
+                              f"{'per-channel' if per_channel else 'per-tensor'} weights "
+                              f"{weight_type.name}, activations {activation_type.name}, "
+                              f"{method.name} calibration on {calib_desc or f'{len(frames)} frames'}"),
+    })
+    set_metadata(q, md)
+    onnx.checker.check_model(q)
+    onnx.save(q, out_path)
+    return counts
+
+
+def compare(f32_path: str, int8_path: str, frames: list[np.ndarray]) -> dict[str, float]:
+    """int8 vs f32 (both in onnxruntime): worst logit error and mean mask IoU."""
+    worst, ious = 0.0, []
+    for x in frames:
+        a, b = ort_run(f32_path, x), ort_run(int8_path, x)
+        worst = max(worst, float(np.abs(a - b).max()))
+        pa, pb = a > 0, b > 0
+        ious.append((np.logical_and(pa, pb).sum() + 1e-5) / (np.logical_or(pa, pb).sum() + 1e-5))
+    return {"max_abs_logit_diff": worst, "mask_iou_vs_f32_mean": float(np.mean(ious)),
+            "mask_iou_vs_f32_min": float(np.min(ious))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="static int8 quantisation for tract")
+    ap.add_argument("--model", required=True, help="f32 ONNX from models.export")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--calib", help="folder of calibration pictures (or with images/)")
+    ap.add_argument("--frames", type=int, default=32, help="number of calibration frames")
+    ap.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
+    ap.add_argument("--activations", choices=("u8", "s8"), default="u8")
+    ap.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax")
+    ap.add_argument("--eval-frames", type=int, default=4, help="held-out frames for the int8-vs-f32 report")
+    a = ap.parse_args(argv)
+    frames = calibration_frames(a.calib, a.frames)
+    act = QuantType.QUInt8 if a.activations == "u8" else QuantType.QInt8
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[a.method]
+    desc = f"{len(frames)} frames from {a.calib}" if a.calib else f"{len(frames)} synthetic phantom frames"
+    counts = quantize(a.model, a.out, frames, a.per_channel, act, QuantType.QInt8, method, desc)
+    held_out = calibration_frames(None, a.eval_frames, seed=5000)
+    report = {"out": a.out, "op_counts": counts, "vs_f32": compare(a.model, a.out, held_out),
+              "size_bytes": os.path.getsize(a.out)}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
