@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 import onnx
@@ -252,15 +253,19 @@ def export_onnx(model: nn.Module, out_path: str, metadata: dict[str, str]) -> on
     dummy = torch.zeros(INPUT_SHAPE)
     with tempfile.TemporaryDirectory() as tmp:
         raw = os.path.join(tmp, "raw.onnx")
-        torch.onnx.export(
-            model, (dummy,), raw,
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            do_constant_folding=True,
-            export_params=True,
-        )
+        with warnings.catch_warnings():
+            # The legacy exporter is deprecated but is the one whose GELU and
+            # Resize output tract is known to handle; silence the notice.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model, (dummy,), raw,
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                do_constant_folding=True,
+                export_params=True,
+            )
         proto = onnx.load(raw)
     onnx.checker.check_model(proto)
     proto = onnx.shape_inference.infer_shapes(proto)
