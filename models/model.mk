@@ -3,12 +3,28 @@
 # Run from the repository root. Variables may be overridden on the command line.
 
 PYTHON      ?= python3
+CARGO       ?= cargo
 CKPT        ?=
 MODEL_NAME  ?= lgmsnet-phantom-us
-MODEL_OUT   ?= models/lgmsnet.f32.onnx
+MODEL_OUT   ?= models/$(MODEL_NAME).f32.onnx
+MODEL_INT8  ?= models/$(MODEL_NAME).int8.onnx
 MODEL_DATA  ?= unknown
 
-.PHONY: model model-random model-test
+# train-phantom: data from the Rust phantom generator, seeds 1 (train) and 2 (val).
+PHANTOM_DIR   ?= models/runs/phantom-data
+PHANTOM_KIND  ?= ultrasound
+TRAIN_COUNT   ?= 400
+VAL_COUNT     ?= 100
+TRAIN_SEED    ?= 1
+VAL_SEED      ?= 2
+EPOCHS        ?= 150
+TRAIN_MINUTES ?= 40
+TRAIN_DEVICE  ?= auto
+TRAIN_ARGS    ?=
+RUN_DIR       ?= models/runs/$(MODEL_NAME)
+PHANTOM_DESC   = lgms-edge phantom --kind $(PHANTOM_KIND): train $(TRAIN_COUNT) frames seed $(TRAIN_SEED), val $(VAL_COUNT) frames seed $(VAL_SEED)
+
+.PHONY: model model-random model-parity model-test phantom-data train-phantom
 
 # Export an authors'-format checkpoint: make model CKPT=path/to/best.pth
 model:
@@ -18,7 +34,36 @@ model:
 # Seeded random weights, for the demo and tests before a trained model exists.
 model-random:
 	$(PYTHON) -m models.export --random-seed 0 --out models/lgmsnet-random.f32.onnx --name lgmsnet-random
+	$(PYTHON) -m models.quantize --model models/lgmsnet-random.f32.onnx --out models/lgmsnet-random.int8.onnx --frames 16
+	$(PYTHON) -m models.quantize --model models/lgmsnet-random.f32.onnx --out models/lgmsnet-random.int8-perchannel.onnx --frames 16 --per-channel
 	$(PYTHON) -m models.parity --model models/lgmsnet-random.f32.onnx --random-seed 0
+
+# Parity vectors for an exported checkpoint: make model-parity CKPT=... MODEL_OUT=...
+model-parity:
+	@test -n "$(CKPT)" || { echo "usage: make model-parity CKPT=path/to/checkpoint.pth MODEL_OUT=model.onnx"; exit 2; }
+	$(PYTHON) -m models.parity --model "$(MODEL_OUT)" --ckpt "$(CKPT)"
 
 model-test:
 	$(PYTHON) -m pytest -q tests/python
+
+# The dataset is made here with the Rust binary; the folder can be carried to
+# a GPU machine without cargo, where these stamps make `make` skip this step.
+$(PHANTOM_DIR)/train/.done:
+	$(CARGO) run --release -- phantom --out $(PHANTOM_DIR)/train --count $(TRAIN_COUNT) --seed $(TRAIN_SEED) --kind $(PHANTOM_KIND)
+	touch $@
+$(PHANTOM_DIR)/val/.done:
+	$(CARGO) run --release -- phantom --out $(PHANTOM_DIR)/val --count $(VAL_COUNT) --seed $(VAL_SEED) --kind $(PHANTOM_KIND)
+	touch $@
+
+phantom-data: $(PHANTOM_DIR)/train/.done $(PHANTOM_DIR)/val/.done
+
+# From scratch: data -> train (best val IoU) -> f32 export -> int8 -> parity vectors.
+# On 2 CPU cores TRAIN_MINUTES caps training (the lr schedule is shortened to
+# fit); on a GPU the 150 epochs take a few minutes.
+train-phantom: phantom-data
+	$(PYTHON) -m models.train --data $(PHANTOM_DIR)/train --val $(PHANTOM_DIR)/val --epochs $(EPOCHS) \
+		--device $(TRAIN_DEVICE) --max-minutes $(TRAIN_MINUTES) --out $(RUN_DIR) $(TRAIN_ARGS)
+	$(PYTHON) -m models.export --ckpt $(RUN_DIR)/best.pth --out $(MODEL_OUT) --name $(MODEL_NAME) \
+		--training-data "$(PHANTOM_DESC)"
+	$(PYTHON) -m models.quantize --model $(MODEL_OUT) --out $(MODEL_INT8) --calib $(PHANTOM_DIR)/train --frames 32
+	$(PYTHON) -m models.parity --model $(MODEL_OUT) --ckpt $(RUN_DIR)/best.pth --image "$$(ls $(PHANTOM_DIR)/val/images/*.png | head -n 1)"

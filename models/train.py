@@ -167,16 +167,22 @@ def train(args: argparse.Namespace) -> dict:
                               weight_decay=args.weight_decay, nesterov=False)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    # Poly decay per step, like the authors' (1 - it/max_it)^0.9.
+    # Poly decay per step, like the authors' (1 - it/max_it)^0.9. The horizon
+    # is mutable: with --max-minutes it shrinks after epoch 1 to the epochs
+    # that fit, so the lr still decays to ~0 instead of stopping mid-schedule.
+    horizon = [total_steps]
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda it: (1 - min(it, total_steps - 1) / total_steps) ** 0.9)
+        opt, lambda it: max(0.0, 1 - min(it, horizon[0] - 1) / horizon[0]) ** 0.9)
+    n_epochs = args.epochs
 
     log = {"args": vars(args), "device": str(device), "torch": torch.__version__,
            "params": count_params(model), "train_frames": len(tr_imgs), "val_frames": len(va_imgs),
            "steps_per_epoch": steps_per_epoch, "epochs": [], "best": None}
     best_iou = -1.0
     deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf
-    for epoch in range(1, args.epochs + 1):
+    epoch = 0
+    while epoch < n_epochs:
+        epoch += 1
         model.train()
         te = time.time()
         order = rng.permutation(len(tr_imgs))
@@ -212,6 +218,17 @@ def train(args: argparse.Namespace) -> dict:
         log["wall_seconds"] = round(time.time() - t0, 1)
         with open(os.path.join(args.out, "log.json"), "w", encoding="utf-8") as f:
             json.dump(log, f, indent=2)
+        if epoch == 1 and args.max_minutes:
+            # Epoch 1 includes warm-up (cuDNN autotune, allocator), so this
+            # errs on the short side.
+            per_epoch = time.time() - te
+            fit = max(1, int((deadline - time.time()) / per_epoch) + 1)
+            if fit < n_epochs:
+                n_epochs = fit
+                horizon[0] = steps_per_epoch * n_epochs
+                log["epochs_planned"] = n_epochs
+                print(f"--max-minutes {args.max_minutes}: {per_epoch:.0f}s/epoch, "
+                      f"training {n_epochs} epochs", flush=True)
         if time.time() > deadline:
             print(f"stopping: --max-minutes {args.max_minutes} reached", flush=True)
             break
