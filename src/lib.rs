@@ -3,20 +3,22 @@
 //! Live video in, LGMSNet segmentation through tract, mask overlay out.
 //!
 //! Crate map (each module one stage, talking through [`frame`] data):
-//! - [`source`]: where frames come from ([`phantom`] is the built-in one);
-//! - [`engine`]: the network through tract, with the model's own preprocessing;
-//! - [`overlay`]: mask fill, outline and HUD through embedded-graphics;
+//! - [`source`]: where frames come from;
+//! - [`preprocess`] and [`engine`]: the network through tract, with the
+//!   model's own preprocessing;
 //! - [`sink`]: where composited frames go;
-//! - [`pipeline`]: the threads that tie them together without ever holding
-//!   the video back;
 //! - [`stats`]: per-stage latency;
-//! - [`config`]: the validated configuration.
+//! - [`config`]: the validated configuration;
+//! - [`parity`]: tract against PyTorch on committed vectors.
 
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod frame;
+pub mod parity;
+pub mod preprocess;
 pub mod sink;
 pub mod source;
 pub mod stats;

@@ -228,6 +228,84 @@ impl Sink for GifSink {
     }
 }
 
+/// Full-range BT.601 Y'CbCr -> RGB, the inverse of [`rgb_to_ycbcr_full`].
+pub fn ycbcr_full_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    let (y, cb, cr) = (y as f32, cb as f32 - 128.0, cr as f32 - 128.0);
+    let r = y + 1.402 * cr;
+    let g = y - 0.344_136 * cb - 0.714_136 * cr;
+    let b = y + 1.772 * cb;
+    [
+        r.round().clamp(0.0, 255.0) as u8,
+        g.round().clamp(0.0, 255.0) as u8,
+        b.round().clamp(0.0, 255.0) as u8,
+    ]
+}
+
+/// Turns a 4:4:4 Y4M written by [`Y4mSink`] into an animated GIF, keeping
+/// every `step`-th frame. Done after a run so that GIF encoding (slow) does
+/// not count in the display stage's latency.
+pub fn y4m_to_gif(y4m: &Path, gif: &Path, step: usize) -> Result<()> {
+    let bad = |reason: String| Error::invalid(format!("video {y4m:?}"), reason);
+    let data = std::fs::read(y4m).map_err(|e| Error::io(format!("reading video {y4m:?}"), e))?;
+    let header_end = data
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| bad("no Y4M header".into()))?;
+    let header = std::str::from_utf8(&data[..header_end]).map_err(|_| bad("header is not text".into()))?;
+    let mut parts = header.split(' ');
+    if parts.next() != Some("YUV4MPEG2") {
+        return Err(bad("not a YUV4MPEG2 file".into()));
+    }
+    let (mut w, mut h, mut fps, mut c444) = (0usize, 0usize, 15.0f64, false);
+    for p in parts {
+        match p.split_at(1) {
+            ("W", v) => w = v.parse().map_err(|_| bad(format!("bad width {v:?}")))?,
+            ("H", v) => h = v.parse().map_err(|_| bad(format!("bad height {v:?}")))?,
+            ("F", v) => {
+                let mut nd = v.split(':').filter_map(|x| x.parse::<f64>().ok());
+                if let (Some(n), Some(d)) = (nd.next(), nd.next()) {
+                    fps = n / d.max(1.0);
+                }
+            }
+            ("C", v) => c444 = v.starts_with("444"),
+            _ => {}
+        }
+    }
+    if w == 0 || h == 0 || !c444 {
+        return Err(bad("only 4:4:4 Y4M files with a size are supported".into()));
+    }
+    let n = w * h;
+    let mut sink = GifSink::create(gif, fps / step.max(1) as f64)?;
+    let mut frame = Frame::new(w as u32, h as u32);
+    let mut pos = header_end + 1;
+    let mut index = 0usize;
+    while pos < data.len() {
+        let line_end = data[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| pos + i)
+            .ok_or_else(|| bad("truncated FRAME header".into()))?;
+        if !data[pos..line_end].starts_with(b"FRAME") {
+            return Err(bad(format!("expected FRAME at byte {pos}")));
+        }
+        let start = line_end + 1;
+        let planes = data
+            .get(start..start + 3 * n)
+            .ok_or_else(|| bad(format!("frame {index} is truncated")))?;
+        if index % step.max(1) == 0 {
+            for i in 0..n {
+                let rgb = ycbcr_full_to_rgb(planes[i], planes[n + i], planes[2 * n + i]);
+                frame.rgb[i * 3..i * 3 + 3].copy_from_slice(&rgb);
+            }
+            frame.id = index as u64;
+            sink.write(&frame)?;
+        }
+        index += 1;
+        pos = start + 3 * n;
+    }
+    sink.finish()
+}
+
 fn create_parent(path: &Path) -> Result<()> {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => std::fs::create_dir_all(p)
@@ -265,6 +343,38 @@ mod tests {
         let mut s = Y4mSink::create(&path, 15.0).unwrap();
         s.write(&test_frame(0)).unwrap();
         assert!(s.write(&Frame::new(2, 2)).is_err());
+    }
+
+    #[test]
+    fn y4m_converts_to_gif() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.y4m");
+        let mut s = Y4mSink::create(&path, 10.0).unwrap();
+        for i in 0..4 {
+            s.write(&test_frame(i)).unwrap();
+        }
+        s.finish().unwrap();
+        let gif = dir.path().join("v.gif");
+        y4m_to_gif(&path, &gif, 2).unwrap();
+        let file = std::io::BufReader::new(std::fs::File::open(&gif).unwrap());
+        let dec = image::codecs::gif::GifDecoder::new(file).unwrap();
+        use image::AnimationDecoder;
+        assert_eq!(dec.into_frames().count(), 2);
+        // A truncated video is an error, not a panic.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+        assert!(y4m_to_gif(&path, &gif, 1).is_err());
+    }
+
+    #[test]
+    fn ycbcr_round_trip() {
+        for rgb in [[0u8, 0, 0], [255, 255, 255], [200, 30, 90], [10, 240, 128]] {
+            let [y, cb, cr] = rgb_to_ycbcr_full(rgb[0], rgb[1], rgb[2]);
+            let back = ycbcr_full_to_rgb(y, cb, cr);
+            for c in 0..3 {
+                assert!((back[c] as i32 - rgb[c] as i32).abs() <= 2, "{rgb:?} -> {back:?}");
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,607 @@
+//! The inference engine: LGMSNet (or any 1x3xHxW -> 1x1xHxW segmentation
+//! network) through tract.
+//!
+//! A [`Model`] is loaded, checked and optimised once and shared between
+//! workers; each worker owns an [`Engine`] with its own tract state and
+//! buffers sized at start, so a frame costs no allocation on our side.
+//!
+//! Preprocessing (size, channel order, mean, std, scale) and the threshold
+//! come from the model file's metadata (`lgms.*` keys written by
+//! `models/export.py`) or a sidecar `MODEL.onnx.json`, never from code: a
+//! model trained with other conventions then runs correctly without a
+//! rebuild, and a model without them is refused instead of silently fed
+//! the wrong numbers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tract_onnx::prelude::*;
+
+use crate::frame::{Frame, Mask, Rect};
+use crate::preprocess::{self, ChannelOrder, Normalize};
+use crate::stats::{Stage, StageRecorder};
+use crate::{Error, Result};
+
+/// What the runtime knows about a model after loading it.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// File it was loaded from.
+    pub path: PathBuf,
+    /// `lgms.name`, or the file stem.
+    pub name: String,
+    /// `lgms.precision`: "f32", "int8" or "f16".
+    pub precision: String,
+    /// Input height and width.
+    pub input_hw: (usize, usize),
+    /// Output (logits) height and width.
+    pub output_hw: (usize, usize),
+    /// Input normalisation.
+    pub normalize: Normalize,
+    /// Logit threshold: mask = logit > threshold.
+    pub threshold: f32,
+    /// Every `lgms.*` metadata entry (after the sidecar's overrides).
+    pub metadata: BTreeMap<String, String>,
+    /// Number of weights (elements of constant float/int tensors of the decluttered graph).
+    pub parameters: usize,
+    /// Operator name -> count, in the optimised graph that tract runs.
+    pub op_histogram: BTreeMap<String, usize>,
+}
+
+/// Options for loading a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Threads tract may use per inference (needs the `multithread` feature for > 1).
+    pub threads: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { threads: 1 }
+    }
+}
+
+/// A loaded, optimised model, shared by all workers.
+#[derive(Debug)]
+pub struct Model {
+    info: ModelInfo,
+    plan: Arc<TypedRunnableModel>,
+}
+
+const META_PREFIX: &str = "onnx.metadata_props.";
+
+impl Model {
+    /// Loads, checks and optimises an ONNX model.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Arc<Model>> {
+        if !path.is_file() {
+            return Err(Error::ModelNotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let corrupt = |e: TractError| Error::ModelCorrupt {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        };
+        let mut inference = onnx().model_for_path(path).map_err(corrupt)?;
+
+        // An operator tract does not know is kept as a placeholder node by the
+        // ONNX loader; name it now instead of failing later with a type error.
+        for node in inference.nodes() {
+            let name = node.op.name();
+            if let Some(op) = name
+                .strip_prefix("Unimplemented(")
+                .and_then(|s| s.strip_suffix(')'))
+            {
+                return Err(Error::UnsupportedOp {
+                    path: path.to_path_buf(),
+                    op: op.to_string(),
+                });
+            }
+        }
+
+        let metadata = read_metadata(path, &inference)?;
+        let meta = Meta {
+            path,
+            map: &metadata,
+        };
+        let normalize = meta.normalize()?;
+        let threshold = meta.f32("lgms.threshold")?;
+        let name = metadata
+            .get("lgms.name")
+            .cloned()
+            .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+        let precision = metadata
+            .get("lgms.precision")
+            .cloned()
+            .unwrap_or_else(|| "f32".into());
+
+        let shape_err = |reason: String| Error::ModelShape {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if inference.inputs.len() != 1 || inference.outputs.len() != 1 {
+            return Err(shape_err(format!(
+                "it has {} inputs and {} outputs, the runtime needs exactly one of each",
+                inference.inputs.len(),
+                inference.outputs.len()
+            )));
+        }
+        let input_fact = inference
+            .input_fact(0)
+            .map_err(corrupt)?
+            .clone();
+        let dims = input_fact
+            .shape
+            .as_concrete_finite()
+            .ok()
+            .flatten()
+            .map(|d| d.to_vec());
+        let dims = dims.ok_or_else(|| {
+            shape_err(format!(
+                "input shape {:?} is not fixed",
+                input_fact.shape
+            ))
+        })?;
+        if dims.len() != 4 || dims[0] != 1 || dims[1] != 3 || dims[2] < 8 || dims[3] < 8 {
+            return Err(shape_err(format!(
+                "input shape is {dims:?}, expected [1, 3, H, W]"
+            )));
+        }
+        let input_hw = (dims[2], dims[3]);
+        inference
+            .set_input_fact(0, f32::fact([1, 3, input_hw.0, input_hw.1]).into())
+            .map_err(corrupt)?;
+
+        let typed = inference
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .map_err(corrupt)?;
+        let out_fact = typed.output_fact(0).map_err(corrupt)?.clone();
+        let out_dims: Vec<usize> = out_fact
+            .shape
+            .as_concrete()
+            .map(|d| d.to_vec())
+            .ok_or_else(|| shape_err(format!("output shape {:?} is not fixed", out_fact.shape)))?;
+        if out_dims.len() != 4 || out_dims[0] != 1 || out_dims[1] != 1 || out_fact.datum_type != f32::datum_type() {
+            return Err(shape_err(format!(
+                "output is {:?} {:?}, expected f32 logits [1, 1, H, W]",
+                out_fact.datum_type, out_dims
+            )));
+        }
+        let parameters = count_parameters(&typed);
+        let optimized = typed.into_optimized().map_err(corrupt)?;
+        let mut op_histogram = BTreeMap::new();
+        for node in optimized.nodes() {
+            *op_histogram.entry(node.op.name().to_string()).or_insert(0) += 1;
+        }
+        let run_opts = run_options(opts.threads)?;
+        let plan = optimized
+            .into_runnable_with_options(&run_opts)
+            .map_err(corrupt)?;
+        Ok(Arc::new(Model {
+            info: ModelInfo {
+                path: path.to_path_buf(),
+                name,
+                precision,
+                input_hw,
+                output_hw: (out_dims[2], out_dims[3]),
+                normalize,
+                threshold,
+                metadata,
+                parameters,
+                op_histogram,
+            },
+            plan,
+        }))
+    }
+
+    /// What was read from the file.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+}
+
+#[cfg(feature = "multithread")]
+fn run_options(threads: usize) -> Result<RunOptions> {
+    let mut o = RunOptions::default();
+    if threads > 1 {
+        o.executor = Some(multithread::Executor::multithread(threads));
+    }
+    Ok(o)
+}
+
+#[cfg(not(feature = "multithread"))]
+fn run_options(threads: usize) -> Result<RunOptions> {
+    if threads > 1 {
+        log::warn!(
+            "model.threads = {threads} ignored: this build has no multi-threaded kernels \
+             (rebuild with --features multithread); use model.workers for parallelism"
+        );
+    }
+    Ok(RunOptions::default())
+}
+
+fn count_parameters(model: &TypedModel) -> usize {
+    model
+        .nodes()
+        .iter()
+        .filter_map(|n| n.op_as::<tract_onnx::tract_core::ops::konst::Const>())
+        .map(|c| c.val().len())
+        .filter(|&n| n > 1)
+        .sum()
+}
+
+/// Reads `lgms.*` keys from the ONNX metadata, then lets a sidecar JSON
+/// (`MODEL.onnx.json`, or `MODEL.json`) override or add keys.
+fn read_metadata(path: &Path, model: &InferenceModel) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for (k, v) in &model.properties {
+        if let Some(key) = k.strip_prefix(META_PREFIX) {
+            if let Ok(s) = v.try_as_plain_ram().and_then(|p| p.to_scalar::<String>().cloned()) {
+                map.insert(key.to_string(), s);
+            }
+        }
+    }
+    let mut sidecar = path.as_os_str().to_owned();
+    sidecar.push(".json");
+    for cand in [PathBuf::from(sidecar), path.with_extension("json")] {
+        if !cand.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&cand)
+            .map_err(|e| Error::io(format!("model sidecar {cand:?}"), e))?;
+        let obj: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| Error::ModelMetadata {
+                path: path.to_path_buf(),
+                key: cand.display().to_string(),
+                reason: format!("is not a flat JSON object ({e})"),
+            })?;
+        for (k, v) in obj {
+            let s = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            map.insert(k, s);
+        }
+        log::info!("model metadata overridden by sidecar {cand:?}");
+        break;
+    }
+    Ok(map)
+}
+
+struct Meta<'a> {
+    path: &'a Path,
+    map: &'a BTreeMap<String, String>,
+}
+
+impl Meta<'_> {
+    fn err(&self, key: &str, reason: impl Into<String>) -> Error {
+        Error::ModelMetadata {
+            path: self.path.to_path_buf(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<&str> {
+        self.map
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| self.err(key, "is missing"))
+    }
+
+    fn f32(&self, key: &str) -> Result<f32> {
+        let s = self.get(key)?;
+        s.trim()
+            .parse::<f32>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| self.err(key, format!("= {s:?} is not a finite number")))
+    }
+
+    fn triple(&self, key: &str) -> Result<[f32; 3]> {
+        let s = self.get(key)?;
+        let v: Vec<f32> = s
+            .split(',')
+            .filter_map(|p| p.trim().parse::<f32>().ok())
+            .collect();
+        match v.as_slice() {
+            [a, b, c] if v.iter().all(|x| x.is_finite()) => Ok([*a, *b, *c]),
+            _ => Err(self.err(key, format!("= {s:?} is not three comma-separated numbers"))),
+        }
+    }
+
+    fn normalize(&self) -> Result<Normalize> {
+        let order = self.get("lgms.channel_order")?;
+        let channel_order = match order.to_ascii_uppercase().as_str() {
+            "RGB" => ChannelOrder::Rgb,
+            "BGR" => ChannelOrder::Bgr,
+            _ => return Err(self.err("lgms.channel_order", format!("= {order:?}, expected RGB or BGR"))),
+        };
+        let std = self.triple("lgms.std")?;
+        if std.iter().any(|&s| s <= 0.0) {
+            return Err(self.err("lgms.std", "has a value <= 0"));
+        }
+        let max_pixel_value = self.f32("lgms.max_pixel_value")?;
+        if max_pixel_value <= 0.0 {
+            return Err(self.err("lgms.max_pixel_value", "must be > 0"));
+        }
+        Ok(Normalize {
+            channel_order,
+            mean: self.triple("lgms.mean")?,
+            std,
+            max_pixel_value,
+            extra_scale: self.f32("lgms.extra_scale")?,
+        })
+    }
+}
+
+/// One worker's inference context: a tract state and buffers sized once.
+pub struct Engine {
+    model: Arc<Model>,
+    state: TypedSimpleState,
+    input: Arc<Tensor>,
+    logits: Vec<f32>,
+}
+
+impl Engine {
+    /// A fresh state for `model`.
+    pub fn new(model: Arc<Model>) -> Result<Engine> {
+        let (h, w) = model.info.input_hw;
+        let (oh, ow) = model.info.output_hw;
+        let state = TypedSimpleState::new(&model.plan).map_err(|e| Error::Inference {
+            model: model.info.name.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        Ok(Engine {
+            state,
+            input: Arc::new(Tensor::zero::<f32>(&[1, 3, h, w]).map_err(|e| Error::Inference {
+                model: model.info.name.clone(),
+                reason: format!("{e:#}"),
+            })?),
+            logits: vec![0.0; oh * ow],
+            model,
+        })
+    }
+
+    /// The model this engine runs.
+    pub fn info(&self) -> &ModelInfo {
+        &self.model.info
+    }
+
+    /// Lends the input tensor's data (planar NCHW) to `fill`.
+    pub fn with_input<R>(&mut self, fill: impl FnOnce(&mut [f32]) -> R) -> Result<R> {
+        // tract drops its reference to the input when a run ends
+        // (`reset_turn`), so this is unique and no copy is made; if it
+        // ever were not, `make_mut` copies instead of corrupting a run.
+        let t = Arc::make_mut(&mut self.input);
+        let mut view = t.try_as_plain_ram_mut().map_err(|e| Error::Inference {
+            model: self.model.info.name.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let data = view.as_slice_mut::<f32>().map_err(|e| Error::Inference {
+            model: self.model.info.name.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        Ok(fill(data))
+    }
+
+    /// Fills the input tensor from `roi` of `frame` with the model's preprocessing.
+    pub fn preprocess(&mut self, frame: &Frame, roi: Rect) -> Result<()> {
+        if !roi.fits_in(frame.width, frame.height) {
+            return Err(Error::invalid(
+                format!("frame {} ({}x{})", frame.id, frame.width, frame.height),
+                format!("region of interest {roi:?} does not fit; fix the roi in the config"),
+            ));
+        }
+        if frame.rgb.len() != frame.width as usize * frame.height as usize * 3 {
+            return Err(Error::invalid(
+                format!("frame {}", frame.id),
+                "pixel buffer does not match its size (corrupt frame)",
+            ));
+        }
+        let (h, w) = self.model.info.input_hw;
+        let norm = self.model.info.normalize;
+        self.with_input(|input| {
+            preprocess::resize_normalize(
+                &frame.rgb,
+                frame.width as usize,
+                frame.height as usize,
+                roi,
+                w,
+                h,
+                &norm,
+                input,
+            )
+        })
+    }
+
+    /// Runs the network on the current input tensor; the logits are then in [`Engine::logits`].
+    pub fn infer(&mut self) -> Result<()> {
+        let fail = |e: TractError, name: &str| Error::Inference {
+            model: name.to_string(),
+            reason: format!("{e:#}"),
+        };
+        let outputs = self
+            .state
+            .run(tvec!(TValue::from_const(self.input.clone())))
+            .map_err(|e| fail(e, &self.model.info.name))?;
+        let view = outputs[0]
+            .try_as_plain_ram()
+            .map_err(|e| fail(e, &self.model.info.name))?;
+        let out = view
+            .as_slice::<f32>()
+            .map_err(|e| fail(e, &self.model.info.name))?;
+        if out.len() != self.logits.len() {
+            return Err(Error::Inference {
+                model: self.model.info.name.clone(),
+                reason: format!("output has {} values, expected {}", out.len(), self.logits.len()),
+            });
+        }
+        self.logits.copy_from_slice(out);
+        Ok(())
+    }
+
+    /// Logits of the last [`Engine::infer`], row-major `output_hw`.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Thresholds the logits into `mask`, upscaled to `mask.roi`'s size.
+    pub fn postprocess(&self, mask: &mut Mask) {
+        let (lh, lw) = self.model.info.output_hw;
+        let (w, h) = (mask.roi.w as usize, mask.roi.h as usize);
+        mask.data.resize(w * h, 0);
+        preprocess::logits_to_mask(&self.logits, lw, lh, self.model.info.threshold, w, h, &mut mask.data);
+    }
+
+    /// Runs the network on an already preprocessed tensor (parity checks).
+    pub fn run_tensor(&mut self, input: &[f32]) -> Result<&[f32]> {
+        let expected = self.with_input(|dst| {
+            if dst.len() == input.len() {
+                dst.copy_from_slice(input);
+            }
+            dst.len()
+        })?;
+        if expected != input.len() {
+            return Err(Error::invalid(
+                "input tensor",
+                format!("has {} values, the model takes {expected}", input.len()),
+            ));
+        }
+        self.infer()?;
+        Ok(&self.logits)
+    }
+
+    /// Preprocess, infer and postprocess one frame, timing each stage.
+    pub fn segment(&mut self, frame: &Frame, roi: Rect, mask: &mut Mask, rec: &mut StageRecorder) -> Result<()> {
+        let t0 = Instant::now();
+        self.preprocess(frame, roi)?;
+        let t1 = Instant::now();
+        self.infer()?;
+        let t2 = Instant::now();
+        mask.roi = roi;
+        mask.frame_id = frame.id;
+        mask.captured = frame.captured;
+        self.postprocess(mask);
+        let t3 = Instant::now();
+        rec.record(Stage::Preprocess, t1 - t0);
+        rec.record(Stage::Inference, t2 - t1);
+        rec.record(Stage::Postprocess, t3 - t2);
+        Ok(())
+    }
+}
+
+/// What `lgms-edge info` prints: the model as the runtime sees it, and the
+/// CPU features tract's kernels can use on this machine.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InfoReport {
+    /// Model file.
+    pub path: String,
+    /// Model name.
+    pub name: String,
+    /// Precision.
+    pub precision: String,
+    /// Input tensor shape.
+    pub input: [usize; 4],
+    /// Output tensor shape.
+    pub output: [usize; 4],
+    /// Number of weights.
+    pub parameters: usize,
+    /// Preprocessing, as read from the metadata.
+    pub preprocessing: String,
+    /// Logit threshold.
+    pub threshold: f32,
+    /// All `lgms.*` metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Operator histogram of the optimised graph.
+    pub operators: BTreeMap<String, usize>,
+    /// CPU architecture.
+    pub arch: String,
+    /// SIMD features detected at run time.
+    pub cpu_features: Vec<String>,
+}
+
+impl InfoReport {
+    /// Builds the report for a loaded model.
+    pub fn new(info: &ModelInfo) -> Self {
+        let n = &info.normalize;
+        InfoReport {
+            path: info.path.display().to_string(),
+            name: info.name.clone(),
+            precision: info.precision.clone(),
+            input: [1, 3, info.input_hw.0, info.input_hw.1],
+            output: [1, 1, info.output_hw.0, info.output_hw.1],
+            parameters: info.parameters,
+            preprocessing: format!(
+                "bilinear resize to {}x{}, channels {:?}, x = ((p - {}*mean)/({}*std)) * {}, mean {:?}, std {:?}",
+                info.input_hw.1,
+                info.input_hw.0,
+                n.channel_order,
+                n.max_pixel_value,
+                n.max_pixel_value,
+                n.extra_scale,
+                n.mean,
+                n.std
+            ),
+            threshold: info.threshold,
+            metadata: info.metadata.clone(),
+            operators: info.op_histogram.clone(),
+            arch: std::env::consts::ARCH.to_string(),
+            cpu_features: cpu_features(),
+        }
+    }
+
+    /// Human-readable text.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "model:        {} ({})", self.name, self.path);
+        let _ = writeln!(s, "precision:    {}", self.precision);
+        let _ = writeln!(s, "input:        input f32 {:?}", self.input);
+        let _ = writeln!(s, "output:       logits f32 {:?}, mask = logit > {}", self.output, self.threshold);
+        let _ = writeln!(s, "parameters:   {}", self.parameters);
+        let _ = writeln!(s, "preprocess:   {}", self.preprocessing);
+        let _ = writeln!(s, "cpu:          {} [{}]", self.arch, self.cpu_features.join(", "));
+        let _ = writeln!(s, "metadata:");
+        for (k, v) in &self.metadata {
+            let _ = writeln!(s, "  {k} = {v}");
+        }
+        let _ = writeln!(s, "operators (optimised graph, {} nodes):", self.operators.values().sum::<usize>());
+        let mut ops: Vec<_> = self.operators.iter().collect();
+        ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (op, n) in ops {
+            let _ = writeln!(s, "  {n:>5}  {op}");
+        }
+        s
+    }
+}
+
+/// SIMD features of this CPU that matter to tract's and our kernels.
+pub fn cpu_features() -> Vec<String> {
+    let mut f = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! probe {
+            ($($name:tt),*) => {$(
+                if std::arch::is_x86_feature_detected!($name) {
+                    f.push($name.to_string());
+                }
+            )*};
+        }
+        probe!("sse4.1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512vnni", "avxvnni");
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        macro_rules! probe {
+            ($($name:tt),*) => {$(
+                if std::arch::is_aarch64_feature_detected!($name) {
+                    f.push($name.to_string());
+                }
+            )*};
+        }
+        probe!("neon", "dotprod", "fp16", "i8mm", "bf16", "sve");
+    }
+    f
+}
