@@ -53,7 +53,7 @@ pub enum Error {
         op: String,
     },
     /// The model's preprocessing metadata is missing or malformed.
-    #[error("model {path:?}: preprocessing metadata {key:?} {reason}; fix: re-export with models/export.py, or put the key in the sidecar file {path:?}.json")]
+    #[error("model {path:?}: preprocessing metadata {key:?} {reason}; fix: re-export with models/export.py, or give the key in a sidecar JSON file next to the model (MODEL.onnx.json)")]
     ModelMetadata {
         /// Path of the model.
         path: PathBuf,

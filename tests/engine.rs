@@ -1,0 +1,145 @@
+//! The engine against real ONNX files: tiny committed fixtures
+//! (tests/fixtures/make_fixtures.py) for every refusal path, and the bundled
+//! LGMSNet for parity with PyTorch.
+
+use std::path::{Path, PathBuf};
+
+use lgms_edge::engine::{Engine, LoadOptions, Model};
+use lgms_edge::frame::{Frame, Mask, Rect};
+use lgms_edge::stats::{Stage, StageRecorder};
+use lgms_edge::Error;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn load(p: &Path) -> Result<std::sync::Arc<Model>, Error> {
+    Model::load(p, &LoadOptions::default())
+}
+
+#[test]
+fn tiny_model_segments_dark_square_where_it_is() {
+    let model = load(&fixture("tiny_dark.onnx")).unwrap();
+    let info = model.info();
+    assert_eq!(info.name, "tiny-dark");
+    assert_eq!(info.input_hw, (32, 32));
+    assert_eq!(info.threshold, 0.0);
+    let mut engine = Engine::new(model).unwrap();
+    // 96x64 light frame with a dark 24x16 block at (40, 20).
+    let mut frame = Frame::new(96, 64);
+    frame.rgb.fill(230);
+    for y in 20..36 {
+        for x in 40..64 {
+            let i = (y * 96 + x) * 3;
+            frame.rgb[i..i + 3].copy_from_slice(&[20, 20, 20]);
+        }
+    }
+    frame.id = 7;
+    let roi = Rect::full(96, 64);
+    let mut mask = Mask::new(roi);
+    let mut rec = StageRecorder::new(16);
+    engine.segment(&frame, roi, &mut mask, &mut rec).unwrap();
+    assert_eq!(mask.frame_id, 7);
+    assert!(mask.contains(52, 28), "centre of the dark block");
+    assert!(!mask.contains(10, 10) && !mask.contains(90, 60), "light background");
+    // Resizing to 32x32 and back blurs the edges by at most a few pixels.
+    let area = mask.area() as i64;
+    assert!((area - 24 * 16).abs() < 24 * 16 / 3, "area {area}");
+    for stage in [Stage::Preprocess, Stage::Inference, Stage::Postprocess] {
+        assert_eq!(rec.samples(stage).count(), 1);
+    }
+}
+
+#[test]
+fn roi_mask_lands_inside_the_roi() {
+    let mut engine = Engine::new(load(&fixture("tiny_dark.onnx")).unwrap()).unwrap();
+    let mut frame = Frame::new(64, 64);
+    frame.rgb.fill(0); // all dark: everything in the ROI is foreground
+    let roi = Rect { x: 16, y: 8, w: 32, h: 40 };
+    let mut mask = Mask::new(roi);
+    engine.segment(&frame, roi, &mut mask, &mut StageRecorder::new(4)).unwrap();
+    assert_eq!(mask.roi, roi);
+    assert!(mask.contains(16, 8) && mask.contains(47, 47));
+    assert!(!mask.contains(15, 8) && !mask.contains(48, 20) && !mask.contains(20, 48));
+    // A ROI outside the frame is refused with a clear error.
+    let bad = Rect { x: 40, y: 0, w: 32, h: 10 };
+    let e = engine.segment(&frame, bad, &mut mask, &mut StageRecorder::new(4)).unwrap_err();
+    assert!(e.to_string().contains("region of interest"), "{e}");
+}
+
+#[test]
+fn missing_model_is_named() {
+    let e = load(Path::new("no/such/model.onnx")).unwrap_err();
+    assert!(matches!(e, Error::ModelNotFound { .. }));
+    let msg = e.to_string();
+    assert!(msg.contains("no/such/model.onnx") && msg.contains("fix"), "{msg}");
+}
+
+#[test]
+fn truncated_model_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixture("tiny_dark.onnx")).unwrap();
+    let p = dir.path().join("cut.onnx");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load(&p).unwrap_err();
+    assert!(matches!(e, Error::ModelCorrupt { .. }), "{e:?}");
+    assert!(e.to_string().contains("cut.onnx"));
+    // Not ONNX at all.
+    std::fs::write(&p, b"this is not a model").unwrap();
+    assert!(matches!(load(&p).unwrap_err(), Error::ModelCorrupt { .. }));
+}
+
+#[test]
+fn wrong_input_shape_is_refused() {
+    let e = load(&fixture("wrong_channels.onnx")).unwrap_err();
+    assert!(matches!(e, Error::ModelShape { .. }), "{e:?}");
+    assert!(e.to_string().contains("[1, 1, 32, 32]"), "{e}");
+}
+
+#[test]
+fn unsupported_operator_is_named() {
+    let e = load(&fixture("unsupported_op.onnx")).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::UnsupportedOp { .. }), "{e:?}");
+    assert!(msg.contains("FancySegment"), "{msg}");
+}
+
+#[test]
+fn preprocessing_comes_from_metadata_or_sidecar() {
+    let e = load(&fixture("no_metadata.onnx")).unwrap_err();
+    assert!(matches!(e, Error::ModelMetadata { .. }), "{e:?}");
+    assert!(e.to_string().contains("lgms.channel_order"), "{e}");
+    // The same file with a sidecar next to it loads, with the sidecar's values.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.onnx");
+    std::fs::copy(fixture("no_metadata.onnx"), &p).unwrap();
+    std::fs::write(
+        dir.path().join("m.onnx.json"),
+        r#"{"lgms.channel_order":"BGR","lgms.mean":"0.5,0.5,0.5","lgms.std":"0.25,0.25,0.25",
+            "lgms.max_pixel_value":"255","lgms.extra_scale":"1","lgms.threshold":"0.3","lgms.name":"side"}"#,
+    )
+    .unwrap();
+    let m = load(&p).unwrap();
+    assert_eq!(m.info().name, "side");
+    assert_eq!(m.info().threshold, 0.3);
+    assert_eq!(m.info().normalize.mean, [0.5; 3]);
+    // A malformed value names the key.
+    std::fs::write(dir.path().join("m.onnx.json"), r#"{"lgms.channel_order":"BGR","lgms.mean":"0.5,x","lgms.std":"1,1,1",
+            "lgms.max_pixel_value":"255","lgms.extra_scale":"1","lgms.threshold":"0"}"#).unwrap();
+    let e = load(&p).unwrap_err().to_string();
+    assert!(e.contains("lgms.mean"), "{e}");
+}
+
+#[test]
+fn bundled_model_matches_pytorch_parity_vectors() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = root.join("models/parity/manifest.json");
+    std::env::set_current_dir(root).unwrap();
+    let outcome = lgms_edge::parity::check(&manifest, None, None).unwrap();
+    assert!(!outcome.vectors.is_empty());
+    assert!(
+        outcome.passed(),
+        "tract vs PyTorch: {}",
+        outcome.to_text()
+    );
+}
