@@ -19,6 +19,7 @@ pub mod error;
 pub mod frame;
 pub mod parity;
 pub mod preprocess;
+pub mod overlay;
 pub mod sink;
 pub mod source;
 pub mod stats;
