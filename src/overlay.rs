@@ -2,7 +2,7 @@
 //! through embedded-graphics [`DrawTarget`]s.
 //!
 //! Why embedded-graphics: the same drawing code must land on our in-memory
-//! [`Frame`](crate::frame::Frame) (through [`FrameTarget`]) and, on a cart,
+//! [`Frame`] (through [`FrameTarget`]) and, on a cart,
 //! straight onto a framebuffer or DRM buffer whose size is known only at run
 //! time. Everything here is generic over [`BlendTarget`], a `DrawTarget` that
 //! can also alpha-blend a horizontal run of pixels; a new display only has to
