@@ -17,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod frame;
+pub mod overlay;
 pub mod parity;
 pub mod preprocess;
 pub mod sink;
