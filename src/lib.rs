@@ -17,6 +17,7 @@
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod phantom;
 pub mod sink;
 pub mod source;
 pub mod stats;
