@@ -258,7 +258,11 @@ fn cos_p(x: f64) -> f64 {
 #[inline]
 fn sin_f(x: f32) -> f32 {
     use std::f32::consts::{FRAC_PI_2, PI, TAU};
-    let mut x = x - (x * (1.0 / TAU)).round() * TAU;
+    // Round to nearest by truncation: one instruction, where f32::round may
+    // be a library call on baseline x86_64. Same result on every platform.
+    let q = x * (1.0 / TAU);
+    let k = (q + if q >= 0.0 { 0.5 } else { -0.5 }) as i32;
+    let mut x = x - k as f32 * TAU;
     if x > FRAC_PI_2 {
         x = PI - x;
     } else if x < -FRAC_PI_2 {
@@ -549,7 +553,8 @@ struct Ultrasound {
     tissue: Vec<f32>,
     pix: Vec<PixLut>,
     lesions: Vec<LesionSpec>,
-    static_key: u64,
+    /// Tissue-fixed speckle scatter (complex, already weighted).
+    static_speckle: Vec<(f32, f32)>,
     seed: u64,
     // Per-frame scratch, sized once.
     re: Vec<f32>,
@@ -678,6 +683,14 @@ impl Ultrasound {
             });
         }
         let cells = n_b * n_s;
+        // The tissue-fixed part of the speckle does not change: draw it once.
+        let static_key = mix64(seed ^ 0x05EE_D0F7_155E);
+        let static_speckle = (0..cells)
+            .map(|c| {
+                let (r, i) = gauss_pair(mix64(static_key ^ c as u64));
+                (0.6 * r, 0.6 * i)
+            })
+            .collect();
         Ultrasound {
             w,
             h,
@@ -692,7 +705,7 @@ impl Ultrasound {
             pix,
             blobs: Vec::with_capacity(lesions.len()),
             lesions,
-            static_key: mix64(seed ^ 0x5EED_0F_715_5E),
+            static_speckle,
             seed,
             re: vec![0.0; cells],
             im: vec![0.0; cells],
@@ -786,13 +799,15 @@ impl Ultrasound {
 
         // 1. Speckle: complex Gaussian scatter, part fixed to the tissue and
         // part new each frame, then low-passed (the pulse's point spread).
-        for (c, (re, im)) in self.re.iter_mut().zip(self.im.iter_mut()).enumerate() {
-            let hs = mix64(self.static_key ^ c as u64);
-            let hd = mix64(frame_key ^ c as u64);
-            let (sr, si) = gauss_pair(hs);
-            let (dr, di) = gauss_pair(hd);
-            *re = 0.6 * sr + 0.8 * dr;
-            *im = 0.6 * si + 0.8 * di;
+        let cells = self
+            .re
+            .iter_mut()
+            .zip(self.im.iter_mut())
+            .zip(self.static_speckle.iter());
+        for (c, ((re, im), &(sr, si))) in cells.enumerate() {
+            let (dr, di) = gauss_pair(mix64(frame_key ^ c as u64));
+            *re = sr + 0.8 * dr;
+            *im = si + 0.8 * di;
         }
         // Axial [1 2 1] along each beam (contiguous).
         for b in 0..n_b {
@@ -1155,9 +1170,9 @@ impl Endoscopy {
                         }
                         let pit = 0.85 + 0.3 * self.texture[(i * 7 + 13) % self.texture.len()];
                         let pb = bright.max(0.5) * (0.45 + 0.55 * lam) * pit;
-                        for c in 0..3 {
-                            let pc = self.polyp_tint[c] * pb + 0.6 * spec;
-                            col[c] += (pc - col[c]) * wgt;
+                        for (c, tint) in col.iter_mut().zip(self.polyp_tint) {
+                            let pc = tint * pb + 0.6 * spec;
+                            *c += (pc - *c) * wgt;
                         }
                     } else if d < 6.0 {
                         // Shadow cast on the wall on the side away from the light.
