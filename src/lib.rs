@@ -19,6 +19,7 @@ pub mod error;
 pub mod frame;
 pub mod overlay;
 pub mod parity;
+pub mod phantom;
 pub mod preprocess;
 pub mod sink;
 pub mod source;
