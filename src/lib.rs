@@ -15,10 +15,19 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod devices;
+pub mod drm;
 pub mod error;
+pub mod fbdev;
 pub mod frame;
+pub mod panel;
+pub mod pixfmt;
+pub mod reconnect;
+pub mod record;
+pub mod replay;
 pub mod sink;
 pub mod source;
 pub mod stats;
+pub mod v4l2;
 
 pub use error::{Error, Result};
