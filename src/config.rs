@@ -44,6 +44,101 @@ pub struct RawConfig {
     /// Overlay settings.
     #[serde(default)]
     pub overlay: OverlayConfig,
+    /// V4L2 capture and file replay settings.
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    /// `"none"`, `"input"` (the raw source frames) or `"overlay"` (what is shown).
+    #[serde(default = "default_record")]
+    pub record: String,
+    /// Where the recording goes (a `.y4m` file).
+    #[serde(default = "default_record_path")]
+    pub record_path: PathBuf,
+    /// Recording stops (the run goes on) when the file would exceed this size.
+    #[serde(default = "default_record_max_mb")]
+    pub record_max_mb: u64,
+}
+
+fn default_record() -> String {
+    "none".into()
+}
+fn default_record_path() -> PathBuf {
+    "out/record.y4m".into()
+}
+fn default_record_max_mb() -> u64 {
+    1024
+}
+
+/// Settings of V4L2 capture and of file replay (`[capture]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Pixel format to ask the device for, or of a raw dump file:
+    /// `"yuyv"`, `"nv12"`, `"grey"`, `"rgb24"`, `"bgr24"`, `"mjpeg"`.
+    #[serde(default = "default_capture_format")]
+    pub format: String,
+    /// Frame width to ask for (and of raw dump files).
+    #[serde(default = "default_width")]
+    pub width: u32,
+    /// Frame height to ask for (and of raw dump files).
+    #[serde(default = "default_height")]
+    pub height: u32,
+    /// Frames per second to ask for (and the replay pace of folders and raw dumps).
+    #[serde(default = "default_capture_fps")]
+    pub fps: f64,
+    /// Driver buffers in the mmap queue (2..=8): few, so frames stay fresh.
+    #[serde(default = "default_buffers")]
+    pub buffers: u32,
+    /// A frame not arriving within this time counts as a lost signal.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// File replay pace: `"realtime"` or `"fast"` (as fast as the pipeline takes them).
+    #[serde(default = "default_pace")]
+    pub pace: String,
+    /// File replay: start again at the end instead of ending the run.
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+}
+
+fn default_capture_format() -> String {
+    "yuyv".into()
+}
+fn default_capture_fps() -> f64 {
+    30.0
+}
+fn default_buffers() -> u32 {
+    3
+}
+fn default_timeout_ms() -> u64 {
+    1000
+}
+fn default_pace() -> String {
+    "realtime".into()
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            format: default_capture_format(),
+            width: default_width(),
+            height: default_height(),
+            fps: default_capture_fps(),
+            buffers: default_buffers(),
+            timeout_ms: default_timeout_ms(),
+            pace: default_pace(),
+            looping: false,
+        }
+    }
+}
+
+/// What `record` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordMode {
+    /// No recording.
+    None,
+    /// The source's frames as they came in (native YUV layout where there is one).
+    Input,
+    /// The composited frames, as shown.
+    Overlay,
 }
 
 fn default_source() -> String {
@@ -178,6 +273,8 @@ pub enum SourceSpec {
     Phantom,
     /// A V4L2 capture device.
     V4l2(PathBuf),
+    /// The V4L2 capture device whose card name contains this text (`"v4l2:NAME"`).
+    V4l2Card(String),
     /// A file or folder to replay.
     File(PathBuf),
 }
@@ -220,6 +317,14 @@ pub struct Config {
     pub model: ModelConfig,
     /// Overlay settings.
     pub overlay: OverlayConfig,
+    /// Capture and replay settings (format name checked).
+    pub capture: CaptureConfig,
+    /// Recording mode.
+    pub record: RecordMode,
+    /// Recording file.
+    pub record_path: PathBuf,
+    /// Recording size cap in bytes.
+    pub record_max_bytes: u64,
 }
 
 impl RawConfig {
@@ -277,6 +382,58 @@ impl RawConfig {
         if !(0.0..=1.0).contains(&o.alpha) {
             return Err(bad(format!("overlay.alpha = {}; fix: use 0..=1", o.alpha)));
         }
+        let c = &self.capture;
+        if crate::pixfmt::PixelFormat::parse(&c.format).is_none() {
+            return Err(bad(format!(
+                "capture.format = {:?}; fix: use \"yuyv\", \"nv12\", \"grey\", \"rgb24\", \"bgr24\" or \"mjpeg\"",
+                c.format
+            )));
+        }
+        if c.width < 16 || c.height < 16 || c.width > 8192 || c.height > 8192 {
+            return Err(bad(format!(
+                "capture size {}x{} is out of range; fix: use 16..=8192 pixels per side",
+                c.width, c.height
+            )));
+        }
+        if !(c.fps > 0.0 && c.fps <= 240.0) {
+            return Err(bad(format!(
+                "capture.fps = {}; fix: use 0 < fps <= 240",
+                c.fps
+            )));
+        }
+        if !(2..=8).contains(&c.buffers) {
+            return Err(bad(format!(
+                "capture.buffers = {}; fix: use 2..=8",
+                c.buffers
+            )));
+        }
+        if c.timeout_ms < 50 {
+            return Err(bad(format!(
+                "capture.timeout_ms = {}; fix: use at least 50",
+                c.timeout_ms
+            )));
+        }
+        if !matches!(c.pace.as_str(), "realtime" | "fast") {
+            return Err(bad(format!(
+                "capture.pace = {:?}; fix: use \"realtime\" or \"fast\"",
+                c.pace
+            )));
+        }
+        let record = match self.record.as_str() {
+            "none" => RecordMode::None,
+            "input" => RecordMode::Input,
+            "overlay" => RecordMode::Overlay,
+            other => {
+                return Err(bad(format!(
+                    "record = {other:?}; fix: use \"none\", \"input\" or \"overlay\""
+                )))
+            }
+        };
+        if record != RecordMode::None && self.record_max_mb == 0 {
+            return Err(bad(
+                "record_max_mb = 0 would record nothing; fix: use e.g. 1024".into(),
+            ));
+        }
         let mut model = self.model.clone();
         model.path = resolve(origin, &model.path);
         Ok(Config {
@@ -290,6 +447,10 @@ impl RawConfig {
             phantom: self.phantom,
             model,
             overlay: self.overlay,
+            capture: self.capture,
+            record,
+            record_path: self.record_path,
+            record_max_bytes: self.record_max_mb.saturating_mul(1 << 20),
         })
     }
 }
@@ -322,6 +483,8 @@ fn parse_source(s: &str) -> SourceSpec {
         SourceSpec::Phantom
     } else if s.starts_with("/dev/") {
         SourceSpec::V4l2(PathBuf::from(s))
+    } else if let Some(card) = s.strip_prefix("v4l2:") {
+        SourceSpec::V4l2Card(card.to_string())
     } else {
         SourceSpec::File(PathBuf::from(s))
     }
@@ -373,6 +536,10 @@ mod tests {
             ("[model]\npath=\"m\"\nprecision=\"f64\"", "model.precision"),
             ("[model]\npath=\"m\"\n[overlay]\nalpha=2.0", "overlay.alpha"),
             ("[model]\npath=\"m\"\n[phantom]\nkind=\"mri\"", "phantom.kind"),
+            ("record = \"all\"\n[model]\npath=\"m\"", "record"),
+            ("[model]\npath=\"m\"\n[capture]\nformat=\"h264\"", "capture.format"),
+            ("[model]\npath=\"m\"\n[capture]\nbuffers=1", "capture.buffers"),
+            ("[model]\npath=\"m\"\n[capture]\npace=\"slow\"", "capture.pace"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
@@ -385,6 +552,7 @@ mod tests {
     fn sources_and_displays() {
         assert_eq!(parse_source("/dev/video0"), SourceSpec::V4l2("/dev/video0".into()));
         assert_eq!(parse_source("rec.y4m"), SourceSpec::File("rec.y4m".into()));
+        assert_eq!(parse_source("v4l2:vivid"), SourceSpec::V4l2Card("vivid".into()));
         assert_eq!(parse_display("png:out/f"), Ok(DisplaySpec::PngDir("out/f".into())));
         assert_eq!(parse_display("/dev/fb0"), Ok(DisplaySpec::Device("/dev/fb0".into())));
         assert_eq!(parse_display("null"), Ok(DisplaySpec::Null));

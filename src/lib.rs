@@ -14,15 +14,24 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod devices;
+pub mod drm;
 pub mod engine;
 pub mod error;
+pub mod fbdev;
 pub mod frame;
 pub mod overlay;
+pub mod panel;
 pub mod parity;
 pub mod phantom;
+pub mod pixfmt;
 pub mod preprocess;
+pub mod reconnect;
+pub mod record;
+pub mod replay;
 pub mod sink;
 pub mod source;
 pub mod stats;
+pub mod v4l2;
 
 pub use error::{Error, Result};

@@ -1,0 +1,580 @@
+//! Checks of the capture and display paths against real kernel drivers,
+//! run inside the test VM (`tests/vm/run.sh`): vivid for V4L2, vfb for the
+//! framebuffer, bochs for DRM/KMS.
+//!
+//! Each check prints one line `VMCHECK <name> PASS|FAIL <detail>` and the
+//! exit status is the number of failures. Frame counts are small: the VM
+//! runs under software emulation.
+//!
+//! Usage: `vm_check capture FORMAT | drops | fb BPP | drm | reconnect`
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use embedded_graphics::mono_font::{ascii::FONT_10X20, MonoTextStyle};
+use embedded_graphics::pixelcolor::Rgb888;
+use embedded_graphics::prelude::*;
+use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
+use embedded_graphics::text::Text;
+
+use lgms_edge::config::CaptureConfig;
+use lgms_edge::frame::Frame;
+use lgms_edge::panel::{letterbox, PanelFormat};
+use lgms_edge::reconnect::{Reconnecting, NO_SIGNAL_BG};
+use lgms_edge::record::Y4mRecorder;
+use lgms_edge::replay::{Pace, ReplayOptions, Y4mReplay};
+use lgms_edge::sink::Sink;
+use lgms_edge::source::FrameSource;
+use lgms_edge::v4l2::V4l2Source;
+
+type Check = Result<String, String>;
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let name = args.join(" ");
+    let result = match args.first().map(String::as_str) {
+        Some("capture") => capture(args.get(1).map_or("yuyv", |s| s.as_str())),
+        Some("drops") => drops(),
+        Some("fb") => fb(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(32)),
+        Some("drm") => drm(),
+        Some("reconnect") => reconnect(),
+        _ => Err("usage: vm_check capture FMT | drops | fb BPP | drm | reconnect".into()),
+    };
+    match result {
+        Ok(detail) => println!("VMCHECK {name} PASS {detail}"),
+        Err(detail) => {
+            println!("VMCHECK {name} FAIL {detail}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn cap_config(format: &str) -> CaptureConfig {
+    CaptureConfig {
+        format: format.into(),
+        width: 320,
+        height: 180,
+        fps: 15.0,
+        buffers: 3,
+        timeout_ms: 3000,
+        ..CaptureConfig::default()
+    }
+}
+
+/// vivid's default test pattern is the 75% colour bar: white, yellow,
+/// cyan, green, magenta, red, blue, black, left to right. Returns which
+/// channels are lit in the middle of each bar, as "RGB" letters.
+fn bar_signature(f: &Frame) -> Vec<String> {
+    let y = f.height * 3 / 4; // below vivid's text overlay
+    (0..8)
+        .map(|i| {
+            let x = f.width * (2 * i + 1) / 16;
+            let [r, g, b] = f.pixel(x, y);
+            let on = |v: u8, c: char| {
+                if v > 120 {
+                    c.to_string()
+                } else if v < 60 {
+                    String::new()
+                } else {
+                    "?".into()
+                }
+            };
+            format!("{}{}{}", on(r, 'R'), on(g, 'G'), on(b, 'B'))
+        })
+        .collect()
+}
+
+const BARS: [&str; 8] = ["RGB", "RG", "GB", "G", "RB", "R", "B", ""];
+
+fn check_bars(f: &Frame, grey: bool) -> Result<(), String> {
+    if grey {
+        // Luma falls bar by bar in this order.
+        let y = f.height * 3 / 4;
+        let l: Vec<u8> = (0..8)
+            .map(|i| f.pixel(f.width * (2 * i + 1) / 16, y)[0])
+            .collect();
+        if l.windows(2).all(|w| w[0] > w[1]) && l[0] > 150 && l[7] < 40 {
+            return Ok(());
+        }
+        return Err(format!("grey bars not falling: {l:?}"));
+    }
+    let sig = bar_signature(f);
+    if sig == BARS {
+        Ok(())
+    } else {
+        Err(format!("bars {sig:?}, expected {BARS:?}"))
+    }
+}
+
+fn capture(format: &str) -> Check {
+    let cfg = cap_config(format);
+    let mut src = V4l2Source::open(Path::new("/dev/video0"), &cfg).map_err(|e| e.to_string())?;
+    let rec_path = format!("/tmp/in-{format}.y4m");
+    let rec = Y4mRecorder::create(&rec_path, 15.0, 64 << 20).map_err(|e| e.to_string())?;
+    src.record_into(std::sync::Arc::new(std::sync::Mutex::new(rec)));
+    let mut f = Frame::new(1, 1);
+    let mut frames = Vec::new();
+    for _ in 0..4 {
+        if !src.next_frame(&mut f).map_err(|e| e.to_string())? {
+            return Err("stream ended".into());
+        }
+        let age = f.captured.elapsed();
+        if age > Duration::from_secs(2) {
+            return Err(format!("frame {} is {age:?} old", f.id));
+        }
+        frames.push(f.clone());
+    }
+    if (f.width, f.height) != (320, 180) {
+        return Err(format!("size {}x{}", f.width, f.height));
+    }
+    check_bars(&f, format == "grey")?;
+    let ids: Vec<u64> = frames.iter().map(|f| f.id).collect();
+    if ids != [0, 1, 2, 3] {
+        return Err(format!("ids {ids:?}"));
+    }
+    let stats = src.stats();
+    drop(src);
+    // The input recording replays to the frames that were captured.
+    let opts = ReplayOptions {
+        pace: Pace::Fast,
+        looping: false,
+        fps: 15.0,
+    };
+    let mut rep = Y4mReplay::open(Path::new(&rec_path), opts).map_err(|e| e.to_string())?;
+    let mut r = Frame::new(1, 1);
+    let mut n = 0;
+    let mut worst = 0u8;
+    while rep.next_frame(&mut r).map_err(|e| e.to_string())? {
+        worst = worst.max(
+            r.rgb
+                .iter()
+                .zip(&frames[n].rgb)
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap_or(0),
+        );
+        n += 1;
+    }
+    if n != 4 || worst > 2 {
+        return Err(format!(
+            "replay of {rec_path}: {n} frames, max diff {worst}"
+        ));
+    }
+    Ok(format!(
+        "320x180 {format}: bars {:?}; {stats:?}; recorded+replayed {n} frames max diff {worst}",
+        bar_signature(&f)
+    ))
+}
+
+/// A slow consumer must get the newest frame, with the skipped ones counted.
+fn drops() -> Check {
+    let mut cfg = cap_config("yuyv");
+    cfg.fps = 30.0;
+    cfg.buffers = 4;
+    let mut src = V4l2Source::open(Path::new("/dev/video0"), &cfg).map_err(|e| e.to_string())?;
+    let mut f = Frame::new(1, 1);
+    src.next_frame(&mut f).map_err(|e| e.to_string())?;
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(400));
+        src.next_frame(&mut f).map_err(|e| e.to_string())?;
+        // The frame handed over is fresh, not one that waited in the queue.
+        let age = f.captured.elapsed();
+        if age > Duration::from_millis(250) {
+            return Err(format!("frame {} was {age:?} old after a stall", f.id));
+        }
+    }
+    let s = src.stats();
+    if s.stale_dropped + s.driver_dropped == 0 || s.delivered != 4 {
+        return Err(format!("no drops counted after stalls: {s:?}"));
+    }
+    check_bars(&f, false)?;
+    Ok(format!("{s:?}"))
+}
+
+/// Reads what the framebuffer shows, independently of the sink: depth,
+/// line length and pan offset from sysfs, the pixels by read().
+fn fb_readback(dev: &str, yres: u32) -> Result<(PanelFormat, Vec<u8>, usize), String> {
+    let sys = "/sys/class/graphics/fb0";
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("{sys}/{f}")).map_err(|e| format!("{sys}/{f}: {e}"))
+    };
+    let bpp: u32 = read("bits_per_pixel")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("bpp: {e}"))?;
+    let stride: usize = read("stride")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("stride: {e}"))?;
+    let pan = read("pan")?;
+    let (_, yoff) = pan.trim().split_once(',').ok_or(format!("pan {pan:?}"))?;
+    let yoff: usize = yoff.parse().map_err(|_| format!("pan {pan:?}"))?;
+    let fmt = match bpp {
+        16 => PanelFormat::RGB565,
+        32 => PanelFormat::XRGB8888,
+        other => return Err(format!("sysfs says {other} bpp")),
+    };
+    let all = std::fs::read(dev).map_err(|e| format!("reading {dev}: {e}"))?;
+    let start = yoff * stride;
+    let page = all
+        .get(start..start + stride * yres as usize)
+        .ok_or(format!(
+            "{dev}: {} bytes, page at {start} missing",
+            all.len()
+        ))?
+        .to_vec();
+    Ok((fmt, page, stride))
+}
+
+/// A test frame: grey ramp with a green filled box and white text drawn
+/// through embedded-graphics (the overlay's drawing path).
+fn overlay_frame(w: u32, h: u32) -> (Frame, Rectangle) {
+    let mut f = Frame::new(w, h);
+    for (i, px) in f.rgb.chunks_exact_mut(3).enumerate() {
+        let x = (i as u32 % w) * 100 / w;
+        px.copy_from_slice(&[x as u8 + 50, x as u8 + 50, x as u8 + 50]);
+    }
+    let boxr = Rectangle::new(Point::new(40, 30), Size::new(60, 40));
+    let mut t = FrameTarget(&mut f);
+    let _ = boxr
+        .into_styled(PrimitiveStyle::with_fill(Rgb888::new(0, 255, 0)))
+        .draw(&mut t);
+    let _ = Text::new(
+        "LGMS",
+        Point::new(150, 100),
+        MonoTextStyle::new(&FONT_10X20, Rgb888::WHITE),
+    )
+    .draw(&mut t);
+    (f, boxr)
+}
+
+struct FrameTarget<'a>(&'a mut Frame);
+impl OriginDimensions for FrameTarget<'_> {
+    fn size(&self) -> Size {
+        Size::new(self.0.width, self.0.height)
+    }
+}
+impl DrawTarget for FrameTarget<'_> {
+    type Color = Rgb888;
+    type Error = std::convert::Infallible;
+    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
+        &mut self,
+        it: I,
+    ) -> Result<(), Self::Error> {
+        for Pixel(p, c) in it {
+            if p.x >= 0 && p.y >= 0 && (p.x as u32) < self.0.width && (p.y as u32) < self.0.height {
+                let i = (p.y as usize * self.0.width as usize + p.x as usize) * 3;
+                self.0.rgb[i..i + 3].copy_from_slice(&[c.r(), c.g(), c.b()]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a shown panel image against the frame: every panel pixel in
+/// the letterbox area must be the frame's pixel it maps to (within the
+/// format's precision), the bars black.
+fn compare(
+    frame: &Frame,
+    pw: u32,
+    ph: u32,
+    get: &dyn Fn(u32, u32) -> [u8; 3],
+    tol: u8,
+) -> Result<String, String> {
+    let area = letterbox(frame.width, frame.height, pw, ph);
+    let mut bad = 0;
+    let mut first = String::new();
+    for y in (0..ph).step_by(3) {
+        for x in (0..pw).step_by(3) {
+            let inside = x >= area.x && x < area.x + area.w && y >= area.y && y < area.y + area.h;
+            let want = if inside {
+                let sx =
+                    (u64::from(x - area.x) * u64::from(frame.width) / u64::from(area.w)) as u32;
+                let sy =
+                    (u64::from(y - area.y) * u64::from(frame.height) / u64::from(area.h)) as u32;
+                frame.pixel(sx, sy)
+            } else {
+                [0, 0, 0]
+            };
+            let got = get(x, y);
+            if got.iter().zip(want).any(|(a, b)| a.abs_diff(b) > tol) {
+                if bad == 0 {
+                    first = format!("({x},{y}) got {got:?} want {want:?}");
+                }
+                bad += 1;
+            }
+        }
+    }
+    if bad > 0 {
+        return Err(format!("{bad} wrong pixels, first {first}"));
+    }
+    Ok(format!("box {}x{}+{}+{}", area.w, area.h, area.x, area.y))
+}
+
+fn fb(bpp: u32) -> Check {
+    let dev = "/dev/fb0";
+    lgms_edge::fbdev::set_depth(Path::new(dev), bpp).map_err(|e| e.to_string())?;
+    let mut sink = lgms_edge::fbdev::FbSink::open(Path::new(dev)).map_err(|e| e.to_string())?;
+    let (w, h, fmt) = sink.geometry();
+    // 320x200 on 640x480: scaled 2x with 40-line bars above and below.
+    let (frame, boxr) = overlay_frame(320, 200);
+    let mut blank = frame.clone();
+    blank.rgb.fill(0);
+    sink.write(&blank).map_err(|e| e.to_string())?;
+    sink.write(&frame).map_err(|e| e.to_string())?;
+    let (rfmt, page, stride) = fb_readback(dev, h)?;
+    if rfmt != fmt {
+        return Err(format!(
+            "sysfs says {}, the sink {}",
+            rfmt.describe(),
+            fmt.describe()
+        ));
+    }
+    let get = |x: u32, y: u32| {
+        let i = y as usize * stride + x as usize * rfmt.bytes;
+        rfmt.unpack(rfmt.load(&page[i..]))
+    };
+    let tol = if bpp == 16 { 8 } else { 0 };
+    let detail = compare(&frame, w, h, &get, tol)?;
+    // The overlay's green box lands at twice its frame position, +40 rows.
+    let area = letterbox(320, 200, w, h);
+    let (bx, by) = box_centre(&boxr, &area);
+    let g = get(bx, by);
+    if g != [0, 255, 0] {
+        return Err(format!("overlay box at ({bx},{by}) is {g:?}"));
+    }
+    Ok(format!(
+        "{w}x{h} {} {}; {detail}; overlay box pixel ({bx},{by}) = {g:?}",
+        fmt.describe(),
+        if sink.double_buffered() {
+            "pan double-buffered"
+        } else {
+            "single"
+        }
+    ))
+}
+
+/// Where the centre of `boxr` (frame coordinates, 320x200 frame) lands on the panel.
+fn box_centre(boxr: &Rectangle, area: &lgms_edge::frame::Rect) -> (u32, u32) {
+    let c = boxr.center();
+    (
+        area.x + c.x as u32 * area.w / 320,
+        area.y + c.y as u32 * area.h / 200,
+    )
+}
+
+fn drm() -> Check {
+    let mut sink =
+        lgms_edge::drm::DrmSink::open(Path::new("/dev/dri/card0")).map_err(|e| e.to_string())?;
+    let (w, h, conn) = sink.geometry();
+    let (frame, boxr) = overlay_frame(320, 200);
+    let mut blank = frame.clone();
+    blank.rgb.fill(0);
+    sink.write(&blank).map_err(|e| e.to_string())?;
+    sink.write(&frame).map_err(|e| e.to_string())?;
+    sink.finish().map_err(|e| e.to_string())?;
+    // Read back what the CRTC scans out, through a second open of the card.
+    let shown = readback_crtc(w, h)?;
+    let get = |x: u32, y: u32| {
+        let i = (y * w + x) as usize * 4;
+        [shown[i + 2], shown[i + 1], shown[i]]
+    };
+    let detail = compare(&frame, w, h, &get, 0)?;
+    let area = letterbox(320, 200, w, h);
+    let (bx, by) = box_centre(&boxr, &area);
+    let g = get(bx, by);
+    if g != [0, 255, 0] {
+        return Err(format!("overlay box at ({bx},{by}) is {g:?}"));
+    }
+    if std::env::var("VM_HOLD").is_ok_and(|v| !v.is_empty()) {
+        // Let the host take a screendump of the emulated display.
+        println!("VMDRM-READY");
+        std::thread::sleep(Duration::from_secs(4));
+    }
+    Ok(format!(
+        "{conn} {w}x{h}, {} flips; {detail}; overlay box pixel ({bx},{by}) = {g:?}",
+        sink.frames()
+    ))
+}
+
+/// The scanned-out framebuffer of the first active CRTC, as packed XRGB8888
+/// rows of `w` pixels (GETFB gives a root client the buffer handle).
+fn readback_crtc(w: u32, h: u32) -> Result<Vec<u8>, String> {
+    use drm::control::Device as _;
+    use std::os::fd::AsFd;
+    struct Card(std::fs::File);
+    impl AsFd for Card {
+        fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+            self.0.as_fd()
+        }
+    }
+    impl drm::Device for Card {}
+    impl drm::control::Device for Card {}
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/dri/card0")
+        .map_err(|e| e.to_string())?;
+    let card = Card(file);
+    let res = card.resource_handles().map_err(|e| e.to_string())?;
+    for &c in res.crtcs() {
+        let info = card.get_crtc(c).map_err(|e| e.to_string())?;
+        let Some(fb) = info.framebuffer() else {
+            continue;
+        };
+        let fbi = card
+            .get_framebuffer(fb)
+            .map_err(|e| format!("GETFB: {e}"))?;
+        let handle = fbi
+            .buffer()
+            .ok_or("GETFB gave no buffer handle (not root?)")?;
+        let pitch = fbi.pitch() as usize;
+        let map = drm_ffi::mode::dumbbuffer::map(card.as_fd(), handle.into(), 0, 0)
+            .map_err(|e| format!("MAP_DUMB: {e}"))?;
+        // SAFETY: offset from the kernel for this buffer; read-only view
+        // dropped before the function returns.
+        let m = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(map.offset)
+                .len(pitch * h as usize)
+                .map(&card.0)
+        }
+        .map_err(|e| format!("mmap: {e}"))?;
+        let mut out = Vec::with_capacity((w * h * 4) as usize);
+        for y in 0..h as usize {
+            out.extend_from_slice(&m[y * pitch..y * pitch + w as usize * 4]);
+        }
+        return Ok(out);
+    }
+    Err("no CRTC is scanning out".into())
+}
+
+fn sh(cmd: &str) -> (bool, String) {
+    match Command::new("sh").arg("-c").arg(cmd).output() {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+            .trim()
+            .to_string(),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+fn is_no_signal(f: &Frame) -> bool {
+    f.pixel(0, 0) == NO_SIGNAL_BG && f.pixel(f.width - 1, f.height - 1) == NO_SIGNAL_BG
+}
+
+/// Pulls the capture driver out from under a streaming source and puts it
+/// back: the source must show NO SIGNAL, then resume by itself.
+fn reconnect() -> Check {
+    let cfg = cap_config("yuyv");
+    let open_cfg = cfg.clone();
+    let mut src = Reconnecting::new(
+        "/dev/video0",
+        Box::new(move || {
+            V4l2Source::open(Path::new("/dev/video0"), &open_cfg)
+                .map(|s| Box::new(s) as Box<dyn FrameSource>)
+        }),
+        (cfg.width, cfg.height),
+        cfg.fps,
+    );
+    let status = src.status();
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, bool, Instant)>();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let worker = std::thread::spawn(move || -> Result<Frame, String> {
+        let mut f = Frame::new(1, 1);
+        let mut last_live = Frame::new(1, 1);
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            src.next_frame(&mut f).map_err(|e| e.to_string())?;
+            let ns = is_no_signal(&f);
+            if !ns {
+                last_live.copy_from(&f);
+            }
+            let _ = tx.send((f.id, ns, Instant::now()));
+        }
+        Ok(last_live)
+    });
+    let wait_for = |want_ns: bool, n: usize, limit: Duration| -> Result<Duration, String> {
+        let t0 = Instant::now();
+        let mut seen = 0;
+        while seen < n {
+            let left = limit
+                .checked_sub(t0.elapsed())
+                .ok_or(format!("timeout waiting for no_signal={want_ns}"))?;
+            let (_, ns, _) = rx
+                .recv_timeout(left)
+                .map_err(|_| format!("timeout waiting for no_signal={want_ns}"))?;
+            if ns == want_ns {
+                seen += 1;
+            } else {
+                seen = 0;
+            }
+        }
+        Ok(t0.elapsed())
+    };
+    wait_for(false, 5, Duration::from_secs(30))?;
+    // Pull the driver. With the device open, the kernel holds the module
+    // (rmmod says "in use"), as a USB unplug does not wait for the app:
+    // unbind the device first, which is what an unplug does to the driver.
+    let (ok, out) = sh("rmmod vivid");
+    let how = if ok {
+        "rmmod while streaming".to_string()
+    } else {
+        let (ok2, out2) = sh("echo vivid.0 > /sys/bus/platform/drivers/vivid/unbind");
+        if !ok2 {
+            return Err(format!("rmmod: {out}; unbind: {out2}"));
+        }
+        format!("rmmod refused ({out}); unbound vivid.0")
+    };
+    let lost_after = wait_for(true, 3, Duration::from_secs(20))?;
+    // Once the source gave the device up, the module must be removable.
+    let mut removed = ok;
+    for _ in 0..20 {
+        if removed {
+            break;
+        }
+        removed = sh("rmmod vivid").0;
+        if !removed {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    if !removed {
+        return Err(
+            "vivid could not be removed after the loss: the source still holds the device".into(),
+        );
+    }
+    if !sh("ls /dev/video0").0 {
+        // expected: the node is gone while the driver is out
+    }
+    let ns_frames = status.lock().map(|s| s.no_signal_frames).unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, out) = sh("modprobe vivid n_devs=1 node_types=0x1");
+    if !ok {
+        return Err(format!("modprobe vivid: {out}"));
+    }
+    let back_after = wait_for(false, 5, Duration::from_secs(30))?;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let last = worker
+        .join()
+        .map_err(|_| "capture thread panicked".to_string())??;
+    check_bars(&last, false)?;
+    let s = status
+        .lock()
+        .map(|s| s.clone())
+        .map_err(|_| "status lock")?;
+    if !s.live || s.reconnects != 1 {
+        return Err(format!("status {s:?}"));
+    }
+    Ok(format!(
+        "{how}; NO SIGNAL after {lost_after:?} ({ns_frames}+ frames); vivid removed and reloaded; live again {back_after:?} after modprobe; reconnects {}",
+        s.reconnects
+    ))
+}

@@ -1,0 +1,423 @@
+//! Raw pixel formats that capture devices and dump files deliver, and their
+//! conversion to the pipeline's packed RGB.
+//!
+//! The conversions here are the plain scalar formulas, kept behind
+//! [`Converter::to_rgb`] so that the SIMD kernels (`src/kernels/`) can take
+//! their place without touching the sources. YUV input is taken as BT.601
+//! limited range unless the caller says otherwise: that is what V4L2 drivers
+//! report for SD/webcam formats, and what vivid produces by default.
+
+use crate::frame::Frame;
+use crate::{Error, Result};
+
+/// A raw frame layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// Packed 4:2:2, bytes Y0 U Y1 V.
+    Yuyv,
+    /// Planar Y, then interleaved U V at half resolution (4:2:0).
+    Nv12,
+    /// 8-bit luma only.
+    Grey,
+    /// Packed R G B.
+    Rgb24,
+    /// Packed B G R.
+    Bgr24,
+    /// Motion JPEG: each buffer is a JPEG image.
+    Mjpeg,
+}
+
+const fn fourcc(c: &[u8; 4]) -> u32 {
+    (c[0] as u32) | ((c[1] as u32) << 8) | ((c[2] as u32) << 16) | ((c[3] as u32) << 24)
+}
+
+impl PixelFormat {
+    /// Every format, in the order the config documentation lists them.
+    pub const ALL: [PixelFormat; 6] = [
+        PixelFormat::Yuyv,
+        PixelFormat::Nv12,
+        PixelFormat::Grey,
+        PixelFormat::Rgb24,
+        PixelFormat::Bgr24,
+        PixelFormat::Mjpeg,
+    ];
+
+    /// Parses a config name (`"yuyv"`, `"nv12"`, `"grey"`, `"rgb24"`, `"bgr24"`, `"mjpeg"`).
+    pub fn parse(name: &str) -> Option<Self> {
+        let n = name.to_ascii_lowercase();
+        let n = if n == "gray" { "grey".to_string() } else { n };
+        Self::ALL.into_iter().find(|f| f.name() == n)
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PixelFormat::Yuyv => "yuyv",
+            PixelFormat::Nv12 => "nv12",
+            PixelFormat::Grey => "grey",
+            PixelFormat::Rgb24 => "rgb24",
+            PixelFormat::Bgr24 => "bgr24",
+            PixelFormat::Mjpeg => "mjpeg",
+        }
+    }
+
+    /// The V4L2 fourcc (`V4L2_PIX_FMT_*`).
+    pub fn fourcc(self) -> u32 {
+        match self {
+            PixelFormat::Yuyv => fourcc(b"YUYV"),
+            PixelFormat::Nv12 => fourcc(b"NV12"),
+            PixelFormat::Grey => fourcc(b"GREY"),
+            PixelFormat::Rgb24 => fourcc(b"RGB3"),
+            PixelFormat::Bgr24 => fourcc(b"BGR3"),
+            PixelFormat::Mjpeg => fourcc(b"MJPG"),
+        }
+    }
+
+    /// The format for a V4L2 fourcc, if we can convert it.
+    pub fn from_fourcc(code: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.fourcc() == code)
+    }
+
+    /// Bytes per line without padding (`None` for MJPEG).
+    pub fn min_stride(self, width: u32) -> Option<usize> {
+        let w = width as usize;
+        match self {
+            PixelFormat::Yuyv => Some(w * 2),
+            PixelFormat::Nv12 | PixelFormat::Grey => Some(w),
+            PixelFormat::Rgb24 | PixelFormat::Bgr24 => Some(w * 3),
+            PixelFormat::Mjpeg => None,
+        }
+    }
+
+    /// Bytes of one frame with `stride` bytes per line (`None` for MJPEG).
+    pub fn frame_len(self, stride: usize, height: u32) -> Option<usize> {
+        let h = height as usize;
+        match self {
+            PixelFormat::Nv12 => Some(stride * h + stride * h.div_ceil(2)),
+            PixelFormat::Mjpeg => None,
+            _ => Some(stride * h),
+        }
+    }
+}
+
+/// Renders a fourcc as text for messages (`"YUYV"`).
+pub fn fourcc_name(code: u32) -> String {
+    code.to_le_bytes()
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// YUV -> RGB coefficients in 8.8 fixed point, with the range offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct YuvMatrix {
+    y_off: i32,
+    y_mul: i32,
+    rv: i32,
+    gu: i32,
+    gv: i32,
+    bu: i32,
+}
+
+impl YuvMatrix {
+    /// BT.601, limited range (16..235 luma): V4L2's default for SD and webcams.
+    pub const BT601_LIMITED: YuvMatrix = YuvMatrix {
+        y_off: 16,
+        y_mul: 298,
+        rv: 409,
+        gu: 100,
+        gv: 208,
+        bu: 516,
+    };
+    /// BT.601, full range (JPEG/JFIF and our own Y4M recordings).
+    pub const BT601_FULL: YuvMatrix = YuvMatrix {
+        y_off: 0,
+        y_mul: 256,
+        rv: 359,
+        gu: 88,
+        gv: 183,
+        bu: 454,
+    };
+
+    #[inline]
+    pub(crate) fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
+        let c = (i32::from(y) - self.y_off) * self.y_mul + 128;
+        let d = i32::from(u) - 128;
+        let e = i32::from(v) - 128;
+        let clamp = |x: i32| (x >> 8).clamp(0, 255) as u8;
+        [
+            clamp(c + self.rv * e),
+            clamp(c - self.gu * d - self.gv * e),
+            clamp(c + self.bu * d),
+        ]
+    }
+}
+
+/// Converts raw frames of one format and size to RGB, holding the scratch
+/// state (the JPEG decoder's output buffer) so that each frame reuses it.
+pub struct Converter {
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    stride: usize,
+    matrix: YuvMatrix,
+}
+
+impl Converter {
+    /// A converter for frames of `width` x `height` with `stride` bytes per
+    /// line (ignored for MJPEG). Fails when the stride is too small.
+    pub fn new(format: PixelFormat, width: u32, height: u32, stride: usize) -> Result<Self> {
+        if let Some(min) = format.min_stride(width) {
+            if stride < min {
+                return Err(Error::invalid(
+                    format!("{} frame {width}x{height}", format.name()),
+                    format!("line length {stride} is below the minimum {min}"),
+                ));
+            }
+        }
+        Ok(Converter {
+            format,
+            width,
+            height,
+            stride,
+            matrix: YuvMatrix::BT601_LIMITED,
+        })
+    }
+
+    /// Uses another YUV matrix (e.g. [`YuvMatrix::BT601_FULL`] for JPEG-range data).
+    pub fn with_matrix(mut self, matrix: YuvMatrix) -> Self {
+        self.matrix = matrix;
+        self
+    }
+
+    /// The format converted.
+    pub fn format(&self) -> PixelFormat {
+        self.format
+    }
+
+    /// Bytes one raw frame must have (`None` for MJPEG, whose size varies).
+    pub fn frame_len(&self) -> Option<usize> {
+        self.format.frame_len(self.stride, self.height)
+    }
+
+    /// Converts `src` into `dst` (resized to the converter's size, reusing
+    /// its buffer). Errors name the format and what is wrong with the data.
+    pub fn to_rgb(&self, src: &[u8], dst: &mut Frame) -> Result<()> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        dst.width = self.width;
+        dst.height = self.height;
+        dst.rgb.resize(w * h * 3, 0);
+        if let Some(need) = self.frame_len() {
+            // The last line may lack its padding: drivers report bytesused
+            // that way for some formats.
+            let min = need - (self.stride - self.format.min_stride(self.width).unwrap_or(0));
+            if src.len() < min {
+                return Err(Error::invalid(
+                    format!("{} frame {}x{}", self.format.name(), w, h),
+                    format!("{} bytes, expected {need}", src.len()),
+                ));
+            }
+        }
+        let s = self.stride;
+        let m = self.matrix;
+        match self.format {
+            PixelFormat::Yuyv => {
+                for (y, out) in dst.rgb.chunks_exact_mut(w * 3).enumerate() {
+                    let line = &src[y * s..y * s + w * 2];
+                    for (px, o) in line.chunks_exact(4).zip(out.chunks_exact_mut(6)) {
+                        o[..3].copy_from_slice(&m.rgb(px[0], px[1], px[3]));
+                        o[3..].copy_from_slice(&m.rgb(px[2], px[1], px[3]));
+                    }
+                    if w % 2 == 1 {
+                        let px = &line[(w - 1) * 2..];
+                        let u = px[1];
+                        let v = if px.len() > 3 { px[3] } else { 128 };
+                        out[(w - 1) * 3..].copy_from_slice(&m.rgb(px[0], u, v));
+                    }
+                }
+            }
+            PixelFormat::Nv12 => {
+                let uv_plane = &src[s * h..];
+                for (y, out) in dst.rgb.chunks_exact_mut(w * 3).enumerate() {
+                    let luma = &src[y * s..y * s + w];
+                    let uv = &uv_plane[(y / 2) * s..];
+                    for (x, o) in out.chunks_exact_mut(3).enumerate() {
+                        let c = x & !1;
+                        o.copy_from_slice(&m.rgb(luma[x], uv[c], uv[c + 1]));
+                    }
+                }
+            }
+            PixelFormat::Grey => {
+                for (y, out) in dst.rgb.chunks_exact_mut(w * 3).enumerate() {
+                    let luma = &src[y * s..y * s + w];
+                    for (&l, o) in luma.iter().zip(out.chunks_exact_mut(3)) {
+                        o.fill(l);
+                    }
+                }
+            }
+            PixelFormat::Rgb24 => {
+                for (y, out) in dst.rgb.chunks_exact_mut(w * 3).enumerate() {
+                    out.copy_from_slice(&src[y * s..y * s + w * 3]);
+                }
+            }
+            PixelFormat::Bgr24 => {
+                for (y, out) in dst.rgb.chunks_exact_mut(w * 3).enumerate() {
+                    let line = &src[y * s..y * s + w * 3];
+                    for (i, o) in line.chunks_exact(3).zip(out.chunks_exact_mut(3)) {
+                        o.copy_from_slice(&[i[2], i[1], i[0]]);
+                    }
+                }
+            }
+            PixelFormat::Mjpeg => decode_jpeg(src, dst)?,
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a JPEG (an MJPEG buffer or an image file) into `dst`, which
+/// must already have the expected size; a JPEG of another size is an error.
+pub fn decode_jpeg(data: &[u8], dst: &mut Frame) -> Result<()> {
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(data, opts);
+    dec.decode_headers()
+        .map_err(|e| Error::invalid("JPEG frame", format!("bad header: {e:?}")))?;
+    let (w, h) = dec
+        .dimensions()
+        .ok_or_else(|| Error::invalid("JPEG frame", "no dimensions in the header"))?;
+    if (w as u32, h as u32) != (dst.width, dst.height) {
+        return Err(Error::invalid(
+            "JPEG frame",
+            format!(
+                "size {w}x{h}, expected {}x{}; fix: set the capture size to the stream's size",
+                dst.width, dst.height
+            ),
+        ));
+    }
+    dst.rgb.resize(w * h * 3, 0);
+    dec.decode_into(&mut dst.rgb)
+        .map_err(|e| Error::invalid("JPEG frame", format!("cannot decode: {e:?}")))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    #[test]
+    fn fourccs_round_trip() {
+        assert_eq!(PixelFormat::Yuyv.fourcc(), 0x5659_5559);
+        assert_eq!(fourcc_name(PixelFormat::Nv12.fourcc()), "NV12");
+        for f in PixelFormat::ALL {
+            assert_eq!(PixelFormat::from_fourcc(f.fourcc()), Some(f));
+            assert_eq!(PixelFormat::parse(f.name()), Some(f));
+        }
+        assert_eq!(PixelFormat::parse("GRAY"), Some(PixelFormat::Grey));
+        assert_eq!(PixelFormat::parse("h264"), None);
+    }
+
+    #[test]
+    fn limited_range_extremes() {
+        let m = YuvMatrix::BT601_LIMITED;
+        assert_eq!(m.rgb(16, 128, 128), [0, 0, 0]);
+        assert_eq!(m.rgb(235, 128, 128), [255, 255, 255]);
+        // BT.601 limited red: Y=81 U=90 V=240.
+        let [r, g, b] = m.rgb(81, 90, 240);
+        assert!(r >= 253 && g <= 2 && b <= 2, "{r} {g} {b}");
+        let full = YuvMatrix::BT601_FULL;
+        assert_eq!(full.rgb(255, 128, 128), [255, 255, 255]);
+        assert_eq!(full.rgb(0, 128, 128), [0, 0, 0]);
+    }
+
+    #[test]
+    fn yuyv_uses_its_pair_chroma_and_stride() {
+        // 2x2 frame, stride 8 (4 bytes padding per line).
+        let src = [
+            235, 128, 16, 128, 9, 9, 9, 9, // white, black
+            81, 90, 81, 240, 9, 9, 9, 9, // red, red
+        ];
+        let c = Converter::new(PixelFormat::Yuyv, 2, 2, 8).unwrap();
+        let mut f = Frame::new(1, 1);
+        c.to_rgb(&src, &mut f).unwrap();
+        assert_eq!((f.width, f.height), (2, 2));
+        assert_eq!(f.pixel(0, 0), [255, 255, 255]);
+        assert_eq!(f.pixel(1, 0), [0, 0, 0]);
+        assert!(f.pixel(0, 1)[0] > 250 && f.pixel(1, 1)[2] < 5);
+        assert!(c.to_rgb(&src[..10], &mut f).is_err());
+    }
+
+    #[test]
+    fn nv12_chroma_is_shared_by_2x2_blocks() {
+        // 2x2 luma of 81, one UV pair (90, 240): all four pixels red.
+        let src = [81, 81, 81, 81, 90, 240];
+        let c = Converter::new(PixelFormat::Nv12, 2, 2, 2).unwrap();
+        let mut f = Frame::new(2, 2);
+        c.to_rgb(&src, &mut f).unwrap();
+        for (x, y) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+            let [r, g, b] = f.pixel(x, y);
+            assert!(r > 250 && g < 5 && b < 5);
+        }
+    }
+
+    #[test]
+    fn rgb_bgr_grey() {
+        let mut f = Frame::new(1, 1);
+        Converter::new(PixelFormat::Bgr24, 1, 1, 3)
+            .unwrap()
+            .to_rgb(&[1, 2, 3], &mut f)
+            .unwrap();
+        assert_eq!(f.pixel(0, 0), [3, 2, 1]);
+        Converter::new(PixelFormat::Rgb24, 1, 1, 3)
+            .unwrap()
+            .to_rgb(&[1, 2, 3], &mut f)
+            .unwrap();
+        assert_eq!(f.pixel(0, 0), [1, 2, 3]);
+        Converter::new(PixelFormat::Grey, 1, 1, 1)
+            .unwrap()
+            .to_rgb(&[77], &mut f)
+            .unwrap();
+        assert_eq!(f.pixel(0, 0), [77, 77, 77]);
+        assert!(Converter::new(PixelFormat::Rgb24, 4, 1, 3).is_err());
+    }
+
+    /// A JPEG of `w` x `h`, left half red, right half blue.
+    pub(crate) fn test_jpeg(w: u16, h: u16) -> Vec<u8> {
+        let mut rgb = Vec::new();
+        for _ in 0..h {
+            for x in 0..w {
+                rgb.extend_from_slice(if x < w / 2 {
+                    &[255, 0, 0]
+                } else {
+                    &[0, 0, 255]
+                });
+            }
+        }
+        let mut out = Vec::new();
+        let enc = jpeg_encoder::Encoder::new(&mut out, 95);
+        enc.encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn mjpeg_decodes_and_checks_size() {
+        let jpeg = test_jpeg(32, 16);
+        let c = Converter::new(PixelFormat::Mjpeg, 32, 16, 0).unwrap();
+        let mut f = Frame::new(1, 1);
+        c.to_rgb(&jpeg, &mut f).unwrap();
+        let [r, g, b] = f.pixel(4, 8);
+        assert!(r > 240 && g < 20 && b < 20, "{r} {g} {b}");
+        let [r, g, b] = f.pixel(28, 8);
+        assert!(r < 20 && g < 20 && b > 240, "{r} {g} {b}");
+        let wrong = Converter::new(PixelFormat::Mjpeg, 64, 16, 0).unwrap();
+        let e = wrong.to_rgb(&jpeg, &mut f).unwrap_err().to_string();
+        assert!(e.contains("32x16"), "{e}");
+        assert!(c.to_rgb(b"not a jpeg", &mut f).is_err());
+    }
+}

@@ -1,0 +1,58 @@
+#!/bin/sh
+# /init of the test VM: load the kernel's virtual drivers and run the
+# checks against them. Each check prints "VMCHECK <name> PASS|FAIL ...";
+# the last line is "VMRESULT pass=N fail=M". Then the VM powers off.
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /tmp && mount -t tmpfs tmp /tmp
+export PATH=/bin:/sbin RUST_LOG=${RUST_LOG:-info} RUST_BACKTRACE=1
+pass=0
+fail=0
+run() {
+    if /bin/vm_check "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
+}
+echo "VMINFO kernel $(uname -r) up $(cut -d' ' -f1 /proc/uptime)s"
+
+# V4L2: vivid with one capture node (webcam input, 75% colour bars).
+if modprobe vivid n_devs=1 node_types=0x1; then
+    run capture yuyv
+    run capture nv12
+    run capture rgb24
+    run capture grey
+    run drops
+    run reconnect
+else
+    echo "VMCHECK modprobe-vivid FAIL"; fail=$((fail + 1))
+fi
+
+# fbdev: vfb, 4 MiB so that 640x480x32bpp fits twice (panning).
+if modprobe vfb vfb_enable=1 videomemorysize=4194304; then
+    run fb 16
+    run fb 32
+else
+    echo "VMCHECK modprobe-vfb FAIL"; fail=$((fail + 1))
+fi
+rmmod vfb 2>/dev/null
+
+# DRM/KMS: bochs (qemu -device bochs-display).
+if modprobe bochs && [ -e /dev/dri/card0 ]; then
+    VM_HOLD=$VM_HOLD run drm
+else
+    echo "VMCHECK modprobe-bochs FAIL"; fail=$((fail + 1))
+fi
+
+# The CLI end to end, when the build carries it (lgms-edge run).
+if [ -x /bin/lgms-edge ] && [ -f /etc/lgms/x86-dev-vm.toml ]; then
+    if modprobe vivid n_devs=1 node_types=0x1 2>/dev/null; [ -e /dev/video0 ]; then :; fi
+    modprobe vfb vfb_enable=1 videomemorysize=4194304 2>/dev/null
+    if (cd /etc/lgms && timeout 120 /bin/lgms-edge run --config x86-dev-vm.toml); then
+        echo "VMCHECK cli-run PASS"; pass=$((pass + 1))
+    else
+        echo "VMCHECK cli-run FAIL rc=$?"; fail=$((fail + 1))
+    fi
+fi
+
+echo "VMRESULT pass=$pass fail=$fail"
+sync
+poweroff -f
