@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod config;
 pub mod devices;
 pub mod drm;
@@ -24,6 +25,7 @@ pub mod overlay;
 pub mod panel;
 pub mod parity;
 pub mod phantom;
+pub mod pipeline;
 pub mod pixfmt;
 pub mod preprocess;
 pub mod reconnect;

@@ -1,13 +1,22 @@
 //! The `lgms-edge` command: parses arguments and wires library stages.
-//! All behaviour lives in the library; this file only translates flags.
+//! All behaviour lives in the library; this file only translates flags,
+//! prints results and turns errors into exit codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+
+use lgms_edge::config::{Config, RawConfig};
 use lgms_edge::phantom::{self, PhantomKind};
+use lgms_edge::{app, engine, parity};
 
 /// Live ultrasound/endoscopy segmentation with LGMSNet on edge boards.
+///
+/// Logging goes to stderr; set RUST_LOG=debug for more.
 #[derive(Debug, Parser)]
 #[command(name = "lgms-edge", version, about, long_about = None)]
 struct Cli {
@@ -17,8 +26,86 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole pipeline on the built-in phantom source and the bundled
+    /// model; write the composited video to out/ and print the statistics.
+    Demo(DemoArgs),
+    /// Run the pipeline from a configuration file (see boards/).
+    Run(RunArgs),
+    /// Print a model's inputs, outputs, preprocessing, parameter count,
+    /// operator histogram and the CPU features tract will use.
+    Info(InfoArgs),
+    /// Check tract's logits against the PyTorch logits stored in a parity
+    /// manifest (models/parity/manifest.json); exits 1 beyond tolerance.
+    Parity(ParityArgs),
     /// Write a synthetic dataset (images/NNNNN.png + masks/NNNNN.png) from the built-in phantom.
     Phantom(PhantomArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Model to run (default: the bundled trained model, else the random-weight one).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Number of source frames to run.
+    #[arg(long, default_value_t = 150)]
+    frames: u64,
+    /// Phantom kind: ultrasound or endoscopy.
+    #[arg(long, default_value = "ultrasound")]
+    kind: String,
+    /// Source frame rate.
+    #[arg(long, default_value_t = 15.0)]
+    fps: f64,
+    /// Seed of the phantom source.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Inference workers (each a thread with its own model state).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Oldest mask still drawn, in ms. This machine's f32 inference takes
+    /// hundreds of ms, so the demo allows older masks than a cart (150).
+    #[arg(long, default_value_t = 900)]
+    max_mask_age_ms: u64,
+    /// Output folder: demo.y4m (and demo.gif unless --no-gif), stats.json.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Do not write the animated GIF (it is slow to encode).
+    #[arg(long)]
+    no_gif: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Configuration file (TOML), e.g. boards/x86-dev.toml.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Override the config's frame limit (0: until the source ends or Ctrl-C).
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Write the final statistics as JSON to this file.
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct InfoArgs {
+    /// ONNX model file.
+    model: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ParityArgs {
+    /// Parity manifest (JSON listing the model, tolerance and vectors).
+    #[arg(long, default_value = "models/parity/manifest.json")]
+    manifest: PathBuf,
+    /// Check this model instead of the one the manifest names.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Override the manifest's tolerance (max |diff| on logits).
+    #[arg(long)]
+    tolerance: Option<f32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,7 +136,7 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
-fn run_phantom(args: PhantomArgs) -> anyhow::Result<()> {
+fn run_phantom(args: PhantomArgs) -> anyhow::Result<ExitCode> {
     let (w, h) = args.size;
     phantom::write_dataset(&args.out, args.kind, args.count, args.seed, w, h)
         .with_context(|| format!("writing the phantom dataset to {:?}", args.out))?;
@@ -59,13 +146,121 @@ fn run_phantom(args: PhantomArgs) -> anyhow::Result<()> {
         args.kind,
         args.out.display()
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Phantom(args) => run_phantom(args),
+    let result = match cli.command {
+        Command::Demo(a) => demo(a),
+        Command::Run(a) => run(a),
+        Command::Info(a) => info(a),
+        Command::Parity(a) => parity_cmd(a),
+        Command::Phantom(a) => run_phantom(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lgms-edge: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// SIGINT/SIGTERM set the flag; the pipeline then stops cleanly and reports.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    ctrlc::set_handler(move || s.store(true, Ordering::SeqCst)).context("installing the signal handler")?;
+    Ok(stop)
+}
+
+fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let model = match a.model {
+        Some(m) => m,
+        None => app::BUNDLED_MODELS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!(
+                    "no bundled model found ({}); fix: run from the repository root, or pass --model",
+                    app::BUNDLED_MODELS.join(", ")
+                )
+            })?,
+    };
+    let stats = a.out.join("stats.json");
+    let toml = format!(
+        "source = \"phantom\"\ndisplay = {:?}\nmax_mask_age_ms = {}\nframes = {}\nstats_json = {:?}\n\
+         [phantom]\nkind = {:?}\nfps = {}\nseed = {}\n[model]\npath = {:?}\nworkers = {}\nprecision = \"{}\"\n",
+        a.out.join("demo.y4m").display().to_string(),
+        a.max_mask_age_ms,
+        a.frames,
+        stats.display().to_string(),
+        a.kind,
+        a.fps,
+        a.seed,
+        model.display().to_string(),
+        a.workers,
+        engine_precision(&model)?,
+    );
+    let raw: RawConfig = toml::from_str(&toml).context("building the demo configuration")?;
+    let cfg = raw.validate(Path::new("<demo flags>"))?;
+    let stop = stop_flag()?;
+    let result = app::run(&cfg, stop)?;
+    if !a.no_gif {
+        log::info!("writing {:?} from the video", a.out.join("demo.gif"));
+        lgms_edge::sink::y4m_to_gif(&a.out.join("demo.y4m"), &a.out.join("demo.gif"), 2)?;
+    }
+    print!("{}", result.report.to_text());
+    println!("video: {}", a.out.join("demo.y4m").display());
+    println!("stats: {}", stats.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo reads the precision from the model so any bundled model works.
+fn engine_precision(model: &Path) -> anyhow::Result<String> {
+    Ok(engine::Model::load(model, &engine::LoadOptions::default())?
+        .info()
+        .precision
+        .clone())
+}
+
+fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = Config::load(&a.config)?;
+    if let Some(n) = a.frames {
+        cfg.frames = n;
+    }
+    if a.stats_json.is_some() {
+        cfg.stats_json = a.stats_json;
+    }
+    let stop = stop_flag()?;
+    let result = app::run(&cfg, stop)?;
+    print!("{}", result.report.to_text());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
+    let model = engine::Model::load(&a.model, &engine::LoadOptions::default())?;
+    let report = engine::InfoReport::new(model.info());
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parity_cmd(a: ParityArgs) -> anyhow::Result<ExitCode> {
+    let outcome = parity::check(&a.manifest, a.model.as_deref(), a.tolerance)?;
+    print!("{}", outcome.to_text());
+    if !outcome.passed() {
+        bail!(
+            "tract and PyTorch disagree: max |diff| {:.3e} > tolerance {:.1e}",
+            outcome.max_abs_diff(),
+            outcome.tolerance
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

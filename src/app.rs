@@ -1,0 +1,111 @@
+//! Builds a running pipeline from a validated [`Config`]: the one place
+//! where the concrete source, engine workers and sink are chosen
+//! (explicitly, no registration magic).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::config::{Config, DisplaySpec};
+use crate::devices;
+use crate::engine::{Engine, LoadOptions, Model};
+use crate::phantom::PhantomSource;
+use crate::pipeline::{self, Options, RunResult, Segmenter};
+use crate::sink::{GifSink, NullSink, PngDirSink, Sink, Y4mSink};
+use crate::source::FrameSource;
+use crate::{Error, Result};
+
+/// The model the demo runs: the trained phantom model when present, else
+/// the seeded random-weight export.
+pub const BUNDLED_MODELS: [&str; 2] = [
+    "models/lgmsnet-phantom-us.f32.onnx",
+    "models/lgmsnet-random.f32.onnx",
+];
+
+/// Opens the configured source (with `record = "input"` attached).
+pub fn build_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
+    match devices::open_source(cfg)? {
+        Some(s) => Ok(s),
+        None => {
+            let phantom = PhantomSource::from_config(&cfg.phantom)?;
+            devices::with_input_recording(Box::new(phantom), cfg)
+        }
+    }
+}
+
+/// Opens the configured display or file sink (with `record = "overlay"` attached).
+pub fn build_sink(cfg: &Config, fps: f64) -> Result<Box<dyn Sink>> {
+    let sink: Box<dyn Sink> = match &cfg.display {
+        DisplaySpec::Null => Box::new(NullSink::default()),
+        DisplaySpec::PngDir(d) => Box::new(PngDirSink::create(d)?),
+        DisplaySpec::Y4m(p) => Box::new(Y4mSink::create(p, fps)?),
+        DisplaySpec::Gif(p) => Box::new(GifSink::create(p, fps)?),
+        DisplaySpec::Device(p) => devices::open_display(p)?,
+    };
+    devices::with_overlay_recording(sink, cfg, fps)
+}
+
+/// Loads the model once and gives each worker its own engine.
+pub fn build_segmenters(cfg: &Config) -> Result<(Arc<Model>, Vec<Box<dyn Segmenter>>)> {
+    let model = Model::load(
+        &cfg.model.path,
+        &LoadOptions {
+            threads: cfg.model.threads,
+        },
+    )?;
+    if model.info().precision != cfg.model.precision {
+        return Err(Error::config(
+            &cfg.origin,
+            format!(
+                "model.precision = {:?} but {:?} is a {} model; fix: set precision = {:?} or point model.path at the {} model",
+                cfg.model.precision,
+                cfg.model.path,
+                model.info().precision,
+                model.info().precision,
+                cfg.model.precision
+            ),
+        ));
+    }
+    let mut segs: Vec<Box<dyn Segmenter>> = Vec::new();
+    for _ in 0..cfg.model.workers {
+        segs.push(Box::new(Engine::new(model.clone())?));
+    }
+    Ok((model, segs))
+}
+
+/// Runs the whole pipeline described by `cfg` until it ends or `stop` is set.
+pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
+    let (_model, segs) = build_segmenters(cfg)?;
+    let source = build_source(cfg)?;
+    let mut sink = build_sink(cfg, source.frame_rate())?;
+    log::info!(
+        "running {} -> {} with {} worker(s), masks drawn up to {} ms old",
+        source.name(),
+        sink.name(),
+        segs.len(),
+        cfg.max_mask_age.as_millis()
+    );
+    let opts = Options {
+        max_mask_age: cfg.max_mask_age,
+        frames: cfg.frames,
+        roi: cfg.roi,
+        overlay: cfg.overlay.clone(),
+        stop,
+        keep_records: false,
+        ..Options::default()
+    };
+    let result = pipeline::run(source, segs, sink.as_mut(), &opts)?;
+    if let Some(path) = &cfg.stats_json {
+        write_json(path, &result.report)?;
+    }
+    Ok(result)
+}
+
+/// Writes any serialisable value as pretty JSON, creating the folder.
+pub fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {dir:?}"), e))?;
+    }
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::invalid(format!("JSON for {path:?}"), e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| Error::io(format!("writing {path:?}"), e))
+}
