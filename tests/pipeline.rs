@@ -1,0 +1,264 @@
+//! The pipeline's promises, checked on real threads:
+//! every frame in comes out, masks are drawn only while fresh, a slow or
+//! failing model never holds the video back, a silent source gives NO
+//! SIGNAL and recovers.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lgms_edge::engine::{Engine, LoadOptions, Model};
+use lgms_edge::frame::{Frame, Mask, Rect};
+use lgms_edge::phantom::{Phantom, PhantomKind, PhantomSource};
+use lgms_edge::pipeline::{self, Options, RecordState, Segmenter};
+use lgms_edge::sink::Sink;
+use lgms_edge::source::FrameSource;
+use lgms_edge::stats::{Stage, StageRecorder};
+use lgms_edge::{Error, Result};
+
+/// Keeps the ids of the frames it was given.
+#[derive(Default)]
+struct CollectSink {
+    ids: Vec<u64>,
+}
+
+impl Sink for CollectSink {
+    fn name(&self) -> String {
+        "collect".into()
+    }
+    fn write(&mut self, frame: &Frame) -> Result<()> {
+        self.ids.push(frame.id);
+        Ok(())
+    }
+}
+
+/// Segments dark pixels, after an injected delay; fails its first `fail_first` calls.
+struct SlowDark {
+    delay: Duration,
+    fail_first: u32,
+    calls: u32,
+}
+
+impl Segmenter for SlowDark {
+    fn label(&self) -> String {
+        "slow-dark f32".into()
+    }
+    fn segment(&mut self, frame: &Frame, roi: Rect, mask: &mut Mask, rec: &mut StageRecorder) -> Result<()> {
+        self.calls += 1;
+        let t0 = Instant::now();
+        std::thread::sleep(self.delay);
+        if self.calls <= self.fail_first {
+            return Err(Error::Inference {
+                model: "slow-dark".into(),
+                reason: "injected failure".into(),
+            });
+        }
+        mask.roi = roi;
+        mask.frame_id = frame.id;
+        mask.captured = frame.captured;
+        mask.data.resize(roi.w as usize * roi.h as usize, 0);
+        for y in 0..roi.h {
+            for x in 0..roi.w {
+                let p = frame.pixel(roi.x + x, roi.y + y);
+                mask.data[(y * roi.w + x) as usize] = u8::from(p[0] < 40);
+            }
+        }
+        rec.record(Stage::Inference, t0.elapsed());
+        Ok(())
+    }
+}
+
+fn phantom(fps: f64, frames: u64) -> Box<dyn FrameSource> {
+    let p = Phantom::new(PhantomKind::Ultrasound, 160, 120, 3).unwrap();
+    Box::new(PhantomSource::new(p, fps).unwrap().limit(Some(frames)))
+}
+
+fn opts(max_age_ms: u64) -> Options {
+    Options {
+        max_mask_age: Duration::from_millis(max_age_ms),
+        keep_records: true,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn end_to_end_through_tract_every_frame_out_fresh_masks_only() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = Model::load(&root.join("tests/fixtures/tiny_dark.onnx"), &LoadOptions::default()).unwrap();
+    let segs: Vec<Box<dyn Segmenter>> = vec![Box::new(Engine::new(model).unwrap())];
+    let mut sink = CollectSink::default();
+    let n = 40;
+    let r = pipeline::run(phantom(40.0, n), segs, &mut sink, &opts(150)).unwrap();
+    let rep = &r.report;
+    assert_eq!(rep.frames_in, n);
+    assert_eq!(rep.frames_out, n);
+    assert_eq!(sink.ids, (0..n).collect::<Vec<_>>(), "every frame, in order");
+    assert_eq!(rep.frames_dropped, 0);
+    assert!(rep.inferences > 0 && rep.frames_with_mask > 0, "{}", rep.to_text());
+    for st in Stage::ALL {
+        assert!(rep.stage(st).is_some(), "stage {} missing:\n{}", st.name(), rep.to_text());
+    }
+    assert_eq!(rep.stage(Stage::Capture).unwrap().count, n);
+    assert_eq!(rep.stage(Stage::Display).unwrap().count, n);
+    // Masks drawn only when fresh, and only from frames already captured.
+    for rec in &r.records {
+        match rec.state {
+            RecordState::Drawn => {
+                let age = rec.mask_age_ms.unwrap();
+                assert!(age <= 150.0, "{rec:?}");
+                assert!(rec.mask_frame_id.unwrap() <= rec.frame_id, "{rec:?}");
+            }
+            _ => assert_eq!(rec.mask_frame_id, None, "{rec:?}"),
+        }
+    }
+    let json = serde_json::to_value(rep).unwrap();
+    for key in ["p50_ms", "p95_ms", "p99_ms", "max_ms"] {
+        assert!(json["stages"][0][key].is_number(), "{json}");
+    }
+}
+
+#[test]
+fn slow_inference_never_slows_the_video_nor_shows_old_masks() {
+    let fps = 30.0;
+    let n = 45u64;
+    let segs: Vec<Box<dyn Segmenter>> = vec![Box::new(SlowDark {
+        delay: Duration::from_millis(400),
+        fail_first: 0,
+        calls: 0,
+    })];
+    let mut sink = CollectSink::default();
+    let r = pipeline::run(phantom(fps, n), segs, &mut sink, &opts(150)).unwrap();
+    let rep = &r.report;
+    assert_eq!(rep.frames_out, n, "{}", rep.to_text());
+    // 45 frames at 30 fps take 1.5 s; one 400 ms inference per frame would take 18 s.
+    assert!(rep.duration_s < 4.0, "video held back: {}", rep.to_text());
+    assert!(rep.inferences >= 1);
+    // Every mask is at least 400 ms old when it could be shown: none is drawn.
+    assert_eq!(rep.frames_with_mask, 0, "{}", rep.to_text());
+    assert!(rep.frames_mask_stale > 0, "the HUD must say paused: {}", rep.to_text());
+    assert!(r.records.iter().all(|rec| rec.state != RecordState::Drawn));
+    // Output pace follows the source: median interval near 33 ms, not 400.
+    let mut gaps: Vec<f64> = r
+        .records
+        .windows(2)
+        .map(|w| (w[1].shown_at - w[0].shown_at).as_secs_f64() * 1e3)
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    let median = gaps[gaps.len() / 2];
+    assert!(median < 100.0, "median output interval {median} ms");
+}
+
+#[test]
+fn moderately_slow_inference_draws_only_fresh_masks() {
+    let segs: Vec<Box<dyn Segmenter>> = vec![Box::new(SlowDark {
+        delay: Duration::from_millis(60),
+        fail_first: 0,
+        calls: 0,
+    })];
+    let mut sink = CollectSink::default();
+    let r = pipeline::run(phantom(30.0, 45), segs, &mut sink, &opts(150)).unwrap();
+    assert!(r.report.frames_with_mask > 10, "{}", r.report.to_text());
+    for rec in r.records.iter().filter(|r| r.state == RecordState::Drawn) {
+        assert!(rec.mask_age_ms.unwrap() <= 150.0, "{rec:?}");
+    }
+}
+
+#[test]
+fn failing_model_shows_error_and_recovers() {
+    let segs: Vec<Box<dyn Segmenter>> = vec![Box::new(SlowDark {
+        delay: Duration::from_millis(5),
+        fail_first: 3,
+        calls: 0,
+    })];
+    let mut sink = CollectSink::default();
+    let r = pipeline::run(phantom(30.0, 60), segs, &mut sink, &opts(150)).unwrap();
+    assert_eq!(r.report.frames_out, 60);
+    let states: Vec<RecordState> = r.records.iter().map(|r| r.state).collect();
+    let first_err = states.iter().position(|s| *s == RecordState::ModelError);
+    let last_drawn = states.iter().rposition(|s| *s == RecordState::Drawn);
+    assert!(first_err.is_some(), "{states:?}");
+    assert!(last_drawn > first_err, "recovered after the failures: {states:?}");
+}
+
+/// A source that goes silent (errors) between two frame numbers.
+struct Flaky {
+    inner: Box<dyn FrameSource>,
+    dead_from: u64,
+    dead_for: Duration,
+    dead_since: Option<Instant>,
+    delivered: u64,
+}
+
+impl FrameSource for Flaky {
+    fn name(&self) -> String {
+        "flaky".into()
+    }
+    fn size(&self) -> (u32, u32) {
+        self.inner.size()
+    }
+    fn frame_rate(&self) -> f64 {
+        self.inner.frame_rate()
+    }
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<bool> {
+        if self.delivered == self.dead_from {
+            let since = *self.dead_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < self.dead_for {
+                std::thread::sleep(Duration::from_millis(20));
+                return Err(Error::Source {
+                    source_name: "flaky".into(),
+                    reason: "unplugged".into(),
+                });
+            }
+        }
+        self.delivered += 1;
+        self.inner.next_frame(frame)
+    }
+}
+
+#[test]
+fn silent_source_shows_no_signal_then_resumes() {
+    let src = Flaky {
+        inner: phantom(30.0, 30),
+        dead_from: 10,
+        dead_for: Duration::from_millis(900),
+        dead_since: None,
+        delivered: 0,
+    };
+    let segs: Vec<Box<dyn Segmenter>> = vec![Box::new(SlowDark {
+        delay: Duration::from_millis(1),
+        fail_first: 0,
+        calls: 0,
+    })];
+    let mut sink = CollectSink::default();
+    let r = pipeline::run(Box::new(src), segs, &mut sink, &opts(150)).unwrap();
+    let states: Vec<RecordState> = r.records.iter().map(|r| r.state).collect();
+    let first = states.iter().position(|s| *s == RecordState::NoSignal).expect("NO SIGNAL shown");
+    let resumed = states[first..].iter().any(|s| *s != RecordState::NoSignal);
+    assert!(first >= 10 && resumed, "{states:?}");
+    // All 30 real frames still came out.
+    assert_eq!(r.report.frames_out, 30);
+}
+
+#[test]
+fn stop_flag_ends_an_endless_run_with_a_report() {
+    let p = Phantom::new(PhantomKind::Endoscopy, 96, 96, 1).unwrap();
+    let src = Box::new(PhantomSource::new(p, 50.0).unwrap());
+    let segs: Vec<Box<dyn Segmenter>> = vec![Box::new(SlowDark {
+        delay: Duration::from_millis(1),
+        fail_first: 0,
+        calls: 0,
+    })];
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        s2.store(true, Ordering::SeqCst);
+    });
+    let mut o = opts(150);
+    o.stop = stop;
+    let mut sink = CollectSink::default();
+    let r = pipeline::run(src, segs, &mut sink, &o).unwrap();
+    t.join().unwrap();
+    assert!(r.report.frames_out > 5 && r.report.duration_s < 3.0, "{}", r.report.to_text());
+}
