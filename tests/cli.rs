@@ -1,0 +1,123 @@
+//! The binary's contract with a device engineer: bad input gives a clear
+//! message naming the thing and the fix, and a non-zero exit; good input
+//! runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lgms-edge"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fails_with(out: Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+}
+
+#[test]
+fn info_on_missing_model() {
+    let out = bin().args(["info", "models/nope.onnx"]).output().unwrap();
+    fails_with(out, &["models/nope.onnx", "not found", "fix"]);
+}
+
+#[test]
+fn info_on_truncated_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(root().join("tests/fixtures/tiny_dark.onnx")).unwrap();
+    let p = dir.path().join("half.onnx");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let out = bin().arg("info").arg(&p).output().unwrap();
+    fails_with(out, &["half.onnx", "not a valid ONNX model"]);
+}
+
+#[test]
+fn info_on_wrong_input_shape() {
+    let out = bin().args(["info", "tests/fixtures/wrong_channels.onnx"]).output().unwrap();
+    fails_with(out, &["wrong_channels.onnx", "expected [1, 3, H, W]"]);
+}
+
+#[test]
+fn info_on_unsupported_operator() {
+    let out = bin().args(["info", "tests/fixtures/unsupported_op.onnx"]).output().unwrap();
+    fails_with(out, &["FancySegment"]);
+}
+
+#[test]
+fn info_prints_model_and_cpu() {
+    let out = bin().args(["info", "tests/fixtures/tiny_dark.onnx"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for n in ["tiny-dark", "[1, 3, 32, 32]", "parameters:", "cpu:", "operators"] {
+        assert!(text.contains(n), "{n}: {text}");
+    }
+}
+
+#[test]
+fn run_with_unreadable_or_bad_config() {
+    let out = bin().args(["run", "--config", "boards/does-not-exist.toml"]).output().unwrap();
+    fails_with(out, &["boards/does-not-exist.toml", "cannot read"]);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, "source = \"phantom\"\n[model\npath = 3").unwrap();
+    fails_with(bin().arg("run").arg("--config").arg(&p).output().unwrap(), &["bad.toml", "invalid TOML"]);
+    std::fs::write(&p, "max_mask_age_ms = -5\n[model]\npath = \"x.onnx\"\n").unwrap();
+    fails_with(bin().arg("run").arg("--config").arg(&p).output().unwrap(), &["bad.toml", "max_mask_age_ms"]);
+    // A valid config naming a missing model.
+    std::fs::write(&p, "[model]\npath = \"missing-model.onnx\"\n").unwrap();
+    fails_with(bin().arg("run").arg("--config").arg(&p).output().unwrap(), &["missing-model.onnx", "not found"]);
+}
+
+#[test]
+fn run_from_config_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    let video = dir.path().join("v.y4m");
+    let stats = dir.path().join("s.json");
+    let model = root().join("tests/fixtures/tiny_dark.onnx");
+    std::fs::write(
+        &cfg,
+        format!(
+            "display = {:?}\nframes = 12\nstats_json = {:?}\n[phantom]\nwidth = 128\nheight = 96\nfps = 30\n[model]\npath = {:?}\n",
+            video.display().to_string(),
+            stats.display().to_string(),
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = bin().arg("run").arg("--config").arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("12 in, 12 out"), "{text}");
+    let y4m = std::fs::read(&video).unwrap();
+    assert!(y4m.starts_with(b"YUV4MPEG2 W128 H96"));
+    assert_eq!(y4m.windows(6).filter(|w| w == b"FRAME\n").count(), 12);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(json["frames_out"], 12);
+    let stages: Vec<&str> = json["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    for s in ["capture", "preprocess", "inference", "postprocess", "compose", "display", "end_to_end"] {
+        assert!(stages.contains(&s), "{stages:?}");
+    }
+}
+
+#[test]
+fn every_board_file_loads() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root().join("boards")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().and_then(|e| e.to_str()) == Some("toml") {
+            lgms_edge::config::Config::load(Path::new(&p)).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}
