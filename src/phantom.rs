@@ -1516,6 +1516,26 @@ mod tests {
     }
 
     #[test]
+    fn speckle_changes_everywhere_from_frame_to_frame() {
+        // Lesion motion alone would change only pixels near the lesions.
+        let (p, f5, _) = render(PhantomKind::Ultrasound, 128, 96, 8, 5);
+        let (_, f6, _) = render(PhantomKind::Ultrasound, 128, 96, 8, 6);
+        let (mut changed, mut total) = (0, 0);
+        for y in 0..96 {
+            for x in 0..128 {
+                if p.in_view(x, y) {
+                    total += 1;
+                    changed += usize::from(f5.pixel(x, y) != f6.pixel(x, y));
+                }
+            }
+        }
+        assert!(
+            changed * 10 > total * 7,
+            "{changed} of {total} pixels changed"
+        );
+    }
+
+    #[test]
     fn rendering_again_into_used_buffers_is_identical() {
         // No state leaks between frames: t=5 after t=9 equals a fresh t=5.
         let (mut p, mut f, mut m) = render(PhantomKind::Ultrasound, 96, 80, 11, 9);
