@@ -19,6 +19,7 @@ pub mod devices;
 pub mod drm;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod fbdev;
 pub mod frame;
 pub mod overlay;

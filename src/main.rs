@@ -37,6 +37,9 @@ enum Command {
     /// Check tract's logits against the PyTorch logits stored in a parity
     /// manifest (models/parity/manifest.json); exits 1 beyond tolerance.
     Parity(ParityArgs),
+    /// Dice and IoU of a model on an images/ + masks/ folder (the authors'
+    /// metric), optionally compared with a second model (f32 vs int8).
+    Eval(EvalArgs),
     /// Write a synthetic dataset (images/NNNNN.png + masks/NNNNN.png) from the built-in phantom.
     Phantom(PhantomArgs),
 }
@@ -93,6 +96,25 @@ struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// Model to evaluate.
+    #[arg(long)]
+    model: PathBuf,
+    /// Folder with images/*.png and masks/*.png of the same names.
+    #[arg(long)]
+    data: PathBuf,
+    /// A second model to compare (scores and mask agreement with the first).
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Write the full report (per image) as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Print one line per image.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -157,6 +179,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run(a),
         Command::Info(a) => info(a),
         Command::Parity(a) => parity_cmd(a),
+        Command::Eval(a) => eval_cmd(a),
         Command::Phantom(a) => run_phantom(a),
     };
     match result {
@@ -261,6 +284,24 @@ fn parity_cmd(a: ParityArgs) -> anyhow::Result<ExitCode> {
             outcome.max_abs_diff(),
             outcome.tolerance
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = lgms_edge::eval::evaluate(&a.data, &a.model, a.compare.as_deref(), |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    print!("{}", report.to_text(a.verbose));
+    if let Some(p) = &a.json {
+        app::write_json(p, &report)?;
     }
     Ok(ExitCode::SUCCESS)
 }

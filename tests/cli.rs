@@ -121,3 +121,32 @@ fn every_board_file_loads() {
     }
     assert!(n >= 1);
 }
+
+#[test]
+fn eval_matches_the_hand_computed_dice() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("e.json");
+    let out = bin()
+        .args(["eval", "--model", "tests/fixtures/tiny_dark.onnx", "--data", "tests/fixtures/eval", "--json"])
+        .arg(&json)
+        .args(["--compare", "tests/fixtures/tiny_dark.onnx"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    // See tests/fixtures/eval/README.md: a.png IoU 2/3 (Dice 0.8), b.png 1 (Dice 1).
+    let iou_a = (512.0 + 1e-5) / (768.0 + 1e-5);
+    let dice_a = 2.0 * iou_a / (1.0 + iou_a);
+    let close = |v: &serde_json::Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-9;
+    assert!(close(&r["per_image"][0]["iou"], iou_a), "{r}");
+    assert!(close(&r["mean_dice"], (dice_a + 1.0) / 2.0), "{r}");
+    assert!(close(&r["mean_iou"], (iou_a + 1.0) / 2.0), "{r}");
+    // A model compared with itself agrees perfectly.
+    assert!(close(&r["mean_agreement_iou"], 1.0), "{r}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("mean Dice 0.9000"), "{text}");
+    // A folder without masks/ is a clear error.
+    let bad = bin().args(["eval", "--model", "tests/fixtures/tiny_dark.onnx", "--data", "models"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("images"));
+}

@@ -1,0 +1,43 @@
+# lgms-edge: the two commands are `make demo` and `make test`.
+# Everything else is for device engineers and CI.
+
+CARGO  ?= cargo
+PYTHON ?= python3
+
+.PHONY: demo test test-rust test-python lint deps-python deps-ci ci bench help
+
+help:
+	@echo "make demo         run the pipeline on the phantom source + bundled model (writes out/)"
+	@echo "make test         Rust tests + Python model tests (installs models/requirements.txt if missing)"
+	@echo "make lint         cargo fmt --check + clippy -D warnings"
+	@echo "make test-vm      V4L2/fbdev/DRM tests against real kernel drivers in qemu"
+	@echo "make aarch64      release binary for the boards; make test-aarch64 runs the tests under qemu-user"
+	@echo "make bench        per-stage latency on this machine (lgms-edge bench)"
+	@echo "make model CKPT=… / make train-phantom / make deploy BOARD=rpi5 HOST=user@cart"
+
+demo:
+	$(CARGO) run --release -- demo
+
+test: deps-python test-rust test-python
+
+test-rust:
+	$(CARGO) test --locked
+
+test-python:
+	$(PYTHON) -m pytest -q tests/python
+
+# Installs the pinned Python packages (torch is large) only when missing.
+deps-python:
+	@$(PYTHON) -c "import torch, onnx, onnxruntime, cv2, pytest" 2>/dev/null || \
+		$(PYTHON) -m pip install -q -r models/requirements.txt
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+bench:
+	$(CARGO) run --release -- bench --config boards/x86-dev.toml
+
+include models/model.mk
+include tests/vm/vm.mk
+include cross/aarch64.mk
