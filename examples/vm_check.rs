@@ -54,8 +54,8 @@ fn main() {
 fn cap_config(format: &str) -> CaptureConfig {
     CaptureConfig {
         format: format.into(),
-        width: 320,
-        height: 180,
+        width: 640,
+        height: 360,
         fps: 15.0,
         buffers: 3,
         timeout_ms: 3000,
@@ -67,7 +67,10 @@ fn cap_config(format: &str) -> CaptureConfig {
 /// cyan, green, magenta, red, blue, black, left to right. Returns which
 /// channels are lit in the middle of each bar, as "RGB" letters.
 fn bar_signature(f: &Frame) -> Vec<String> {
-    let y = f.height * 3 / 4; // below vivid's text overlay
+    bar_signature_at(f, f.height - 8) // below vivid's text lines at the top
+}
+
+fn bar_signature_at(f: &Frame, y: u32) -> Vec<String> {
     (0..8)
         .map(|i| {
             let x = f.width * (2 * i + 1) / 16;
@@ -91,7 +94,7 @@ const BARS: [&str; 8] = ["RGB", "RG", "GB", "G", "RB", "R", "B", ""];
 fn check_bars(f: &Frame, grey: bool) -> Result<(), String> {
     if grey {
         // Luma falls bar by bar in this order.
-        let y = f.height * 3 / 4;
+        let y = f.height - 8;
         let l: Vec<u8> = (0..8)
             .map(|i| f.pixel(f.width * (2 * i + 1) / 16, y)[0])
             .collect();
@@ -104,7 +107,10 @@ fn check_bars(f: &Frame, grey: bool) -> Result<(), String> {
     if sig == BARS {
         Ok(())
     } else {
-        Err(format!("bars {sig:?}, expected {BARS:?}"))
+        let rows: Vec<String> = (1..8)
+            .map(|k| format!("y={}: {:?}", f.height * k / 8, bar_signature_at(f, f.height * k / 8)))
+            .collect();
+        Err(format!("bars {sig:?}, expected {BARS:?}; rows {rows:?}"))
     }
 }
 
@@ -126,7 +132,7 @@ fn capture(format: &str) -> Check {
         }
         frames.push(f.clone());
     }
-    if (f.width, f.height) != (320, 180) {
+    if (f.width, f.height) != (640, 360) {
         return Err(format!("size {}x{}", f.width, f.height));
     }
     check_bars(&f, format == "grey")?;
@@ -163,7 +169,7 @@ fn capture(format: &str) -> Check {
         ));
     }
     Ok(format!(
-        "320x180 {format}: bars {:?}; {stats:?}; recorded+replayed {n} frames max diff {worst}",
+        "640x360 {format}: bars {:?}; {stats:?}; recorded+replayed {n} frames max diff {worst}",
         bar_signature(&f)
     ))
 }
@@ -211,11 +217,7 @@ fn fb_readback(dev: &str, yres: u32) -> Result<(PanelFormat, Vec<u8>, usize), St
     let pan = read("pan")?;
     let (_, yoff) = pan.trim().split_once(',').ok_or(format!("pan {pan:?}"))?;
     let yoff: usize = yoff.parse().map_err(|_| format!("pan {pan:?}"))?;
-    let fmt = match bpp {
-        16 => PanelFormat::RGB565,
-        32 => PanelFormat::XRGB8888,
-        other => return Err(format!("sysfs says {other} bpp")),
-    };
+    let fmt = channel_layout(dev, bpp)?;
     let all = std::fs::read(dev).map_err(|e| format!("reading {dev}: {e}"))?;
     let start = yoff * stride;
     let page = all
@@ -226,6 +228,26 @@ fn fb_readback(dev: &str, yres: u32) -> Result<(PanelFormat, Vec<u8>, usize), St
         ))?
         .to_vec();
     Ok((fmt, page, stride))
+}
+
+/// The channel layout the driver reports (FBIOGET_VSCREENINFO), read here
+/// with a plain ioctl rather than through the sink.
+fn channel_layout(dev: &str, bpp: u32) -> Result<PanelFormat, String> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(dev).map_err(|e| e.to_string())?;
+    let mut var = [0u32; 40]; // struct fb_var_screeninfo, 160 bytes
+    // SAFETY: FBIOGET_VSCREENINFO writes 160 bytes into the buffer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), 0x4600, var.as_mut_ptr()) } != 0 {
+        return Err(format!("FBIOGET_VSCREENINFO: {}", std::io::Error::last_os_error()));
+    }
+    if var[6] != bpp {
+        return Err(format!("ioctl says {} bpp, sysfs {bpp}", var[6]));
+    }
+    let ch = |i: usize| lgms_edge::panel::Channel {
+        offset: var[i],
+        length: var[i + 1],
+    };
+    PanelFormat::new(bpp, ch(8), ch(11), ch(14)).map_err(|e| e.to_string())
 }
 
 /// A test frame: grey ramp with a green filled box and white text drawn
