@@ -12,14 +12,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use embedded_graphics::mono_font::{ascii::FONT_10X20, MonoTextStyle};
-use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
-use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
-use embedded_graphics::text::Text;
+use embedded_graphics::primitives::Rectangle;
 
-use lgms_edge::config::CaptureConfig;
-use lgms_edge::frame::Frame;
+use lgms_edge::config::{CaptureConfig, OverlayConfig};
+use lgms_edge::frame::{Frame, Mask, Rect};
+use lgms_edge::overlay::{FrameTarget, HudInfo, Overlay, OverlayState, OverlayStyle};
 use lgms_edge::panel::{letterbox, PanelFormat};
 use lgms_edge::reconnect::{Reconnecting, NO_SIGNAL_BG};
 use lgms_edge::record::Y4mRecorder;
@@ -54,8 +52,8 @@ fn main() {
 fn cap_config(format: &str) -> CaptureConfig {
     CaptureConfig {
         format: format.into(),
-        width: 320,
-        height: 180,
+        width: 640,
+        height: 360,
         fps: 15.0,
         buffers: 3,
         timeout_ms: 3000,
@@ -67,7 +65,10 @@ fn cap_config(format: &str) -> CaptureConfig {
 /// cyan, green, magenta, red, blue, black, left to right. Returns which
 /// channels are lit in the middle of each bar, as "RGB" letters.
 fn bar_signature(f: &Frame) -> Vec<String> {
-    let y = f.height * 3 / 4; // below vivid's text overlay
+    bar_signature_at(f, f.height - 8) // below vivid's text lines at the top
+}
+
+fn bar_signature_at(f: &Frame, y: u32) -> Vec<String> {
     (0..8)
         .map(|i| {
             let x = f.width * (2 * i + 1) / 16;
@@ -91,7 +92,7 @@ const BARS: [&str; 8] = ["RGB", "RG", "GB", "G", "RB", "R", "B", ""];
 fn check_bars(f: &Frame, grey: bool) -> Result<(), String> {
     if grey {
         // Luma falls bar by bar in this order.
-        let y = f.height * 3 / 4;
+        let y = f.height - 8;
         let l: Vec<u8> = (0..8)
             .map(|i| f.pixel(f.width * (2 * i + 1) / 16, y)[0])
             .collect();
@@ -104,7 +105,16 @@ fn check_bars(f: &Frame, grey: bool) -> Result<(), String> {
     if sig == BARS {
         Ok(())
     } else {
-        Err(format!("bars {sig:?}, expected {BARS:?}"))
+        let rows: Vec<String> = (1..8)
+            .map(|k| {
+                format!(
+                    "y={}: {:?}",
+                    f.height * k / 8,
+                    bar_signature_at(f, f.height * k / 8)
+                )
+            })
+            .collect();
+        Err(format!("bars {sig:?}, expected {BARS:?}; rows {rows:?}"))
     }
 }
 
@@ -126,7 +136,7 @@ fn capture(format: &str) -> Check {
         }
         frames.push(f.clone());
     }
-    if (f.width, f.height) != (320, 180) {
+    if (f.width, f.height) != (640, 360) {
         return Err(format!("size {}x{}", f.width, f.height));
     }
     check_bars(&f, format == "grey")?;
@@ -163,7 +173,7 @@ fn capture(format: &str) -> Check {
         ));
     }
     Ok(format!(
-        "320x180 {format}: bars {:?}; {stats:?}; recorded+replayed {n} frames max diff {worst}",
+        "640x360 {format}: bars {:?}; {stats:?}; recorded+replayed {n} frames max diff {worst}",
         bar_signature(&f)
     ))
 }
@@ -211,11 +221,7 @@ fn fb_readback(dev: &str, yres: u32) -> Result<(PanelFormat, Vec<u8>, usize), St
     let pan = read("pan")?;
     let (_, yoff) = pan.trim().split_once(',').ok_or(format!("pan {pan:?}"))?;
     let yoff: usize = yoff.parse().map_err(|_| format!("pan {pan:?}"))?;
-    let fmt = match bpp {
-        16 => PanelFormat::RGB565,
-        32 => PanelFormat::XRGB8888,
-        other => return Err(format!("sysfs says {other} bpp")),
-    };
+    let fmt = channel_layout(dev, bpp)?;
     let all = std::fs::read(dev).map_err(|e| format!("reading {dev}: {e}"))?;
     let start = yoff * stride;
     let page = all
@@ -228,49 +234,101 @@ fn fb_readback(dev: &str, yres: u32) -> Result<(PanelFormat, Vec<u8>, usize), St
     Ok((fmt, page, stride))
 }
 
-/// A test frame: grey ramp with a green filled box and white text drawn
-/// through embedded-graphics (the overlay's drawing path).
-fn overlay_frame(w: u32, h: u32) -> (Frame, Rectangle) {
+/// The channel layout the driver reports (FBIOGET_VSCREENINFO), read here
+/// with a plain ioctl rather than through the sink.
+fn channel_layout(dev: &str, bpp: u32) -> Result<PanelFormat, String> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(dev).map_err(|e| e.to_string())?;
+    let mut var = [0u32; 40]; // struct fb_var_screeninfo, 160 bytes
+                              // SAFETY: FBIOGET_VSCREENINFO writes 160 bytes into the buffer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), 0x4600, var.as_mut_ptr()) } != 0 {
+        return Err(format!(
+            "FBIOGET_VSCREENINFO: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if var[6] != bpp {
+        return Err(format!("ioctl says {} bpp, sysfs {bpp}", var[6]));
+    }
+    let ch = |i: usize| lgms_edge::panel::Channel {
+        offset: var[i],
+        length: var[i + 1],
+    };
+    PanelFormat::new(bpp, ch(8), ch(11), ch(14)).map_err(|e| e.to_string())
+}
+
+/// A test frame: a grey ramp composited by the runtime's overlay (a live
+/// mask over a box, its outline, the HUD and the label). Returns the
+/// frame, the ramp it was drawn on, and the mask's box.
+fn overlay_frame(w: u32, h: u32) -> (Frame, Frame, Rectangle) {
     let mut f = Frame::new(w, h);
     for (i, px) in f.rgb.chunks_exact_mut(3).enumerate() {
         let x = (i as u32 % w) * 100 / w;
         px.copy_from_slice(&[x as u8 + 50, x as u8 + 50, x as u8 + 50]);
     }
-    let boxr = Rectangle::new(Point::new(40, 30), Size::new(60, 40));
-    let mut t = FrameTarget(&mut f);
-    let _ = boxr
-        .into_styled(PrimitiveStyle::with_fill(Rgb888::new(0, 255, 0)))
-        .draw(&mut t);
-    let _ = Text::new(
-        "LGMS",
-        Point::new(150, 100),
-        MonoTextStyle::new(&FONT_10X20, Rgb888::WHITE),
-    )
-    .draw(&mut t);
-    (f, boxr)
+    let plain = f.clone();
+    let roi = Rect {
+        x: 120,
+        y: 60,
+        w: 80,
+        h: 60,
+    };
+    let mut mask = Mask::new(roi);
+    mask.data.fill(1);
+    mask.captured = Instant::now();
+    let style = OverlayStyle::from_config(&OverlayConfig::default(), Duration::from_secs(60));
+    let mut overlay = Overlay::new(style);
+    let hud = HudInfo {
+        fps: 15.0,
+        latency_ms: Some(42.0),
+        model: "lgmsnet",
+        precision: "fp32",
+        now: Instant::now(),
+        model_failed: false,
+    };
+    let mut t = FrameTarget::for_frame(&mut f).expect("frame buffer matches its size");
+    let state = overlay.draw(&mut t, Some(&mask), &hud);
+    assert!(matches!(state, Ok(OverlayState::Live { .. })), "{state:?}");
+    let boxr = Rectangle::new(
+        Point::new(roi.x as i32, roi.y as i32),
+        Size::new(roi.w, roi.h),
+    );
+    (f, plain, boxr)
 }
 
-struct FrameTarget<'a>(&'a mut Frame);
-impl OriginDimensions for FrameTarget<'_> {
-    fn size(&self) -> Size {
-        Size::new(self.0.width, self.0.height)
-    }
+/// Where the centre of `boxr` (frame coordinates) lands on the panel.
+fn box_centre(frame: &Frame, boxr: &Rectangle, area: &Rect) -> (u32, u32) {
+    let c = boxr.center();
+    (
+        area.x + (c.x as u32 * area.w).div_ceil(frame.width),
+        area.y + (c.y as u32 * area.h).div_ceil(frame.height),
+    )
 }
-impl DrawTarget for FrameTarget<'_> {
-    type Color = Rgb888;
-    type Error = std::convert::Infallible;
-    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
-        &mut self,
-        it: I,
-    ) -> Result<(), Self::Error> {
-        for Pixel(p, c) in it {
-            if p.x >= 0 && p.y >= 0 && (p.x as u32) < self.0.width && (p.y as u32) < self.0.height {
-                let i = (p.y as usize * self.0.width as usize + p.x as usize) * 3;
-                self.0.rgb[i..i + 3].copy_from_slice(&[c.r(), c.g(), c.b()]);
-            }
-        }
-        Ok(())
+
+/// The mask's centre on the panel must show the overlay's blended fill,
+/// not the plain ramp under it.
+fn check_mask_pixel(
+    frame: &Frame,
+    plain: &Frame,
+    boxr: &Rectangle,
+    area: &Rect,
+    get: &dyn Fn(u32, u32) -> [u8; 3],
+    tol: u8,
+) -> Result<String, String> {
+    let (px, py) = box_centre(frame, boxr, area);
+    let c = boxr.center();
+    let want = frame.pixel(c.x as u32, c.y as u32);
+    let under = plain.pixel(c.x as u32, c.y as u32);
+    let got = get(px, py);
+    let near = |a: [u8; 3], b: [u8; 3]| a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= tol);
+    if want == under || !near(got, want) {
+        return Err(format!(
+            "mask centre at panel ({px},{py}) is {got:?}, overlay drew {want:?} over {under:?}"
+        ));
     }
+    Ok(format!(
+        "mask centre panel ({px},{py}) = {got:?} (ramp {under:?})"
+    ))
 }
 
 /// Checks a shown panel image against the frame: every panel pixel in
@@ -319,10 +377,8 @@ fn fb(bpp: u32) -> Check {
     let mut sink = lgms_edge::fbdev::FbSink::open(Path::new(dev)).map_err(|e| e.to_string())?;
     let (w, h, fmt) = sink.geometry();
     // 320x200 on 640x480: scaled 2x with 40-line bars above and below.
-    let (frame, boxr) = overlay_frame(320, 200);
-    let mut blank = frame.clone();
-    blank.rgb.fill(0);
-    sink.write(&blank).map_err(|e| e.to_string())?;
+    let (frame, plain, boxr) = overlay_frame(320, 200);
+    sink.write(&plain).map_err(|e| e.to_string())?;
     sink.write(&frame).map_err(|e| e.to_string())?;
     let (rfmt, page, stride) = fb_readback(dev, h)?;
     if rfmt != fmt {
@@ -338,15 +394,10 @@ fn fb(bpp: u32) -> Check {
     };
     let tol = if bpp == 16 { 8 } else { 0 };
     let detail = compare(&frame, w, h, &get, tol)?;
-    // The overlay's green box lands at twice its frame position, +40 rows.
-    let area = letterbox(320, 200, w, h);
-    let (bx, by) = box_centre(&boxr, &area);
-    let g = get(bx, by);
-    if g != [0, 255, 0] {
-        return Err(format!("overlay box at ({bx},{by}) is {g:?}"));
-    }
+    let area = letterbox(frame.width, frame.height, w, h);
+    let m = check_mask_pixel(&frame, &plain, &boxr, &area, &get, tol)?;
     Ok(format!(
-        "{w}x{h} {} {}; {detail}; overlay box pixel ({bx},{by}) = {g:?}",
+        "{w}x{h} {} {}; {detail}; {m}",
         fmt.describe(),
         if sink.double_buffered() {
             "pan double-buffered"
@@ -356,23 +407,13 @@ fn fb(bpp: u32) -> Check {
     ))
 }
 
-/// Where the centre of `boxr` (frame coordinates, 320x200 frame) lands on the panel.
-fn box_centre(boxr: &Rectangle, area: &lgms_edge::frame::Rect) -> (u32, u32) {
-    let c = boxr.center();
-    (
-        area.x + c.x as u32 * area.w / 320,
-        area.y + c.y as u32 * area.h / 200,
-    )
-}
-
 fn drm() -> Check {
     let mut sink =
         lgms_edge::drm::DrmSink::open(Path::new("/dev/dri/card0")).map_err(|e| e.to_string())?;
     let (w, h, conn) = sink.geometry();
-    let (frame, boxr) = overlay_frame(320, 200);
-    let mut blank = frame.clone();
-    blank.rgb.fill(0);
-    sink.write(&blank).map_err(|e| e.to_string())?;
+    // 4:3 on the (16:10) bochs mode: pillarboxed.
+    let (frame, plain, boxr) = overlay_frame(320, 240);
+    sink.write(&plain).map_err(|e| e.to_string())?;
     sink.write(&frame).map_err(|e| e.to_string())?;
     sink.finish().map_err(|e| e.to_string())?;
     // Read back what the CRTC scans out, through a second open of the card.
@@ -382,19 +423,15 @@ fn drm() -> Check {
         [shown[i + 2], shown[i + 1], shown[i]]
     };
     let detail = compare(&frame, w, h, &get, 0)?;
-    let area = letterbox(320, 200, w, h);
-    let (bx, by) = box_centre(&boxr, &area);
-    let g = get(bx, by);
-    if g != [0, 255, 0] {
-        return Err(format!("overlay box at ({bx},{by}) is {g:?}"));
-    }
+    let area = letterbox(frame.width, frame.height, w, h);
+    let m = check_mask_pixel(&frame, &plain, &boxr, &area, &get, 0)?;
     if std::env::var("VM_HOLD").is_ok_and(|v| !v.is_empty()) {
         // Let the host take a screendump of the emulated display.
         println!("VMDRM-READY");
         std::thread::sleep(Duration::from_secs(4));
     }
     Ok(format!(
-        "{conn} {w}x{h}, {} flips; {detail}; overlay box pixel ({bx},{by}) = {g:?}",
+        "{conn} {w}x{h}, {} flips; {detail}; {m}",
         sink.frames()
     ))
 }

@@ -87,12 +87,15 @@ fn v4l2_reconnecting(
             drop(first);
         }
     }
+    // The pipeline draws its own NO SIGNAL screen when frames stop, so the
+    // loss is reported as errors rather than as placeholder frames.
     Ok(Reconnecting::new(
         label,
         Box::new(opener),
         (cfg.capture.width, cfg.capture.height),
         cfg.capture.fps,
-    ))
+    )
+    .reporting_loss())
 }
 
 /// The display for a `/dev/...` path: a framebuffer (`/dev/fbN`) or a DRM
@@ -198,17 +201,20 @@ mod tests {
     }
 
     #[test]
-    fn missing_v4l2_device_starts_in_no_signal() {
+    fn missing_v4l2_device_reports_loss_at_its_configured_size() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(
             "source = \"/dev/video-absent\"\n[capture]\nwidth = 64\nheight = 48\nfps = 100",
             dir.path(),
         );
         let mut src = open_source(&cfg).unwrap().unwrap();
+        assert_eq!(src.size(), (64, 48));
         let mut f = Frame::new(1, 1);
-        assert!(src.next_frame(&mut f).unwrap());
-        assert_eq!((f.width, f.height), (64, 48));
-        assert_eq!(f.pixel(0, 0), crate::reconnect::NO_SIGNAL_BG);
+        let e = src.next_frame(&mut f).unwrap_err().to_string();
+        assert!(
+            e.contains("/dev/video-absent") && e.contains("no signal"),
+            "{e}"
+        );
         // A present non-V4L2 path is a config error, not NO SIGNAL.
         let cfg = config("source = \"/dev/null\"", dir.path());
         assert!(open_source(&cfg).is_err());

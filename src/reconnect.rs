@@ -56,6 +56,7 @@ pub struct Reconnecting {
     next_frame_due: Instant,
     next_id: u64,
     status: Arc<Mutex<SignalStatus>>,
+    draw_no_signal: bool,
 }
 
 impl Reconnecting {
@@ -90,7 +91,17 @@ impl Reconnecting {
             next_frame_due: now,
             next_id: 0,
             status: Arc::new(Mutex::new(status)),
+            draw_no_signal: true,
         }
+    }
+
+    /// While the device is gone, return a [`crate::Error::Source`] from
+    /// `next_frame` (after a reopen attempt when one is due) instead of NO
+    /// SIGNAL frames: for a pipeline that draws its own NO SIGNAL screen
+    /// when frames stop, and must not run the network on a placeholder.
+    pub fn reporting_loss(mut self) -> Self {
+        self.draw_no_signal = false;
+        self
     }
 
     /// A handle on the signal state (for the HUD, on another thread).
@@ -195,6 +206,20 @@ impl FrameSource for Reconnecting {
                 }
                 Err(e) => self.lose(e.to_string()),
             }
+        }
+        if !self.draw_no_signal {
+            let s = self
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            return Err(crate::Error::Source {
+                source_name: self.label.clone(),
+                reason: format!(
+                    "no signal ({}); reopen attempt {}, next in {:?}",
+                    s.reason, s.attempts, self.backoff
+                ),
+            });
         }
         // NO SIGNAL at the configured pace, so the display keeps updating
         // (and shows the retry count) without spinning.
@@ -393,6 +418,33 @@ mod tests {
         let s = status.lock().unwrap().clone();
         assert!(s.live && s.reconnects == 1, "{s:?}");
         assert!(f.id > 10);
+    }
+
+    #[test]
+    fn reporting_loss_gives_errors_then_frames_again() {
+        let alive = Arc::new(AtomicBool::new(true));
+        let opens = Arc::new(AtomicU32::new(0));
+        let mut r = Reconnecting::new("cam", opener(alive.clone(), opens.clone()), (1, 1), 25.0)
+            .reporting_loss();
+        let mut f = Frame::new(1, 1);
+        assert!(r.next_frame(&mut f).unwrap());
+        alive.store(false, Ordering::SeqCst);
+        let e = r.next_frame(&mut f).unwrap_err().to_string();
+        assert!(e.contains("no signal") && e.contains("gone"), "{e}");
+        // Errors come back at once (the caller paces its retries).
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            assert!(r.next_frame(&mut f).is_err());
+        }
+        assert!(t0.elapsed() < Duration::from_millis(100));
+        alive.store(true, Ordering::SeqCst);
+        let t0 = Instant::now();
+        while r.next_frame(&mut f).is_err() {
+            assert!(t0.elapsed() < BACKOFF_MAX + Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(f.pixel(0, 0), [200, 200, 200]);
+        assert_eq!(r.status().lock().unwrap().reconnects, 1);
     }
 
     #[test]

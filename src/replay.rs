@@ -892,7 +892,7 @@ mod tests {
         assert_eq!(frames.len(), 6);
         // Six frames at 50 fps: five periods (the first is immediate).
         assert!(took >= Duration::from_millis(95), "{took:?}");
-        assert!(took < Duration::from_millis(400), "{took:?}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
         let gap = frames[5].captured - frames[4].captured;
         assert!(gap >= Duration::from_millis(18), "{gap:?}");
     }

@@ -19,7 +19,7 @@ WORK=${VM_WORK:-$(mktemp -d /tmp/lgms-vm.XXXXXX)}
 TIMEOUT=${VM_TIMEOUT:-600}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
-for t in qemu-system-x86_64 busybox cpio; do
+for t in qemu-system-x86_64 busybox cpio strip; do
     command -v "$t" >/dev/null || { echo "run.sh: $t missing; fix: apt-get install qemu-system-x86 busybox-static cpio" >&2; exit 2; }
 done
 [ -r "$KERNEL" ] || { echo "run.sh: no kernel $KERNEL; fix: apt-get install linux-image-amd64" >&2; exit 2; }
@@ -36,7 +36,8 @@ cp "$(command -v busybox)" "$R/bin/busybox"
 for a in sh mount umount modprobe insmod rmmod lsmod ls cat echo poweroff sleep dmesg grep cut timeout sync mkdir uname; do
     ln -sf busybox "$R/bin/$a"
 done
-cp "$BIN" "$R/bin/vm_check"
+# Debug info is most of a debug build; the VM keeps only the code.
+strip -o "$R/bin/vm_check" "$BIN"
 # The binary's shared libraries (glibc), so no static build is needed.
 for lib in $(ldd "$BIN" | grep -o '/[^ ]*' | sort -u); do
     mkdir -p "$R$(dirname "$lib")"
