@@ -17,10 +17,12 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod frame;
+pub mod kernels;
 pub mod parity;
 pub mod preprocess;
 pub mod sink;
 pub mod source;
 pub mod stats;
+pub mod watchdog;
 
 pub use error::{Error, Result};
