@@ -5,7 +5,7 @@
 #   cross/deps.sh --zig   also zig + cargo-zigbuild (`make aarch64-zig`)
 set -eu
 
-apt_pkgs="rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user-static"
+apt_pkgs="rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user-static libc6:arm64 libgcc-s1:arm64"
 
 missing=""
 for p in $apt_pkgs; do

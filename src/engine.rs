@@ -20,7 +20,7 @@ use std::time::Instant;
 use tract_onnx::prelude::*;
 
 use crate::frame::{Frame, Mask, Rect};
-use crate::preprocess::{self, ChannelOrder, Normalize};
+use crate::preprocess::{ChannelOrder, Normalize};
 use crate::stats::{Stage, StageRecorder};
 use crate::{Error, Result};
 
@@ -404,7 +404,7 @@ impl Engine {
         let (h, w) = self.model.info.input_hw;
         let norm = self.model.info.normalize;
         self.with_input(|input| {
-            preprocess::resize_normalize(
+            crate::kernels::resize_normalize(
                 &frame.rgb,
                 frame.width as usize,
                 frame.height as usize,
@@ -453,7 +453,7 @@ impl Engine {
         let (lh, lw) = self.model.info.output_hw;
         let (w, h) = (mask.roi.w as usize, mask.roi.h as usize);
         mask.data.resize(w * h, 0);
-        preprocess::logits_to_mask(&self.logits, lw, lh, self.model.info.threshold, w, h, &mut mask.data);
+        crate::kernels::logits_to_mask(&self.logits, lw, lh, self.model.info.threshold, w, h, &mut mask.data);
     }
 
     /// Runs the network on an already preprocessed tensor (parity checks).
@@ -521,6 +521,8 @@ pub struct InfoReport {
     pub arch: String,
     /// SIMD features detected at run time.
     pub cpu_features: Vec<String>,
+    /// Pixel-kernel table in use (`scalar`, `avx2`, `neon`).
+    pub pixel_kernels: &'static str,
 }
 
 impl InfoReport {
@@ -550,6 +552,7 @@ impl InfoReport {
             operators: info.op_histogram.clone(),
             arch: std::env::consts::ARCH.to_string(),
             cpu_features: cpu_features(),
+            pixel_kernels: crate::kernels::best().name,
         }
     }
 
@@ -564,6 +567,7 @@ impl InfoReport {
         let _ = writeln!(s, "parameters:   {}", self.parameters);
         let _ = writeln!(s, "preprocess:   {}", self.preprocessing);
         let _ = writeln!(s, "cpu:          {} [{}]", self.arch, self.cpu_features.join(", "));
+        let _ = writeln!(s, "kernels:      {} (pixel stages; LGMS_KERNELS=scalar forces the reference)", self.pixel_kernels);
         let _ = writeln!(s, "metadata:");
         for (k, v) in &self.metadata {
             let _ = writeln!(s, "  {k} = {v}");

@@ -22,6 +22,7 @@ pub mod error;
 pub mod eval;
 pub mod fbdev;
 pub mod frame;
+pub mod kernels;
 pub mod overlay;
 pub mod panel;
 pub mod parity;
@@ -36,5 +37,6 @@ pub mod sink;
 pub mod source;
 pub mod stats;
 pub mod v4l2;
+pub mod watchdog;
 
 pub use error::{Error, Result};

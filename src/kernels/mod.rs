@@ -1,0 +1,454 @@
+//! Per-pixel kernels of the frame path, with SIMD fast paths chosen at run
+//! time.
+//!
+//! As in tract's `linalg`, there is one complete portable table
+//! ([`scalar()`]) whose formulas are the reference, and native tables
+//! (AVX2 on x86_64, NEON on aarch64) that [`best()`] picks once, by CPU
+//! feature, for the whole run. Every fast path is property-tested against
+//! the scalar one (`tests/kernels.rs`): integer outputs bit-exact, float
+//! outputs within a stated tolerance.
+//!
+//! The public functions here check buffer sizes and return an error naming
+//! the buffer; the kernels behind them can then index without checks.
+//! `LGMS_KERNELS=scalar` in the environment forces the scalar table (to
+//! compare outputs or timings on a board).
+
+use std::sync::OnceLock;
+
+use crate::frame::Rect;
+use crate::preprocess::Normalize;
+use crate::{Error, Result};
+
+pub mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+/// YUV -> RGB colour matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum YuvMatrix {
+    /// ITU-R BT.601 (SD video, most USB cameras and ultrasound grabbers).
+    Bt601,
+    /// ITU-R BT.709 (HD video).
+    Bt709,
+}
+
+/// Range of the Y'CbCr code values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum YuvRange {
+    /// Y in 16..=235, Cb/Cr in 16..=240 ("TV" range, the V4L2 default).
+    Limited,
+    /// All of 0..=255 ("PC"/JPEG range).
+    Full,
+}
+
+/// Integer YUV -> RGB coefficients in Q13 fixed point.
+///
+/// Per pixel, with `u = U - 128`, `v = V - 128`:
+/// `yt = (Y - y_off) * y_mul + 4096`, then
+/// `R = clamp((yt + rv*v) >> 13)`, `G = clamp((yt - gu*u - gv*v) >> 13)`,
+/// `B = clamp((yt + bu*u) >> 13)`. All three implementations evaluate exactly
+/// this in 32-bit integers, so their outputs are identical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct YuvCoeffs {
+    /// Black level subtracted from Y (16 limited, 0 full).
+    pub y_off: i32,
+    /// Luma gain.
+    pub y_mul: i32,
+    /// Cr contribution to red.
+    pub rv: i32,
+    /// Cb contribution subtracted from green.
+    pub gu: i32,
+    /// Cr contribution subtracted from green.
+    pub gv: i32,
+    /// Cb contribution to blue.
+    pub bu: i32,
+}
+
+impl YuvCoeffs {
+    /// Fixed-point shift of the coefficients.
+    pub const SHIFT: u32 = 13;
+
+    /// The coefficients of a matrix and range.
+    pub fn new(matrix: YuvMatrix, range: YuvRange) -> Self {
+        let (kr, kb) = match matrix {
+            YuvMatrix::Bt601 => (0.299f64, 0.114f64),
+            YuvMatrix::Bt709 => (0.2126, 0.0722),
+        };
+        let kg = 1.0 - kr - kb;
+        let (y_off, ys, cs) = match range {
+            YuvRange::Limited => (16, 255.0 / 219.0, 255.0 / 224.0),
+            YuvRange::Full => (0, 1.0, 1.0),
+        };
+        let q = |x: f64| (x * f64::from(1u32 << Self::SHIFT)).round() as i32;
+        YuvCoeffs {
+            y_off,
+            y_mul: q(ys),
+            rv: q(2.0 * (1.0 - kr) * cs),
+            gu: q(2.0 * kb * (1.0 - kb) / kg * cs),
+            gv: q(2.0 * kr * (1.0 - kr) / kg * cs),
+            bu: q(2.0 * (1.0 - kb) * cs),
+        }
+    }
+}
+
+/// Converts YUYV (YUY2) rows to packed RGB.
+pub type YuyvFn =
+    fn(src: &[u8], stride: usize, width: usize, height: usize, k: &YuvCoeffs, dst: &mut [u8]);
+/// Converts NV12 (Y plane + interleaved CbCr plane at half resolution) to packed RGB.
+#[allow(clippy::type_complexity)]
+pub type Nv12Fn = fn(
+    y: &[u8],
+    y_stride: usize,
+    uv: &[u8],
+    uv_stride: usize,
+    width: usize,
+    height: usize,
+    k: &YuvCoeffs,
+    dst: &mut [u8],
+);
+/// Converts 8-bit grey (a Y plane) to packed RGB.
+pub type GreyFn =
+    fn(src: &[u8], stride: usize, width: usize, height: usize, k: &YuvCoeffs, dst: &mut [u8]);
+/// ROI crop + bilinear resize + normalisation into planar NCHW f32
+/// (see [`crate::preprocess::resize_normalize`]).
+#[allow(clippy::type_complexity)]
+pub type ResizeNormalizeFn = fn(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    roi: Rect,
+    out_w: usize,
+    out_h: usize,
+    norm: &Normalize,
+    out: &mut [f32],
+);
+/// Bilinear logits upsample + threshold into a 0/1 mask
+/// (see [`crate::preprocess::logits_to_mask`]).
+pub type LogitsToMaskFn = fn(
+    logits: &[f32],
+    lw: usize,
+    lh: usize,
+    threshold: f32,
+    out_w: usize,
+    out_h: usize,
+    out: &mut [u8],
+);
+/// Alpha-blends one colour over a run of packed RGB pixels.
+pub type BlendSpanFn = fn(span: &mut [u8], color: [u8; 3], alpha: u8);
+
+/// One complete set of kernels.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernels {
+    /// Name of the implementation (`"scalar"`, `"avx2"`, `"neon"`).
+    pub name: &'static str,
+    /// YUYV -> RGB.
+    pub yuyv_to_rgb: YuyvFn,
+    /// NV12 -> RGB.
+    pub nv12_to_rgb: Nv12Fn,
+    /// GREY -> RGB.
+    pub grey_to_rgb: GreyFn,
+    /// Frame -> input tensor.
+    pub resize_normalize: ResizeNormalizeFn,
+    /// Logits -> mask.
+    pub logits_to_mask: LogitsToMaskFn,
+    /// Mask fill.
+    pub blend_span: BlendSpanFn,
+}
+
+/// The portable reference table.
+pub fn scalar() -> &'static Kernels {
+    &scalar::KERNELS
+}
+
+/// The native table for this CPU, if it has one (`None` when the CPU lacks
+/// the features or the architecture has no fast path).
+pub fn native() -> Option<&'static Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Some(&x86::KERNELS);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return Some(&neon::KERNELS);
+        }
+    }
+    None
+}
+
+/// The table the run uses: [`native()`] when present, unless
+/// `LGMS_KERNELS=scalar`. Chosen once per process.
+pub fn best() -> &'static Kernels {
+    static BEST: OnceLock<&'static Kernels> = OnceLock::new();
+    BEST.get_or_init(|| {
+        let forced = std::env::var("LGMS_KERNELS").ok();
+        match (forced.as_deref(), native()) {
+            (Some("scalar"), _) | (_, None) => scalar(),
+            (_, Some(k)) => k,
+        }
+    })
+}
+
+/// What the CPU offers and which kernels the run will use (for `info`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CpuReport {
+    /// Architecture the binary was built for.
+    pub arch: &'static str,
+    /// SIMD features found at run time (see [`crate::engine::cpu_features`]).
+    pub features: Vec<String>,
+    /// Name of the pixel-kernel table [`best()`] picked.
+    pub kernels: &'static str,
+}
+
+impl std::fmt::Display for CpuReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cpu {} [{}]; pixel kernels: {}",
+            self.arch,
+            self.features.join(", "),
+            self.kernels
+        )
+    }
+}
+
+/// The CPU's SIMD features and the kernel table this run uses.
+pub fn cpu_report() -> CpuReport {
+    CpuReport {
+        arch: std::env::consts::ARCH,
+        features: crate::engine::cpu_features(),
+        kernels: best().name,
+    }
+}
+
+fn need(what: &str, have: usize, want: usize) -> Result<()> {
+    if have < want {
+        return Err(Error::invalid(
+            what,
+            format!("buffer holds {have} bytes, needs at least {want}; fix: size it for the frame's width, height and stride"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_image(width: usize, height: usize) -> Result<()> {
+    if width == 0 || height == 0 || width > 16384 || height > 16384 {
+        return Err(Error::invalid(
+            "image size",
+            format!("{width}x{height} is out of range; fix: use 1..=16384 pixels per side"),
+        ));
+    }
+    Ok(())
+}
+
+/// YUYV (`Y0 U Y1 V` per pixel pair; an odd width's last pair has its `Y1`
+/// ignored) to packed RGB, `width * height * 3` bytes.
+pub fn yuyv_to_rgb(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    stride: usize,
+    matrix: YuvMatrix,
+    range: YuvRange,
+    dst: &mut [u8],
+) -> Result<()> {
+    check_image(width, height)?;
+    let row = width.div_ceil(2) * 4;
+    if stride < row {
+        return Err(Error::invalid(
+            "YUYV stride",
+            format!("{stride} < {row} bytes per row; fix: pass the driver's bytesperline"),
+        ));
+    }
+    need("YUYV frame", src.len(), stride * (height - 1) + row)?;
+    need("RGB output", dst.len(), width * height * 3)?;
+    (best().yuyv_to_rgb)(
+        src,
+        stride,
+        width,
+        height,
+        &YuvCoeffs::new(matrix, range),
+        dst,
+    );
+    Ok(())
+}
+
+/// NV12 (a `y_stride` Y plane, then `ceil(height/2)` rows of interleaved
+/// CbCr at half width, `uv_stride` apart) to packed RGB.
+#[allow(clippy::too_many_arguments)]
+pub fn nv12_to_rgb(
+    y: &[u8],
+    y_stride: usize,
+    uv: &[u8],
+    uv_stride: usize,
+    width: usize,
+    height: usize,
+    matrix: YuvMatrix,
+    range: YuvRange,
+    dst: &mut [u8],
+) -> Result<()> {
+    check_image(width, height)?;
+    let uv_row = width.div_ceil(2) * 2;
+    if y_stride < width || uv_stride < uv_row {
+        return Err(Error::invalid(
+            "NV12 stride",
+            format!("Y stride {y_stride} / CbCr stride {uv_stride} too small for width {width}; fix: pass the driver's bytesperline"),
+        ));
+    }
+    need("NV12 Y plane", y.len(), y_stride * (height - 1) + width)?;
+    need(
+        "NV12 CbCr plane",
+        uv.len(),
+        uv_stride * (height.div_ceil(2) - 1) + uv_row,
+    )?;
+    need("RGB output", dst.len(), width * height * 3)?;
+    let k = YuvCoeffs::new(matrix, range);
+    (best().nv12_to_rgb)(y, y_stride, uv, uv_stride, width, height, &k, dst);
+    Ok(())
+}
+
+/// 8-bit grey (luma; `range` says whether 16 is black) to packed RGB.
+pub fn grey_to_rgb(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    stride: usize,
+    range: YuvRange,
+    dst: &mut [u8],
+) -> Result<()> {
+    check_image(width, height)?;
+    if stride < width {
+        return Err(Error::invalid(
+            "GREY stride",
+            format!("{stride} < width {width}; fix: pass the driver's bytesperline"),
+        ));
+    }
+    need("GREY frame", src.len(), stride * (height - 1) + width)?;
+    need("RGB output", dst.len(), width * height * 3)?;
+    let k = YuvCoeffs::new(YuvMatrix::Bt601, range);
+    (best().grey_to_rgb)(src, stride, width, height, &k, dst);
+    Ok(())
+}
+
+/// Dispatched [`crate::preprocess::resize_normalize`]: same signature,
+/// same panics on sizes (the engine checks them once when it is built).
+#[allow(clippy::too_many_arguments)]
+pub fn resize_normalize(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    roi: Rect,
+    out_w: usize,
+    out_h: usize,
+    norm: &Normalize,
+    out: &mut [f32],
+) {
+    (best().resize_normalize)(rgb, width, height, roi, out_w, out_h, norm, out)
+}
+
+/// Dispatched [`crate::preprocess::logits_to_mask`]: same signature and panics.
+pub fn logits_to_mask(
+    logits: &[f32],
+    lw: usize,
+    lh: usize,
+    threshold: f32,
+    out_w: usize,
+    out_h: usize,
+    out: &mut [u8],
+) {
+    (best().logits_to_mask)(logits, lw, lh, threshold, out_w, out_h, out)
+}
+
+/// Blends `color` at opacity `alpha` (0: unchanged, 255: `color`) over every
+/// pixel of a packed RGB run (`span.len()` a multiple of 3), with the
+/// overlay's rounding: `round((alpha*over + (255-alpha)*under) / 255)`.
+pub fn blend_span(span: &mut [u8], color: [u8; 3], alpha: u8) {
+    (best().blend_span)(span, color, alpha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coefficients_are_the_standard_ones() {
+        let k = YuvCoeffs::new(YuvMatrix::Bt601, YuvRange::Limited);
+        // 255/219, 1.402*255/224, 0.344136*255/224, 0.714136*255/224, 1.772*255/224
+        assert_eq!((k.y_off, k.y_mul), (16, 9539));
+        assert_eq!((k.rv, k.gu, k.gv, k.bu), (13075, 3209, 6660, 16525));
+        let f = YuvCoeffs::new(YuvMatrix::Bt709, YuvRange::Full);
+        assert_eq!((f.y_off, f.y_mul), (0, 8192));
+        // 1.5748, 0.187324, 0.468124, 1.8556
+        assert_eq!((f.rv, f.gu, f.gv, f.bu), (12901, 1535, 3835, 15201));
+    }
+
+    #[test]
+    fn known_colours() {
+        // Limited-range black, white and BT.601 red (81, 90, 240).
+        let mut rgb = [0u8; 6];
+        let yuyv = [16, 128, 235, 128];
+        yuyv_to_rgb(
+            &yuyv,
+            2,
+            1,
+            4,
+            YuvMatrix::Bt601,
+            YuvRange::Limited,
+            &mut rgb,
+        )
+        .unwrap();
+        assert_eq!(rgb, [0, 0, 0, 255, 255, 255]);
+        let red = [81, 90, 81, 240];
+        yuyv_to_rgb(&red, 2, 1, 4, YuvMatrix::Bt601, YuvRange::Limited, &mut rgb).unwrap();
+        assert!(rgb[0] >= 254 && rgb[1] <= 1 && rgb[2] <= 1, "{rgb:?}");
+        // Full-range grey is copied unchanged.
+        let mut g = [0u8; 9];
+        grey_to_rgb(&[0, 77, 255], 3, 1, 3, YuvRange::Full, &mut g).unwrap();
+        assert_eq!(g, [0, 0, 0, 77, 77, 77, 255, 255, 255]);
+    }
+
+    #[test]
+    fn short_buffers_are_errors_naming_the_buffer() {
+        let mut rgb = [0u8; 12];
+        let e =
+            yuyv_to_rgb(&[0; 7], 2, 2, 4, YuvMatrix::Bt601, YuvRange::Full, &mut rgb).unwrap_err();
+        assert!(e.to_string().contains("YUYV frame"), "{e}");
+        let e =
+            yuyv_to_rgb(&[0; 8], 2, 2, 3, YuvMatrix::Bt601, YuvRange::Full, &mut rgb).unwrap_err();
+        assert!(e.to_string().contains("stride"), "{e}");
+        let e = grey_to_rgb(&[0; 4], 2, 2, 2, YuvRange::Full, &mut rgb[..11]).unwrap_err();
+        assert!(e.to_string().contains("RGB output"), "{e}");
+        let e = nv12_to_rgb(
+            &[0; 4],
+            2,
+            &[0; 1],
+            2,
+            2,
+            2,
+            YuvMatrix::Bt709,
+            YuvRange::Full,
+            &mut rgb,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("CbCr"), "{e}");
+    }
+
+    #[test]
+    fn report_names_the_chosen_table() {
+        let r = cpu_report();
+        assert_eq!(r.kernels, best().name);
+        assert!(r.to_string().contains(r.arch));
+        // The native table is only chosen when its feature was found.
+        if r.kernels != "scalar" {
+            assert!(r.features.iter().any(|f| f == r.kernels), "{r}");
+        }
+    }
+}
