@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod devices;
 pub mod drm;

@@ -37,6 +37,9 @@ enum Command {
     /// Check tract's logits against the PyTorch logits stored in a parity
     /// manifest (models/parity/manifest.json); exits 1 beyond tolerance.
     Parity(ParityArgs),
+    /// Per-stage latency (p50/p95/p99/max) and fps of one frame at a time
+    /// through every stage, after a warm-up: what an engineer runs on a cart.
+    Bench(BenchArgs),
     /// Dice and IoU of a model on an images/ + masks/ folder (the authors'
     /// metric), optionally compared with a second model (f32 vs int8).
     Eval(EvalArgs),
@@ -96,6 +99,31 @@ struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Board configuration (source, ROI, model, overlay).
+    #[arg(long, short, default_value = "boards/x86-dev.toml")]
+    config: PathBuf,
+    /// Use this model instead of the config's (its precision is taken from the model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Threads per inference inside tract (needs a build with --features multithread).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Frames timed.
+    #[arg(long, default_value_t = 30)]
+    frames: u64,
+    /// Frames run before timing.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Also send the frames to the config's display (default: discard them).
+    #[arg(long)]
+    display: bool,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -180,6 +208,7 @@ fn main() -> ExitCode {
         Command::Info(a) => info(a),
         Command::Parity(a) => parity_cmd(a),
         Command::Eval(a) => eval_cmd(a),
+        Command::Bench(a) => bench_cmd(a),
         Command::Phantom(a) => run_phantom(a),
     };
     match result {
@@ -300,6 +329,28 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     print!("{}", report.to_text(a.verbose));
+    if let Some(p) = &a.json {
+        app::write_json(p, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = Config::load(&a.config)?;
+    if let Some(m) = a.model {
+        cfg.model.precision = engine_precision(&m)?;
+        cfg.model.path = m;
+    }
+    if let Some(t) = a.threads {
+        cfg.model.threads = t;
+    }
+    let opts = lgms_edge::bench::BenchOptions {
+        frames: a.frames,
+        warmup: a.warmup,
+        use_display: a.display,
+    };
+    let report = lgms_edge::bench::run(&cfg, &opts)?;
+    print!("{}", report.to_text());
     if let Some(p) = &a.json {
         app::write_json(p, &report)?;
     }

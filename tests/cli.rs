@@ -150,3 +150,35 @@ fn eval_matches_the_hand_computed_dice() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("images"));
 }
+
+#[test]
+fn bench_reports_every_stage_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("b.toml");
+    let json = dir.path().join("b.json");
+    let model = root().join("tests/fixtures/tiny_dark.onnx");
+    std::fs::write(
+        &cfg,
+        format!("[phantom]\nwidth = 96\nheight = 64\n[model]\npath = {:?}\n", model.display().to_string()),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["bench", "--frames", "5", "--warmup", "1", "--config"])
+        .arg(&cfg)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["frames_out"], 5);
+    let stages: Vec<&str> = r["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    for s in ["capture", "preprocess", "inference", "postprocess", "compose", "display", "end_to_end"] {
+        assert!(stages.contains(&s), "{stages:?}");
+    }
+    for s in r["stages"].as_array().unwrap() {
+        assert_eq!(s["count"], 5, "{s}");
+        assert!(s["p99_ms"].as_f64().unwrap() >= s["p50_ms"].as_f64().unwrap());
+    }
+    assert!(r["fps"].as_f64().unwrap() > 0.0);
+}

@@ -1,0 +1,121 @@
+//! `lgms-edge bench`: what an engineer runs on the cart.
+//!
+//! Unlike [`crate::pipeline`], which overlaps the stages on threads, the
+//! bench runs every stage of one frame in sequence on one thread, so each
+//! stage's latency is measured alone, without the others competing for the
+//! cores. It warms up first (tract's first runs pay for allocation and
+//! cache misses), then times `frames` frames. The phantom source runs
+//! unpaced, so capture costs only the rendering; a real camera is paced by
+//! its own frame rate.
+
+use std::time::Instant;
+
+use crate::app;
+use crate::config::{Config, SourceSpec};
+use crate::engine::{Engine, LoadOptions, Model};
+use crate::frame::{Frame, Mask, Rect};
+use crate::overlay::{FrameTarget, HudInfo, Overlay, OverlayStyle};
+use crate::phantom::PhantomSource;
+use crate::sink::{NullSink, Sink};
+use crate::source::FrameSource;
+use crate::stats::{Report, Stage, StageRecorder};
+use crate::{Error, Result};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Frames timed.
+    pub frames: u64,
+    /// Frames run before timing starts.
+    pub warmup: u64,
+    /// Send frames to the configured display (else a null sink).
+    pub use_display: bool,
+}
+
+/// Runs the bench described by `cfg` (its source, model, ROI, overlay).
+pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<Report> {
+    if opts.frames == 0 {
+        return Err(Error::config("<bench>", "--frames 0 measures nothing; fix: use e.g. --frames 50"));
+    }
+    let model = Model::load(
+        &cfg.model.path,
+        &LoadOptions {
+            threads: cfg.model.threads,
+        },
+    )?;
+    let label = format!("{} {}", model.info().name, model.info().precision);
+    let mut engine = Engine::new(model.clone())?;
+    let mut source: Box<dyn FrameSource> = match cfg.source {
+        SourceSpec::Phantom => Box::new(PhantomSource::from_config(&cfg.phantom)?.paced(false)),
+        _ => app::build_source(cfg)?,
+    };
+    let mut sink: Box<dyn Sink> = if opts.use_display {
+        app::build_sink(cfg, source.frame_rate())?
+    } else {
+        Box::new(NullSink::default())
+    };
+    let (w, h) = source.size();
+    let roi = cfg.roi.unwrap_or(Rect::full(w, h));
+    let mut frame = Frame::new(w, h);
+    let mut mask = Mask::new(roi);
+    let mut overlay = Overlay::new(OverlayStyle::from_config(&cfg.overlay, cfg.max_mask_age));
+    let (model_name, precision) = (model.info().name.clone(), model.info().precision.clone());
+    let mut rec = StageRecorder::new(opts.frames as usize);
+    let mut done = 0u64;
+    let mut started = Instant::now();
+    let total = opts.warmup + opts.frames;
+    for i in 0..total {
+        if i == opts.warmup {
+            rec = StageRecorder::new(opts.frames as usize);
+            started = Instant::now();
+        }
+        let t0 = Instant::now();
+        if !source.next_frame(&mut frame)? {
+            log::warn!("source ended after {i} frames");
+            break;
+        }
+        let t1 = Instant::now();
+        engine.segment(&frame, roi, &mut mask, &mut rec)?;
+        let t2 = Instant::now();
+        let hud = HudInfo {
+            fps: 0.0,
+            latency_ms: None,
+            model: &model_name,
+            precision: &precision,
+            now: frame.captured,
+            model_failed: false,
+        };
+        let mut target = FrameTarget::for_frame(&mut frame)?;
+        if let Err(never) = overlay.draw(&mut target, Some(&mask), &hud) {
+            match never {}
+        }
+        let t3 = Instant::now();
+        sink.write(&frame)?;
+        let t4 = Instant::now();
+        rec.record(Stage::Capture, t1 - t0);
+        rec.record(Stage::Compose, t3 - t2);
+        rec.record(Stage::Display, t4 - t3);
+        rec.record(Stage::EndToEnd, t4 - t0);
+        if i >= opts.warmup {
+            done += 1;
+        }
+    }
+    sink.finish()?;
+    let duration_s = started.elapsed().as_secs_f64();
+    let fps = done as f64 / duration_s.max(1e-9);
+    Ok(Report {
+        model: label,
+        source: source.name(),
+        duration_s,
+        frames_in: done,
+        frames_out: done,
+        frames_dropped: 0,
+        fps,
+        inferences: done,
+        inference_fps: fps,
+        frames_with_mask: done,
+        frames_mask_stale: 0,
+        frames_no_mask: 0,
+        stages: Report::stage_reports(&rec),
+    })
+}
