@@ -170,7 +170,10 @@ impl Model {
             )));
         }
         let parameters = count_parameters(&typed);
-        let optimized = typed.into_optimized().map_err(corrupt)?;
+        let mut optimized = typed.into_optimized().map_err(corrupt)?;
+        // After optimisation, so that no tract pass fuses the wide sums back.
+        let widened = crate::wide_sum::harden(&mut optimized).map_err(corrupt)?;
+        log::debug!("{}: {widened} wide reductions accumulate in f64", path.display());
         let mut op_histogram = BTreeMap::new();
         for node in optimized.nodes() {
             *op_histogram.entry(node.op.name().to_string()).or_insert(0) += 1;

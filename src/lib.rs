@@ -39,5 +39,6 @@ pub mod source;
 pub mod stats;
 pub mod v4l2;
 pub mod watchdog;
+pub mod wide_sum;
 
 pub use error::{Error, Result};
