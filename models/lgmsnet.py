@@ -324,23 +324,27 @@ class MKtinyvit4_CT(nn.Module):
 
 
 class GroupNormExport(nn.GroupNorm):
-    """GroupNorm with the same parameters, written as a two-stage reduction.
+    """GroupNorm with the same parameters, with reductions written as MatMuls.
 
-    Used only for ONNX export (``export.py`` swaps it in). The legacy exporter
-    writes GroupNorm as InstanceNormalization, and onnxruntime sums the 262,144
-    values of a full-resolution group naively in f32 (about 1e-5 relative
-    error), which this network amplifies to ~1e-2 in the logits. Averaging
-    rows first, then the row means, keeps every partial sum short (error
-    close to PyTorch's), needs only ReduceMean/Sub/Mul/Sqrt/Div, and the
-    centred second pass avoids E[x^2]-E[x]^2 cancellation.
+    Used only for ONNX export (``export.py`` swaps it in). A full-resolution
+    group holds 262,144 values; summed naively in f32 (what onnxruntime's
+    InstanceNormalization and tract's fused Reduce<Sum> do) the mean is off by
+    ~1e-4 relative, which this network amplifies to ~1e-2 in the logits.
+    Averaging each row with a MatMul by a constant 1/W vector, then the row
+    means with a 1/R vector, keeps every accumulation short (<= 1024 terms)
+    and cannot be fused back into one long reduction. The centred second pass
+    avoids E[x^2]-E[x]^2 cancellation. Only MatMul/Sub/Mul/Add/Sqrt/Div.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        t = x.reshape(b, self.num_groups, (c // self.num_groups) * h, w)
-        mu = t.mean(-1, keepdim=True).mean(-2, keepdim=True)
+        r = (c // self.num_groups) * h
+        t = x.reshape(b, self.num_groups, r, w)
+        avg_w = torch.full((w, 1), 1.0 / w, dtype=x.dtype, device=x.device)
+        avg_r = torch.full((1, r), 1.0 / r, dtype=x.dtype, device=x.device)
+        mu = torch.matmul(avg_r, torch.matmul(t, avg_w))  # (b, G, 1, 1)
         tc = t - mu
-        var = (tc * tc).mean(-1, keepdim=True).mean(-2, keepdim=True)
+        var = torch.matmul(avg_r, torch.matmul(tc * tc, avg_w))
         t = tc / torch.sqrt(var + self.eps)
         return t.reshape(b, c, h, w) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 

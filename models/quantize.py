@@ -81,6 +81,14 @@ def check_int8_ops(model: onnx.ModelProto, float_ops: set[str] | None = None) ->
     return counts
 
 
+def averaging_matmuls(model: onnx.ModelProto) -> list[str]:
+    """The MatMuls that compute GroupNorm mean/variance (``GroupNormExport``,
+    module path ``*.norm_act.0``). Quantising them would put the
+    normalisation statistics through int8, so they stay f32."""
+    return [n.name for n in model.graph.node
+            if n.op_type == "MatMul" and "/norm_act/norm_act.0/" in n.name]
+
+
 def quantize(model_path: str, out_path: str, frames: list[np.ndarray], per_channel: bool,
              activation_type: QuantType = QuantType.QUInt8,
              weight_type: QuantType = QuantType.QInt8,
@@ -100,6 +108,7 @@ def quantize(model_path: str, out_path: str, frames: list[np.ndarray], per_chann
             activation_type=activation_type,
             weight_type=weight_type,
             calibrate_method=method,
+            nodes_to_exclude=averaging_matmuls(src),
         )
         q = onnx.load(tmp_out)
     counts = check_int8_ops(q, float_ops)
