@@ -65,3 +65,15 @@ fn boards_suit_their_hardware() {
         );
     }
 }
+
+#[test]
+fn every_board_names_a_model_that_ships() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (name, c) in boards() {
+        let p = &c.model.path;
+        assert!(
+            p.is_file() || root.join(p).is_file(),
+            "boards/{name}.toml: model {p:?} is not in the repository"
+        );
+    }
+}
