@@ -143,3 +143,24 @@ fn bundled_model_matches_pytorch_parity_vectors() {
         outcome.to_text()
     );
 }
+
+#[test]
+fn bundled_int8_masks_agree_with_f32() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let f32m = load(&root.join("models/lgmsnet-phantom-us.f32.onnx")).unwrap();
+    let i8m = load(&root.join("models/lgmsnet-phantom-us.int8.onnx")).unwrap();
+    assert_eq!(i8m.info().precision, "int8");
+    // tract must run the quantised convolutions as integer ops, not in f32.
+    assert!(
+        i8m.info().op_histogram.keys().any(|op| op.contains("i8") || op.contains("I8") || op.contains("Q")),
+        "no quantised op in the optimised int8 plan: {:?}",
+        i8m.info().op_histogram
+    );
+    let (mut a, mut b) = (Engine::new(f32m).unwrap(), Engine::new(i8m).unwrap());
+    let input = lgms_edge::parity::read_f32(&root.join("models/parity/image0.input.f32"), 3 * 256 * 256).unwrap();
+    let ma: Vec<u8> = a.run_tensor(&input).unwrap().iter().map(|&l| u8::from(l > 0.0)).collect();
+    let mb: Vec<u8> = b.run_tensor(&input).unwrap().iter().map(|&l| u8::from(l > 0.0)).collect();
+    assert!(ma.iter().any(|&v| v == 1), "the phantom frame has a lesion");
+    let (iou, _) = lgms_edge::eval::iou_dice(&mb, &ma);
+    assert!(iou >= 0.97, "int8 vs f32 mask IoU {iou}");
+}
