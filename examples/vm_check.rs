@@ -199,7 +199,7 @@ fn bars_in(path: &str) -> Check {
             with_bars += 1;
         }
     }
-    if n < 5 || with_bars < n - 1 {
+    if n < 10 || with_bars < n - 1 {
         return Err(format!("{path}: {with_bars} of {n} frames show the bars"));
     }
     Ok(format!(
