@@ -38,7 +38,10 @@ fn main() {
         Some("fb") => fb(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(32)),
         Some("drm") => drm(),
         Some("reconnect") => reconnect(),
-        _ => Err("usage: vm_check capture FMT | drops | fb BPP | drm | reconnect".into()),
+        Some("bars-in") => bars_in(args.get(1).map_or("/tmp/shown.y4m", |s| s.as_str())),
+        _ => Err(
+            "usage: vm_check capture FMT | drops | fb BPP | drm | reconnect | bars-in Y4M".into(),
+        ),
     };
     match result {
         Ok(detail) => println!("VMCHECK {name} PASS {detail}"),
@@ -175,6 +178,33 @@ fn capture(format: &str) -> Check {
     Ok(format!(
         "640x360 {format}: bars {:?}; {stats:?}; recorded+replayed {n} frames max diff {worst}",
         bar_signature(&f)
+    ))
+}
+
+/// A recording of what the CLI showed must hold vivid's bars (the overlay
+/// covers the top and bottom left corners, so some row between must show
+/// them all), in every one of its frames after the first few.
+fn bars_in(path: &str) -> Check {
+    let opts = ReplayOptions {
+        pace: Pace::Fast,
+        looping: false,
+        fps: 15.0,
+    };
+    let mut rep = Y4mReplay::open(Path::new(path), opts).map_err(|e| e.to_string())?;
+    let mut f = Frame::new(1, 1);
+    let (mut n, mut with_bars) = (0, 0);
+    while rep.next_frame(&mut f).map_err(|e| e.to_string())? {
+        n += 1;
+        if (f.height / 2..f.height).any(|y| bar_signature_at(&f, y) == BARS) {
+            with_bars += 1;
+        }
+    }
+    if n < 10 || with_bars < n - 1 {
+        return Err(format!("{path}: {with_bars} of {n} frames show the bars"));
+    }
+    Ok(format!(
+        "{path}: {n} frames {}x{}, {with_bars} show vivid's bars",
+        f.width, f.height
     ))
 }
 
@@ -373,6 +403,7 @@ fn compare(
 
 fn fb(bpp: u32) -> Check {
     let dev = "/dev/fb0";
+    // bpp 8: vfb's palette default, which the sink must switch itself.
     lgms_edge::fbdev::set_depth(Path::new(dev), bpp).map_err(|e| e.to_string())?;
     let mut sink = lgms_edge::fbdev::FbSink::open(Path::new(dev)).map_err(|e| e.to_string())?;
     let (w, h, fmt) = sink.geometry();

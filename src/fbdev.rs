@@ -193,10 +193,23 @@ impl FbSink {
         let file = open_rw(path)?;
         let mut var = get_var(&file)
             .map_err(|e| err(format!("not a framebuffer (FBIOGET_VSCREENINFO: {e})")))?;
-        let fix = get_fix(&file).map_err(|e| err(format!("FBIOGET_FSCREENINFO: {e}")))?;
-        if fix.type_ != FB_TYPE_PACKED_PIXELS
-            || !matches!(fix.visual, FB_VISUAL_TRUECOLOR | FB_VISUAL_DIRECTCOLOR)
-        {
+        let mut fix = get_fix(&file).map_err(|e| err(format!("FBIOGET_FSCREENINFO: {e}")))?;
+        if !is_truecolour(&fix, &var) {
+            // A palette mode (e.g. 8 bpp at boot): the sink owns the panel,
+            // so switch it to a true-colour depth rather than refuse.
+            for bpp in [32, 16] {
+                if set_depth(path, bpp).is_ok() {
+                    log::warn!(
+                        "{name}: was {} bpp (not true colour); switched to {bpp} bpp",
+                        var.bits_per_pixel
+                    );
+                    break;
+                }
+            }
+            var = get_var(&file).map_err(|e| err(format!("FBIOGET_VSCREENINFO: {e}")))?;
+            fix = get_fix(&file).map_err(|e| err(format!("FBIOGET_FSCREENINFO: {e}")))?;
+        }
+        if !is_truecolour(&fix, &var) {
             return Err(err(format!(
                 "type {} visual {} is not packed true colour; fix: set 16 or 32 bpp (fbset -depth 32)",
                 fix.type_, fix.visual
@@ -322,6 +335,12 @@ impl FbSink {
         self.shown = page;
         Ok(())
     }
+}
+
+fn is_truecolour(fix: &FixScreenInfo, var: &VarScreenInfo) -> bool {
+    fix.type_ == FB_TYPE_PACKED_PIXELS
+        && matches!(fix.visual, FB_VISUAL_TRUECOLOR | FB_VISUAL_DIRECTCOLOR)
+        && matches!(var.bits_per_pixel, 16 | 24 | 32)
 }
 
 /// Switches the active console to graphics mode so the text console stops

@@ -30,6 +30,7 @@ fi
 if modprobe vfb vfb_enable=1 videomemorysize=4194304; then
     run fb 16
     run fb 32
+    run fb 8
 else
     echo "VMCHECK modprobe-vfb FAIL"; fail=$((fail + 1))
 fi
@@ -42,12 +43,14 @@ else
     echo "VMCHECK modprobe-bochs FAIL"; fail=$((fail + 1))
 fi
 
-# The CLI end to end, when the build carries it (lgms-edge run).
-if [ -x /bin/lgms-edge ] && [ -f /etc/lgms/x86-dev-vm.toml ]; then
-    if modprobe vivid n_devs=1 node_types=0x1 2>/dev/null; [ -e /dev/video0 ]; then :; fi
-    modprobe vfb vfb_enable=1 videomemorysize=4194304 2>/dev/null
-    if (cd /etc/lgms && timeout 120 /bin/lgms-edge run --config x86-dev-vm.toml); then
-        echo "VMCHECK cli-run PASS"; pass=$((pass + 1))
+# The CLI end to end: vivid -> pipeline -> vfb, recording what is shown;
+# the recording must hold vivid's bars under the overlay.
+if [ -x /bin/lgms-edge ] && [ -f /etc/lgms/boards/x86-dev-vm.toml ]; then
+    rmmod bochs 2>/dev/null
+    modprobe vivid n_devs=1 node_types=0x1 2>/dev/null
+    modprobe vfb vfb_enable=1 videomemorysize=4194304
+    if (cd /etc/lgms && timeout 300 /bin/lgms-edge run --config boards/x86-dev-vm.toml); then
+        run bars-in /tmp/shown.y4m
     else
         echo "VMCHECK cli-run FAIL rc=$?"; fail=$((fail + 1))
     fi

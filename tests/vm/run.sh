@@ -26,8 +26,9 @@ done
 busybox --list | grep -qx modprobe || { echo "run.sh: busybox lacks modprobe" >&2; exit 2; }
 
 echo "== building vm_check"
-(cd "$ROOT" && cargo build --quiet --example vm_check)
+(cd "$ROOT" && cargo build --quiet --example vm_check --bin lgms-edge)
 BIN=$CARGO_TARGET_DIR/debug/examples/vm_check
+CLI=$CARGO_TARGET_DIR/debug/lgms-edge
 
 echo "== initramfs in $WORK"
 R=$WORK/root
@@ -38,8 +39,13 @@ for a in sh mount umount modprobe insmod rmmod lsmod ls cat echo poweroff sleep 
 done
 # Debug info is most of a debug build; the VM keeps only the code.
 strip -o "$R/bin/vm_check" "$BIN"
+# The CLI with the VM board and its model, for the end-to-end run.
+strip -o "$R/bin/lgms-edge" "$CLI"
+mkdir -p "$R/etc/lgms/boards" "$R/etc/lgms/models"
+cp "$ROOT/boards/x86-dev-vm.toml" "$R/etc/lgms/boards/"
+cp "$ROOT/tests/fixtures/tiny_dark.onnx" "$R/etc/lgms/models/"
 # The binary's shared libraries (glibc), so no static build is needed.
-for lib in $(ldd "$BIN" | grep -o '/[^ ]*' | sort -u); do
+for lib in $(ldd "$BIN" "$CLI" | grep -o '/[^ ]*' | grep -v ':$' | sort -u); do
     mkdir -p "$R$(dirname "$lib")"
     cp -L "$lib" "$R$lib"
 done
@@ -61,7 +67,7 @@ LOG=$WORK/console.log
 MON=()
 if [ -n "${VM_SCREENDUMP:-}" ]; then MON=(-monitor "unix:$WORK/mon.sock,server,nowait"); fi
 set +e
-timeout "$TIMEOUT" qemu-system-x86_64 -machine q35 -accel tcg -cpu max -m 1024 -smp 1 \
+timeout "$TIMEOUT" qemu-system-x86_64 -machine q35 -accel tcg -cpu max -m 1024 -smp 2 \
     -nographic -no-reboot -nic none -vga none -device bochs-display "${MON[@]}" \
     -kernel "$KERNEL" -initrd "$WORK/initrd.gz" \
     -append "console=ttyS0 quiet panic=-1 VM_HOLD=${VM_SCREENDUMP:+1}" </dev/null 2>&1 | tee "$LOG" &
