@@ -44,8 +44,11 @@ pub fn build_sink(cfg: &Config, fps: f64) -> Result<Box<dyn Sink>> {
     devices::with_overlay_recording(sink, cfg, fps)
 }
 
+/// One segmenter per inference worker.
+pub type Workers = Vec<Box<dyn Segmenter>>;
+
 /// Loads the model once and gives each worker its own engine.
-pub fn build_segmenters(cfg: &Config) -> Result<(Arc<Model>, Vec<Box<dyn Segmenter>>)> {
+pub fn build_segmenters(cfg: &Config) -> Result<(Arc<Model>, Workers)> {
     let model = Model::load(
         &cfg.model.path,
         &LoadOptions {

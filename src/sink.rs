@@ -292,7 +292,7 @@ pub fn y4m_to_gif(y4m: &Path, gif: &Path, step: usize) -> Result<()> {
         let planes = data
             .get(start..start + 3 * n)
             .ok_or_else(|| bad(format!("frame {index} is truncated")))?;
-        if index % step.max(1) == 0 {
+        if index.is_multiple_of(step.max(1)) {
             for i in 0..n {
                 let rgb = ycbcr_full_to_rgb(planes[i], planes[n + i], planes[2 * n + i]);
                 frame.rgb[i * 3..i * 3 + 3].copy_from_slice(&rgb);

@@ -145,10 +145,10 @@ mod tests {
         let (h, w) = (512, 512);
         let mut values = Vec::with_capacity(2 * h * w);
         let mut exact = vec![0f64; 2];
-        for g in 0..2 {
+        for (g, acc) in exact.iter_mut().enumerate() {
             for i in 0..h * w {
                 let x = 1.0 + 0.37 * g as f32 + ((i * 7919) % 1000) as f32 * 1e-4;
-                exact[g] += match reducer {
+                *acc += match reducer {
                     Reducer::MeanOfSquares => f64::from(x) * f64::from(x) / (h * w) as f64,
                     _ => f64::from(x),
                 };
