@@ -3,10 +3,17 @@
 # installs (it installs nothing itself).
 #
 #   make aarch64         release binary for aarch64-unknown-linux-gnu
-#   make test-aarch64    the test suite under qemu-user
-#   make aarch64-glibc   the newest glibc symbol version the binary needs
-#   make aarch64-zig     the same binary linked by zig against glibc 2.31
-#                        (JetPack 5); needs `cross/deps.sh --zig`
+#   make test-aarch64    the test suite under qemu-user (same build settings,
+#                        so tract is compiled once for both)
+#   make aarch64-glibc   the glibc symbol versions the binary needs (objdump -T)
+#   make deploy BOARD=rpi5 HOST=user@cart
+#
+# Linking: by default zig links against glibc $(AARCH64_GLIBC) (2.31,
+# JetPack 5 = Ubuntu 20.04), so one binary runs on every supported board
+# (Raspberry Pi OS bookworm has 2.36). Debian's aarch64-linux-gnu-gcc links
+# against bookworm's glibc and its binary needs GLIBC_2.34: fine on the
+# Raspberry Pis, not on JetPack 5. AARCH64_LINK=gcc selects it (needs only
+# the apt packages, no zig).
 #
 # Debian's rustc-web ships the aarch64 standard library
 # (libstd-rust-web-dev:arm64); rustup's toolchain, if first on PATH, has no
@@ -15,36 +22,42 @@
 AARCH64_TARGET  := aarch64-unknown-linux-gnu
 AARCH64_RUSTC   ?= /usr/bin/rustc
 AARCH64_CARGO   ?= /usr/bin/cargo
-AARCH64_ENV     := RUSTC=$(AARCH64_RUSTC)
+AARCH64_GLIBC   ?= 2.31
+AARCH64_LINK    ?= zig
 AARCH64_DIR     := $(or $(CARGO_TARGET_DIR),target)/$(AARCH64_TARGET)
 AARCH64_BIN     := $(AARCH64_DIR)/release/lgms-edge
-# Oldest glibc among the supported boards (JetPack 5 = Ubuntu 20.04).
-AARCH64_GLIBC   ?= 2.31
+AARCH64_ENV     := RUSTC=$(AARCH64_RUSTC) CARGO=$(AARCH64_CARGO)
 # Network tests are slow under emulation (~40 s per full inference); the
 # suite reads this to run one frame per network test.
 QEMU_TEST_ENV   := LGMS_EMULATED=1
 
-.PHONY: aarch64 test-aarch64 aarch64-glibc aarch64-zig
+ifeq ($(AARCH64_LINK),zig)
+AARCH64_BUILD   := $(AARCH64_ENV) cargo-zigbuild zigbuild --target $(AARCH64_TARGET).$(AARCH64_GLIBC)
+AARCH64_TEST    := $(AARCH64_ENV) $(QEMU_TEST_ENV) cargo-zigbuild test --target $(AARCH64_TARGET).$(AARCH64_GLIBC)
+AARCH64_MAX_GLIBC := $(AARCH64_GLIBC)
+else
+AARCH64_BUILD   := $(AARCH64_ENV) $(AARCH64_CARGO) build --target $(AARCH64_TARGET)
+AARCH64_TEST    := $(AARCH64_ENV) $(QEMU_TEST_ENV) $(AARCH64_CARGO) test --target $(AARCH64_TARGET)
+AARCH64_MAX_GLIBC := 2.36
+endif
+
+.PHONY: aarch64 test-aarch64 aarch64-glibc deploy
 
 aarch64:
-	$(AARCH64_ENV) $(AARCH64_CARGO) build --release --locked --target $(AARCH64_TARGET)
-	@echo "built $(AARCH64_BIN)"
+	$(AARCH64_BUILD) --release --locked
+	@MAX_GLIBC=$(AARCH64_MAX_GLIBC) cross/glibc-needed.sh $(AARCH64_BIN)
 
+# --release: the tests share the release build's compiled dependencies
+# (tract takes most of the build time) and run faster under qemu.
 test-aarch64:
-	$(AARCH64_ENV) $(QEMU_TEST_ENV) $(AARCH64_CARGO) test --release --locked --target $(AARCH64_TARGET)
+	$(AARCH64_TEST) --release --locked
 
-aarch64-glibc: aarch64
-	@cross/glibc-needed.sh $(AARCH64_BIN)
-
-aarch64-zig:
-	$(AARCH64_ENV) $(AARCH64_CARGO) zigbuild --release --locked --target $(AARCH64_TARGET).$(AARCH64_GLIBC)
-	@cross/glibc-needed.sh $(AARCH64_DIR)/release/lgms-edge
+aarch64-glibc:
+	@MAX_GLIBC=$(AARCH64_MAX_GLIBC) cross/glibc-needed.sh $(AARCH64_BIN)
 
 # make deploy BOARD=rpi5 HOST=user@cart: build, copy binary + model + config,
-# install and restart the systemd unit. JetPack 5 boards (glibc 2.31) get
-# the zig-linked build; DRY_RUN=1 prints the ssh/scp commands only.
-.PHONY: deploy
-deploy:
+# install and restart the systemd unit. DRY_RUN=1 prints the ssh/scp
+# commands only.
+deploy: aarch64
 	@test -n "$(BOARD)" && test -n "$(HOST)" || { echo "usage: make deploy BOARD=rpi5 HOST=user@cart" >&2; exit 2; }
-	$(MAKE) $(if $(filter jetson%,$(BOARD)),aarch64-zig,aarch64)
 	BIN=$(AARCH64_BIN) deploy/deploy.sh $(BOARD) $(HOST)
