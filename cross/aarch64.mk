@@ -8,12 +8,12 @@
 #   make aarch64-glibc   the glibc symbol versions the binary needs (objdump -T)
 #   make deploy BOARD=rpi5 HOST=user@cart
 #
-# Linking: by default zig links against glibc $(AARCH64_GLIBC) (2.31,
-# JetPack 5 = Ubuntu 20.04), so one binary runs on every supported board
-# (Raspberry Pi OS bookworm has 2.36). Debian's aarch64-linux-gnu-gcc links
-# against bookworm's glibc and its binary needs GLIBC_2.34: fine on the
-# Raspberry Pis, not on JetPack 5. AARCH64_LINK=gcc selects it (needs only
-# the apt packages, no zig).
+# Linking: by default Debian's aarch64-linux-gnu-gcc, against bookworm's
+# glibc: the binary needs GLIBC_2.34, fine on Raspberry Pi OS bookworm
+# (2.36), not on JetPack 5 (Ubuntu 20.04, 2.31). AARCH64_LINK=zig links with
+# zig against glibc $(AARCH64_GLIBC) instead, so one binary runs on every
+# supported board (needs `cross/deps.sh`'s zig wheels). The two keep their
+# compiled dependencies apart only by rebuilding: pick one per target dir.
 #
 # Debian's rustc-web ships the aarch64 standard library
 # (libstd-rust-web-dev:arm64); rustup's toolchain, if first on PATH, has no
@@ -23,7 +23,7 @@ AARCH64_TARGET  := aarch64-unknown-linux-gnu
 AARCH64_RUSTC   ?= /usr/bin/rustc
 AARCH64_CARGO   ?= /usr/bin/cargo
 AARCH64_GLIBC   ?= 2.31
-AARCH64_LINK    ?= zig
+AARCH64_LINK    ?= gcc
 AARCH64_DIR     := $(or $(CARGO_TARGET_DIR),target)/$(AARCH64_TARGET)
 AARCH64_BIN     := $(AARCH64_DIR)/release/lgms-edge
 AARCH64_ENV     := RUSTC=$(AARCH64_RUSTC) CARGO=$(AARCH64_CARGO)
