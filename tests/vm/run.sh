@@ -42,7 +42,7 @@ strip -o "$R/bin/vm_check" "$BIN"
 # The CLI with the VM board and its model, for the end-to-end run.
 strip -o "$R/bin/lgms-edge" "$CLI"
 mkdir -p "$R/etc/lgms/boards" "$R/etc/lgms/models"
-cp "$ROOT/boards/x86-dev-vm.toml" "$R/etc/lgms/boards/"
+cp "$ROOT/tests/vm/x86-dev-vm.toml" "$R/etc/lgms/boards/"
 cp "$ROOT/tests/fixtures/tiny_dark.onnx" "$R/etc/lgms/models/"
 # The binary's shared libraries (glibc), so no static build is needed.
 for lib in $(ldd "$BIN" "$CLI" | grep -o '/[^ ]*' | grep -v ':$' | sort -u); do
