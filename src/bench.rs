@@ -35,7 +35,10 @@ pub struct BenchOptions {
 /// Runs the bench described by `cfg` (its source, model, ROI, overlay).
 pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<Report> {
     if opts.frames == 0 {
-        return Err(Error::config("<bench>", "--frames 0 measures nothing; fix: use e.g. --frames 50"));
+        return Err(Error::config(
+            "<bench>",
+            "--frames 0 measures nothing; fix: use e.g. --frames 50",
+        ));
     }
     let model = Model::load(
         &cfg.model.path,

@@ -333,7 +333,9 @@ impl RawConfig {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::config(
                 path,
-                format!("cannot read it ({e}); fix: pass an existing file, e.g. boards/x86-dev.toml"),
+                format!(
+                    "cannot read it ({e}); fix: pass an existing file, e.g. boards/x86-dev.toml"
+                ),
             )
         })?;
         toml::from_str(&text).map_err(|e| Error::config(path, format!("invalid TOML: {e}")))
@@ -363,7 +365,10 @@ impl RawConfig {
             )));
         }
         if !(p.fps > 0.0 && p.fps <= 240.0) {
-            return Err(bad(format!("phantom.fps = {}; fix: use 0 < fps <= 240", p.fps)));
+            return Err(bad(format!(
+                "phantom.fps = {}; fix: use 0 < fps <= 240",
+                p.fps
+            )));
         }
         let m = &self.model;
         if !matches!(m.precision.as_str(), "f32" | "int8" | "f16") {
@@ -373,10 +378,16 @@ impl RawConfig {
             )));
         }
         if m.workers == 0 || m.workers > 64 {
-            return Err(bad(format!("model.workers = {}; fix: use 1..=64", m.workers)));
+            return Err(bad(format!(
+                "model.workers = {}; fix: use 1..=64",
+                m.workers
+            )));
         }
         if m.threads == 0 || m.threads > 256 {
-            return Err(bad(format!("model.threads = {}; fix: use 1..=256", m.threads)));
+            return Err(bad(format!(
+                "model.threads = {}; fix: use 1..=256",
+                m.threads
+            )));
         }
         let o = &self.overlay;
         if !(0.0..=1.0).contains(&o.alpha) {
@@ -531,15 +542,30 @@ mod tests {
     #[test]
     fn rejects_bad_values_with_the_key() {
         for (text, key) in [
-            ("max_mask_age_ms = 0\n[model]\npath=\"m\"", "max_mask_age_ms"),
+            (
+                "max_mask_age_ms = 0\n[model]\npath=\"m\"",
+                "max_mask_age_ms",
+            ),
             ("display = \"x.mp4\"\n[model]\npath=\"m\"", "display"),
             ("[model]\npath=\"m\"\nprecision=\"f64\"", "model.precision"),
             ("[model]\npath=\"m\"\n[overlay]\nalpha=2.0", "overlay.alpha"),
-            ("[model]\npath=\"m\"\n[phantom]\nkind=\"mri\"", "phantom.kind"),
+            (
+                "[model]\npath=\"m\"\n[phantom]\nkind=\"mri\"",
+                "phantom.kind",
+            ),
             ("record = \"all\"\n[model]\npath=\"m\"", "record"),
-            ("[model]\npath=\"m\"\n[capture]\nformat=\"h264\"", "capture.format"),
-            ("[model]\npath=\"m\"\n[capture]\nbuffers=1", "capture.buffers"),
-            ("[model]\npath=\"m\"\n[capture]\npace=\"slow\"", "capture.pace"),
+            (
+                "[model]\npath=\"m\"\n[capture]\nformat=\"h264\"",
+                "capture.format",
+            ),
+            (
+                "[model]\npath=\"m\"\n[capture]\nbuffers=1",
+                "capture.buffers",
+            ),
+            (
+                "[model]\npath=\"m\"\n[capture]\npace=\"slow\"",
+                "capture.pace",
+            ),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
@@ -550,11 +576,23 @@ mod tests {
 
     #[test]
     fn sources_and_displays() {
-        assert_eq!(parse_source("/dev/video0"), SourceSpec::V4l2("/dev/video0".into()));
+        assert_eq!(
+            parse_source("/dev/video0"),
+            SourceSpec::V4l2("/dev/video0".into())
+        );
         assert_eq!(parse_source("rec.y4m"), SourceSpec::File("rec.y4m".into()));
-        assert_eq!(parse_source("v4l2:vivid"), SourceSpec::V4l2Card("vivid".into()));
-        assert_eq!(parse_display("png:out/f"), Ok(DisplaySpec::PngDir("out/f".into())));
-        assert_eq!(parse_display("/dev/fb0"), Ok(DisplaySpec::Device("/dev/fb0".into())));
+        assert_eq!(
+            parse_source("v4l2:vivid"),
+            SourceSpec::V4l2Card("vivid".into())
+        );
+        assert_eq!(
+            parse_display("png:out/f"),
+            Ok(DisplaySpec::PngDir("out/f".into()))
+        );
+        assert_eq!(
+            parse_display("/dev/fb0"),
+            Ok(DisplaySpec::Device("/dev/fb0".into()))
+        );
         assert_eq!(parse_display("null"), Ok(DisplaySpec::Null));
     }
 }

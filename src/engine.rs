@@ -107,10 +107,11 @@ impl Model {
         };
         let normalize = meta.normalize()?;
         let threshold = meta.f32("lgms.threshold")?;
-        let name = metadata
-            .get("lgms.name")
-            .cloned()
-            .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+        let name = metadata.get("lgms.name").cloned().unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
         let precision = metadata
             .get("lgms.precision")
             .cloned()
@@ -127,22 +128,15 @@ impl Model {
                 inference.outputs.len()
             )));
         }
-        let input_fact = inference
-            .input_fact(0)
-            .map_err(corrupt)?
-            .clone();
+        let input_fact = inference.input_fact(0).map_err(corrupt)?.clone();
         let dims = input_fact
             .shape
             .as_concrete_finite()
             .ok()
             .flatten()
             .map(|d| d.to_vec());
-        let dims = dims.ok_or_else(|| {
-            shape_err(format!(
-                "input shape {:?} is not fixed",
-                input_fact.shape
-            ))
-        })?;
+        let dims = dims
+            .ok_or_else(|| shape_err(format!("input shape {:?} is not fixed", input_fact.shape)))?;
         if dims.len() != 4 || dims[0] != 1 || dims[1] != 3 || dims[2] < 8 || dims[3] < 8 {
             return Err(shape_err(format!(
                 "input shape is {dims:?}, expected [1, 3, H, W]"
@@ -163,7 +157,11 @@ impl Model {
             .as_concrete()
             .map(|d| d.to_vec())
             .ok_or_else(|| shape_err(format!("output shape {:?} is not fixed", out_fact.shape)))?;
-        if out_dims.len() != 4 || out_dims[0] != 1 || out_dims[1] != 1 || out_fact.datum_type != f32::datum_type() {
+        if out_dims.len() != 4
+            || out_dims[0] != 1
+            || out_dims[1] != 1
+            || out_fact.datum_type != f32::datum_type()
+        {
             return Err(shape_err(format!(
                 "output is {:?} {:?}, expected f32 logits [1, 1, H, W]",
                 out_fact.datum_type, out_dims
@@ -173,7 +171,10 @@ impl Model {
         let mut optimized = typed.into_optimized().map_err(corrupt)?;
         // After optimisation, so that no tract pass fuses the wide sums back.
         let widened = crate::wide_sum::harden(&mut optimized).map_err(corrupt)?;
-        log::debug!("{}: {widened} wide reductions accumulate in f64", path.display());
+        log::debug!(
+            "{}: {widened} wide reductions accumulate in f64",
+            path.display()
+        );
         let mut op_histogram = BTreeMap::new();
         for node in optimized.nodes() {
             *op_histogram.entry(node.op.name().to_string()).or_insert(0) += 1;
@@ -241,7 +242,10 @@ fn read_metadata(path: &Path, model: &InferenceModel) -> Result<BTreeMap<String,
     let mut map = BTreeMap::new();
     for (k, v) in &model.properties {
         if let Some(key) = k.strip_prefix(META_PREFIX) {
-            if let Ok(s) = v.try_as_plain_ram().and_then(|p| p.to_scalar::<String>().cloned()) {
+            if let Ok(s) = v
+                .try_as_plain_ram()
+                .and_then(|p| p.to_scalar::<String>().cloned())
+            {
                 map.insert(key.to_string(), s);
             }
         }
@@ -320,7 +324,12 @@ impl Meta<'_> {
         let channel_order = match order.to_ascii_uppercase().as_str() {
             "RGB" => ChannelOrder::Rgb,
             "BGR" => ChannelOrder::Bgr,
-            _ => return Err(self.err("lgms.channel_order", format!("= {order:?}, expected RGB or BGR"))),
+            _ => {
+                return Err(self.err(
+                    "lgms.channel_order",
+                    format!("= {order:?}, expected RGB or BGR"),
+                ))
+            }
         };
         let std = self.triple("lgms.std")?;
         if std.iter().any(|&s| s <= 0.0) {
@@ -359,10 +368,12 @@ impl Engine {
         })?;
         Ok(Engine {
             state,
-            input: Arc::new(Tensor::zero::<f32>(&[1, 3, h, w]).map_err(|e| Error::Inference {
-                model: model.info.name.clone(),
-                reason: format!("{e:#}"),
-            })?),
+            input: Arc::new(
+                Tensor::zero::<f32>(&[1, 3, h, w]).map_err(|e| Error::Inference {
+                    model: model.info.name.clone(),
+                    reason: format!("{e:#}"),
+                })?,
+            ),
             logits: vec![0.0; oh * ow],
             model,
         })
@@ -439,7 +450,11 @@ impl Engine {
         if out.len() != self.logits.len() {
             return Err(Error::Inference {
                 model: self.model.info.name.clone(),
-                reason: format!("output has {} values, expected {}", out.len(), self.logits.len()),
+                reason: format!(
+                    "output has {} values, expected {}",
+                    out.len(),
+                    self.logits.len()
+                ),
             });
         }
         self.logits.copy_from_slice(out);
@@ -456,7 +471,15 @@ impl Engine {
         let (lh, lw) = self.model.info.output_hw;
         let (w, h) = (mask.roi.w as usize, mask.roi.h as usize);
         mask.data.resize(w * h, 0);
-        crate::kernels::logits_to_mask(&self.logits, lw, lh, self.model.info.threshold, w, h, &mut mask.data);
+        crate::kernels::logits_to_mask(
+            &self.logits,
+            lw,
+            lh,
+            self.model.info.threshold,
+            w,
+            h,
+            &mut mask.data,
+        );
     }
 
     /// Runs the network on an already preprocessed tensor (parity checks).
@@ -478,7 +501,13 @@ impl Engine {
     }
 
     /// Preprocess, infer and postprocess one frame, timing each stage.
-    pub fn segment(&mut self, frame: &Frame, roi: Rect, mask: &mut Mask, rec: &mut StageRecorder) -> Result<()> {
+    pub fn segment(
+        &mut self,
+        frame: &Frame,
+        roi: Rect,
+        mask: &mut Mask,
+        rec: &mut StageRecorder,
+    ) -> Result<()> {
         let t0 = Instant::now();
         self.preprocess(frame, roi)?;
         let t1 = Instant::now();
@@ -566,16 +595,33 @@ impl InfoReport {
         let _ = writeln!(s, "model:        {} ({})", self.name, self.path);
         let _ = writeln!(s, "precision:    {}", self.precision);
         let _ = writeln!(s, "input:        input f32 {:?}", self.input);
-        let _ = writeln!(s, "output:       logits f32 {:?}, mask = logit > {}", self.output, self.threshold);
+        let _ = writeln!(
+            s,
+            "output:       logits f32 {:?}, mask = logit > {}",
+            self.output, self.threshold
+        );
         let _ = writeln!(s, "parameters:   {}", self.parameters);
         let _ = writeln!(s, "preprocess:   {}", self.preprocessing);
-        let _ = writeln!(s, "cpu:          {} [{}]", self.arch, self.cpu_features.join(", "));
-        let _ = writeln!(s, "kernels:      {} (pixel stages; LGMS_KERNELS=scalar forces the reference)", self.pixel_kernels);
+        let _ = writeln!(
+            s,
+            "cpu:          {} [{}]",
+            self.arch,
+            self.cpu_features.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "kernels:      {} (pixel stages; LGMS_KERNELS=scalar forces the reference)",
+            self.pixel_kernels
+        );
         let _ = writeln!(s, "metadata:");
         for (k, v) in &self.metadata {
             let _ = writeln!(s, "  {k} = {v}");
         }
-        let _ = writeln!(s, "operators (optimised graph, {} nodes):", self.operators.values().sum::<usize>());
+        let _ = writeln!(
+            s,
+            "operators (optimised graph, {} nodes):",
+            self.operators.values().sum::<usize>()
+        );
         let mut ops: Vec<_> = self.operators.iter().collect();
         ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for (op, n) in ops {
@@ -597,7 +643,16 @@ pub fn cpu_features() -> Vec<String> {
                 }
             )*};
         }
-        probe!("sse4.1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512vnni", "avxvnni");
+        probe!(
+            "sse4.1",
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512vnni",
+            "avxvnni"
+        );
     }
     #[cfg(target_arch = "aarch64")]
     {

@@ -121,8 +121,14 @@ pub fn list_pairs(data: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     })?;
     let mut pairs = Vec::new();
     for entry in rd {
-        let p = entry.map_err(|e| Error::io(format!("listing {images:?}"), e))?.path();
-        if p.extension().and_then(|e| e.to_str()).map(|e| e.eq_ignore_ascii_case("png")) != Some(true) {
+        let p = entry
+            .map_err(|e| Error::io(format!("listing {images:?}"), e))?
+            .path();
+        if p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.eq_ignore_ascii_case("png"))
+            != Some(true)
+        {
             continue;
         }
         let m = masks.join(p.file_name().unwrap_or_default());
@@ -135,7 +141,10 @@ pub fn list_pairs(data: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
         pairs.push((p, m));
     }
     if pairs.is_empty() {
-        return Err(Error::invalid(format!("folder {images:?}"), "holds no .png images"));
+        return Err(Error::invalid(
+            format!("folder {images:?}"),
+            "holds no .png images",
+        ));
     }
     pairs.sort();
     Ok(pairs)
@@ -143,7 +152,12 @@ pub fn list_pairs(data: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
 
 fn read_rgb(path: &Path) -> Result<Frame> {
     let img = image::open(path)
-        .map_err(|e| Error::invalid(format!("image {path:?}"), format!("cannot be decoded ({e})")))?
+        .map_err(|e| {
+            Error::invalid(
+                format!("image {path:?}"),
+                format!("cannot be decoded ({e})"),
+            )
+        })?
         .to_rgb8();
     let (w, h) = img.dimensions();
     let mut f = Frame::new(w, h);
@@ -212,7 +226,11 @@ pub fn evaluate(
         predict(&mut ea, &frame, &mut pa)?;
         let (iou, dice) = iou_dice(&pa, &truth);
         let mut score = ImageScore {
-            name: img.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+            name: img
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
             dice,
             iou,
             dice_b: None,
@@ -236,7 +254,9 @@ pub fn evaluate(
     Ok(EvalReport {
         data: data.to_path_buf(),
         model: format!("{} {}", ma.info().name, ma.info().precision),
-        model_b: eb.as_ref().map(|e| format!("{} {}", e.info().name, e.info().precision)),
+        model_b: eb
+            .as_ref()
+            .map(|e| format!("{} {}", e.info().name, e.info().precision)),
         images: per_image.len(),
         mean_dice: mean(&|s| Some(s.dice)).unwrap_or(0.0),
         mean_iou: mean(&|s| Some(s.iou)).unwrap_or(0.0),

@@ -148,13 +148,30 @@ mod tests {
     #[test]
     fn rect_fits() {
         assert!(Rect::full(10, 10).fits_in(10, 10));
-        assert!(!Rect { x: 5, y: 0, w: 6, h: 1 }.fits_in(10, 10));
-        assert!(!Rect { x: 0, y: 0, w: 0, h: 1 }.fits_in(10, 10));
+        assert!(!Rect {
+            x: 5,
+            y: 0,
+            w: 6,
+            h: 1
+        }
+        .fits_in(10, 10));
+        assert!(!Rect {
+            x: 0,
+            y: 0,
+            w: 0,
+            h: 1
+        }
+        .fits_in(10, 10));
     }
 
     #[test]
     fn mask_contains_respects_roi() {
-        let mut m = Mask::new(Rect { x: 2, y: 3, w: 4, h: 2 });
+        let mut m = Mask::new(Rect {
+            x: 2,
+            y: 3,
+            w: 4,
+            h: 2,
+        });
         m.data[0] = 1; // frame pixel (2, 3)
         assert!(m.contains(2, 3));
         assert!(!m.contains(3, 3));

@@ -67,9 +67,9 @@ struct DemoArgs {
     /// Inference workers (each a thread with its own model state).
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Oldest mask still drawn, in ms. This machine's f32 inference takes
-    /// hundreds of ms, so the demo allows older masks than a cart (150).
-    #[arg(long, default_value_t = 900)]
+    /// Oldest mask still drawn, in ms. One f32 inference takes 0.7-0.9 s on
+    /// a 2-core x86 dev box, so the demo allows older masks than a cart (150).
+    #[arg(long, default_value_t = 1500)]
     max_mask_age_ms: u64,
     /// Output folder: demo.y4m (and demo.gif unless --no-gif), stats.json.
     #[arg(long, default_value = "out")]
@@ -224,7 +224,8 @@ fn main() -> ExitCode {
 fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
-    ctrlc::set_handler(move || s.store(true, Ordering::SeqCst)).context("installing the signal handler")?;
+    ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))
+        .context("installing the signal handler")?;
     Ok(stop)
 }
 
@@ -323,10 +324,11 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let report = lgms_edge::eval::evaluate(&a.data, &a.model, a.compare.as_deref(), |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let report =
+        lgms_edge::eval::evaluate(&a.data, &a.model, a.compare.as_deref(), |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
     bar.finish_and_clear();
     print!("{}", report.to_text(a.verbose));
     if let Some(p) = &a.json {

@@ -50,7 +50,10 @@ pub struct Outcome {
 impl Outcome {
     /// Largest difference over all vectors.
     pub fn max_abs_diff(&self) -> f32 {
-        self.vectors.iter().map(|v| v.max_abs_diff).fold(0.0, f32::max)
+        self.vectors
+            .iter()
+            .map(|v| v.max_abs_diff)
+            .fold(0.0, f32::max)
     }
 
     /// True when every vector is within tolerance.
@@ -60,7 +63,11 @@ impl Outcome {
 
     /// Human-readable lines.
     pub fn to_text(&self) -> String {
-        let mut s = format!("model {} (tolerance {:.1e})\n", self.model.display(), self.tolerance);
+        let mut s = format!(
+            "model {} (tolerance {:.1e})\n",
+            self.model.display(),
+            self.tolerance
+        );
         for v in &self.vectors {
             s += &format!(
                 "  {:<24} max |diff| {:.3e}  mask mismatch {:.5}%\n",
@@ -80,7 +87,11 @@ pub fn read_f32(path: &Path, len: usize) -> Result<Vec<f32>> {
     if bytes.len() != len * 4 {
         return Err(Error::invalid(
             format!("parity vector {path:?}"),
-            format!("has {} bytes, expected {} (f32 x {len}); regenerate with models/export.py", bytes.len(), len * 4),
+            format!(
+                "has {} bytes, expected {} (f32 x {len}); regenerate with models/export.py",
+                bytes.len(),
+                len * 4
+            ),
         ));
     }
     Ok(bytes
@@ -91,7 +102,8 @@ pub fn read_f32(path: &Path, len: usize) -> Result<Vec<f32>> {
 
 /// Runs every vector of `manifest` through `model` (or the manifest's model).
 pub fn check(manifest: &Path, model: Option<&Path>, tolerance: Option<f32>) -> Result<Outcome> {
-    let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(format!("parity manifest {manifest:?}"), e))?;
+    let text = std::fs::read_to_string(manifest)
+        .map_err(|e| Error::io(format!("parity manifest {manifest:?}"), e))?;
     let m: Manifest = serde_json::from_str(&text)
         .map_err(|e| Error::invalid(format!("parity manifest {manifest:?}"), e.to_string()))?;
     let dir = manifest.parent().unwrap_or(Path::new("."));

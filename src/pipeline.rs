@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::frame::{Frame, Mask, Rect};
 use crate::config::OverlayConfig;
+use crate::frame::{Frame, Mask, Rect};
 use crate::overlay::{FrameTarget, HudInfo, Overlay, OverlayState, OverlayStyle};
 use crate::sink::Sink;
 use crate::source::FrameSource;
@@ -41,7 +41,13 @@ pub trait Segmenter: Send {
 
     /// Segments `roi` of `frame` into `mask` (whose roi, frame id and capture
     /// time it sets), recording preprocess/inference/postprocess times.
-    fn segment(&mut self, frame: &Frame, roi: Rect, mask: &mut Mask, rec: &mut StageRecorder) -> Result<()>;
+    fn segment(
+        &mut self,
+        frame: &Frame,
+        roi: Rect,
+        mask: &mut Mask,
+        rec: &mut StageRecorder,
+    ) -> Result<()>;
 }
 
 impl Segmenter for crate::engine::Engine {
@@ -49,7 +55,13 @@ impl Segmenter for crate::engine::Engine {
         format!("{} {}", self.info().name, self.info().precision)
     }
 
-    fn segment(&mut self, frame: &Frame, roi: Rect, mask: &mut Mask, rec: &mut StageRecorder) -> Result<()> {
+    fn segment(
+        &mut self,
+        frame: &Frame,
+        roi: Rect,
+        mask: &mut Mask,
+        rec: &mut StageRecorder,
+    ) -> Result<()> {
         crate::engine::Engine::segment(self, frame, roi, mask, rec)
     }
 }
@@ -166,14 +178,19 @@ pub fn run(
     opts: &Options,
 ) -> Result<RunResult> {
     if segmenters.is_empty() {
-        return Err(Error::config("<pipeline>", "no inference worker; fix: model.workers >= 1"));
+        return Err(Error::config(
+            "<pipeline>",
+            "no inference worker; fix: model.workers >= 1",
+        ));
     }
     let (width, height) = source.size();
     let roi = opts.roi.unwrap_or(Rect::full(width, height));
     if !roi.fits_in(width, height) {
         return Err(Error::config(
             "<pipeline>",
-            format!("roi {roi:?} does not fit the {width}x{height} source; fix the roi in the config"),
+            format!(
+                "roi {roi:?} does not fit the {width}x{height} source; fix the roi in the config"
+            ),
         ));
     }
     let fps = source.frame_rate().max(1.0);
@@ -188,7 +205,10 @@ pub fn run(
             done: false,
         }),
         frame_cv: Condvar::new(),
-        masks: Mutex::new(MaskSlot { mask: None, error: None }),
+        masks: Mutex::new(MaskSlot {
+            mask: None,
+            error: None,
+        }),
         stop: opts.stop.clone(),
         inferences: AtomicU64::new(0),
         source_error: Mutex::new(None),
@@ -215,7 +235,16 @@ pub fn run(
         workers.push(h);
     }
 
-    let comp = compositor_loop(&shared, sink, opts, &label, &source_name, period, width, height);
+    let comp = compositor_loop(
+        &shared,
+        sink,
+        opts,
+        &label,
+        &source_name,
+        period,
+        width,
+        height,
+    );
 
     // Whatever ended the compositor, everyone else stops now.
     shared.stop.store(true, Ordering::SeqCst);
@@ -308,7 +337,10 @@ fn capture_loop(
             Err(e) => {
                 failures += 1;
                 if failures == 1 || failures.is_power_of_two() {
-                    log::error!("source {}: {e} (failure {failures}, retrying)", source.name());
+                    log::error!(
+                        "source {}: {e} (failure {failures}, retrying)",
+                        source.name()
+                    );
                 }
                 *lock(&shared.source_error) = Some(e.to_string());
                 let backoff = Duration::from_millis(50u64 << failures.min(5));
@@ -381,10 +413,16 @@ fn worker_loop(
             Err(e) => {
                 failures += 1;
                 if failures == 1 || failures.is_power_of_two() {
-                    log::error!("inference failed on frame {}: {e} (failure {failures}, retrying)", frame.id);
+                    log::error!(
+                        "inference failed on frame {}: {e} (failure {failures}, retrying)",
+                        frame.id
+                    );
                 }
                 lock(&shared.masks).error = Some(e.to_string());
-                sleep_unless_stopped(&shared.stop, Duration::from_millis(50u64 << failures.min(5)));
+                sleep_unless_stopped(
+                    &shared.stop,
+                    Duration::from_millis(50u64 << failures.min(5)),
+                );
             }
         }
     }
@@ -433,7 +471,10 @@ fn compositor_loop(
     let mut overlay = Overlay::new(OverlayStyle::from_config(&opts.overlay, opts.max_mask_age));
     let text = match label.rsplit_once(' ') {
         Some((model, precision)) => HudText { model, precision },
-        None => HudText { model: label, precision: "" },
+        None => HudText {
+            model: label,
+            precision: "",
+        },
     };
     let mut frame = Frame::new(width, height);
     let mut mask: Option<Mask> = None;
@@ -461,7 +502,11 @@ fn compositor_loop(
                     return Ok(out);
                 }
                 let waited = last_frame_at.elapsed();
-                let wait_for = if lost_at.is_some() { period } else { no_signal_after };
+                let wait_for = if lost_at.is_some() {
+                    period
+                } else {
+                    no_signal_after
+                };
                 if waited >= wait_for {
                     no_signal = true;
                     break;
@@ -499,7 +544,13 @@ fn compositor_loop(
                     reason.map(|r| format!(" ({r})")).unwrap_or_default()
                 );
             }
-            crate::reconnect::draw_no_signal(&mut frame, (width, height), source_name, no_signal_frames, Some(since));
+            crate::reconnect::draw_no_signal(
+                &mut frame,
+                (width, height),
+                source_name,
+                no_signal_frames,
+                Some(since),
+            );
             record.state = RecordState::NoSignal;
         } else {
             if lost_at.take().is_some() {
@@ -534,9 +585,13 @@ fn compositor_loop(
                 Err(never) => match never {},
             };
             record.mask_age_ms = match state {
-                OverlayState::Live { .. } | OverlayState::Paused { .. } => mask
-                    .as_ref()
-                    .map(|m| frame.captured.saturating_duration_since(m.captured).as_secs_f64() * 1e3),
+                OverlayState::Live { .. } | OverlayState::Paused { .. } => mask.as_ref().map(|m| {
+                    frame
+                        .captured
+                        .saturating_duration_since(m.captured)
+                        .as_secs_f64()
+                        * 1e3
+                }),
                 _ => None,
             };
             record.state = match state {

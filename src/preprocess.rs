@@ -76,10 +76,18 @@ pub fn resize_normalize(
     norm: &Normalize,
     out: &mut [f32],
 ) {
-    assert!(roi.fits_in(width as u32, height as u32), "roi outside frame");
+    assert!(
+        roi.fits_in(width as u32, height as u32),
+        "roi outside frame"
+    );
     assert_eq!(rgb.len(), width * height * 3, "frame buffer size");
     assert_eq!(out.len(), 3 * out_w * out_h, "tensor size");
-    let (rx, ry, rw, rh) = (roi.x as usize, roi.y as usize, roi.w as usize, roi.h as usize);
+    let (rx, ry, rw, rh) = (
+        roi.x as usize,
+        roi.y as usize,
+        roi.w as usize,
+        roi.h as usize,
+    );
     let sx = rw as f32 / out_w as f32;
     let sy = rh as f32 / out_h as f32;
     let aff = norm.affine();
@@ -169,7 +177,10 @@ mod tests {
     fn half_pixel_centres_match_opencv() {
         // Downscale 4 -> 2 with half-pixel centres samples at 0.5 and 2.5:
         // the mean of pixel pairs, as cv2.resize(INTER_LINEAR) gives.
-        let row: Vec<u8> = [0u8, 100, 200, 255].iter().flat_map(|&v| [v, v, v]).collect();
+        let row: Vec<u8> = [0u8, 100, 200, 255]
+            .iter()
+            .flat_map(|&v| [v, v, v])
+            .collect();
         let mut out = vec![0.0; 6];
         let n = Normalize {
             channel_order: ChannelOrder::Rgb,
@@ -199,7 +210,21 @@ mod tests {
             max_pixel_value: 1.0,
             extra_scale: 1.0,
         };
-        resize_normalize(&rgb, 3, 1, Rect { x: 2, y: 0, w: 1, h: 1 }, 1, 1, &n, &mut out);
+        resize_normalize(
+            &rgb,
+            3,
+            1,
+            Rect {
+                x: 2,
+                y: 0,
+                w: 1,
+                h: 1,
+            },
+            1,
+            1,
+            &n,
+            &mut out,
+        );
         assert_eq!(out, vec![9.0, 8.0, 7.0]);
     }
 

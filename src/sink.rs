@@ -188,8 +188,8 @@ impl GifSink {
     pub fn create(path: impl Into<PathBuf>, fps: f64) -> Result<Self> {
         let path = path.into();
         create_parent(&path)?;
-        let file = File::create(&path)
-            .map_err(|e| Error::io(format!("creating GIF file {path:?}"), e))?;
+        let file =
+            File::create(&path).map_err(|e| Error::io(format!("creating GIF file {path:?}"), e))?;
         let mut encoder = image::codecs::gif::GifEncoder::new_with_speed(BufWriter::new(file), 10);
         encoder
             .set_repeat(image::codecs::gif::Repeat::Infinite)
@@ -251,7 +251,8 @@ pub fn y4m_to_gif(y4m: &Path, gif: &Path, step: usize) -> Result<()> {
         .iter()
         .position(|&b| b == b'\n')
         .ok_or_else(|| bad("no Y4M header".into()))?;
-    let header = std::str::from_utf8(&data[..header_end]).map_err(|_| bad("header is not text".into()))?;
+    let header =
+        std::str::from_utf8(&data[..header_end]).map_err(|_| bad("header is not text".into()))?;
     let mut parts = header.split(' ');
     if parts.next() != Some("YUV4MPEG2") {
         return Err(bad("not a YUV4MPEG2 file".into()));
@@ -372,7 +373,10 @@ mod tests {
             let [y, cb, cr] = rgb_to_ycbcr_full(rgb[0], rgb[1], rgb[2]);
             let back = ycbcr_full_to_rgb(y, cb, cr);
             for c in 0..3 {
-                assert!((back[c] as i32 - rgb[c] as i32).abs() <= 2, "{rgb:?} -> {back:?}");
+                assert!(
+                    (back[c] as i32 - rgb[c] as i32).abs() <= 2,
+                    "{rgb:?} -> {back:?}"
+                );
             }
         }
     }
@@ -389,7 +393,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut p = PngDirSink::create(dir.path().join("png")).unwrap();
         p.write(&test_frame(7)).unwrap();
-        let img = image::open(dir.path().join("png/frame_000007.png")).unwrap().to_rgb8();
+        let img = image::open(dir.path().join("png/frame_000007.png"))
+            .unwrap()
+            .to_rgb8();
         assert_eq!(img.get_pixel(1, 0).0, [30, 40, 50]);
         let mut g = GifSink::create(dir.path().join("a.gif"), 10.0).unwrap();
         g.write(&test_frame(0)).unwrap();

@@ -252,7 +252,12 @@ impl Report {
         let _ = writeln!(
             s,
             "frames: {} in, {} out, {} dropped in {:.2} s -> {:.2} fps output, {:.2} inferences/s",
-            self.frames_in, self.frames_out, self.frames_dropped, self.duration_s, self.fps, self.inference_fps
+            self.frames_in,
+            self.frames_out,
+            self.frames_dropped,
+            self.duration_s,
+            self.fps,
+            self.inference_fps
         );
         let _ = writeln!(
             s,

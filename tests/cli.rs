@@ -42,39 +42,70 @@ fn info_on_truncated_model() {
 
 #[test]
 fn info_on_wrong_input_shape() {
-    let out = bin().args(["info", "tests/fixtures/wrong_channels.onnx"]).output().unwrap();
+    let out = bin()
+        .args(["info", "tests/fixtures/wrong_channels.onnx"])
+        .output()
+        .unwrap();
     fails_with(out, &["wrong_channels.onnx", "expected [1, 3, H, W]"]);
 }
 
 #[test]
 fn info_on_unsupported_operator() {
-    let out = bin().args(["info", "tests/fixtures/unsupported_op.onnx"]).output().unwrap();
+    let out = bin()
+        .args(["info", "tests/fixtures/unsupported_op.onnx"])
+        .output()
+        .unwrap();
     fails_with(out, &["FancySegment"]);
 }
 
 #[test]
 fn info_prints_model_and_cpu() {
-    let out = bin().args(["info", "tests/fixtures/tiny_dark.onnx"]).output().unwrap();
+    let out = bin()
+        .args(["info", "tests/fixtures/tiny_dark.onnx"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for n in ["tiny-dark", "[1, 3, 32, 32]", "parameters:", "cpu:", "operators"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in [
+        "tiny-dark",
+        "[1, 3, 32, 32]",
+        "parameters:",
+        "cpu:",
+        "operators",
+    ] {
         assert!(text.contains(n), "{n}: {text}");
     }
 }
 
 #[test]
 fn run_with_unreadable_or_bad_config() {
-    let out = bin().args(["run", "--config", "boards/does-not-exist.toml"]).output().unwrap();
+    let out = bin()
+        .args(["run", "--config", "boards/does-not-exist.toml"])
+        .output()
+        .unwrap();
     fails_with(out, &["boards/does-not-exist.toml", "cannot read"]);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
     std::fs::write(&p, "source = \"phantom\"\n[model\npath = 3").unwrap();
-    fails_with(bin().arg("run").arg("--config").arg(&p).output().unwrap(), &["bad.toml", "invalid TOML"]);
+    fails_with(
+        bin().arg("run").arg("--config").arg(&p).output().unwrap(),
+        &["bad.toml", "invalid TOML"],
+    );
     std::fs::write(&p, "max_mask_age_ms = -5\n[model]\npath = \"x.onnx\"\n").unwrap();
-    fails_with(bin().arg("run").arg("--config").arg(&p).output().unwrap(), &["bad.toml", "max_mask_age_ms"]);
+    fails_with(
+        bin().arg("run").arg("--config").arg(&p).output().unwrap(),
+        &["bad.toml", "max_mask_age_ms"],
+    );
     // A valid config naming a missing model.
     std::fs::write(&p, "[model]\npath = \"missing-model.onnx\"\n").unwrap();
-    fails_with(bin().arg("run").arg("--config").arg(&p).output().unwrap(), &["missing-model.onnx", "not found"]);
+    fails_with(
+        bin().arg("run").arg("--config").arg(&p).output().unwrap(),
+        &["missing-model.onnx", "not found"],
+    );
 }
 
 #[test]
@@ -95,7 +126,11 @@ fn run_from_config_end_to_end() {
     )
     .unwrap();
     let out = bin().arg("run").arg("--config").arg(&cfg).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("12 in, 12 out"), "{text}");
     let y4m = std::fs::read(&video).unwrap();
@@ -103,8 +138,21 @@ fn run_from_config_end_to_end() {
     assert_eq!(y4m.windows(6).filter(|w| w == b"FRAME\n").count(), 12);
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert_eq!(json["frames_out"], 12);
-    let stages: Vec<&str> = json["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    for s in ["capture", "preprocess", "inference", "postprocess", "compose", "display", "end_to_end"] {
+    let stages: Vec<&str> = json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    for s in [
+        "capture",
+        "preprocess",
+        "inference",
+        "postprocess",
+        "compose",
+        "display",
+        "end_to_end",
+    ] {
         assert!(stages.contains(&s), "{stages:?}");
     }
 }
@@ -114,12 +162,23 @@ fn eval_matches_the_hand_computed_dice() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("e.json");
     let out = bin()
-        .args(["eval", "--model", "tests/fixtures/tiny_dark.onnx", "--data", "tests/fixtures/eval", "--json"])
+        .args([
+            "eval",
+            "--model",
+            "tests/fixtures/tiny_dark.onnx",
+            "--data",
+            "tests/fixtures/eval",
+            "--json",
+        ])
         .arg(&json)
         .args(["--compare", "tests/fixtures/tiny_dark.onnx"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     // See tests/fixtures/eval/README.md: a.png IoU 2/3 (Dice 0.8), b.png 1 (Dice 1).
     let iou_a = (512.0 + 1e-5) / (768.0 + 1e-5);
@@ -133,7 +192,16 @@ fn eval_matches_the_hand_computed_dice() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("mean Dice 0.9000"), "{text}");
     // A folder without masks/ is a clear error.
-    let bad = bin().args(["eval", "--model", "tests/fixtures/tiny_dark.onnx", "--data", "models"]).output().unwrap();
+    let bad = bin()
+        .args([
+            "eval",
+            "--model",
+            "tests/fixtures/tiny_dark.onnx",
+            "--data",
+            "models",
+        ])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("images"));
 }
@@ -146,7 +214,10 @@ fn bench_reports_every_stage_as_json() {
     let model = root().join("tests/fixtures/tiny_dark.onnx");
     std::fs::write(
         &cfg,
-        format!("[phantom]\nwidth = 96\nheight = 64\n[model]\npath = {:?}\n", model.display().to_string()),
+        format!(
+            "[phantom]\nwidth = 96\nheight = 64\n[model]\npath = {:?}\n",
+            model.display().to_string()
+        ),
     )
     .unwrap();
     let out = bin()
@@ -156,11 +227,28 @@ fn bench_reports_every_stage_as_json() {
         .arg(&json)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["frames_out"], 5);
-    let stages: Vec<&str> = r["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    for s in ["capture", "preprocess", "inference", "postprocess", "compose", "display", "end_to_end"] {
+    let stages: Vec<&str> = r["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    for s in [
+        "capture",
+        "preprocess",
+        "inference",
+        "postprocess",
+        "compose",
+        "display",
+        "end_to_end",
+    ] {
         assert!(stages.contains(&s), "{stages:?}");
     }
     for s in r["stages"].as_array().unwrap() {

@@ -10,7 +10,9 @@ use lgms_edge::stats::{Stage, StageRecorder};
 use lgms_edge::Error;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn load(p: &Path) -> Result<std::sync::Arc<Model>, Error> {
@@ -41,7 +43,10 @@ fn tiny_model_segments_dark_square_where_it_is() {
     engine.segment(&frame, roi, &mut mask, &mut rec).unwrap();
     assert_eq!(mask.frame_id, 7);
     assert!(mask.contains(52, 28), "centre of the dark block");
-    assert!(!mask.contains(10, 10) && !mask.contains(90, 60), "light background");
+    assert!(
+        !mask.contains(10, 10) && !mask.contains(90, 60),
+        "light background"
+    );
     // Resizing to 32x32 and back blurs the edges by at most a few pixels.
     let area = mask.area() as i64;
     assert!((area - 24 * 16).abs() < 24 * 16 / 3, "area {area}");
@@ -55,15 +60,29 @@ fn roi_mask_lands_inside_the_roi() {
     let mut engine = Engine::new(load(&fixture("tiny_dark.onnx")).unwrap()).unwrap();
     let mut frame = Frame::new(64, 64);
     frame.rgb.fill(0); // all dark: everything in the ROI is foreground
-    let roi = Rect { x: 16, y: 8, w: 32, h: 40 };
+    let roi = Rect {
+        x: 16,
+        y: 8,
+        w: 32,
+        h: 40,
+    };
     let mut mask = Mask::new(roi);
-    engine.segment(&frame, roi, &mut mask, &mut StageRecorder::new(4)).unwrap();
+    engine
+        .segment(&frame, roi, &mut mask, &mut StageRecorder::new(4))
+        .unwrap();
     assert_eq!(mask.roi, roi);
     assert!(mask.contains(16, 8) && mask.contains(47, 47));
     assert!(!mask.contains(15, 8) && !mask.contains(48, 20) && !mask.contains(20, 48));
     // A ROI outside the frame is refused with a clear error.
-    let bad = Rect { x: 40, y: 0, w: 32, h: 10 };
-    let e = engine.segment(&frame, bad, &mut mask, &mut StageRecorder::new(4)).unwrap_err();
+    let bad = Rect {
+        x: 40,
+        y: 0,
+        w: 32,
+        h: 10,
+    };
+    let e = engine
+        .segment(&frame, bad, &mut mask, &mut StageRecorder::new(4))
+        .unwrap_err();
     assert!(e.to_string().contains("region of interest"), "{e}");
 }
 
@@ -72,7 +91,10 @@ fn missing_model_is_named() {
     let e = load(Path::new("no/such/model.onnx")).unwrap_err();
     assert!(matches!(e, Error::ModelNotFound { .. }));
     let msg = e.to_string();
-    assert!(msg.contains("no/such/model.onnx") && msg.contains("fix"), "{msg}");
+    assert!(
+        msg.contains("no/such/model.onnx") && msg.contains("fix"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -124,8 +146,12 @@ fn preprocessing_comes_from_metadata_or_sidecar() {
     assert_eq!(m.info().threshold, 0.3);
     assert_eq!(m.info().normalize.mean, [0.5; 3]);
     // A malformed value names the key.
-    std::fs::write(dir.path().join("m.onnx.json"), r#"{"lgms.channel_order":"BGR","lgms.mean":"0.5,x","lgms.std":"1,1,1",
-            "lgms.max_pixel_value":"255","lgms.extra_scale":"1","lgms.threshold":"0"}"#).unwrap();
+    std::fs::write(
+        dir.path().join("m.onnx.json"),
+        r#"{"lgms.channel_order":"BGR","lgms.mean":"0.5,x","lgms.std":"1,1,1",
+            "lgms.max_pixel_value":"255","lgms.extra_scale":"1","lgms.threshold":"0"}"#,
+    )
+    .unwrap();
     let e = load(&p).unwrap_err().to_string();
     assert!(e.contains("lgms.mean"), "{e}");
 }
@@ -137,11 +163,7 @@ fn bundled_model_matches_pytorch_parity_vectors() {
     std::env::set_current_dir(root).unwrap();
     let outcome = lgms_edge::parity::check(&manifest, None, None).unwrap();
     assert!(!outcome.vectors.is_empty());
-    assert!(
-        outcome.passed(),
-        "tract vs PyTorch: {}",
-        outcome.to_text()
-    );
+    assert!(outcome.passed(), "tract vs PyTorch: {}", outcome.to_text());
 }
 
 #[test]
@@ -152,15 +174,30 @@ fn bundled_int8_masks_agree_with_f32() {
     assert_eq!(i8m.info().precision, "int8");
     // tract must run the quantised convolutions as integer ops, not in f32.
     assert!(
-        i8m.info().op_histogram.keys().any(|op| op.contains("i8") || op.contains("I8") || op.contains("Q")),
+        i8m.info()
+            .op_histogram
+            .keys()
+            .any(|op| op.contains("i8") || op.contains("I8") || op.contains("Q")),
         "no quantised op in the optimised int8 plan: {:?}",
         i8m.info().op_histogram
     );
     let (mut a, mut b) = (Engine::new(f32m).unwrap(), Engine::new(i8m).unwrap());
-    let input = lgms_edge::parity::read_f32(&root.join("models/parity/image0.input.f32"), 3 * 256 * 256).unwrap();
-    let ma: Vec<u8> = a.run_tensor(&input).unwrap().iter().map(|&l| u8::from(l > 0.0)).collect();
-    let mb: Vec<u8> = b.run_tensor(&input).unwrap().iter().map(|&l| u8::from(l > 0.0)).collect();
-    assert!(ma.iter().any(|&v| v == 1), "the phantom frame has a lesion");
+    let input =
+        lgms_edge::parity::read_f32(&root.join("models/parity/image0.input.f32"), 3 * 256 * 256)
+            .unwrap();
+    let ma: Vec<u8> = a
+        .run_tensor(&input)
+        .unwrap()
+        .iter()
+        .map(|&l| u8::from(l > 0.0))
+        .collect();
+    let mb: Vec<u8> = b
+        .run_tensor(&input)
+        .unwrap()
+        .iter()
+        .map(|&l| u8::from(l > 0.0))
+        .collect();
+    assert!(ma.contains(&1), "the phantom frame has a lesion");
     let (iou, _) = lgms_edge::eval::iou_dice(&mb, &ma);
     assert!(iou >= 0.97, "int8 vs f32 mask IoU {iou}");
 }

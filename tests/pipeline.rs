@@ -44,7 +44,13 @@ impl Segmenter for SlowDark {
     fn label(&self) -> String {
         "slow-dark f32".into()
     }
-    fn segment(&mut self, frame: &Frame, roi: Rect, mask: &mut Mask, rec: &mut StageRecorder) -> Result<()> {
+    fn segment(
+        &mut self,
+        frame: &Frame,
+        roi: Rect,
+        mask: &mut Mask,
+        rec: &mut StageRecorder,
+    ) -> Result<()> {
         self.calls += 1;
         let t0 = Instant::now();
         std::thread::sleep(self.delay);
@@ -85,7 +91,11 @@ fn opts(max_age_ms: u64) -> Options {
 #[test]
 fn end_to_end_through_tract_every_frame_out_fresh_masks_only() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model = Model::load(&root.join("tests/fixtures/tiny_dark.onnx"), &LoadOptions::default()).unwrap();
+    let model = Model::load(
+        &root.join("tests/fixtures/tiny_dark.onnx"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let segs: Vec<Box<dyn Segmenter>> = vec![Box::new(Engine::new(model).unwrap())];
     let mut sink = CollectSink::default();
     let n = 40;
@@ -93,11 +103,24 @@ fn end_to_end_through_tract_every_frame_out_fresh_masks_only() {
     let rep = &r.report;
     assert_eq!(rep.frames_in, n);
     assert_eq!(rep.frames_out, n);
-    assert_eq!(sink.ids, (0..n).collect::<Vec<_>>(), "every frame, in order");
+    assert_eq!(
+        sink.ids,
+        (0..n).collect::<Vec<_>>(),
+        "every frame, in order"
+    );
     assert_eq!(rep.frames_dropped, 0);
-    assert!(rep.inferences > 0 && rep.frames_with_mask > 0, "{}", rep.to_text());
+    assert!(
+        rep.inferences > 0 && rep.frames_with_mask > 0,
+        "{}",
+        rep.to_text()
+    );
     for st in Stage::ALL {
-        assert!(rep.stage(st).is_some(), "stage {} missing:\n{}", st.name(), rep.to_text());
+        assert!(
+            rep.stage(st).is_some(),
+            "stage {} missing:\n{}",
+            st.name(),
+            rep.to_text()
+        );
     }
     assert_eq!(rep.stage(Stage::Capture).unwrap().count, n);
     assert_eq!(rep.stage(Stage::Display).unwrap().count, n);
@@ -136,7 +159,11 @@ fn slow_inference_never_slows_the_video_nor_shows_old_masks() {
     assert!(rep.inferences >= 1);
     // Every mask is at least 400 ms old when it could be shown: none is drawn.
     assert_eq!(rep.frames_with_mask, 0, "{}", rep.to_text());
-    assert!(rep.frames_mask_stale > 0, "the HUD must say paused: {}", rep.to_text());
+    assert!(
+        rep.frames_mask_stale > 0,
+        "the HUD must say paused: {}",
+        rep.to_text()
+    );
     assert!(r.records.iter().all(|rec| rec.state != RecordState::Drawn));
     // Output pace follows the source: median interval near 33 ms, not 400.
     let mut gaps: Vec<f64> = r
@@ -178,7 +205,10 @@ fn failing_model_shows_error_and_recovers() {
     let first_err = states.iter().position(|s| *s == RecordState::ModelError);
     let last_drawn = states.iter().rposition(|s| *s == RecordState::Drawn);
     assert!(first_err.is_some(), "{states:?}");
-    assert!(last_drawn > first_err, "recovered after the failures: {states:?}");
+    assert!(
+        last_drawn > first_err,
+        "recovered after the failures: {states:?}"
+    );
 }
 
 /// A source that goes silent (errors) between two frame numbers.
@@ -233,7 +263,10 @@ fn silent_source_shows_no_signal_then_resumes() {
     let mut sink = CollectSink::default();
     let r = pipeline::run(Box::new(src), segs, &mut sink, &opts(150)).unwrap();
     let states: Vec<RecordState> = r.records.iter().map(|r| r.state).collect();
-    let first = states.iter().position(|s| *s == RecordState::NoSignal).expect("NO SIGNAL shown");
+    let first = states
+        .iter()
+        .position(|s| *s == RecordState::NoSignal)
+        .expect("NO SIGNAL shown");
     let resumed = states[first..].iter().any(|s| *s != RecordState::NoSignal);
     assert!(first >= 10 && resumed, "{states:?}");
     // All 30 real frames still came out.
@@ -260,5 +293,9 @@ fn stop_flag_ends_an_endless_run_with_a_report() {
     let mut sink = CollectSink::default();
     let r = pipeline::run(src, segs, &mut sink, &o).unwrap();
     t.join().unwrap();
-    assert!(r.report.frames_out > 5 && r.report.duration_s < 3.0, "{}", r.report.to_text());
+    assert!(
+        r.report.frames_out > 5 && r.report.duration_s < 3.0,
+        "{}",
+        r.report.to_text()
+    );
 }
