@@ -24,6 +24,27 @@ fn fails_with(out: Output, needles: &[&str]) {
     }
 }
 
+/// A stats report (JSON) has a line for each of the seven stages.
+fn assert_every_stage(report: &serde_json::Value) {
+    let stages: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    for s in [
+        "capture",
+        "preprocess",
+        "inference",
+        "postprocess",
+        "compose",
+        "display",
+        "end_to_end",
+    ] {
+        assert!(stages.contains(&s), "{stages:?}");
+    }
+}
+
 #[test]
 fn info_on_missing_model() {
     let out = bin().args(["info", "models/nope.onnx"]).output().unwrap();
@@ -138,23 +159,7 @@ fn run_from_config_end_to_end() {
     assert_eq!(y4m.windows(6).filter(|w| w == b"FRAME\n").count(), 12);
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert_eq!(json["frames_out"], 12);
-    let stages: Vec<&str> = json["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["stage"].as_str().unwrap())
-        .collect();
-    for s in [
-        "capture",
-        "preprocess",
-        "inference",
-        "postprocess",
-        "compose",
-        "display",
-        "end_to_end",
-    ] {
-        assert!(stages.contains(&s), "{stages:?}");
-    }
+    assert_every_stage(&json);
 }
 
 #[test]
@@ -234,23 +239,7 @@ fn bench_reports_every_stage_as_json() {
     );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["frames_out"], 5);
-    let stages: Vec<&str> = r["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["stage"].as_str().unwrap())
-        .collect();
-    for s in [
-        "capture",
-        "preprocess",
-        "inference",
-        "postprocess",
-        "compose",
-        "display",
-        "end_to_end",
-    ] {
-        assert!(stages.contains(&s), "{stages:?}");
-    }
+    assert_every_stage(&r);
     for s in r["stages"].as_array().unwrap() {
         assert_eq!(s["count"], 5, "{s}");
         assert!(s["p99_ms"].as_f64().unwrap() >= s["p50_ms"].as_f64().unwrap());
