@@ -59,6 +59,28 @@ pub fn bilinear_tap(dst: usize, scale: f32, src_len: usize) -> (usize, usize, f3
     (i0, i1, s - i0 as f32)
 }
 
+/// The preconditions every `resize_normalize` implementation (scalar, AVX2,
+/// NEON) asserts before touching memory: `roi` inside the frame, buffer
+/// sizes matching. Panics otherwise (a caller's bug; the engine checks the
+/// ROI with a clear error first).
+#[allow(clippy::too_many_arguments)]
+pub fn check_resize_args(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    roi: Rect,
+    out_w: usize,
+    out_h: usize,
+    out: &[f32],
+) {
+    assert!(
+        roi.fits_in(width as u32, height as u32),
+        "roi outside frame"
+    );
+    assert_eq!(rgb.len(), width * height * 3, "frame buffer size");
+    assert_eq!(out.len(), 3 * out_w * out_h, "tensor size");
+}
+
 /// Crops `roi` out of a packed RGB frame, resizes it bilinearly to
 /// `out_w` x `out_h` and writes the normalised planar NCHW tensor into `out`
 /// (`3 * out_w * out_h` floats), in one pass.
@@ -76,12 +98,7 @@ pub fn resize_normalize(
     norm: &Normalize,
     out: &mut [f32],
 ) {
-    assert!(
-        roi.fits_in(width as u32, height as u32),
-        "roi outside frame"
-    );
-    assert_eq!(rgb.len(), width * height * 3, "frame buffer size");
-    assert_eq!(out.len(), 3 * out_w * out_h, "tensor size");
+    check_resize_args(rgb, width, height, roi, out_w, out_h, out);
     let (rx, ry, rw, rh) = (
         roi.x as usize,
         roi.y as usize,

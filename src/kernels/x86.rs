@@ -337,12 +337,7 @@ fn resize_normalize(
     norm: &Normalize,
     out: &mut [f32],
 ) {
-    assert!(
-        roi.fits_in(width as u32, height as u32),
-        "roi outside frame"
-    );
-    assert_eq!(rgb.len(), width * height * 3, "frame buffer size");
-    assert_eq!(out.len(), 3 * out_w * out_h, "tensor size");
+    crate::preprocess::check_resize_args(rgb, width, height, roi, out_w, out_h, out);
     assert!(
         width * height * 3 < i32::MAX as usize,
         "frame too large for 32-bit offsets"
