@@ -4,7 +4,7 @@
 CARGO  ?= cargo
 PYTHON ?= python3
 
-.PHONY: demo test test-rust test-python lint deps-python deps-ci ci bench help
+.PHONY: demo test test-rust test-python lint deps-python deps-ci ci bench bench-peers help
 
 help:
 	@echo "make demo         run the pipeline on the phantom source + bundled model (writes out/)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test-vm      V4L2/fbdev/DRM tests against real kernel drivers in qemu"
 	@echo "make aarch64      release binary for the boards; make test-aarch64 runs the tests under qemu-user"
 	@echo "make bench        per-stage latency on this machine (lgms-edge bench)"
+	@echo "make bench-peers  the same model through lgms-edge, ONNX Runtime and PyTorch, 1 and 2 threads"
 	@echo "make model CKPT=… / make train-phantom / make deploy BOARD=rpi5 HOST=user@cart"
 
 demo:
@@ -37,6 +38,13 @@ lint:
 
 bench:
 	$(CARGO) run --release -- bench --config boards/x86-dev.toml
+
+# Issue 6's yardstick: medians and ratios, side by side in one run
+# (writes out/bench-peers.json). PEERS_ARGS e.g. "--threads 1 --runs 5".
+PEERS_ARGS ?=
+bench-peers: deps-python
+	$(CARGO) build --release --locked
+	$(PYTHON) -m models.bench_peers --stock $(PEERS_ARGS)
 
 include models/model.mk
 include tests/vm/vm.mk

@@ -3,7 +3,7 @@
 //! (explicitly, no registration magic).
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, DisplaySpec};
 use crate::devices;
@@ -12,7 +12,12 @@ use crate::phantom::PhantomSource;
 use crate::pipeline::{self, Options, RunResult, Segmenter};
 use crate::sink::{GifSink, NullSink, PngDirSink, Sink, Y4mSink};
 use crate::source::FrameSource;
+use crate::watchdog::Watchdog;
 use crate::{Error, Result};
+
+/// `SCHED_FIFO` priority of capture and display under systemd (the unit's
+/// `LimitRTPRIO=40` allows up to 40).
+pub const REALTIME_PRIORITY: i32 = 20;
 
 /// The model the demo runs: the trained phantom model when present, else
 /// the seeded random-weight export.
@@ -53,6 +58,7 @@ pub fn build_segmenters(cfg: &Config) -> Result<(Arc<Model>, Workers)> {
         &cfg.model.path,
         &LoadOptions {
             threads: cfg.model.threads,
+            ..LoadOptions::default()
         },
     )?;
     if model.info().precision != cfg.model.precision {
@@ -87,6 +93,10 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
         segs.len(),
         cfg.max_mask_age.as_millis()
     );
+    // Under systemd (the cart's kiosk unit) capture and display ask for
+    // real-time priority; the unit's LimitRTPRIO decides whether they get it.
+    let watchdog = Some(Watchdog::from_env()).filter(Watchdog::active);
+    let realtime_priority = watchdog.as_ref().map(|_| REALTIME_PRIORITY);
     let opts = Options {
         max_mask_age: cfg.max_mask_age,
         frames: cfg.frames,
@@ -94,6 +104,8 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
         overlay: cfg.overlay.clone(),
         stop,
         keep_records: false,
+        watchdog: watchdog.map(|w| Arc::new(Mutex::new(w))),
+        realtime_priority,
         ..Options::default()
     };
     let result = pipeline::run(source, segs, sink.as_mut(), &opts)?;

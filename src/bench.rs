@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::app;
 use crate::config::{Config, SourceSpec};
-use crate::engine::{Engine, LoadOptions, Model};
+use crate::engine::{Engine, LoadOptions, Model, OpProfile};
 use crate::frame::{Frame, Mask, Rect};
 use crate::overlay::{FrameTarget, HudInfo, Overlay, OverlayStyle};
 use crate::phantom::PhantomSource;
@@ -30,6 +30,8 @@ pub struct BenchOptions {
     pub warmup: u64,
     /// Send frames to the configured display (else a null sink).
     pub use_display: bool,
+    /// tract's stock graph, without our fused operators.
+    pub stock: bool,
 }
 
 /// Runs the bench described by `cfg` (its source, model, ROI, overlay).
@@ -44,14 +46,12 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<Report> {
         &cfg.model.path,
         &LoadOptions {
             threads: cfg.model.threads,
+            stock: opts.stock,
         },
     )?;
     let label = format!("{} {}", model.info().name, model.info().precision);
     let mut engine = Engine::new(model.clone())?;
-    let mut source: Box<dyn FrameSource> = match cfg.source {
-        SourceSpec::Phantom => Box::new(PhantomSource::from_config(&cfg.phantom)?.paced(false)),
-        _ => app::build_source(cfg)?,
-    };
+    let mut source = unpaced_source(cfg)?;
     let mut sink: Box<dyn Sink> = if opts.use_display {
         app::build_sink(cfg, source.frame_rate())?
     } else {
@@ -120,5 +120,38 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<Report> {
         frames_mask_stale: 0,
         frames_no_mask: 0,
         stages: Report::stage_reports(&rec),
+    })
+}
+
+/// Per-operator profile of `runs` inferences on one frame of `cfg`'s source
+/// (after one unprofiled warm-up run).
+pub fn profile(cfg: &Config, runs: usize, stock: bool) -> Result<OpProfile> {
+    let model = Model::load(
+        &cfg.model.path,
+        &LoadOptions {
+            threads: cfg.model.threads,
+            stock,
+        },
+    )?;
+    let mut engine = Engine::new(model)?;
+    let mut source = unpaced_source(cfg)?;
+    let (w, h) = source.size();
+    let mut frame = Frame::new(w, h);
+    if !source.next_frame(&mut frame)? {
+        return Err(Error::Source {
+            source_name: source.name(),
+            reason: "ended before the first frame; nothing to profile".into(),
+        });
+    }
+    engine.preprocess(&frame, cfg.roi.unwrap_or(Rect::full(w, h)))?;
+    engine.infer()?;
+    engine.profile(runs)
+}
+
+/// The config's source; the phantom unpaced, so that capture costs only rendering.
+fn unpaced_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
+    Ok(match cfg.source {
+        SourceSpec::Phantom => Box::new(PhantomSource::from_config(&cfg.phantom)?.paced(false)),
+        _ => app::build_source(cfg)?,
     })
 }

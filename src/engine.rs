@@ -47,6 +47,8 @@ pub struct ModelInfo {
     pub parameters: usize,
     /// Operator name -> count, in the optimised graph that tract runs.
     pub op_histogram: BTreeMap<String, usize>,
+    /// Subgraphs replaced by our own operators (none with `LoadOptions::stock`).
+    pub substitutions: crate::ops::Substitutions,
 }
 
 /// Options for loading a model.
@@ -54,11 +56,17 @@ pub struct ModelInfo {
 pub struct LoadOptions {
     /// Threads tract may use per inference (needs the `multithread` feature for > 1).
     pub threads: usize,
+    /// Run tract's stock graph, without our fused operators ([`crate::ops`]):
+    /// for comparisons (`lgms-edge bench --stock`) and for bisecting.
+    pub stock: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { threads: 1 }
+        LoadOptions {
+            threads: 1,
+            stock: false,
+        }
     }
 }
 
@@ -168,7 +176,19 @@ impl Model {
             )));
         }
         let parameters = count_parameters(&typed);
-        let mut optimized = typed.into_optimized().map_err(corrupt)?;
+        let mut typed = typed;
+        let substitutions = if opts.stock {
+            crate::ops::Substitutions::default()
+        } else {
+            crate::ops::substitute(&mut typed).map_err(corrupt)?
+        };
+        log::debug!("{}: {substitutions:?}", path.display());
+        let mut optimized = if opts.stock {
+            typed.into_optimized()
+        } else {
+            optimize_tuned(typed)
+        }
+        .map_err(corrupt)?;
         // After optimisation, so that no tract pass fuses the wide sums back.
         let widened = crate::wide_sum::harden(&mut optimized).map_err(corrupt)?;
         log::debug!(
@@ -195,6 +215,7 @@ impl Model {
                 metadata,
                 parameters,
                 op_histogram,
+                substitutions,
             },
             plan,
         }))
@@ -204,6 +225,25 @@ impl Model {
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
+}
+
+/// tract knobs scoped to our optimisation pass (not process-wide, so that a
+/// `--stock` model loaded in the same process keeps tract's defaults).
+///
+/// On x86_64, `TRACT_DISABLE_DIRECT_SPATIAL`: tract runs LGMSNet's two
+/// full-resolution 3x3 decoder convs as a `DirectSpatialConv` that took
+/// 80 + 74 ms per inference here, against 30 + 22 ms as im2col + matmul
+/// (`lgms-edge bench --profile`, with and without the knob). On aarch64
+/// tract's choice is kept: it is unmeasured on a board, and setting
+/// `TRACT_DISABLE_DIRECT_SPATIAL=1` in the environment tries the other way.
+fn optimize_tuned(model: TypedModel) -> TractResult<TypedModel> {
+    let knobs: &[(&str, &str)] = if cfg!(target_arch = "x86_64") {
+        &[("TRACT_DISABLE_DIRECT_SPATIAL", "true")]
+    } else {
+        &[]
+    };
+    let scope = tract_onnx::tract_core::knobs::KnobScope::new(knobs.iter().copied())?;
+    scope.enter(|| model.into_optimized())
 }
 
 #[cfg(feature = "multithread")]
@@ -500,6 +540,49 @@ impl Engine {
         Ok(&self.logits)
     }
 
+    /// Runs the network `runs` times on the current input, timing every node
+    /// of tract's plan (`lgms-edge bench --profile`).
+    ///
+    /// Each node goes through tract's own `eval`, so the result is the same
+    /// computation [`Engine::infer`] does, plus one clock read per node.
+    pub fn profile(&mut self, runs: usize) -> Result<OpProfile> {
+        let plan = self.model.plan.clone();
+        let model = plan.model();
+        let mut per_node = vec![std::time::Duration::ZERO; model.nodes().len()];
+        let fail = |e: TractError, name: &str| Error::Inference {
+            model: name.to_string(),
+            reason: format!("{e:#}"),
+        };
+        let started = Instant::now();
+        for _ in 0..runs.max(1) {
+            self.state
+                .run_plan_with_eval(
+                    tvec!(TValue::from_const(self.input.clone())),
+                    |ctx, op_state, node, inputs| {
+                        let t = Instant::now();
+                        let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                        per_node[node.id] += t.elapsed();
+                        out
+                    },
+                )
+                .map_err(|e| fail(e, &self.model.info.name))?;
+        }
+        let runs = runs.max(1) as f64;
+        let total_ms = started.elapsed().as_secs_f64() * 1e3 / runs;
+        let nodes = model
+            .nodes()
+            .iter()
+            .zip(&per_node)
+            .filter(|(_, d)| !d.is_zero())
+            .map(|(n, d)| NodeTime {
+                name: n.name.clone(),
+                op: n.op.name().to_string(),
+                ms: d.as_secs_f64() * 1e3 / runs,
+            })
+            .collect();
+        Ok(OpProfile { total_ms, nodes })
+    }
+
     /// Preprocess, infer and postprocess one frame, timing each stage.
     pub fn segment(
         &mut self,
@@ -522,6 +605,67 @@ impl Engine {
         rec.record(Stage::Inference, t2 - t1);
         rec.record(Stage::Postprocess, t3 - t2);
         Ok(())
+    }
+}
+
+/// Time spent in one node of tract's plan, per inference.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeTime {
+    /// Node name (from the ONNX graph, plus tract's suffixes).
+    pub name: String,
+    /// Operator as tract names it (`Conv`, `EinSum`, `LgmsAttention`...).
+    pub op: String,
+    /// Milliseconds per inference.
+    pub ms: f64,
+}
+
+/// Where one inference's time goes, per node of tract's plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpProfile {
+    /// Wall time per profiled inference, including the profiler's clock reads.
+    pub total_ms: f64,
+    /// Every node that took time, in plan order.
+    pub nodes: Vec<NodeTime>,
+}
+
+impl OpProfile {
+    /// Operator name -> (ms per inference, node count), most expensive first.
+    pub fn by_op(&self) -> Vec<(String, f64, usize)> {
+        let mut m: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+        for n in &self.nodes {
+            let e = m.entry(&n.op).or_default();
+            e.0 += n.ms;
+            e.1 += 1;
+        }
+        let mut v: Vec<_> = m
+            .into_iter()
+            .map(|(k, (ms, c))| (k.to_string(), ms, c))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    }
+
+    /// A table: per operator, then the `top` most expensive nodes.
+    pub fn to_text(&self, top: usize) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "profile: {:.1} ms per inference", self.total_ms);
+        let _ = writeln!(
+            s,
+            "{:<28} {:>9} {:>6} {:>6}",
+            "operator", "ms", "share", "nodes"
+        );
+        for (op, ms, count) in self.by_op() {
+            let share = 100.0 * ms / self.total_ms.max(1e-9);
+            let _ = writeln!(s, "{op:<28} {ms:>9.2} {share:>5.1}% {count:>6}");
+        }
+        let mut nodes: Vec<&NodeTime> = self.nodes.iter().collect();
+        nodes.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        let _ = writeln!(s, "top {top} nodes:");
+        for n in nodes.into_iter().take(top) {
+            let _ = writeln!(s, "{:>9.2} ms  {:<22} {}", n.ms, n.op, n.name);
+        }
+        s
     }
 }
 

@@ -24,6 +24,7 @@ pub mod eval;
 pub mod fbdev;
 pub mod frame;
 pub mod kernels;
+pub mod ops;
 pub mod overlay;
 pub mod panel;
 pub mod parity;

@@ -124,6 +124,12 @@ struct BenchArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run tract's stock graph, without lgms-edge's fused operators (to compare).
+    #[arg(long)]
+    stock: bool,
+    /// Then profile this many inferences per tract operator and print where the time goes.
+    #[arg(long, value_name = "RUNS", num_args = 0..=1, default_missing_value = "3")]
+    profile: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -350,11 +356,16 @@ fn bench_cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
         frames: a.frames,
         warmup: a.warmup,
         use_display: a.display,
+        stock: a.stock,
     };
     let report = lgms_edge::bench::run(&cfg, &opts)?;
     print!("{}", report.to_text());
     if let Some(p) = &a.json {
         app::write_json(p, &report)?;
+    }
+    if let Some(runs) = a.profile {
+        let profile = lgms_edge::bench::profile(&cfg, runs, a.stock)?;
+        print!("{}", profile.to_text(15));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -31,6 +31,7 @@ use crate::overlay::{FrameTarget, HudInfo, Overlay, OverlayState, OverlayStyle};
 use crate::sink::Sink;
 use crate::source::FrameSource;
 use crate::stats::{Report, Stage, StageRecorder};
+use crate::watchdog::Watchdog;
 use crate::{Error, Result};
 
 /// Something that turns a frame into a mask: the [`crate::engine::Engine`],
@@ -83,6 +84,13 @@ pub struct Options {
     pub keep_records: bool,
     /// Samples kept per stage for the percentiles.
     pub stat_capacity: usize,
+    /// systemd notifications: `READY=1` at the first frame shown, then
+    /// `WATCHDOG=1` pings only while camera frames are shown (not while the
+    /// screen says NO SIGNAL), `STOPPING=1` at the end. `None`: no systemd.
+    pub watchdog: Option<Arc<Mutex<Watchdog>>>,
+    /// `SCHED_FIFO` priority for the capture thread and the compositor (the
+    /// calling thread) where permitted; inference threads stay normal.
+    pub realtime_priority: Option<i32>,
 }
 
 impl Default for Options {
@@ -95,6 +103,8 @@ impl Default for Options {
             stop: Arc::new(AtomicBool::new(false)),
             keep_records: false,
             stat_capacity: 100_000,
+            watchdog: None,
+            realtime_priority: None,
         }
     }
 }
@@ -219,9 +229,15 @@ pub fn run(
         let shared = shared.clone();
         let limit = opts.frames;
         let cap = opts.stat_capacity;
+        let rt = opts.realtime_priority;
         std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture_loop(&mut *source, &shared, limit, cap, width, height))
+            .spawn(move || {
+                if let Some(p) = rt {
+                    crate::watchdog::try_realtime(p);
+                }
+                capture_loop(&mut *source, &shared, limit, cap, width, height)
+            })
             .map_err(|e| Error::io("starting the capture thread", e))?
     };
     let mut workers = Vec::new();
@@ -235,6 +251,9 @@ pub fn run(
         workers.push(h);
     }
 
+    if let Some(p) = opts.realtime_priority {
+        crate::watchdog::try_realtime(p);
+    }
     let comp = compositor_loop(
         &shared,
         sink,
@@ -247,6 +266,9 @@ pub fn run(
     );
 
     // Whatever ended the compositor, everyone else stops now.
+    if let Some(w) = &opts.watchdog {
+        lock(w).stopping();
+    }
     shared.stop.store(true, Ordering::SeqCst);
     shared.frame_cv.notify_all();
     let mut rec = StageRecorder::new(opts.stat_capacity);
@@ -619,6 +641,14 @@ fn compositor_loop(
             out.rec.record(Stage::EndToEnd, e2e);
             last_e2e_ms = Some((e2e.as_secs_f64() * 1e3) as f32);
             out.frames_out += 1;
+            if let Some(w) = &opts.watchdog {
+                let mut w = lock(w);
+                if out.frames_out == 1 {
+                    w.ready();
+                } else {
+                    w.frame_shown();
+                }
+            }
         }
         fps_meter.tick(t2);
         record.shown_at = t2;

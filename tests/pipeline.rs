@@ -299,3 +299,74 @@ fn stop_flag_ends_an_endless_run_with_a_report() {
         r.report.to_text()
     );
 }
+
+/// Collects systemd notify datagrams with their arrival times until STOPPING=1.
+fn notify_server(dir: &Path) -> (String, std::thread::JoinHandle<Vec<(Instant, String)>>) {
+    let path = dir.join("notify");
+    let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let handle = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = server.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let stop = msg == "STOPPING=1";
+            got.push((Instant::now(), msg));
+            if stop {
+                break;
+            }
+        }
+        got
+    });
+    (path.to_str().unwrap().to_string(), handle)
+}
+
+#[test]
+fn watchdog_pings_while_frames_flow_and_stops_during_no_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, server) = notify_server(dir.path());
+    let src = Flaky {
+        inner: phantom(30.0, 30),
+        dead_from: 10,
+        dead_for: Duration::from_millis(900),
+        dead_since: None,
+        delivered: 0,
+    };
+    let segs: Vec<Box<dyn Segmenter>> = vec![Box::new(SlowDark {
+        delay: Duration::from_millis(1),
+        fail_first: 0,
+        calls: 0,
+    })];
+    // WatchdogSec=40ms: a ping at most every 20 ms while frames flow.
+    let dog = lgms_edge::watchdog::Watchdog::new(Some(&path), Some(40_000));
+    let o = Options {
+        watchdog: Some(Arc::new(std::sync::Mutex::new(dog))),
+        ..opts(150)
+    };
+    let mut sink = CollectSink::default();
+    let r = pipeline::run(Box::new(src), segs, &mut sink, &o).unwrap();
+    assert_eq!(r.report.frames_out, 30);
+    let got = server.join().unwrap();
+    let msgs: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+    assert!(msgs[0].starts_with("READY=1"), "{msgs:?}");
+    assert_eq!(msgs.last(), Some(&"STOPPING=1"));
+    let pings: Vec<Instant> = got
+        .iter()
+        .filter(|(_, m)| m == "WATCHDOG=1")
+        .map(|(t, _)| *t)
+        .collect();
+    // Frames at 30 fps before and after the outage: pings on both sides.
+    assert!(pings.len() >= 10, "{} pings", pings.len());
+    // The 900 ms outage (NO SIGNAL on screen) shows as one long silence.
+    let longest = pings
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    assert!(
+        longest >= Duration::from_millis(600),
+        "pings continued through NO SIGNAL (longest gap {longest:?})"
+    );
+}
