@@ -21,8 +21,11 @@ demo:
 
 test: deps-python test-rust test-python
 
+# --release: the tests share the release build's compiled tract with
+# `make demo`/`make bench` (one tract build instead of two) and the
+# network tests run several times faster.
 test-rust:
-	$(CARGO) test --locked
+	$(CARGO) test --release --locked
 
 test-python:
 	$(PYTHON) -m pytest -q tests/python

@@ -52,15 +52,18 @@ pub fn build_sink(cfg: &Config, fps: f64) -> Result<Box<dyn Sink>> {
 /// One segmenter per inference worker.
 pub type Workers = Vec<Box<dyn Segmenter>>;
 
+/// How the config's model is loaded (threads, f16 conversion).
+pub fn load_options(cfg: &Config) -> LoadOptions {
+    LoadOptions {
+        threads: cfg.model.threads,
+        f16: cfg.model.precision == "f16",
+        ..LoadOptions::default()
+    }
+}
+
 /// Loads the model once and gives each worker its own engine.
 pub fn build_segmenters(cfg: &Config) -> Result<(Arc<Model>, Workers)> {
-    let model = Model::load(
-        &cfg.model.path,
-        &LoadOptions {
-            threads: cfg.model.threads,
-            ..LoadOptions::default()
-        },
-    )?;
+    let model = Model::load(&cfg.model.path, &load_options(cfg))?;
     if model.info().precision != cfg.model.precision {
         return Err(Error::config(
             &cfg.origin,

@@ -45,8 +45,8 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<Report> {
     let model = Model::load(
         &cfg.model.path,
         &LoadOptions {
-            threads: cfg.model.threads,
             stock: opts.stock,
+            ..app::load_options(cfg)
         },
     )?;
     let label = format!("{} {}", model.info().name, model.info().precision);
@@ -129,8 +129,8 @@ pub fn profile(cfg: &Config, runs: usize, stock: bool) -> Result<OpProfile> {
     let model = Model::load(
         &cfg.model.path,
         &LoadOptions {
-            threads: cfg.model.threads,
             stock,
+            ..app::load_options(cfg)
         },
     )?;
     let mut engine = Engine::new(model)?;

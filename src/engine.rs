@@ -59,6 +59,10 @@ pub struct LoadOptions {
     /// Run tract's stock graph, without our fused operators ([`crate::ops`]):
     /// for comparisons (`lgms-edge bench --stock`) and for bisecting.
     pub stock: bool,
+    /// Compute in f16: tract converts an f32 model at load (`model.precision
+    /// = "f16"`). Fast only where the CPU has fp16 arithmetic (`asimdhp`:
+    /// Pi 5, Orin; not Pi 4); elsewhere tract emulates it, slowly.
+    pub f16: bool,
 }
 
 impl Default for LoadOptions {
@@ -66,6 +70,7 @@ impl Default for LoadOptions {
         LoadOptions {
             threads: 1,
             stock: false,
+            f16: false,
         }
     }
 }
@@ -177,7 +182,30 @@ impl Model {
         }
         let parameters = count_parameters(&typed);
         let mut typed = typed;
-        let substitutions = if opts.stock {
+        let mut precision = precision;
+        if opts.f16 {
+            if precision != "f32" {
+                return Err(Error::ModelMetadata {
+                    path: path.to_path_buf(),
+                    key: "lgms.precision".into(),
+                    reason: format!(
+                        "is {precision:?}; f16 is converted from an f32 model at load, \
+                         fix: point model.path at the .f32.onnx file"
+                    ),
+                });
+            }
+            if !cpu_features().iter().any(|f| f == "fp16" || f == "asimdhp") {
+                log::warn!(
+                    "{}: f16 requested but this CPU has no fp16 arithmetic (asimdhp): \
+                     tract emulates it, many times slower than f32; fix: precision = \"f32\"",
+                    path.display()
+                );
+            }
+            typed = to_f16(typed).map_err(corrupt)?;
+            precision = "f16".into();
+        }
+        // Our operators are f32 kernels: an f16 model runs tract's own.
+        let substitutions = if opts.stock || opts.f16 {
             crate::ops::Substitutions::default()
         } else {
             crate::ops::substitute(&mut typed).map_err(corrupt)?
@@ -225,6 +253,27 @@ impl Model {
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
+}
+
+/// tract's f32 -> f16 translation of every node but the input, the
+/// upsamplings and the last one (the 16 -> 1 logits conv), which stay f32: the engine keeps feeding
+/// f32 and reading f32 logits, and the translator puts the casts in between.
+fn to_f16(mut model: TypedModel) -> TractResult<TypedModel> {
+    use tract_onnx::tract_core::transform::{build_float_translator, NodeFilter};
+    // The filter matches by substring: give the two kept nodes unique names.
+    const KEEP_IN: &str = "lgms_f32_input";
+    const KEEP_OUT: &str = "lgms_f32_logits";
+    let input = model.input_outlets()?[0].node;
+    let output = model.output_outlets()?[0].node;
+    model.node_mut(input).name = KEEP_IN.into();
+    model.node_mut(output).name = KEEP_OUT.into();
+    let filter = NodeFilter {
+        include: None,
+        // tract 0.23's Resize has no f16 kernel ("tensor is F16, accessed as
+        // F32"): the upsamplings stay f32, with casts around them.
+        exclude: Some(vec![KEEP_IN.into(), KEEP_OUT.into(), "Resize".into()]),
+    };
+    build_float_translator(f32::datum_type(), f16::datum_type(), filter).transform_into(model)
 }
 
 /// tract knobs scoped to our optimisation pass (not process-wide, so that a
@@ -394,6 +443,8 @@ pub struct Engine {
     model: Arc<Model>,
     state: TypedSimpleState,
     input: Arc<Tensor>,
+    /// For f16 models: the input converted from `input` before each run.
+    input_f16: Option<Arc<Tensor>>,
     logits: Vec<f32>,
 }
 
@@ -406,14 +457,20 @@ impl Engine {
             model: model.info.name.clone(),
             reason: format!("{e:#}"),
         })?;
+        let fail = |e: TractError| Error::Inference {
+            model: model.info.name.clone(),
+            reason: format!("{e:#}"),
+        };
+        let input_dt = model.plan.model().input_fact(0).map_err(fail)?.datum_type;
+        let input_f16 = if input_dt == f16::datum_type() {
+            Some(Arc::new(Tensor::zero::<f16>(&[1, 3, h, w]).map_err(fail)?))
+        } else {
+            None
+        };
         Ok(Engine {
             state,
-            input: Arc::new(
-                Tensor::zero::<f32>(&[1, 3, h, w]).map_err(|e| Error::Inference {
-                    model: model.info.name.clone(),
-                    reason: format!("{e:#}"),
-                })?,
-            ),
+            input: Arc::new(Tensor::zero::<f32>(&[1, 3, h, w]).map_err(fail)?),
+            input_f16,
             logits: vec![0.0; oh * ow],
             model,
         })
@@ -477,28 +534,56 @@ impl Engine {
             model: name.to_string(),
             reason: format!("{e:#}"),
         };
+        let input = self
+            .input_value()
+            .map_err(|e| fail(e, &self.model.info.name))?;
         let outputs = self
             .state
-            .run(tvec!(TValue::from_const(self.input.clone())))
+            .run(tvec!(input))
             .map_err(|e| fail(e, &self.model.info.name))?;
         let view = outputs[0]
             .try_as_plain_ram()
             .map_err(|e| fail(e, &self.model.info.name))?;
-        let out = view
-            .as_slice::<f32>()
-            .map_err(|e| fail(e, &self.model.info.name))?;
-        if out.len() != self.logits.len() {
+        if view.len() != self.logits.len() {
             return Err(Error::Inference {
                 model: self.model.info.name.clone(),
                 reason: format!(
                     "output has {} values, expected {}",
-                    out.len(),
+                    view.len(),
                     self.logits.len()
                 ),
             });
         }
-        self.logits.copy_from_slice(out);
+        if outputs[0].datum_type() == f16::datum_type() {
+            let out = view
+                .as_slice::<f16>()
+                .map_err(|e| fail(e, &self.model.info.name))?;
+            for (l, o) in self.logits.iter_mut().zip(out) {
+                *l = o.to_f32();
+            }
+        } else {
+            let out = view
+                .as_slice::<f32>()
+                .map_err(|e| fail(e, &self.model.info.name))?;
+            self.logits.copy_from_slice(out);
+        }
         Ok(())
+    }
+
+    /// The tensor tract runs on: the f32 input, or its f16 copy (converted
+    /// in place, no allocation) for an f16 model.
+    fn input_value(&mut self) -> TractResult<TValue> {
+        let Some(half) = &mut self.input_f16 else {
+            return Ok(TValue::from_const(self.input.clone()));
+        };
+        let src = self.input.try_as_plain_ram()?;
+        let src = src.as_slice::<f32>()?;
+        let t = Arc::make_mut(half);
+        let mut dst = t.try_as_plain_ram_mut()?;
+        for (d, s) in dst.as_slice_mut::<f16>()?.iter_mut().zip(src) {
+            *d = f16::from_f32(*s);
+        }
+        Ok(TValue::from_const(half.clone()))
     }
 
     /// Logits of the last [`Engine::infer`], row-major `output_hw`.
@@ -555,16 +640,16 @@ impl Engine {
         };
         let started = Instant::now();
         for _ in 0..runs.max(1) {
+            let input = self
+                .input_value()
+                .map_err(|e| fail(e, &self.model.info.name))?;
             self.state
-                .run_plan_with_eval(
-                    tvec!(TValue::from_const(self.input.clone())),
-                    |ctx, op_state, node, inputs| {
-                        let t = Instant::now();
-                        let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                        per_node[node.id] += t.elapsed();
-                        out
-                    },
-                )
+                .run_plan_with_eval(tvec!(input), |ctx, op_state, node, inputs| {
+                    let t = Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                    per_node[node.id] += t.elapsed();
+                    out
+                })
                 .map_err(|e| fail(e, &self.model.info.name))?;
         }
         let runs = runs.max(1) as f64;

@@ -127,6 +127,9 @@ struct BenchArgs {
     /// Run tract's stock graph, without lgms-edge's fused operators (to compare).
     #[arg(long)]
     stock: bool,
+    /// Compute in f16 (tract converts the f32 model at load; fast with asimdhp only).
+    #[arg(long)]
+    f16: bool,
     /// Then profile this many inferences per tract operator and print where the time goes.
     #[arg(long, value_name = "RUNS", num_args = 0..=1, default_missing_value = "3")]
     profile: Option<usize>,
@@ -162,6 +165,9 @@ struct ParityArgs {
     /// Override the manifest's tolerance (max |diff| on logits).
     #[arg(long)]
     tolerance: Option<f32>,
+    /// Run the model converted to f16 (as `model.precision = "f16"` does).
+    #[arg(long)]
+    f16: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -312,7 +318,11 @@ fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn parity_cmd(a: ParityArgs) -> anyhow::Result<ExitCode> {
-    let outcome = parity::check(&a.manifest, a.model.as_deref(), a.tolerance)?;
+    let opts = lgms_edge::engine::LoadOptions {
+        f16: a.f16,
+        ..Default::default()
+    };
+    let outcome = parity::check_with(&a.manifest, a.model.as_deref(), a.tolerance, &opts)?;
     print!("{}", outcome.to_text());
     if !outcome.passed() {
         bail!(
@@ -351,6 +361,9 @@ fn bench_cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(t) = a.threads {
         cfg.model.threads = t;
+    }
+    if a.f16 {
+        cfg.model.precision = "f16".into();
     }
     let opts = lgms_edge::bench::BenchOptions {
         frames: a.frames,

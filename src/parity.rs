@@ -34,6 +34,8 @@ pub struct VectorResult {
     pub max_abs_diff: f32,
     /// Fraction of pixels whose mask (logit > 0) differs.
     pub mask_mismatch: f64,
+    /// IoU of the two masks (logits > threshold): the agreement metric.
+    pub mask_iou: f64,
 }
 
 /// The comparison of all vectors.
@@ -70,10 +72,11 @@ impl Outcome {
         );
         for v in &self.vectors {
             s += &format!(
-                "  {:<24} max |diff| {:.3e}  mask mismatch {:.5}%\n",
+                "  {:<24} max |diff| {:.3e}  mask mismatch {:.5}%  mask IoU {:.5}\n",
                 v.name,
                 v.max_abs_diff,
-                v.mask_mismatch * 100.0
+                v.mask_mismatch * 100.0,
+                v.mask_iou
             );
         }
         s += &format!("{}\n", if self.passed() { "PASS" } else { "FAIL" });
@@ -102,6 +105,16 @@ pub fn read_f32(path: &Path, len: usize) -> Result<Vec<f32>> {
 
 /// Runs every vector of `manifest` through `model` (or the manifest's model).
 pub fn check(manifest: &Path, model: Option<&Path>, tolerance: Option<f32>) -> Result<Outcome> {
+    check_with(manifest, model, tolerance, &LoadOptions::default())
+}
+
+/// [`check`] with the model loaded by `opts` (e.g. converted to f16).
+pub fn check_with(
+    manifest: &Path,
+    model: Option<&Path>,
+    tolerance: Option<f32>,
+    opts: &LoadOptions,
+) -> Result<Outcome> {
     let text = std::fs::read_to_string(manifest)
         .map_err(|e| Error::io(format!("parity manifest {manifest:?}"), e))?;
     let m: Manifest = serde_json::from_str(&text)
@@ -114,7 +127,7 @@ pub fn check(manifest: &Path, model: Option<&Path>, tolerance: Option<f32>) -> R
         None if m.model.is_file() => m.model.clone(),
         None => dir.join(m.model.file_name().unwrap_or_default()),
     };
-    let loaded = Model::load(&model_path, &LoadOptions::default())?;
+    let loaded = Model::load(&model_path, opts)?;
     let (h, w) = loaded.info().input_hw;
     let (oh, ow) = loaded.info().output_hw;
     let threshold = loaded.info().threshold;
@@ -126,14 +139,24 @@ pub fn check(manifest: &Path, model: Option<&Path>, tolerance: Option<f32>) -> R
         let got = engine.run_tensor(&input)?;
         let mut max_abs_diff = 0.0f32;
         let mut mismatched = 0usize;
+        let (mut inter, mut union) = (0usize, 0usize);
         for (a, b) in got.iter().zip(&expect) {
             max_abs_diff = max_abs_diff.max((a - b).abs());
-            mismatched += usize::from((*a > threshold) != (*b > threshold));
+            let (ma, mb) = (*a > threshold, *b > threshold);
+            mismatched += usize::from(ma != mb);
+            inter += usize::from(ma && mb);
+            union += usize::from(ma || mb);
         }
         vectors.push(VectorResult {
             name: v.name.clone(),
             max_abs_diff,
             mask_mismatch: mismatched as f64 / expect.len() as f64,
+            // Two empty masks agree perfectly.
+            mask_iou: if union == 0 {
+                1.0
+            } else {
+                inter as f64 / union as f64
+            },
         });
     }
     Ok(Outcome {
