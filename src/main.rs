@@ -133,6 +133,9 @@ struct BenchArgs {
     /// Then profile this many inferences per tract operator and print where the time goes.
     #[arg(long, value_name = "RUNS", num_args = 0..=1, default_missing_value = "3")]
     profile: Option<usize>,
+    /// How many of the most expensive nodes the profile lists.
+    #[arg(long, default_value_t = 15)]
+    profile_top: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -378,7 +381,7 @@ fn bench_cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(runs) = a.profile {
         let profile = lgms_edge::bench::profile(&cfg, runs, a.stock)?;
-        print!("{}", profile.to_text(15));
+        print!("{}", profile.to_text(a.profile_top));
     }
     Ok(ExitCode::SUCCESS)
 }

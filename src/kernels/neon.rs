@@ -284,12 +284,7 @@ fn resize_normalize(
     norm: &Normalize,
     out: &mut [f32],
 ) {
-    assert!(
-        roi.fits_in(width as u32, height as u32),
-        "roi outside frame"
-    );
-    assert_eq!(rgb.len(), width * height * 3, "frame buffer size");
-    assert_eq!(out.len(), 3 * out_w * out_h, "tensor size");
+    crate::preprocess::check_resize_args(rgb, width, height, roi, out_w, out_h, out);
     // SAFETY: NEON is part of aarch64; sizes checked above.
     unsafe { resize_neon(rgb, width, roi, out_w, out_h, norm, out) }
 }
