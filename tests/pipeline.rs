@@ -246,8 +246,9 @@ impl FrameSource for Flaky {
     }
 }
 
-#[test]
-fn silent_source_shows_no_signal_then_resumes() {
+/// 30 frames at 30 fps with the camera gone for 900 ms after frame 10, and
+/// a fast model.
+fn unplugged_for_900ms() -> (Flaky, Vec<Box<dyn Segmenter>>) {
     let src = Flaky {
         inner: phantom(30.0, 30),
         dead_from: 10,
@@ -260,6 +261,12 @@ fn silent_source_shows_no_signal_then_resumes() {
         fail_first: 0,
         calls: 0,
     })];
+    (src, segs)
+}
+
+#[test]
+fn silent_source_shows_no_signal_then_resumes() {
+    let (src, segs) = unplugged_for_900ms();
     let mut sink = CollectSink::default();
     let r = pipeline::run(Box::new(src), segs, &mut sink, &opts(150)).unwrap();
     let states: Vec<RecordState> = r.records.iter().map(|r| r.state).collect();
@@ -327,18 +334,7 @@ fn notify_server(dir: &Path) -> (String, std::thread::JoinHandle<Vec<(Instant, S
 fn watchdog_pings_while_frames_flow_and_stops_during_no_signal() {
     let dir = tempfile::tempdir().unwrap();
     let (path, server) = notify_server(dir.path());
-    let src = Flaky {
-        inner: phantom(30.0, 30),
-        dead_from: 10,
-        dead_for: Duration::from_millis(900),
-        dead_since: None,
-        delivered: 0,
-    };
-    let segs: Vec<Box<dyn Segmenter>> = vec![Box::new(SlowDark {
-        delay: Duration::from_millis(1),
-        fail_first: 0,
-        calls: 0,
-    })];
+    let (src, segs) = unplugged_for_900ms();
     // WatchdogSec=40ms: a ping at most every 20 ms while frames flow.
     let dog = lgms_edge::watchdog::Watchdog::new(Some(&path), Some(40_000));
     let o = Options {

@@ -172,8 +172,14 @@ pub fn upsample_plane(
 }
 
 fn widen_scalar(src: &[f32], out: &mut [f32]) {
+    widen_pixels(src, out, 0..src.len());
+}
+
+/// The widening formula for the pixels `js` (the whole row in the scalar
+/// kernel; borders and tails in the SIMD ones), borders clamped.
+fn widen_pixels(src: &[f32], out: &mut [f32], js: impl Iterator<Item = usize>) {
     let w = src.len();
-    for j in 0..w {
+    for j in js {
         let l = src[j.saturating_sub(1)];
         let r = src[(j + 1).min(w - 1)];
         out[2 * j] = 0.75 * src[j] + 0.25 * l;
@@ -190,6 +196,8 @@ fn blend_scalar(a: &[f32], b: &[f32], out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    use super::widen_pixels;
 
     pub(super) fn widen(src: &[f32], out: &mut [f32]) {
         assert!(out.len() >= 2 * src.len() && !src.is_empty());
@@ -218,12 +226,7 @@ mod x86 {
             _mm256_storeu_ps(q.add(8), _mm256_permute2f128_ps::<0x31>(lo, hi));
             j += 8;
         }
-        for jj in (0..1).chain(j..w) {
-            let l = src[jj.saturating_sub(1)];
-            let r = src[(jj + 1).min(w - 1)];
-            out[2 * jj] = 0.75 * src[jj] + 0.25 * l;
-            out[2 * jj + 1] = 0.75 * src[jj] + 0.25 * r;
-        }
+        widen_pixels(src, out, (0..1).chain(j..w));
     }
 
     pub(super) fn blend(a: &[f32], b: &[f32], out: &mut [f32]) {
@@ -255,6 +258,8 @@ mod x86 {
 mod neon {
     use std::arch::aarch64::*;
 
+    use super::widen_pixels;
+
     pub(super) fn widen(src: &[f32], out: &mut [f32]) {
         assert!(out.len() >= 2 * src.len() && !src.is_empty());
         // SAFETY: NEON is baseline on aarch64; bounds asserted above.
@@ -275,12 +280,7 @@ mod neon {
             vst2q_f32(out.as_mut_ptr().add(2 * j), float32x4x2_t(even, odd));
             j += 4;
         }
-        for jj in (0..1).chain(j..w) {
-            let l = src[jj.saturating_sub(1)];
-            let r = src[(jj + 1).min(w - 1)];
-            out[2 * jj] = 0.75 * src[jj] + 0.25 * l;
-            out[2 * jj + 1] = 0.75 * src[jj] + 0.25 * r;
-        }
+        widen_pixels(src, out, (0..1).chain(j..w));
     }
 
     pub(super) fn blend(a: &[f32], b: &[f32], out: &mut [f32]) {
