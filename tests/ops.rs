@@ -2,16 +2,13 @@
 //! their scalar reference kernels.
 
 use lgms_edge::engine::{Engine, LoadOptions, Model};
-use lgms_edge::ops::{self, attention, upsample};
+use lgms_edge::ops::{self, attention, conv1x1, graphs, upsample};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_core::ops::math::Mul;
-use tract_onnx::tract_core::ops::nn::resize::{CoordTransformer, Interpolator, Nearest, Resize};
-use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
+use tract_onnx::tract_core::ops::nn::resize::CoordTransformer;
+use tract_onnx::tract_core::ops::nn::Softmax;
 
 fn random(shape: &[usize], seed: u64, amp: f32) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -43,47 +40,6 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// `EinSum(q, k) * scale -> Softmax(axis) -> EinSum(., v)` with the given
-/// einsum expressions and input shapes.
-fn attention_graph(
-    qk: &str,
-    av: &str,
-    shapes: [&[usize]; 3],
-    scale: Option<f32>,
-    softmax_axis: Option<usize>,
-    v_first: bool,
-) -> TypedModel {
-    let mut m = TypedModel::default();
-    let q = m.add_source("q", f32::fact(shapes[0])).unwrap();
-    let k = m.add_source("k", f32::fact(shapes[1])).unwrap();
-    let v = m.add_source("v", f32::fact(shapes[2])).unwrap();
-    let qk_op = EinSum::new(qk.parse().unwrap(), f32::datum_type());
-    let mut s = m.wire_node("qk", qk_op, &[q, k]).unwrap()[0];
-    let rank = m.outlet_fact(s).unwrap().rank();
-    if let Some(c) = scale {
-        let c = m
-            .add_const("scale", tensor0(c).broadcast_into_rank(rank).unwrap())
-            .unwrap();
-        s = m
-            .wire_node("mul", TypedBinOp(Box::new(Mul), None), &[s, c])
-            .unwrap()[0];
-    }
-    let sm = Softmax {
-        axes: tvec![softmax_axis.unwrap_or(rank - 1)],
-        quant_output_dt: None,
-        kind: SoftmaxKind::Softmax,
-    };
-    let p = m.wire_node("softmax", sm, &[s]).unwrap()[0];
-    let av_op = EinSum::new(av.parse().unwrap(), f32::datum_type());
-    let o = if v_first {
-        m.wire_node("av", av_op, &[v, p]).unwrap()
-    } else {
-        m.wire_node("av", av_op, &[p, v]).unwrap()
-    };
-    m.select_output_outlets(&o).unwrap();
-    m
-}
-
 /// `v_first`: V is the first operand of the second product.
 fn check_attention(
     qk: &str,
@@ -93,7 +49,7 @@ fn check_attention(
     v_first: bool,
     seed: u64,
 ) {
-    let stock = attention_graph(qk, av, shapes, scale, None, v_first);
+    let stock = graphs::attention(qk, av, shapes, scale, None, v_first).unwrap();
     let mut ours = stock.clone();
     let subs = ops::substitute(&mut ours).unwrap();
     assert_eq!(subs.attention, 1, "{qk} / {av} was not fused");
@@ -147,14 +103,15 @@ fn other_attention_layouts_are_fused_and_match_stock() {
 
 #[test]
 fn softmax_not_over_the_keys_is_left_to_tract() {
-    let m0 = attention_graph(
+    let m0 = graphs::attention(
         "bhmd,bhnd->bhmn",
         "bhmn,bhnd->bhmd",
         [&[1, 2, 8, 4], &[1, 2, 8, 4], &[1, 2, 8, 4]],
         Some(0.5),
         Some(2),
         false,
-    );
+    )
+    .unwrap();
     let mut m = m0.clone();
     assert_eq!(ops::substitute(&mut m).unwrap().attention, 0);
 }
@@ -193,24 +150,6 @@ proptest! {
     }
 }
 
-fn resize_graph(shape: [usize; 4], ct: CoordTransformer) -> TypedModel {
-    let mut m = TypedModel::default();
-    let x = m.add_source("x", f32::fact(shape)).unwrap();
-    let scales = m
-        .add_const("scales", tensor1(&[1f32, 1.0, 2.0, 2.0]))
-        .unwrap();
-    let op = Resize {
-        coord_transformer: ct,
-        interpolator: Interpolator::Linear,
-        nearest: Nearest::Floor,
-        optional_scales_input: Some(1),
-        optional_sizes_input: None,
-    };
-    let y = m.wire_node("resize", op, &[x, scales]).unwrap();
-    m.select_output_outlets(&y).unwrap();
-    m
-}
-
 #[test]
 fn upsample_matches_tract_resize() {
     for (i, shape) in [[1, 3, 5, 7], [1, 2, 1, 1], [2, 4, 17, 33], [1, 1, 8, 16]]
@@ -221,7 +160,7 @@ fn upsample_matches_tract_resize() {
             CoordTransformer::HalfPixel,
             CoordTransformer::PytorchHalfPixel,
         ] {
-            let stock = resize_graph(shape, ct.clone());
+            let stock = graphs::resize2x(shape, ct.clone()).unwrap();
             let mut ours = stock.clone();
             assert_eq!(ops::substitute(&mut ours).unwrap().upsample, 1);
             let x = random(&shape, 10 + i as u64, 5.0);
@@ -233,7 +172,7 @@ fn upsample_matches_tract_resize() {
 
 #[test]
 fn align_corners_resize_is_left_to_tract() {
-    let mut m = resize_graph([1, 2, 4, 4], CoordTransformer::AlignCorners);
+    let mut m = graphs::resize2x([1, 2, 4, 4], CoordTransformer::AlignCorners).unwrap();
     assert_eq!(ops::substitute(&mut m).unwrap().upsample, 0);
 }
 
@@ -251,6 +190,62 @@ proptest! {
             upsample::upsample_plane(k, &src, h, w, &mut rows, &mut got);
             let diff = max_abs_diff(&want, &got);
             prop_assert!(diff < 1e-6, "{} {h}x{w}: {diff:e}", k.name);
+        }
+    }
+}
+
+#[test]
+fn wide_conv1x1_with_bias_is_replaced_and_matches_stock() {
+    // 64x64 pixels is below MIN_PIXELS; 128x130 is above, with a pixel tail
+    // (16640 = 32 tiles + 256) and an output channel count that is not a
+    // multiple of 4.
+    for (i, o, h, w, fused) in [
+        (32, 64, 128, 130, 1),
+        (7, 18, 128, 129, 1),
+        (16, 16, 64, 64, 0),
+    ] {
+        let stock = graphs::conv1x1(i, o, h, w, 5).unwrap();
+        let mut ours = stock.clone();
+        assert_eq!(
+            ops::substitute(&mut ours).unwrap().conv1x1,
+            fused,
+            "{i}->{o} {h}x{w}"
+        );
+        if fused == 1 {
+            // The bias Add was folded in as well.
+            assert_eq!(
+                ours.nodes().iter().filter(|n| n.op.name() == "Add").count(),
+                0
+            );
+        }
+        let x = random(&[1, i, h, w], 9, 1.0);
+        let diff = max_abs_diff(&run(&stock, std::slice::from_ref(&x)), &run(&ours, &[x]));
+        assert!(diff < 1e-4, "{i}->{o} {h}x{w}: max |diff| {diff:e}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn conv1x1_kernels_match_scalar(i in 1usize..20, o in 1usize..11, p in 1usize..700,
+                                    seed in 0u64..1000) {
+        let w = graphs::pseudo_random(o * i, seed);
+        let b = graphs::pseudo_random(o, seed + 1);
+        let x = graphs::pseudo_random(i * p, seed + 2);
+        let mut want = vec![0.0; o * p];
+        conv1x1::conv_scalar(&w, &b, &x, i, p, 0, o, &mut want);
+        if let Some((name, k)) = conv1x1::simd_kernel() {
+            let mut got = vec![0.0; o * p];
+            k(&w, &b, &x, i, p, 0, o, &mut got);
+            let diff = max_abs_diff(&want, &got);
+            prop_assert!(diff < 1e-5, "{} i={} o={} p={}: {:e}", name, i, o, p, diff);
+            // A block of channels in the middle writes only its own rows.
+            if o > 2 {
+                let mut part = vec![0.0; (o - 2) * p];
+                k(&w, &b, &x, i, p, 1, o - 2, &mut part);
+                let diff = max_abs_diff(&want[p..(o - 1) * p], &part);
+                prop_assert!(diff < 1e-5, "{} channels 1..{}: {:e}", name, o - 1, diff);
+            }
         }
     }
 }
@@ -284,7 +279,8 @@ fn bundled_model_with_our_ops_matches_stock_graph() {
         subs,
         ops::Substitutions {
             attention: 4,
-            upsample: 4
+            upsample: 4,
+            conv1x1: 8
         }
     );
     let diff = max_abs_diff(&want, &got);

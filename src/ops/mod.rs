@@ -8,7 +8,9 @@
 //!   the sparse attention of the hybrid blocks, computed one query row at a
 //!   time (the score matrix, up to 4x4x1024x1024 floats, never exists);
 //! - [`upsample::Upsample2x`]: ONNX `Resize` that is a 2x bilinear
-//!   half-pixel upsampling of an NCHW tensor (the decoder's `up_conv`).
+//!   half-pixel upsampling of an NCHW tensor (the decoder's `up_conv`);
+//! - [`conv1x1::Conv1x1`]: 1x1 convolution + bias over a wide image (the
+//!   decoder's full-resolution 1x1 convs), without tract's packing.
 //!
 //! Each operator has scalar, AVX2 and NEON kernels (chosen once per process,
 //! `LGMS_KERNELS=scalar` forces the scalar ones, as for the pixel kernels)
@@ -20,6 +22,8 @@
 use tract_onnx::prelude::*;
 
 pub mod attention;
+pub mod conv1x1;
+pub mod graphs;
 pub mod upsample;
 
 /// What [`substitute`] replaced.
@@ -29,20 +33,41 @@ pub struct Substitutions {
     pub attention: usize,
     /// Resize nodes replaced by [`upsample::Upsample2x`].
     pub upsample: usize,
+    /// Wide 1x1 convolutions replaced by [`conv1x1::Conv1x1`].
+    pub conv1x1: usize,
 }
 
 /// Replaces every matching subgraph of the decluttered `model` by our
 /// operators. Subgraphs that do not match exactly are left to tract.
+///
+/// `LGMS_SKIP_OPS=attention,upsample,conv1x1` (any subset) leaves those to
+/// tract, to time or bisect one operator at a time.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
-    let attention = attention::fuse_all(model)?;
-    let upsample = upsample::replace_all(model)?;
-    if attention + upsample > 0 {
+    let skip = std::env::var("LGMS_SKIP_OPS").unwrap_or_default();
+    let on = |name: &str| !skip.split(',').any(|s| s.trim() == name);
+    let attention = if on("attention") {
+        attention::fuse_all(model)?
+    } else {
+        0
+    };
+    let upsample = if on("upsample") {
+        upsample::replace_all(model)?
+    } else {
+        0
+    };
+    let conv1x1 = if on("conv1x1") {
+        conv1x1::replace_all(model)?
+    } else {
+        0
+    };
+    if attention + upsample + conv1x1 > 0 {
         // Drop the nodes the patches disconnected.
         *model = model.clone().into_compact()?;
     }
     Ok(Substitutions {
         attention,
         upsample,
+        conv1x1,
     })
 }
 
@@ -67,6 +92,18 @@ fn for_each_block(n: usize, f: impl Fn(usize) + Sync + Send) {
         }
     }
     (0..n).for_each(f);
+}
+
+/// Threads [`for_each_block`] would use now (1 without a multi-threaded executor).
+fn parallelism() -> usize {
+    #[cfg(feature = "multithread")]
+    {
+        use tract_linalg::multithread::{current_tract_executor, Executor};
+        if let Executor::MultiThread(pool) = current_tract_executor() {
+            return pool.current_num_threads().max(1);
+        }
+    }
+    1
 }
 
 /// A raw pointer to an output buffer that blocks write disjoint parts of.

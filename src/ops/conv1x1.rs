@@ -1,0 +1,560 @@
+//! 1x1 convolution (+ bias) over a wide NCHW image: `out[o, p] = b[o] +
+//! sum_i w[o, i] x[i, p]` with the pixels `p` contiguous.
+//!
+//! LGMSNet's decoder ends in 1x1 convs at 128x128 and 256x256 with 16 to
+//! 128 channels: few output channels, 16k-65k pixels. tract runs them as a
+//! general matrix product that packs the image into panels first, and got
+//! 5-11 GFLOP/s on them here (`lgms-edge bench --profile`), against 35-50
+//! on the narrow, deep convs of the encoder. In NCHW the product needs no
+//! packing: this kernel walks the pixels in tiles that stay in cache and
+//! keeps a 4-output-channel x 16-pixel block in registers (AVX2; 4 x 16 in
+//! NEON registers), broadcasting each weight.
+//!
+//! [`replace_all`] matches, in the decluttered graph, an `EinSum` of the
+//! image with a constant `[O, I]` matrix whose input and output are
+//! `[.., I, pixels..]` and `[.., O, pixels..]` (how tract declutters a 1x1
+//! ONNX Conv), plus the bias `Add` that follows when its constant varies
+//! only along `O`. Only images of at least [`MIN_PIXELS`] pixels: below
+//! that tract's own kernels are already efficient.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::{EvalContext, EvalOp, Op, StaticName, TypedOp};
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::konst::Const;
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
+
+use super::{for_each_block, parallelism, simd_allowed};
+
+/// Images with fewer pixels are left to tract.
+pub const MIN_PIXELS: usize = 128 * 128;
+
+/// Pixels per tile for `i` input channels: one tile of input (`i x tile`
+/// floats, about 32 KiB) stays in L1 while every output channel of the
+/// block reads it. A multiple of 16 (the SIMD kernels' pixel block).
+fn tile(i: usize) -> usize {
+    (8192 / i.max(1) / 16 * 16).clamp(64, 1024)
+}
+
+/// `[.., I, pixels] -> [.., O, pixels]` by a constant matrix, plus bias.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Conv1x1 {
+    /// Weights, `O x I` row-major.
+    pub weights: Arc<Tensor>,
+    /// Bias per output channel (zeros when the graph had none).
+    pub bias: Arc<Tensor>,
+    /// Input channels.
+    pub i: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Pixels.
+    pub p: usize,
+    /// Output shape.
+    pub out_shape: TVec<usize>,
+}
+
+impl Op for Conv1x1 {
+    fn name(&self) -> StaticName {
+        "LgmsConv1x1".into()
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} -> {} channels, {} pixels",
+            self.i, self.o, self.p
+        )])
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for Conv1x1 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = inputs[0].try_as_plain_ram()?;
+        let x = x.as_slice::<f32>()?;
+        if x.len() != self.i * self.p {
+            bail!(
+                "LgmsConv1x1: input has {} values, expected {} x {}",
+                x.len(),
+                self.i,
+                self.p
+            );
+        }
+        let w = self.weights.try_as_plain_ram()?;
+        let w = w.as_slice::<f32>()?;
+        let b = self.bias.try_as_plain_ram()?;
+        let b = b.as_slice::<f32>()?;
+        let mut out = Tensor::zero::<f32>(&self.out_shape)?;
+        {
+            let mut view = out.try_as_plain_ram_mut()?;
+            let dst = view.as_slice_mut::<f32>()?;
+            let k = kernel();
+            let (i, o, p) = (self.i, self.o, self.p);
+            // One block of output channels per thread (multiples of 4, the
+            // kernels' register block): each owns whole output rows, and
+            // within a block every input tile is read once for all channels.
+            let per = o.div_ceil(parallelism()).div_ceil(4) * 4;
+            let blocks: Vec<(usize, &mut [f32])> = dst
+                .chunks_mut(per * p)
+                .enumerate()
+                .map(|(n, rows)| (n * per, rows))
+                .collect();
+            let blocks: Vec<std::sync::Mutex<(usize, &mut [f32])>> =
+                blocks.into_iter().map(std::sync::Mutex::new).collect();
+            for_each_block(blocks.len(), |n| {
+                let mut guard = blocks[n].lock().unwrap_or_else(|e| e.into_inner());
+                let (oc0, ref mut rows) = *guard;
+                k(w, b, x, i, p, oc0, rows.len() / p, rows);
+            });
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for Conv1x1 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        if inputs[0].datum_type != f32::datum_type() {
+            bail!("LgmsConv1x1 takes f32, got {:?}", inputs[0].datum_type);
+        }
+        Ok(tvec!(f32::fact(self.out_shape.iter().copied())))
+    }
+    as_op!();
+}
+
+/// Computes output channels `oc0..oc0+n` into `rows` (`n x p`), walking
+/// the pixels in tiles of [`tile`]`(i)`.
+///
+/// `w`: `o x i` (all channels); `b`: `o`; `x`: `i x p`.
+pub type Kernel =
+    fn(w: &[f32], b: &[f32], x: &[f32], i: usize, p: usize, oc0: usize, n: usize, rows: &mut [f32]);
+
+/// The kernel this process uses.
+pub fn kernel() -> Kernel {
+    if simd_allowed() {
+        if let Some((_, k)) = simd_kernel() {
+            return k;
+        }
+    }
+    conv_scalar
+}
+
+/// This CPU's SIMD kernel, if the build has one.
+pub fn simd_kernel() -> Option<(&'static str, Kernel)> {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        return Some(("avx2", x86::conv));
+    }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        return Some(("neon", neon::conv));
+    }
+    None
+}
+
+/// The reference kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_scalar(
+    w: &[f32],
+    b: &[f32],
+    x: &[f32],
+    i: usize,
+    p: usize,
+    oc0: usize,
+    n: usize,
+    rows: &mut [f32],
+) {
+    for r in 0..n {
+        conv_row(w, b, x, i, p, oc0 + r, 0..p, &mut rows[r * p..(r + 1) * p]);
+    }
+}
+
+/// Output channel `oc` at pixels `px` into its row, one pixel at a time
+/// (the scalar kernel, and the SIMD kernels' tails).
+#[allow(clippy::too_many_arguments)]
+fn conv_row(
+    w: &[f32],
+    b: &[f32],
+    x: &[f32],
+    i: usize,
+    p: usize,
+    oc: usize,
+    px: std::ops::Range<usize>,
+    row: &mut [f32],
+) {
+    for q in px {
+        let mut acc = b[oc];
+        for c in 0..i {
+            acc += w[oc * i + c] * x[c * p + q];
+        }
+        row[q] = acc;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(w: &[f32], b: &[f32], x: &[f32], i: usize, p: usize, oc0: usize, n: usize, rows: &[f32]) {
+    assert!(w.len() >= (oc0 + n) * i && b.len() >= oc0 + n);
+    assert!(x.len() >= i * p && rows.len() >= n * p);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{check, conv_row, tile};
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv(
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        i: usize,
+        p: usize,
+        oc0: usize,
+        n: usize,
+        rows: &mut [f32],
+    ) {
+        check(w, b, x, i, p, oc0, n, rows);
+        assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
+        // SAFETY: features checked; sizes asserted by `check`.
+        unsafe { conv_avx2(w, b, x, i, p, oc0, n, rows) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn conv_avx2(
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        i: usize,
+        p: usize,
+        oc0: usize,
+        n: usize,
+        rows: &mut [f32],
+    ) {
+        let n4 = n / 4 * 4;
+        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        let tl = tile(i);
+        for t0 in (0..p).step_by(tl) {
+            let end = (t0 + tl).min(p);
+            let body = t0 + (end - t0) / 16 * 16;
+            for r0 in (0..n4).step_by(4) {
+                let oc = oc0 + r0;
+                let mut q = t0;
+                while q < body {
+                    // 4 channels x 16 pixels; q + 16 <= body <= p in every row.
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    for r in 0..4 {
+                        acc[2 * r] = _mm256_set1_ps(b[oc + r]);
+                        acc[2 * r + 1] = acc[2 * r];
+                    }
+                    for c in 0..i {
+                        let x0 = _mm256_loadu_ps(xp.add(c * p + q));
+                        let x1 = _mm256_loadu_ps(xp.add(c * p + q + 8));
+                        for r in 0..4 {
+                            let wv = _mm256_broadcast_ss(&*wp.add((oc + r) * i + c));
+                            acc[2 * r] = _mm256_fmadd_ps(wv, x0, acc[2 * r]);
+                            acc[2 * r + 1] = _mm256_fmadd_ps(wv, x1, acc[2 * r + 1]);
+                        }
+                    }
+                    for r in 0..4 {
+                        let dst = rows.as_mut_ptr().add((r0 + r) * p + q);
+                        _mm256_storeu_ps(dst, acc[2 * r]);
+                        _mm256_storeu_ps(dst.add(8), acc[2 * r + 1]);
+                    }
+                    q += 16;
+                }
+                for r in r0..r0 + 4 {
+                    conv_row(
+                        w,
+                        b,
+                        x,
+                        i,
+                        p,
+                        oc0 + r,
+                        body..end,
+                        &mut rows[r * p..(r + 1) * p],
+                    );
+                }
+            }
+            for r in n4..n {
+                conv_row(
+                    w,
+                    b,
+                    x,
+                    i,
+                    p,
+                    oc0 + r,
+                    t0..end,
+                    &mut rows[r * p..(r + 1) * p],
+                );
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use super::{check, conv_row, tile};
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv(
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        i: usize,
+        p: usize,
+        oc0: usize,
+        n: usize,
+        rows: &mut [f32],
+    ) {
+        check(w, b, x, i, p, oc0, n, rows);
+        // SAFETY: NEON is baseline on aarch64; sizes asserted by `check`.
+        unsafe { conv_neon(w, b, x, i, p, oc0, n, rows) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "neon")]
+    unsafe fn conv_neon(
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        i: usize,
+        p: usize,
+        oc0: usize,
+        n: usize,
+        rows: &mut [f32],
+    ) {
+        let n4 = n / 4 * 4;
+        let xp = x.as_ptr();
+        let tl = tile(i);
+        for t0 in (0..p).step_by(tl) {
+            let end = (t0 + tl).min(p);
+            let body = t0 + (end - t0) / 16 * 16;
+            for r0 in (0..n4).step_by(4) {
+                let oc = oc0 + r0;
+                let mut q = t0;
+                while q < body {
+                    // 4 channels x 16 pixels (4 vectors each): 16 accumulators.
+                    let mut acc = [vdupq_n_f32(0.0); 16];
+                    for r in 0..4 {
+                        for v in 0..4 {
+                            acc[4 * r + v] = vdupq_n_f32(b[oc + r]);
+                        }
+                    }
+                    for c in 0..i {
+                        let row = xp.add(c * p + q);
+                        let xs = [
+                            vld1q_f32(row),
+                            vld1q_f32(row.add(4)),
+                            vld1q_f32(row.add(8)),
+                            vld1q_f32(row.add(12)),
+                        ];
+                        for r in 0..4 {
+                            let wv = w[(oc + r) * i + c];
+                            for v in 0..4 {
+                                acc[4 * r + v] = vfmaq_n_f32(acc[4 * r + v], xs[v], wv);
+                            }
+                        }
+                    }
+                    for r in 0..4 {
+                        let dst = rows.as_mut_ptr().add((r0 + r) * p + q);
+                        for v in 0..4 {
+                            vst1q_f32(dst.add(4 * v), acc[4 * r + v]);
+                        }
+                    }
+                    q += 16;
+                }
+                for r in r0..r0 + 4 {
+                    conv_row(
+                        w,
+                        b,
+                        x,
+                        i,
+                        p,
+                        oc0 + r,
+                        body..end,
+                        &mut rows[r * p..(r + 1) * p],
+                    );
+                }
+            }
+            for r in n4..n {
+                conv_row(
+                    w,
+                    b,
+                    x,
+                    i,
+                    p,
+                    oc0 + r,
+                    t0..end,
+                    &mut rows[r * p..(r + 1) * p],
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pattern matching
+// ---------------------------------------------------------------------------
+
+fn const_of(model: &TypedModel, outlet: OutletId) -> Option<Arc<Tensor>> {
+    let c = model.node(outlet.node).op_as::<Const>()?;
+    (c.val().datum_type() == f32::datum_type()).then(|| c.val().clone())
+}
+
+struct Found {
+    op: Conv1x1,
+    x: OutletId,
+    /// The node whose output the op replaces (the EinSum, or its bias Add).
+    last: usize,
+}
+
+fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
+    let node = model.node(id);
+    let es = node.op_as::<EinSum>()?;
+    if es.q_params.is_some() || es.operating_dt != f32::datum_type() || node.inputs.len() != 2 {
+        return None;
+    }
+    // One operand is the constant [O, I] matrix, the other the image.
+    let (w_slot, w) = (0..2).find_map(|s| const_of(model, node.inputs[s]).map(|t| (s, t)))?;
+    let x_slot = 1 - w_slot;
+    let x_fact = model.outlet_fact(node.inputs[x_slot]).ok()?;
+    let xs: TVec<usize> = x_fact.shape.as_concrete()?.into();
+    let ys: TVec<usize> = model
+        .outlet_fact(OutletId::new(id, 0))
+        .ok()?
+        .shape
+        .as_concrete()?
+        .into();
+    if w.rank() != 2 || x_fact.datum_type != f32::datum_type() {
+        return None;
+    }
+    let axes: Vec<_> = es.axes.iter_all_axes().collect();
+    let pos =
+        |a: &&tract_onnx::tract_core::axes::Axis, slot: usize| a.inputs[slot].first().copied();
+    // W's two axes: I (contracted, in x) and O (in the output, not in x).
+    let w_i = axes
+        .iter()
+        .find(|a| pos(a, w_slot).is_some() && a.outputs[0].is_empty())?;
+    let w_o = axes
+        .iter()
+        .find(|a| pos(a, w_slot).is_some() && !a.outputs[0].is_empty())?;
+    let (wi_pos, wo_pos) = (pos(w_i, w_slot)?, pos(w_o, w_slot)?);
+    let (i, o) = (w.shape()[wi_pos], w.shape()[wo_pos]);
+    let xi = pos(w_i, x_slot)?;
+    if pos(w_o, x_slot).is_some() || xs[xi] != i {
+        return None;
+    }
+    // x = [size-1 axes.., I, pixel axes..] and y = [size-1.., O, pixel axes..],
+    // pixel axes in the same order: both are [channels, pixels] in memory.
+    if xs[..xi].iter().any(|&d| d != 1) {
+        return None;
+    }
+    let yo = w_o.outputs[0][0];
+    if ys[..yo].iter().any(|&d| d != 1) || ys[yo] != o {
+        return None;
+    }
+    let x_pixels: Vec<usize> = (xi + 1..xs.len()).collect();
+    let y_pixels: Vec<usize> = (yo + 1..ys.len()).collect();
+    if x_pixels.len() != y_pixels.len() {
+        return None;
+    }
+    for (&xa, &ya) in x_pixels.iter().zip(&y_pixels) {
+        let a = axes.iter().find(|a| pos(a, x_slot) == Some(xa))?;
+        if a.outputs[0].first() != Some(&ya) || xs[xa] != ys[ya] || pos(a, w_slot).is_some() {
+            return None;
+        }
+    }
+    // Axes of x before I (size 1) may be summed away or kept: either way
+    // the data is the same [I, P] block.
+    let p: usize = x_pixels.iter().map(|&a| xs[a]).product();
+    if p < MIN_PIXELS {
+        return None;
+    }
+    // The weights as O x I row-major.
+    let w = if wo_pos == 0 {
+        w
+    } else {
+        Arc::new(w.as_ref().clone().permute_axes(&[1, 0]).ok()?)
+    };
+    // A following bias Add with a constant that varies along O only.
+    let mut last = id;
+    let mut bias = Tensor::zero::<f32>(&[o]).ok()?;
+    let succ = &node.outputs[0].successors;
+    if succ.len() == 1 && !model.outputs.contains(&OutletId::new(id, 0)) {
+        let add_id = succ[0].node;
+        let add = model.node(add_id);
+        if add
+            .op_as::<TypedBinOp>()
+            .is_some_and(|b| b.0.name() == "Add")
+        {
+            let other = add.inputs[1 - succ[0].slot];
+            if let Some(c) = const_of(model, other) {
+                let cs = c.shape();
+                let along_o = cs.len() == ys.len()
+                    && cs
+                        .iter()
+                        .enumerate()
+                        .all(|(ax, &d)| d == 1 || (ax == yo && d == o))
+                    || cs.len() == ys.len() - yo
+                        && cs
+                            .iter()
+                            .enumerate()
+                            .all(|(ax, &d)| d == 1 || (ax == 0 && d == o));
+                let add_shape = model.outlet_fact(OutletId::new(add_id, 0)).ok()?;
+                if along_o && add_shape.shape.as_concrete()? == ys.as_slice() {
+                    let flat = c.clone().into_tensor().into_shape(&[c.len()]).ok()?;
+                    bias = if c.len() == o {
+                        flat
+                    } else {
+                        // A scalar bias, broadcast to every channel.
+                        let v = flat.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?[0];
+                        Tensor::from_shape(&[o], &vec![v; o]).ok()?
+                    };
+                    last = add_id;
+                }
+            }
+        }
+    }
+    Some(Found {
+        op: Conv1x1 {
+            weights: Arc::new(w.as_ref().clone().into_shape(&[o, i]).ok()?),
+            bias: Arc::new(bias),
+            i,
+            o,
+            p,
+            out_shape: ys,
+        },
+        x: node.inputs[x_slot],
+        last,
+    })
+}
+
+/// Replaces every wide 1x1 convolution; returns how many.
+pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    let candidates: Vec<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| n.op_is::<EinSum>())
+        .map(|n| n.id)
+        .collect();
+    for id in candidates {
+        let Some(found) = match_at(model, id) else {
+            continue;
+        };
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, found.x)?;
+        let name = format!("{}.lgms_conv1x1", model.node(id).name);
+        let out = patch.wire_node(name, found.op, &[x])?;
+        patch.shunt_outside(model, OutletId::new(found.last, 0), out[0])?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
