@@ -26,10 +26,13 @@ AARCH64_GLIBC   ?= 2.31
 AARCH64_LINK    ?= gcc
 AARCH64_DIR     := $(or $(CARGO_TARGET_DIR),target)/$(AARCH64_TARGET)
 AARCH64_BIN     := $(AARCH64_DIR)/release/lgms-edge
-AARCH64_ENV     := RUSTC=$(AARCH64_RUSTC) CARGO=$(AARCH64_CARGO)
+AARCH64_RUSTDOC ?= /usr/bin/rustdoc
+# RUSTDOC too: the doc tests are compiled for aarch64 as well.
+AARCH64_ENV     := RUSTC=$(AARCH64_RUSTC) RUSTDOC=$(AARCH64_RUSTDOC) CARGO=$(AARCH64_CARGO)
 # Network tests are slow under emulation (~40 s per full inference); the
 # suite reads this to run one frame per network test.
-QEMU_TEST_ENV   := LGMS_EMULATED=1
+# LGMS_TEST_RUNNER: the CLI tests spawn the aarch64 binary through qemu too.
+QEMU_TEST_ENV   := LGMS_EMULATED=1 LGMS_TEST_RUNNER="qemu-aarch64-static -L /"
 
 ifeq ($(AARCH64_LINK),zig)
 AARCH64_BUILD   := $(AARCH64_ENV) cargo-zigbuild zigbuild --target $(AARCH64_TARGET).$(AARCH64_GLIBC)

@@ -5,8 +5,10 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+mod common;
+
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lgms-edge"));
+    let mut c = common::lgms_edge();
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c.env("RUST_LOG", "warn");
     c

@@ -1,14 +1,12 @@
 //! The `phantom` subcommand, run as a user would.
 
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_lgms-edge");
+mod common;
 
 #[test]
 fn phantom_writes_image_mask_pairs() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tmp");
-    let run = Command::new(BIN)
+    let run = common::lgms_edge()
         .args(["phantom", "--out"])
         .arg(&out)
         .args(["--count", "3", "--seed", "1"])
@@ -32,7 +30,7 @@ fn phantom_writes_image_mask_pairs() {
 #[test]
 fn phantom_endoscopy_with_size() {
     let dir = tempfile::tempdir().unwrap();
-    let run = Command::new(BIN)
+    let run = common::lgms_edge()
         .args(["phantom", "--out"])
         .arg(dir.path())
         .args(["--count", "1", "--kind", "endoscopy", "--size", "96x64"])
@@ -56,7 +54,7 @@ fn bad_arguments_fail_with_the_fix() {
         (vec!["--count", "1", "--size", "8x8"], "32..=4096"),
         (vec!["--count", "0"], "--count 1"),
     ] {
-        let run = Command::new(BIN)
+        let run = common::lgms_edge()
             .args(["phantom", "--out"])
             .arg(dir.path())
             .args(&args)
