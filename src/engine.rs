@@ -784,6 +784,8 @@ pub struct InfoReport {
     pub cpu_features: Vec<String>,
     /// Pixel-kernel table in use (`scalar`, `avx2`, `neon`).
     pub pixel_kernels: &'static str,
+    /// Subgraphs running on lgms-edge's own tract operators.
+    pub lgms_ops: crate::ops::Substitutions,
 }
 
 impl InfoReport {
@@ -814,6 +816,7 @@ impl InfoReport {
             arch: std::env::consts::ARCH.to_string(),
             cpu_features: cpu_features(),
             pixel_kernels: crate::kernels::best().name,
+            lgms_ops: info.substitutions,
         }
     }
 
@@ -841,6 +844,15 @@ impl InfoReport {
             s,
             "kernels:      {} (pixel stages; LGMS_KERNELS=scalar forces the reference)",
             self.pixel_kernels
+        );
+        let o = &self.lgms_ops;
+        let _ = writeln!(
+            s,
+            "lgms ops:     {} attention, {} upsample 2x, {} 1x1 conv ({} kernels; bench --stock runs without)",
+            o.attention,
+            o.upsample,
+            o.conv1x1,
+            if self.pixel_kernels == "scalar" { "scalar" } else { "SIMD" }
         );
         let _ = writeln!(s, "metadata:");
         for (k, v) in &self.metadata {

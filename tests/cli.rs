@@ -99,9 +99,30 @@ fn info_prints_model_and_cpu() {
         "parameters:",
         "cpu:",
         "operators",
+        // The tiny model has none of the patterns our operators replace.
+        "lgms ops:     0 attention, 0 upsample 2x, 0 1x1 conv",
     ] {
         assert!(text.contains(n), "{n}: {text}");
     }
+}
+
+#[test]
+fn info_reports_our_operators_in_the_bundled_model() {
+    let out = bin()
+        .args(["info", "models/lgmsnet-phantom-us.f32.onnx"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("lgms ops:     4 attention, 4 upsample 2x, 8 1x1 conv"),
+        "{text}"
+    );
+    assert!(text.contains("LgmsAttention"), "{text}");
 }
 
 #[test]
