@@ -44,7 +44,7 @@ AARCH64_TEST    := $(AARCH64_ENV) $(QEMU_TEST_ENV) $(AARCH64_CARGO) test --targe
 AARCH64_MAX_GLIBC := 2.36
 endif
 
-.PHONY: aarch64 test-aarch64 aarch64-glibc deploy
+.PHONY: aarch64 test-aarch64 aarch64-glibc aarch64-glibc231-run deploy
 
 aarch64:
 	$(AARCH64_BUILD) --release --locked
@@ -57,6 +57,10 @@ test-aarch64:
 
 aarch64-glibc:
 	@MAX_GLIBC=$(AARCH64_MAX_GLIBC) cross/glibc-needed.sh $(AARCH64_BIN)
+
+# Starts the built binary on glibc 2.31 (JetPack 5) under qemu-user.
+aarch64-glibc231-run:
+	cross/run-on-glibc231.sh $(AARCH64_BIN) --version
 
 # make deploy BOARD=rpi5 HOST=user@cart: build, copy binary + model + config,
 # install and restart the systemd unit. DRY_RUN=1 prints the ssh/scp
