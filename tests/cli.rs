@@ -269,3 +269,67 @@ fn bench_reports_every_stage_as_json() {
     }
     assert!(r["fps"].as_f64().unwrap() > 0.0);
 }
+
+/// `bench --profile` lists the time per tract operator; `--stock` and
+/// `--f16` load the model the other ways and still run every stage.
+#[test]
+fn bench_profile_stock_and_f16() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("b.toml");
+    let model = root().join("tests/fixtures/tiny_dark.onnx");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[phantom]\nwidth = 96\nheight = 64\n[model]\npath = {:?}\n",
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    for extra in [&["--profile", "2"][..], &["--stock"], &["--f16"]] {
+        let out = bin()
+            .args(["bench", "--frames", "2", "--warmup", "0", "--config"])
+            .arg(&cfg)
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("inference"), "{extra:?}: {text}");
+        if extra[0] == "--profile" {
+            assert!(
+                text.contains("profile:") && text.contains("ms per inference"),
+                "{text}"
+            );
+            // The tiny model is one convolution: it shows up by name.
+            assert!(text.contains("top 15 nodes:"), "{text}");
+        }
+        if extra[0] == "--f16" {
+            assert!(text.contains("f16"), "{text}");
+        }
+    }
+}
+
+/// `LGMS_SKIP_OPS` leaves the named operators to tract.
+#[test]
+fn skip_ops_leaves_operators_to_tract() {
+    let out = bin()
+        .env("LGMS_SKIP_OPS", "attention,conv1x1")
+        .args(["info", "models/lgmsnet-phantom-us.f32.onnx"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("lgms ops:     0 attention, 4 upsample 2x, 0 1x1 conv"),
+        "{text}"
+    );
+    assert!(text.contains("Softmax"), "{text}");
+}
