@@ -26,9 +26,11 @@ done
 busybox --list | grep -qx modprobe || { echo "run.sh: busybox lacks modprobe" >&2; exit 2; }
 
 echo "== building vm_check"
-(cd "$ROOT" && cargo build --quiet --example vm_check --bin lgms-edge)
-BIN=$CARGO_TARGET_DIR/debug/examples/vm_check
-CLI=$CARGO_TARGET_DIR/debug/lgms-edge
+# --release: the same compiled tract as `make test` and `make demo` (one
+# build for all three), and faster code inside the emulated VM.
+(cd "$ROOT" && cargo build --release --quiet --example vm_check --bin lgms-edge)
+BIN=$CARGO_TARGET_DIR/release/examples/vm_check
+CLI=$CARGO_TARGET_DIR/release/lgms-edge
 
 echo "== initramfs in $WORK"
 R=$WORK/root
@@ -37,7 +39,7 @@ cp "$(command -v busybox)" "$R/bin/busybox"
 for a in sh mount umount modprobe insmod rmmod lsmod ls cat echo poweroff sleep dmesg grep cut timeout sync mkdir uname; do
     ln -sf busybox "$R/bin/$a"
 done
-# Debug info is most of a debug build; the VM keeps only the code.
+# Debug info (release keeps line tables) is most of the file; the VM keeps only the code.
 strip -o "$R/bin/vm_check" "$BIN"
 # The CLI with the VM board and its model, for the end-to-end run.
 strip -o "$R/bin/lgms-edge" "$CLI"
