@@ -26,6 +26,21 @@ fn fails_with(out: Output, needles: &[&str]) {
     }
 }
 
+/// A board file in `dir`: a small phantom and the tiny test model.
+fn tiny_bench_config(dir: &std::path::Path) -> PathBuf {
+    let cfg = dir.join("b.toml");
+    let model = root().join("tests/fixtures/tiny_dark.onnx");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[phantom]\nwidth = 96\nheight = 64\n[model]\npath = {:?}\n",
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 /// A stats report (JSON) has a line for each of the seven stages.
 fn assert_every_stage(report: &serde_json::Value) {
     let stages: Vec<&str> = report["stages"]
@@ -106,23 +121,39 @@ fn info_prints_model_and_cpu() {
     }
 }
 
+/// `info` names the subgraphs on our operators; `LGMS_SKIP_OPS` leaves the
+/// named ones to tract.
 #[test]
-fn info_reports_our_operators_in_the_bundled_model() {
-    let out = bin()
-        .args(["info", "models/lgmsnet-phantom-us.f32.onnx"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("lgms ops:     4 attention, 4 upsample 2x, 8 1x1 conv"),
-        "{text}"
-    );
-    assert!(text.contains("LgmsAttention"), "{text}");
+fn info_reports_our_operators_and_skip_ops() {
+    for (skip, line, op) in [
+        (
+            "",
+            "4 attention, 4 upsample 2x, 8 1x1 conv",
+            "LgmsAttention",
+        ),
+        (
+            "attention,conv1x1",
+            "0 attention, 4 upsample 2x, 0 1x1 conv",
+            "Softmax",
+        ),
+    ] {
+        let out = bin()
+            .env("LGMS_SKIP_OPS", skip)
+            .args(["info", "models/lgmsnet-phantom-us.f32.onnx"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("lgms ops:     {line}")),
+            "{skip}: {text}"
+        );
+        assert!(text.contains(op), "{skip}: {text}");
+    }
 }
 
 #[test]
@@ -237,17 +268,8 @@ fn eval_matches_the_hand_computed_dice() {
 #[test]
 fn bench_reports_every_stage_as_json() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("b.toml");
+    let cfg = tiny_bench_config(dir.path());
     let json = dir.path().join("b.json");
-    let model = root().join("tests/fixtures/tiny_dark.onnx");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[phantom]\nwidth = 96\nheight = 64\n[model]\npath = {:?}\n",
-            model.display().to_string()
-        ),
-    )
-    .unwrap();
     let out = bin()
         .args(["bench", "--frames", "5", "--warmup", "1", "--config"])
         .arg(&cfg)
@@ -275,16 +297,7 @@ fn bench_reports_every_stage_as_json() {
 #[test]
 fn bench_profile_stock_and_f16() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("b.toml");
-    let model = root().join("tests/fixtures/tiny_dark.onnx");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[phantom]\nwidth = 96\nheight = 64\n[model]\npath = {:?}\n",
-            model.display().to_string()
-        ),
-    )
-    .unwrap();
+    let cfg = tiny_bench_config(dir.path());
     for extra in [&["--profile", "2"][..], &["--stock"], &["--f16"]] {
         let out = bin()
             .args(["bench", "--frames", "2", "--warmup", "0", "--config"])
@@ -311,25 +324,4 @@ fn bench_profile_stock_and_f16() {
             assert!(text.contains("f16"), "{text}");
         }
     }
-}
-
-/// `LGMS_SKIP_OPS` leaves the named operators to tract.
-#[test]
-fn skip_ops_leaves_operators_to_tract() {
-    let out = bin()
-        .env("LGMS_SKIP_OPS", "attention,conv1x1")
-        .args(["info", "models/lgmsnet-phantom-us.f32.onnx"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("lgms ops:     0 attention, 4 upsample 2x, 0 1x1 conv"),
-        "{text}"
-    );
-    assert!(text.contains("Softmax"), "{text}");
 }
