@@ -26,6 +26,16 @@ fn fails_with(out: Output, needles: &[&str]) {
     }
 }
 
+/// The stdout of a run that must have succeeded (else its stderr).
+fn succeeds(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A board file in `dir`: a small phantom and the tiny test model.
 fn tiny_bench_config(dir: &std::path::Path) -> PathBuf {
     let cfg = dir.join("b.toml");
@@ -102,12 +112,7 @@ fn info_prints_model_and_cpu() {
         .args(["info", "tests/fixtures/tiny_dark.onnx"])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = succeeds(&out);
     for n in [
         "tiny-dark",
         "[1, 3, 32, 32]",
@@ -142,12 +147,7 @@ fn info_reports_our_operators_and_skip_ops() {
             .args(["info", "models/lgmsnet-phantom-us.f32.onnx"])
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = succeeds(&out);
         assert!(
             text.contains(&format!("lgms ops:     {line}")),
             "{skip}: {text}"
