@@ -80,6 +80,17 @@ fn phantom(fps: f64, frames: u64) -> Box<dyn FrameSource> {
     Box::new(PhantomSource::new(p, fps).unwrap().limit(Some(frames)))
 }
 
+/// Under qemu-user (`make test-aarch64` sets `LGMS_EMULATED`) everything runs
+/// several times slower: the tests that demand every frame out get a source
+/// at a quarter of the rate, so that the compositor still keeps pace.
+fn pace(fps: f64) -> f64 {
+    if std::env::var_os("LGMS_EMULATED").is_some() {
+        fps / 4.0
+    } else {
+        fps
+    }
+}
+
 fn opts(max_age_ms: u64) -> Options {
     Options {
         max_mask_age: Duration::from_millis(max_age_ms),
@@ -99,7 +110,7 @@ fn end_to_end_through_tract_every_frame_out_fresh_masks_only() {
     let segs: Vec<Box<dyn Segmenter>> = vec![Box::new(Engine::new(model).unwrap())];
     let mut sink = CollectSink::default();
     let n = 40;
-    let r = pipeline::run(phantom(40.0, n), segs, &mut sink, &opts(150)).unwrap();
+    let r = pipeline::run(phantom(pace(40.0), n), segs, &mut sink, &opts(150)).unwrap();
     let rep = &r.report;
     assert_eq!(rep.frames_in, n);
     assert_eq!(rep.frames_out, n);
@@ -199,7 +210,7 @@ fn failing_model_shows_error_and_recovers() {
         calls: 0,
     })];
     let mut sink = CollectSink::default();
-    let r = pipeline::run(phantom(30.0, 60), segs, &mut sink, &opts(150)).unwrap();
+    let r = pipeline::run(phantom(pace(30.0), 60), segs, &mut sink, &opts(150)).unwrap();
     assert_eq!(r.report.frames_out, 60);
     let states: Vec<RecordState> = r.records.iter().map(|r| r.state).collect();
     let first_err = states.iter().position(|s| *s == RecordState::ModelError);
