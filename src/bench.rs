@@ -32,10 +32,22 @@ pub struct BenchOptions {
     pub use_display: bool,
     /// tract's stock graph, without our fused operators.
     pub stock: bool,
+    /// Then profile this many inferences per tract operator, on the last
+    /// frame's input with the same (warm) engine.
+    pub profile_runs: Option<usize>,
+}
+
+/// What [`run`] measured.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    /// Per-stage latency and fps.
+    pub report: Report,
+    /// Time per tract operator, when [`BenchOptions::profile_runs`] asked for it.
+    pub profile: Option<OpProfile>,
 }
 
 /// Runs the bench described by `cfg` (its source, model, ROI, overlay).
-pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<Report> {
+pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
     if opts.frames == 0 {
         return Err(Error::config(
             "<bench>",
@@ -106,7 +118,8 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<Report> {
     sink.finish()?;
     let duration_s = started.elapsed().as_secs_f64();
     let fps = done as f64 / duration_s.max(1e-9);
-    Ok(Report {
+    let profile = opts.profile_runs.map(|r| engine.profile(r)).transpose()?;
+    let report = Report {
         model: label,
         source: source.name(),
         duration_s,
@@ -120,32 +133,8 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<Report> {
         frames_mask_stale: 0,
         frames_no_mask: 0,
         stages: Report::stage_reports(&rec),
-    })
-}
-
-/// Per-operator profile of `runs` inferences on one frame of `cfg`'s source
-/// (after one unprofiled warm-up run).
-pub fn profile(cfg: &Config, runs: usize, stock: bool) -> Result<OpProfile> {
-    let model = Model::load(
-        &cfg.model.path,
-        &LoadOptions {
-            stock,
-            ..app::load_options(cfg)
-        },
-    )?;
-    let mut engine = Engine::new(model)?;
-    let mut source = unpaced_source(cfg)?;
-    let (w, h) = source.size();
-    let mut frame = Frame::new(w, h);
-    if !source.next_frame(&mut frame)? {
-        return Err(Error::Source {
-            source_name: source.name(),
-            reason: "ended before the first frame; nothing to profile".into(),
-        });
-    }
-    engine.preprocess(&frame, cfg.roi.unwrap_or(Rect::full(w, h)))?;
-    engine.infer()?;
-    engine.profile(runs)
+    };
+    Ok(BenchResult { report, profile })
 }
 
 /// The config's source; the phantom unpaced, so that capture costs only rendering.

@@ -438,6 +438,14 @@ impl Meta<'_> {
     }
 }
 
+/// A tract failure while preparing or running `model`.
+fn inference_error(model: &str, e: TractError) -> Error {
+    Error::Inference {
+        model: model.to_string(),
+        reason: format!("{e:#}"),
+    }
+}
+
 /// One worker's inference context: a tract state and buffers sized once.
 pub struct Engine {
     model: Arc<Model>,
@@ -453,14 +461,8 @@ impl Engine {
     pub fn new(model: Arc<Model>) -> Result<Engine> {
         let (h, w) = model.info.input_hw;
         let (oh, ow) = model.info.output_hw;
-        let state = TypedSimpleState::new(&model.plan).map_err(|e| Error::Inference {
-            model: model.info.name.clone(),
-            reason: format!("{e:#}"),
-        })?;
-        let fail = |e: TractError| Error::Inference {
-            model: model.info.name.clone(),
-            reason: format!("{e:#}"),
-        };
+        let fail = |e: TractError| inference_error(&model.info.name, e);
+        let state = TypedSimpleState::new(&model.plan).map_err(fail)?;
         let input_dt = model.plan.model().input_fact(0).map_err(fail)?.datum_type;
         let input_f16 = if input_dt == f16::datum_type() {
             Some(Arc::new(Tensor::zero::<f16>(&[1, 3, h, w]).map_err(fail)?))
@@ -486,15 +488,10 @@ impl Engine {
         // tract drops its reference to the input when a run ends
         // (`reset_turn`), so this is unique and no copy is made; if it
         // ever were not, `make_mut` copies instead of corrupting a run.
+        let fail = |e: TractError| inference_error(&self.model.info.name, e);
         let t = Arc::make_mut(&mut self.input);
-        let mut view = t.try_as_plain_ram_mut().map_err(|e| Error::Inference {
-            model: self.model.info.name.clone(),
-            reason: format!("{e:#}"),
-        })?;
-        let data = view.as_slice_mut::<f32>().map_err(|e| Error::Inference {
-            model: self.model.info.name.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        let mut view = t.try_as_plain_ram_mut().map_err(fail)?;
+        let data = view.as_slice_mut::<f32>().map_err(fail)?;
         Ok(fill(data))
     }
 
@@ -530,20 +527,16 @@ impl Engine {
 
     /// Runs the network on the current input tensor; the logits are then in [`Engine::logits`].
     pub fn infer(&mut self) -> Result<()> {
-        let fail = |e: TractError, name: &str| Error::Inference {
-            model: name.to_string(),
-            reason: format!("{e:#}"),
-        };
         let input = self
             .input_value()
-            .map_err(|e| fail(e, &self.model.info.name))?;
+            .map_err(|e| inference_error(&self.model.info.name, e))?;
         let outputs = self
             .state
             .run(tvec!(input))
-            .map_err(|e| fail(e, &self.model.info.name))?;
+            .map_err(|e| inference_error(&self.model.info.name, e))?;
         let view = outputs[0]
             .try_as_plain_ram()
-            .map_err(|e| fail(e, &self.model.info.name))?;
+            .map_err(|e| inference_error(&self.model.info.name, e))?;
         if view.len() != self.logits.len() {
             return Err(Error::Inference {
                 model: self.model.info.name.clone(),
@@ -557,14 +550,14 @@ impl Engine {
         if outputs[0].datum_type() == f16::datum_type() {
             let out = view
                 .as_slice::<f16>()
-                .map_err(|e| fail(e, &self.model.info.name))?;
+                .map_err(|e| inference_error(&self.model.info.name, e))?;
             for (l, o) in self.logits.iter_mut().zip(out) {
                 *l = o.to_f32();
             }
         } else {
             let out = view
                 .as_slice::<f32>()
-                .map_err(|e| fail(e, &self.model.info.name))?;
+                .map_err(|e| inference_error(&self.model.info.name, e))?;
             self.logits.copy_from_slice(out);
         }
         Ok(())
@@ -634,15 +627,11 @@ impl Engine {
         let plan = self.model.plan.clone();
         let model = plan.model();
         let mut per_node = vec![std::time::Duration::ZERO; model.nodes().len()];
-        let fail = |e: TractError, name: &str| Error::Inference {
-            model: name.to_string(),
-            reason: format!("{e:#}"),
-        };
         let started = Instant::now();
         for _ in 0..runs.max(1) {
             let input = self
                 .input_value()
-                .map_err(|e| fail(e, &self.model.info.name))?;
+                .map_err(|e| inference_error(&self.model.info.name, e))?;
             self.state
                 .run_plan_with_eval(tvec!(input), |ctx, op_state, node, inputs| {
                     let t = Instant::now();
@@ -650,7 +639,7 @@ impl Engine {
                     per_node[node.id] += t.elapsed();
                     out
                 })
-                .map_err(|e| fail(e, &self.model.info.name))?;
+                .map_err(|e| inference_error(&self.model.info.name, e))?;
         }
         let runs = runs.max(1) as f64;
         let total_ms = started.elapsed().as_secs_f64() * 1e3 / runs;

@@ -373,14 +373,14 @@ fn bench_cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
         warmup: a.warmup,
         use_display: a.display,
         stock: a.stock,
+        profile_runs: a.profile,
     };
-    let report = lgms_edge::bench::run(&cfg, &opts)?;
-    print!("{}", report.to_text());
+    let result = lgms_edge::bench::run(&cfg, &opts)?;
+    print!("{}", result.report.to_text());
     if let Some(p) = &a.json {
-        app::write_json(p, &report)?;
+        app::write_json(p, &result.report)?;
     }
-    if let Some(runs) = a.profile {
-        let profile = lgms_edge::bench::profile(&cfg, runs, a.stock)?;
+    if let Some(profile) = &result.profile {
         print!("{}", profile.to_text(a.profile_top));
     }
     Ok(ExitCode::SUCCESS)

@@ -215,17 +215,10 @@ pub type Kernel = fn(
 /// The kernel this process uses: SIMD where the CPU has it, unless
 /// `LGMS_KERNELS=scalar`.
 pub fn kernel() -> Kernel {
-    if simd_allowed() {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return x86::attend;
-        }
-        #[cfg(target_arch = "aarch64")]
-        if std::arch::is_aarch64_feature_detected!("neon") {
-            return neon::attend;
-        }
+    match simd_kernel() {
+        Some((_, k)) if simd_allowed() => k,
+        _ => attend_scalar,
     }
-    attend_scalar
 }
 
 /// The reference kernel (and the fallback).
@@ -553,20 +546,18 @@ mod neon {
     }
 }
 
-/// Every SIMD kernel this build has, with its name (for tests and benches:
-/// each is compared with [`attend_scalar`]).
-pub fn simd_kernels() -> Vec<(&'static str, Kernel)> {
-    #[allow(unused_mut)]
-    let mut v: Vec<(&'static str, Kernel)> = Vec::new();
+/// This CPU's SIMD kernel and its name, if the build has one (tests and
+/// benches compare it with [`attend_scalar`]).
+pub fn simd_kernel() -> Option<(&'static str, Kernel)> {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        v.push(("avx2", x86::attend as Kernel));
+        return Some(("avx2", x86::attend));
     }
     #[cfg(target_arch = "aarch64")]
     if std::arch::is_aarch64_feature_detected!("neon") {
-        v.push(("neon", neon::attend as Kernel));
+        return Some(("neon", neon::attend));
     }
-    v
+    None
 }
 
 // ---------------------------------------------------------------------------

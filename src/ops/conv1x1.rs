@@ -97,13 +97,13 @@ impl EvalOp for Conv1x1 {
             // kernels' register block): each owns whole output rows, and
             // within a block every input tile is read once for all channels.
             let per = o.div_ceil(parallelism()).div_ceil(4) * 4;
-            let blocks: Vec<(usize, &mut [f32])> = dst
+            // A Mutex per block only so that the closure is `Sync`: each
+            // block is locked once, by the one task that owns it.
+            let blocks: Vec<std::sync::Mutex<(usize, &mut [f32])>> = dst
                 .chunks_mut(per * p)
                 .enumerate()
-                .map(|(n, rows)| (n * per, rows))
+                .map(|(n, rows)| std::sync::Mutex::new((n * per, rows)))
                 .collect();
-            let blocks: Vec<std::sync::Mutex<(usize, &mut [f32])>> =
-                blocks.into_iter().map(std::sync::Mutex::new).collect();
             for_each_block(blocks.len(), |n| {
                 let mut guard = blocks[n].lock().unwrap_or_else(|e| e.into_inner());
                 let (oc0, ref mut rows) = *guard;
