@@ -65,5 +65,5 @@ train-phantom: phantom-data
 		--device $(TRAIN_DEVICE) --max-minutes $(TRAIN_MINUTES) --out $(RUN_DIR) $(TRAIN_ARGS)
 	$(PYTHON) -m models.export --ckpt $(RUN_DIR)/best.pth --out $(MODEL_OUT) --name $(MODEL_NAME) \
 		--training-data "$(PHANTOM_DESC)"
-	$(PYTHON) -m models.quantize --model $(MODEL_OUT) --out $(MODEL_INT8) --calib $(PHANTOM_DIR)/train --frames 32
+	$(PYTHON) -m models.quantize --model $(MODEL_OUT) --out $(MODEL_INT8) --calib $(PHANTOM_DIR)/train --frames 32 --per-channel
 	$(PYTHON) -m models.parity --model $(MODEL_OUT) --ckpt $(RUN_DIR)/best.pth --image "$$(ls $(PHANTOM_DIR)/val/images/*.png | head -n 1)"

@@ -8,10 +8,24 @@ Constraints come from what tract runs as true integer kernels:
 * QOperator format, so the int8 compute is explicit: ``QLinearConv`` and
   ``QLinearMatMul`` with ``QuantizeLinear``/``DequantizeLinear`` around them.
   (QDQ format would leave it to the runtime to pattern-match DQ->op->Q.)
-* Only ``Conv`` and ``MatMul`` are quantised. Any other op type makes
-  onnxruntime emit Microsoft contrib ops (QLinearAdd, QLinearSigmoid,
-  QLinearConcat, ...) in the ``com.microsoft`` domain, which tract does not
-  implement; we assert none appear.
+* Only ``Conv`` (and, with ``--ops conv+matmul``, ``MatMul``) is quantised.
+  Any other op type makes onnxruntime emit Microsoft contrib ops (QLinearAdd,
+  QLinearSigmoid, QLinearConcat, ...) in the ``com.microsoft`` domain, which
+  tract does not implement; we assert none appear.
+* The default recipe (``--ops conv``) quantises the dense convs and the
+  grouped ones with 4k channels per group (the decoder's groups-2 convs)
+  only, which is what lgms-edge runs with its own int8 kernel
+  (``src/ops/qconv.rs``: each ``QuantizeLinear -> QLinearConv ->
+  DequantizeLinear`` becomes one fused operator). Depthwise convs (and the
+  encoders' narrow grouped convs) stay f32 (tract's f32 depthwise kernel is already fast, and there is little
+  arithmetic in them), and the attention MatMuls stay f32 so lgms-edge's
+  fused attention applies (quantised, tract ran them as eight separate
+  integer/float passes: about 350 ms on an AVX-512 Xeon, most of the int8
+  inference).
+* Weights are 7-bit by default (``reduce_range``, range -64..63): with u8
+  activations, two products ``u8 * w`` then fit one i16 lane, so the AVX2
+  kernel can use ``vpmaddubsw`` without saturating (the reason onnxruntime
+  offers the option). Per-channel weight scales win back the lost bit.
 * Everything else (norms, GELU/SiLU, softmax, resize) stays f32.
 
 Calibration uses preprocessed frames: real phantom images if ``--calib DIR``
@@ -37,7 +51,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from models import preprocess
 from models.export import INPUT_NAME, get_metadata, ort_run, set_metadata
 
-QUANTISED_OPS = ("Conv", "MatMul")
+RECIPES = {"conv": ("Conv",), "conv+matmul": ("Conv", "MatMul")}
 # Op types a quantised model may contain: the f32 model's own plus these.
 INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}
 FORBIDDEN_DOMAINS = {"com.microsoft"}
@@ -89,12 +103,28 @@ def averaging_matmuls(model: onnx.ModelProto) -> list[str]:
             if n.op_type == "MatMul" and "/norm_act/norm_act.0/" in n.name]
 
 
+def depthwise_convs(model: onnx.ModelProto) -> list[str]:
+    """Convs with fewer than 4 input channels per group (depthwise and the
+    narrow grouped ones): left f32. lgms-edge's int8 kernel takes groups of
+    multiples of 4 channels (the decoder's groups-2 convs)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    out = []
+    for n in model.graph.node:
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if n.op_type == "Conv" and group > 1:
+            w = inits.get(n.input[1])
+            if w is None or w.dims[1] % 4 != 0 or (w.dims[0] // group) % 4 != 0:
+                out.append(n.name)
+    return out
+
+
 def quantize(model_path: str, out_path: str, frames: list[np.ndarray], per_channel: bool,
              activation_type: QuantType = QuantType.QUInt8,
              weight_type: QuantType = QuantType.QInt8,
              method: CalibrationMethod = CalibrationMethod.MinMax,
-             calib_desc: str = "") -> dict:
+             calib_desc: str = "", ops: str = "conv", reduce_range: bool = True) -> dict:
     src = onnx.load(model_path)
+    exclude = averaging_matmuls(src) + (depthwise_convs(src) if ops == "conv" else [])
     float_ops = {n.op_type for n in src.graph.node}
     md = get_metadata(src)
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,13 +132,13 @@ def quantize(model_path: str, out_path: str, frames: list[np.ndarray], per_chann
         quantize_static(
             model_path, tmp_out, FrameReader(frames),
             quant_format=QuantFormat.QOperator,
-            op_types_to_quantize=list(QUANTISED_OPS),
+            op_types_to_quantize=list(RECIPES[ops]),
             per_channel=per_channel,
-            reduce_range=False,
+            reduce_range=reduce_range,
             activation_type=activation_type,
             weight_type=weight_type,
             calibrate_method=method,
-            nodes_to_exclude=averaging_matmuls(src),
+            nodes_to_exclude=exclude,
         )
         q = onnx.load(tmp_out)
     counts = check_int8_ops(q, float_ops)
@@ -119,9 +149,11 @@ def quantize(model_path: str, out_path: str, frames: list[np.ndarray], per_chann
     q.opset_import.extend(keep)
     md.update({
         "lgms.precision": "int8",
-        "lgms.quantization": (f"onnxruntime static QOperator, Conv+MatMul only, "
+        "lgms.quantization": (f"onnxruntime static QOperator, "
+                              f"{'Conv (not depthwise)' if ops == 'conv' else 'Conv+MatMul'} only, "
                               f"{'per-channel' if per_channel else 'per-tensor'} weights "
-                              f"{weight_type.name}, activations {activation_type.name}, "
+                              f"{weight_type.name}{' 7-bit' if reduce_range else ''}, "
+                              f"activations {activation_type.name}, "
                               f"{method.name} calibration on {calib_desc or f'{len(frames)} frames'}"),
     })
     set_metadata(q, md)
@@ -149,6 +181,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calib", help="folder of calibration pictures (or with images/)")
     ap.add_argument("--frames", type=int, default=32, help="number of calibration frames")
     ap.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
+    ap.add_argument("--ops", choices=sorted(RECIPES), default="conv",
+                    help="conv: dense convs only (lgms-edge's int8 kernel); conv+matmul: the old recipe")
+    ap.add_argument("--full-range", action="store_true",
+                    help="8-bit weights (default 7-bit, see the module doc)")
     ap.add_argument("--activations", choices=("u8", "s8"), default="u8")
     ap.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax")
     ap.add_argument("--eval-frames", type=int, default=4, help="held-out frames for the int8-vs-f32 report")
@@ -158,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[a.method]
     desc = f"{len(frames)} frames from {a.calib}" if a.calib else f"{len(frames)} synthetic phantom frames"
-    counts = quantize(a.model, a.out, frames, a.per_channel, act, QuantType.QInt8, method, desc)
+    counts = quantize(a.model, a.out, frames, a.per_channel, act, QuantType.QInt8, method, desc,
+                      ops=a.ops, reduce_range=not a.full_range)
     held_out = calibration_frames(None, a.eval_frames, seed=5000)
     report = {"out": a.out, "op_counts": counts, "vs_f32": compare(a.model, a.out, held_out),
               "size_bytes": os.path.getsize(a.out)}

@@ -837,10 +837,11 @@ impl InfoReport {
         let o = &self.lgms_ops;
         let _ = writeln!(
             s,
-            "lgms ops:     {} attention, {} upsample 2x, {} 1x1 conv ({} kernels; bench --stock runs without)",
+            "lgms ops:     {} attention, {} upsample 2x, {} 1x1 conv, {} int8 conv ({} kernels; bench --stock runs without)",
             o.attention,
             o.upsample,
             o.conv1x1,
+            o.qconv,
             if self.pixel_kernels == "scalar" { "scalar" } else { "SIMD" }
         );
         let _ = writeln!(s, "metadata:");

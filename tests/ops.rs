@@ -2,7 +2,7 @@
 //! their scalar reference kernels.
 
 use lgms_edge::engine::{Engine, LoadOptions, Model};
-use lgms_edge::ops::{self, attention, conv1x1, graphs, upsample};
+use lgms_edge::ops::{self, attention, conv1x1, graphs, qconv, upsample};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -250,6 +250,180 @@ proptest! {
     }
 }
 
+/// Our int8 conv against tract's own quantised conv on the same graph.
+/// Requantisation may round a tie the other way (tract scales in fixed
+/// point, we in f32), so a value may differ by one output step; almost all
+/// must be identical.
+#[allow(clippy::too_many_arguments)]
+fn check_qconv(
+    i: usize,
+    o: usize,
+    k: usize,
+    h: usize,
+    w: usize,
+    g: usize,
+    wmax: i32,
+    per_channel: bool,
+) {
+    let stock = graphs::qconv(i, o, k, h, w, g, wmax, per_channel, 3).unwrap();
+    let mut ours = stock.clone();
+    let replaced = ops::substitute(&mut ours).unwrap().qconv;
+    // Replaced where this CPU has an int8 SIMD kernel that can take the weights.
+    let fits = qconv::simd_kernel().is_some() && (wmax <= 64 || !qconv::kernel().needs_7bit);
+    assert_eq!(
+        replaced,
+        usize::from(fits),
+        "{i}->{o} {k}x{k} {h}x{w} wmax {wmax}"
+    );
+    if fits {
+        assert!(ours.nodes().iter().any(|n| n.op.name() == "LgmsQConv"));
+        assert!(!ours.nodes().iter().any(|n| n.op.name() == "Conv"));
+    }
+    // Inputs spanning more than the u8 range (clamping) and exact ties.
+    let mut x = random(&[1, i, h, w], 11, 3.0);
+    x.try_as_plain_ram_mut()
+        .unwrap()
+        .as_slice_mut::<f32>()
+        .unwrap()[0] = 0.01;
+    let (want, got) = (run(&stock, std::slice::from_ref(&x)), run(&ours, &[x]));
+    let step = 0.05 * 1.0001; // y_scale of graphs::qconv
+    let off = want.iter().zip(&got).filter(|(a, b)| a != b).count();
+    let diff = max_abs_diff(&want, &got);
+    assert!(
+        diff <= step,
+        "{i}->{o} {k}x{k} {h}x{w}: max |diff| {diff} > one step"
+    );
+    assert!(
+        off * 1000 <= want.len(),
+        "{i}->{o} {k}x{k}: {off} of {} values differ",
+        want.len()
+    );
+    // Not a trivially clamped output: values spread over the u8 range.
+    let distinct: std::collections::BTreeSet<i32> =
+        got.iter().map(|v| (v / 0.05).round() as i32).collect();
+    assert!(
+        distinct.len() > 50,
+        "{i}->{o}: only {} output levels",
+        distinct.len()
+    );
+}
+
+#[test]
+fn quantised_convs_are_replaced_and_match_tract_int8() {
+    // 3x3 and 1x1; channel counts that are not multiples of 4; widths that
+    // are not multiples of the 16-pixel block; per-tensor and per-channel.
+    check_qconv(3, 5, 3, 7, 19, 1, 63, false);
+    check_qconv(16, 16, 1, 20, 33, 1, 63, true);
+    check_qconv(32, 24, 3, 32, 32, 1, 63, true);
+    check_qconv(6, 9, 5, 9, 17, 1, 64, true);
+    // Grouped, as the decoder's first convs (groups 2).
+    check_qconv(32, 16, 3, 24, 40, 2, 63, true);
+    check_qconv(24, 24, 3, 10, 18, 3, 63, false);
+}
+
+#[test]
+fn eight_bit_weights_are_left_to_tract_where_the_kernel_would_saturate() {
+    // On AVX2 (vpmaddubsw) the conv stays tract's; elsewhere ours runs it.
+    check_qconv(8, 8, 3, 12, 20, 1, 127, true);
+}
+
+fn qconv_plan(
+    i: usize,
+    o: usize,
+    k: usize,
+    h: usize,
+    w: usize,
+    g: usize,
+    seed: u64,
+) -> qconv::Plan {
+    let weights: Vec<i8> = graphs::pseudo_random(o * (i / g) * k * k, seed)
+        .iter()
+        .map(|v| (v * 64.0).trunc() as i8)
+        .collect();
+    let bias: Vec<i32> = (0..o as i32).map(|v| v * 37 - 100).collect();
+    let scales: Vec<f32> = (0..o).map(|c| 0.003 + 0.001 * (c % 3) as f32).collect();
+    qconv::Plan::new(
+        (i, o, k, h, w, g),
+        &weights,
+        Some(&bias),
+        0.03,
+        121,
+        &scales,
+        0.04,
+        128,
+    )
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// The SIMD kernel (and its activation encoding) gives exactly the
+    /// scalar kernel's output, on one thread and on tract's pool.
+    #[test]
+    fn qconv_kernels_match_scalar(i in 1usize..13, o in 1usize..10, k in prop::sample::select(vec![1usize, 3, 5]),
+                                  h in 1usize..9, w in 1usize..40, g in 1usize..4, seed in 0u64..1000) {
+        // Grouped convs need 4-channel multiples per group.
+        let (i, o) = if g > 1 { (4 * g * i.div_ceil(4), 4 * g * o.div_ceil(4)) } else { (i, o) };
+        let plan = qconv_plan(i, o, k, h, w, g, seed);
+        let x = graphs::pseudo_random(i * h * w, seed + 7).iter().map(|v| v * 5.0).collect::<Vec<_>>();
+        let mut buf = vec![0u8; plan.buf_len()];
+        let mut want = vec![0.0; o * h * w];
+        plan.run(&x, &mut buf, &mut want, qconv::SCALAR);
+        if let Some(k) = qconv::simd_kernel() {
+            let mut got = vec![f32::NAN; o * h * w];
+            plan.run(&x, &mut buf, &mut got, k);
+            prop_assert_eq!(&want, &got, "{} {}->{} {}x{} {}x{}", k.name, i, o, k.name, h, w, seed);
+        }
+    }
+}
+
+/// The scalar kernel against a direct convolution of the dequantised values
+/// (the definition, no packing, no zero-point algebra).
+#[test]
+fn qconv_scalar_matches_the_definition() {
+    let (i, o, k, h, w) = (5, 6, 3, 6, 21);
+    let plan = qconv_plan(i, o, k, h, w, 1, 42);
+    let x: Vec<f32> = graphs::pseudo_random(i * h * w, 9)
+        .iter()
+        .map(|v| v * 4.0)
+        .collect();
+    let mut buf = vec![0u8; plan.buf_len()];
+    let mut got = vec![0.0; o * h * w];
+    plan.run(&x, &mut buf, &mut got, qconv::SCALAR);
+    let weights: Vec<i8> = graphs::pseudo_random(o * i * k * k, 42)
+        .iter()
+        .map(|v| (v * 64.0).trunc() as i8)
+        .collect();
+    let xq = |c: usize, y: isize, xx: isize| -> i32 {
+        if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+            return 0; // padding is the zero point: contributes nothing
+        }
+        let v = x[(c * h + y as usize) * w + xx as usize];
+        ((v / 0.03).round_ties_even() as i32 + 121).clamp(0, 255) - 121
+    };
+    let mut levels = std::collections::BTreeSet::new();
+    for oc in 0..o {
+        for y in 0..h {
+            for xx in 0..w {
+                let mut acc = oc as i32 * 37 - 100;
+                for c in 0..i {
+                    for t in 0..k * k {
+                        let (dy, dx) = ((t / k) as isize - 1, (t % k) as isize - 1);
+                        acc += weights[(oc * i + c) * k * k + t] as i32
+                            * xq(c, y as isize + dy, xx as isize + dx);
+                    }
+                }
+                let scale = 0.03 * (0.003 + 0.001 * (oc % 3) as f32) / 0.04;
+                let q = ((acc as f32 * scale).round_ties_even() as i32 + 128).clamp(0, 255);
+                let want = (q - 128) as f32 * 0.04;
+                assert_eq!(got[(oc * h + y) * w + xx], want, "o{oc} y{y} x{xx}");
+                levels.insert(q);
+            }
+        }
+    }
+    assert!(levels.len() > 20, "only {} output levels", levels.len());
+}
+
 fn logits(path: &str, opts: &LoadOptions, input: &[f32]) -> (Vec<f32>, ops::Substitutions) {
     let model = Model::load(std::path::Path::new(path), opts).unwrap();
     let subs = model.info().substitutions;
@@ -280,7 +454,8 @@ fn bundled_model_with_our_ops_matches_stock_graph() {
         ops::Substitutions {
             attention: 4,
             upsample: 4,
-            conv1x1: 8
+            conv1x1: 8,
+            qconv: 0,
         }
     );
     let diff = max_abs_diff(&want, &got);
@@ -297,4 +472,47 @@ fn bundled_model_with_our_ops_matches_stock_graph() {
     let (threaded, _) = logits(path, &two, &input);
     let diff2 = max_abs_diff(&want, &threaded);
     assert!(diff2 < 1e-4, "2 threads vs stock: max |diff| {diff2:e}");
+}
+
+/// The bundled int8 network: every dense quantised conv runs as our int8
+/// operator (f32 attention/upsampling ops too), and the mask is tract's
+/// int8 mask.
+#[test]
+fn bundled_int8_model_with_our_int8_conv_matches_tract_int8() {
+    if std::env::var_os("LGMS_EMULATED").is_some() {
+        eprintln!(
+            "skipped under emulation: tract's own int8 graph takes minutes per frame under qemu"
+        );
+        return;
+    }
+    let path = "models/lgmsnet-phantom-us.int8.onnx";
+    let input: Vec<f32> = std::fs::read("models/parity/image0.input.f32")
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let stock = LoadOptions {
+        stock: true,
+        ..LoadOptions::default()
+    };
+    let (want, _) = logits(path, &stock, &input);
+    let (got, subs) = logits(path, &LoadOptions::default(), &input);
+    let expected = if qconv::simd_kernel().is_some() {
+        40
+    } else {
+        0
+    };
+    assert_eq!(subs.qconv, expected, "{subs:?}");
+    assert_eq!(subs.attention, 4, "{subs:?}");
+    let mask = |l: &[f32]| l.iter().map(|&v| u8::from(v > 0.0)).collect::<Vec<_>>();
+    let (iou, _) = lgms_edge::eval::iou_dice(&mask(&got), &mask(&want));
+    let mean = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / want.len() as f32;
+    eprintln!("int8 ours vs tract int8: mask IoU {iou}, mean |logit diff| {mean}");
+    assert!(iou >= 0.99, "mask IoU {iou}");
+    assert!(mean < 0.05, "mean |logit diff| {mean}");
 }

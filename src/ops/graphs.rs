@@ -93,6 +93,87 @@ pub fn conv1x1(i: usize, o: usize, h: usize, w: usize, seed: u64) -> TractResult
     Ok(m)
 }
 
+/// A quantised convolution as tract declutters ONNX `QuantizeLinear ->
+/// QLinearConv -> DequantizeLinear` (u8 activations, i8 weights, "same"
+/// padding): what [`super::qconv`] replaces. Weights are pseudo-random in
+/// `-wmax..=wmax` (63: 7-bit, 127: 8-bit); `per_channel` gives each output
+/// channel its own scale; `g` channel groups.
+#[allow(clippy::too_many_arguments)]
+pub fn qconv(
+    i: usize,
+    o: usize,
+    k: usize,
+    h: usize,
+    w: usize,
+    g: usize,
+    wmax: i32,
+    per_channel: bool,
+    seed: u64,
+) -> TractResult<TypedModel> {
+    use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::nn::DataFormat;
+    use tract_onnx::tract_core::ops::quant::{quantize_linear_u8, DequantizeLinearF32};
+    let (x_scale, x_zp, y_scale, y_zp) = (0.02f32, 117i32, 0.05f32, 131i32);
+    let mut m = TypedModel::default();
+    let x = m.add_source("x", f32::fact([1, i, h, w]))?;
+    let xq = m.wire_node("x.q", quantize_linear_u8(1.0 / x_scale, x_zp as u8), &[x])?[0];
+    let weights: Vec<i8> = pseudo_random(o * (i / g) * k * k, seed)
+        .iter()
+        .map(|v| (v * (wmax as f32 + 0.99)).trunc() as i8)
+        .collect();
+    let bias: Vec<i32> = pseudo_random(o, seed + 1)
+        .iter()
+        .map(|v| (v * 3000.0) as i32)
+        .collect();
+    let w_scale: Vec<f32> = if per_channel {
+        (0..o).map(|c| 0.002 + 0.0005 * (c % 5) as f32).collect()
+    } else {
+        vec![0.003]
+    };
+    let w_scale = if per_channel {
+        tensor1(&w_scale)
+    } else {
+        tensor0(w_scale[0])
+    };
+    let consts = [
+        ("w", Tensor::from_shape(&[o, i / g, k, k], &weights)?),
+        ("bias", tensor1(&bias)),
+        ("x0", tensor0(x_zp)),
+        ("x_scale", tensor0(x_scale)),
+        ("k0", tensor0(0i32)),
+        ("k_scale", w_scale),
+        ("y0", tensor0(y_zp)),
+        ("y_scale", tensor0(y_scale)),
+    ];
+    let mut inputs = vec![xq];
+    for (name, t) in consts {
+        inputs.push(m.add_const(name, t)?);
+    }
+    let p = k / 2;
+    let conv = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![k, k],
+            padding: PaddingSpec::Explicit(tvec![p, p], tvec![p, p]),
+            dilations: None,
+            strides: None,
+            input_channels: i,
+            output_channels: o,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: g,
+        q_params: Some(u8::datum_type()),
+    };
+    let y = m.wire_node("conv", conv, &inputs)?[0];
+    let dq = DequantizeLinearF32 {
+        scale: y_scale,
+        zero_point: y_zp,
+    };
+    let y = m.wire_node("y.dq", dq, &[y])?;
+    m.select_output_outlets(&y)?;
+    Ok(m)
+}
+
 /// Deterministic values in [-1, 1) (a tiny LCG: no RNG dependency here).
 pub fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed

@@ -10,7 +10,10 @@
 //! - [`upsample::Upsample2x`]: ONNX `Resize` that is a 2x bilinear
 //!   half-pixel upsampling of an NCHW tensor (the decoder's `up_conv`);
 //! - [`conv1x1::Conv1x1`]: 1x1 convolution + bias over a wide image (the
-//!   decoder's full-resolution 1x1 convs), without tract's packing.
+//!   decoder's full-resolution 1x1 convs), without tract's packing;
+//! - [`qconv::QConv`]: in int8 models, `QuantizeLinear -> QLinearConv ->
+//!   DequantizeLinear` as one int8 convolution (AVX2 `vpmaddubsw`, NEON
+//!   `sdot`), f32 in and out.
 //!
 //! Each operator has scalar, AVX2 and NEON kernels (chosen once per process,
 //! `LGMS_KERNELS=scalar` forces the scalar ones, as for the pixel kernels)
@@ -24,6 +27,7 @@ use tract_onnx::prelude::*;
 pub mod attention;
 pub mod conv1x1;
 pub mod graphs;
+pub mod qconv;
 pub mod upsample;
 
 /// What [`substitute`] replaced.
@@ -35,12 +39,14 @@ pub struct Substitutions {
     pub upsample: usize,
     /// Wide 1x1 convolutions replaced by [`conv1x1::Conv1x1`].
     pub conv1x1: usize,
+    /// Quantised convolutions replaced by [`qconv::QConv`].
+    pub qconv: usize,
 }
 
 /// Replaces every matching subgraph of the decluttered `model` by our
 /// operators. Subgraphs that do not match exactly are left to tract.
 ///
-/// `LGMS_SKIP_OPS=attention,upsample,conv1x1` (any subset) leaves those to
+/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,qconv` (any subset) leaves those to
 /// tract, to time or bisect one operator at a time.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     let skip = std::env::var("LGMS_SKIP_OPS").unwrap_or_default();
@@ -60,7 +66,12 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     } else {
         0
     };
-    if attention + upsample + conv1x1 > 0 {
+    let qconv = if on("qconv") {
+        qconv::replace_all(model)?
+    } else {
+        0
+    };
+    if attention + upsample + conv1x1 + qconv > 0 {
         // Drop the nodes the patches disconnected.
         *model = model.clone().into_compact()?;
     }
@@ -68,6 +79,7 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
         attention,
         upsample,
         conv1x1,
+        qconv,
     })
 }
 

@@ -212,10 +212,21 @@ def test_quantized_model_ops(exported, tmp_path):
         assert "com.microsoft" not in {o.domain for o in m.opset_import}
         counts = check_int8_ops(m, f32_ops)
         assert set(counts) <= f32_ops | INT8_OPS
-        assert counts.get("QLinearConv", 0) == 60 and counts.get("QLinearMatMul", 0) == 24
+        # Default recipe: the 37 dense and 3 groups-2 convs; depthwise
+        # convs (and the narrow grouped ones) and every MatMul stay f32.
+        assert counts.get("QLinearConv", 0) == 40 and counts.get("QLinearMatMul", 0) == 0
+        assert counts.get("Conv", 0) == 20
         md = get_metadata(m)
         assert md["lgms.precision"] == "int8"
         assert all(k in md for k in REQUIRED_METADATA)
+    # 7-bit weights (reduce_range) unless asked otherwise: |w| <= 64.
+    from onnx import numpy_helper
+    q = onnx.load(out)
+    inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    for n in q.graph.node:
+        if n.op_type == "QLinearConv":
+            w = inits[n.input[3]]
+            assert w.dtype == np.int8 and np.abs(w.astype(np.int32)).max() <= 64, n.name
     # Runs in onnxruntime and gives a usable mask.
     x = calibration_frames(None, 1, seed=77)[0]
     assert ort_run(out, x).shape == (1, 1, 256, 256)
