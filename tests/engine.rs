@@ -188,7 +188,7 @@ fn bundled_model_matches_pytorch_parity_vectors() {
 }
 
 /// `make test-aarch64` sets this: the suite runs under qemu-user, where one
-/// f32 inference takes ~40 s and an int8 one many minutes.
+/// f32 inference takes ~40 s.
 fn emulated() -> bool {
     std::env::var_os("LGMS_EMULATED").is_some()
 }
