@@ -107,5 +107,27 @@ fn main() -> anyhow::Result<()> {
         graphs::conv1x1(128, 32, 128, 128, 1)?,
         runs,
     )?;
+    // Quantised convs (Q -> QLinearConv -> DQ as tract declutters them,
+    // 7-bit per-channel weights as models/quantize.py makes them).
+    case(
+        "int8 conv 3x3 128->64 at 64x64",
+        graphs::qconv(128, 64, 3, 64, 64, 1, 63, true, 1)?,
+        runs,
+    )?;
+    case(
+        "int8 conv 3x3 32->16 g2 at 256x256",
+        graphs::qconv(32, 16, 3, 256, 256, 2, 63, true, 1)?,
+        runs,
+    )?;
+    case(
+        "int8 conv 1x1 32->64 at 256x256",
+        graphs::qconv(32, 64, 1, 256, 256, 1, 63, true, 1)?,
+        runs,
+    )?;
+    case(
+        "int8 conv 1x1 128->32 at 128x128",
+        graphs::qconv(128, 32, 1, 128, 128, 1, 63, true, 1)?,
+        runs,
+    )?;
     Ok(())
 }
