@@ -424,6 +424,28 @@ fn qconv_scalar_matches_the_definition() {
     assert!(levels.len() > 20, "only {} output levels", levels.len());
 }
 
+/// The bundled parity vector's network input.
+fn parity_input() -> Vec<f32> {
+    std::fs::read("models/parity/image0.input.f32")
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Logits of tract's stock graph and of ours (one thread), and what we
+/// substituted.
+fn stock_and_ours(path: &str, input: &[f32]) -> (Vec<f32>, Vec<f32>, ops::Substitutions) {
+    let stock = LoadOptions {
+        stock: true,
+        ..LoadOptions::default()
+    };
+    let (want, none) = logits(path, &stock, input);
+    assert_eq!(none, ops::Substitutions::default());
+    let (got, subs) = logits(path, &LoadOptions::default(), input);
+    (want, got, subs)
+}
+
 fn logits(path: &str, opts: &LoadOptions, input: &[f32]) -> (Vec<f32>, ops::Substitutions) {
     let model = Model::load(std::path::Path::new(path), opts).unwrap();
     let subs = model.info().substitutions;
@@ -437,18 +459,8 @@ fn logits(path: &str, opts: &LoadOptions, input: &[f32]) -> (Vec<f32>, ops::Subs
 #[test]
 fn bundled_model_with_our_ops_matches_stock_graph() {
     let path = "models/lgmsnet-phantom-us.f32.onnx";
-    let input: Vec<f32> = std::fs::read("models/parity/image0.input.f32")
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let stock = LoadOptions {
-        stock: true,
-        ..LoadOptions::default()
-    };
-    let (want, none) = logits(path, &stock, &input);
-    assert_eq!(none, ops::Substitutions::default());
-    let (got, subs) = logits(path, &LoadOptions::default(), &input);
+    let input = parity_input();
+    let (want, got, subs) = stock_and_ours(path, &input);
     assert_eq!(
         subs,
         ops::Substitutions {
@@ -485,18 +497,7 @@ fn bundled_int8_model_with_our_int8_conv_matches_tract_int8() {
         );
         return;
     }
-    let path = "models/lgmsnet-phantom-us.int8.onnx";
-    let input: Vec<f32> = std::fs::read("models/parity/image0.input.f32")
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let stock = LoadOptions {
-        stock: true,
-        ..LoadOptions::default()
-    };
-    let (want, _) = logits(path, &stock, &input);
-    let (got, subs) = logits(path, &LoadOptions::default(), &input);
+    let (want, got, subs) = stock_and_ours("models/lgmsnet-phantom-us.int8.onnx", &parity_input());
     let expected = if qconv::simd_kernel().is_some() {
         40
     } else {

@@ -661,52 +661,6 @@ mod x86 {
         unsafe { tile_avx2(x, base, taps, plane, cin4, w, acc) }
     }
 
-    #[target_feature(enable = "avx2")]
-    unsafe fn tile_avx2(
-        x: &[u8],
-        base: usize,
-        taps: &[usize],
-        plane: usize,
-        cin4: usize,
-        w: &[i8],
-        acc: &mut Acc,
-    ) {
-        let ones = _mm256_set1_epi16(1);
-        // a[2r], a[2r+1]: output channel r, pixels 0-7 and 8-15.
-        let mut a = [_mm256_setzero_si256(); 2 * CO];
-        let mut wp = w.as_ptr();
-        for &off in taps {
-            let mut xp = x.as_ptr().add(base + off);
-            for _ in 0..cin4 {
-                // 8 pixels x 4 channels per register.
-                let x0 = _mm256_loadu_si256(xp as *const __m256i);
-                let x1 = _mm256_loadu_si256(xp.add(32) as *const __m256i);
-                for r in 0..CO {
-                    // Output channel r's 4 weights, in every 32-bit lane.
-                    let wv = _mm256_set1_epi32((wp.add(r * 4) as *const i32).read_unaligned());
-                    // u8 x i8 pairs -> i16 (exact for 7-bit weights), then
-                    // pairs of i16 -> i32: one 4-channel dot product per pixel.
-                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x0, wv), ones);
-                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x1, wv), ones);
-                    a[2 * r] = _mm256_add_epi32(a[2 * r], p0);
-                    a[2 * r + 1] = _mm256_add_epi32(a[2 * r + 1], p1);
-                }
-                xp = xp.add(plane);
-                wp = wp.add(16);
-            }
-        }
-        store(a, acc);
-    }
-
-    #[target_feature(enable = "avx2")]
-    unsafe fn store(a: [__m256i; 2 * CO], acc: &mut Acc) {
-        for r in 0..CO {
-            let dst = acc.as_mut_ptr().add(r * PX);
-            _mm256_storeu_si256(dst as *mut __m256i, a[2 * r]);
-            _mm256_storeu_si256(dst.add(8) as *mut __m256i, a[2 * r + 1]);
-        }
-    }
-
     /// AVX-512 VNNI (with VL, on ymm registers) or AVX-VNNI: `vpdpbusd`
     /// does the u8 x i8 4-products-and-add of a lane in one instruction,
     /// in i32 (no i16 step: any weights).
@@ -725,7 +679,6 @@ mod x86 {
         acc: &mut Acc,
     ) {
         check(x, base, taps, plane, cin4, w);
-        assert!(is_x86_feature_detected!("avx2"));
         // SAFETY: features checked; every read is in bounds (`check`).
         unsafe {
             if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
@@ -737,8 +690,19 @@ mod x86 {
         }
     }
 
-    /// The VNNI loop, for one `vpdpbusd` flavour.
-    macro_rules! vnni_loop {
+    /// `a` plus the 4-byte dot products of `x` (u8) and `w` (i8) per i32
+    /// lane, in AVX2: u8 x i8 pairs to i16 (`vpmaddubsw`, exact for 7-bit
+    /// weights), then pairs of i16 to i32 (`vpmaddwd` by ones).
+    #[inline(always)]
+    unsafe fn dp_avx2(a: __m256i, x: __m256i, w: __m256i) -> __m256i {
+        let ones = _mm256_set1_epi16(1);
+        _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones))
+    }
+
+    /// The kernel loop around one dot-product step: 4 output channels x 16
+    /// pixels (two registers of 8 pixels x 4 channels) per input-channel
+    /// quad and tap, each output channel's 4 weights in every lane.
+    macro_rules! tile_loop {
         ($name:ident, $features:literal, $dp:ident) => {
             #[target_feature(enable = $features)]
             unsafe fn $name(
@@ -750,6 +714,7 @@ mod x86 {
                 w: &[i8],
                 acc: &mut Acc,
             ) {
+                // a[2r], a[2r+1]: output channel r, pixels 0-7 and 8-15.
                 let mut a = [_mm256_setzero_si256(); 2 * CO];
                 let mut wp = w.as_ptr();
                 for &off in taps {
@@ -767,16 +732,21 @@ mod x86 {
                         wp = wp.add(16);
                     }
                 }
-                store(a, acc);
+                for r in 0..CO {
+                    let dst = acc.as_mut_ptr().add(r * PX);
+                    _mm256_storeu_si256(dst as *mut __m256i, a[2 * r]);
+                    _mm256_storeu_si256(dst.add(8) as *mut __m256i, a[2 * r + 1]);
+                }
             }
         };
     }
-    vnni_loop!(
+    tile_loop!(tile_avx2, "avx2", dp_avx2);
+    tile_loop!(
         tile_avx512vnni,
         "avx2,avx512vnni,avx512vl",
         _mm256_dpbusd_epi32
     );
-    vnni_loop!(tile_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
+    tile_loop!(tile_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
 }
 
 #[cfg(target_arch = "aarch64")]
