@@ -369,6 +369,12 @@ proptest! {
         let mut buf = vec![0u8; plan.buf_len()];
         let mut want = vec![0.0; o * h * w];
         plan.run(&x, &mut buf, &mut want, qconv::SCALAR);
+        // The scratch buffer is reused between convs: every byte the
+        // kernels read must be written first, whatever was there.
+        let mut dirty = vec![0xA5u8; plan.buf_len()];
+        let mut again = vec![f32::NAN; o * h * w];
+        plan.run(&x, &mut dirty, &mut again, qconv::SCALAR);
+        prop_assert_eq!(&want, &again, "stale scratch bytes read");
         if let Some(k) = qconv::simd_kernel() {
             let mut got = vec![f32::NAN; o * h * w];
             plan.run(&x, &mut buf, &mut got, k);

@@ -558,9 +558,6 @@ impl EvalOp for QConv {
                 p.w
             );
         }
-        // The quantised input lives only during this call (a few MB at
-        // most); tract allocates each node's output the same way.
-        let mut buf = vec![0u8; p.buf_len()];
         // SAFETY: `run_any` writes every one of the `cout * h * w` values.
         let mut out = unsafe {
             if p.dequantize_output.is_some() {
@@ -578,10 +575,32 @@ impl EvalOp for QConv {
             };
             // `out` has the plan's type and `cout * h * w` values
             // (`out_shape`'s volume was checked at match time).
-            p.run_any(x, &mut buf, dst, kernel());
+            with_scratch(p.buf_len(), |buf| p.run_any(x, buf, dst, kernel()));
         }
         Ok(tvec!(out.into_tvalue()))
     }
+}
+
+thread_local! {
+    /// The quantised-input buffer, kept per inference thread: it grows to
+    /// the largest conv's size once, instead of a fresh (page-faulting)
+    /// allocation of up to a few MB per conv per frame.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with at least `len` bytes of this thread's scratch (contents
+/// unspecified: `Plan::fill` writes every byte it reads).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            f(&mut buf[..len])
+        }
+        // Re-entered (cannot happen with tract's plan order): a fresh one.
+        Err(_) => f(&mut vec![0u8; len]),
+    })
 }
 
 impl TypedOp for QConv {
