@@ -5,6 +5,7 @@
 #   make aarch64         release binary for aarch64-unknown-linux-gnu
 #   make test-aarch64    the test suite under qemu-user (same build settings,
 #                        so tract is compiled once for both)
+#   make test-aarch64-kernels   the aarch64-specific part of it (what CI runs)
 #   make aarch64-glibc   the glibc symbol versions the binary needs (objdump -T)
 #   make deploy BOARD=rpi5 HOST=user@cart
 #
@@ -44,7 +45,7 @@ AARCH64_TEST    := $(AARCH64_ENV) $(QEMU_TEST_ENV) $(AARCH64_CARGO) test --targe
 AARCH64_MAX_GLIBC := 2.36
 endif
 
-.PHONY: aarch64 test-aarch64 aarch64-glibc aarch64-glibc231-run deploy
+.PHONY: aarch64 test-aarch64 test-aarch64-kernels aarch64-glibc aarch64-glibc231-run deploy
 
 aarch64:
 	$(AARCH64_BUILD) --release --locked
@@ -54,6 +55,15 @@ aarch64:
 # (tract takes most of the build time) and run faster under qemu.
 test-aarch64:
 	$(AARCH64_TEST) --release --locked
+
+# What CI runs under qemu: every test of code that differs on aarch64 (the
+# NEON pixel kernels, our tract operators' NEON kernels against the scalar
+# ones and against tract's stock graph on the bundled model, the library's
+# unit tests), without the pipeline/CLI/engine suites, which are the same
+# code on both architectures and take most of the emulated time, and
+# without building the examples.
+test-aarch64-kernels:
+	$(AARCH64_TEST) --release --locked --lib --test kernels --test ops
 
 aarch64-glibc:
 	@MAX_GLIBC=$(AARCH64_MAX_GLIBC) cross/glibc-needed.sh $(AARCH64_BIN)
