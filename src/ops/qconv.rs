@@ -84,6 +84,9 @@ pub struct Kernel {
     pub signed: bool,
     /// Whether it needs `|w0| + |w1| <= 128` for adjacent input channels.
     pub needs_7bit: bool,
+    /// Whether the CPU has AVX2, so that the plain-Rust quantisation and
+    /// requantisation loops around the kernel may be compiled for it.
+    pub avx2: bool,
     /// The block function.
     pub tile: TileFn,
 }
@@ -93,6 +96,7 @@ pub const SCALAR: Kernel = Kernel {
     name: "scalar",
     signed: false,
     needs_7bit: false,
+    avx2: false,
     tile: tile_scalar,
 };
 
@@ -114,6 +118,7 @@ pub fn simd_kernel() -> Option<Kernel> {
             name: "avx-vnni",
             signed: false,
             needs_7bit: false,
+            avx2: true,
             tile: x86::tile_vnni,
         });
     }
@@ -123,6 +128,7 @@ pub fn simd_kernel() -> Option<Kernel> {
             name: "avx2",
             signed: false,
             needs_7bit: true,
+            avx2: true,
             tile: x86::tile,
         });
     }
@@ -132,6 +138,7 @@ pub fn simd_kernel() -> Option<Kernel> {
             name: "neon-dotprod",
             signed: true,
             needs_7bit: false,
+            avx2: false,
             tile: neon::tile,
         });
     }
@@ -285,8 +292,8 @@ impl Plan {
     fn fill(&self, x: Input<'_>, buf: &mut [u8], kernel: Kernel) {
         assert!(x.len() >= self.cin * self.h * self.w && buf.len() >= self.buf_len());
         #[cfg(target_arch = "x86_64")]
-        if kernel.name.starts_with("avx") {
-            // SAFETY: the avx kernels are only chosen where AVX2 is detected.
+        if kernel.avx2 {
+            // SAFETY: `avx2` is only set on kernels chosen where AVX2 is detected.
             return unsafe { self.fill_avx2(x, buf, kernel) };
         }
         self.fill_body(x, buf, kernel)
@@ -375,7 +382,7 @@ impl Plan {
         // run 8 lanes wide instead of baseline SSE2's 4, with vroundps-free
         // rounding (see `round_even`).
         #[cfg(target_arch = "x86_64")]
-        if kernel.name.starts_with("avx") {
+        if kernel.avx2 {
             return self.row_avx2(buf, cb, y, taps, kernel, out);
         }
         self.row_body(buf, cb, y, taps, kernel, out)
