@@ -11,8 +11,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::hint::black_box;
 
 use lgms_edge::frame::Rect;
+use lgms_edge::infer::preprocess::{ChannelOrder, Normalize};
 use lgms_edge::kernels::{self, Kernels, YuvCoeffs, YuvMatrix, YuvRange};
-use lgms_edge::preprocess::{ChannelOrder, Normalize};
 
 /// A capture-sized frame (what the cameras deliver).
 const W: usize = 1280;

@@ -10,7 +10,7 @@ fn main() -> anyhow::Result<()> {
     let mut m = onnx().model_for_path(&a[1])?;
     m.set_input_fact(0, f32::fact([1, 3, 256, 256]).into())?;
     let mut typed = m.into_typed()?.into_decluttered()?;
-    println!("{:?}", lgms_edge::ops::substitute(&mut typed)?);
+    println!("{:?}", lgms_edge::infer::ops::substitute(&mut typed)?);
     for n in typed.nodes() {
         if n.name.ends_with("_quant") {
             let pred = typed.node(n.inputs[0].node);

@@ -29,7 +29,10 @@ fn main() -> anyhow::Result<()> {
         typed
     };
     if std::env::var_os("WIDE_SUM").is_some() {
-        eprintln!("wide sums: {}", lgms_edge::wide_sum::harden(&mut typed)?);
+        eprintln!(
+            "wide sums: {}",
+            lgms_edge::infer::ops::wide_sum::harden(&mut typed)?
+        );
     }
     if std::env::var_os("DUMP_NODES").is_some() {
         for n in typed.nodes() {

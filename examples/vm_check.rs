@@ -18,13 +18,13 @@ use embedded_graphics::primitives::Rectangle;
 use lgms_edge::config::{CaptureConfig, OverlayConfig};
 use lgms_edge::frame::{Frame, Mask, Rect};
 use lgms_edge::overlay::{FrameTarget, HudInfo, Overlay, OverlayState, OverlayStyle};
-use lgms_edge::panel::{letterbox, PanelFormat};
-use lgms_edge::reconnect::{Reconnecting, NO_SIGNAL_BG};
-use lgms_edge::record::Y4mRecorder;
-use lgms_edge::replay::{Pace, ReplayOptions, Y4mReplay};
+use lgms_edge::sink::display::panel::{letterbox, PanelFormat};
+use lgms_edge::sink::record::Y4mRecorder;
 use lgms_edge::sink::Sink;
+use lgms_edge::source::reconnect::{Reconnecting, NO_SIGNAL_BG};
+use lgms_edge::source::replay::{Pace, ReplayOptions, Y4mReplay};
+use lgms_edge::source::v4l2::V4l2Source;
 use lgms_edge::source::FrameSource;
-use lgms_edge::v4l2::V4l2Source;
 
 type Check = Result<String, String>;
 
@@ -280,7 +280,7 @@ fn channel_layout(dev: &str, bpp: u32) -> Result<PanelFormat, String> {
     if var[6] != bpp {
         return Err(format!("ioctl says {} bpp, sysfs {bpp}", var[6]));
     }
-    let ch = |i: usize| lgms_edge::panel::Channel {
+    let ch = |i: usize| lgms_edge::sink::display::panel::Channel {
         offset: var[i],
         length: var[i + 1],
     };
@@ -404,8 +404,9 @@ fn compare(
 fn fb(bpp: u32) -> Check {
     let dev = "/dev/fb0";
     // bpp 8: vfb's palette default, which the sink must switch itself.
-    lgms_edge::fbdev::set_depth(Path::new(dev), bpp).map_err(|e| e.to_string())?;
-    let mut sink = lgms_edge::fbdev::FbSink::open(Path::new(dev)).map_err(|e| e.to_string())?;
+    lgms_edge::sink::display::fbdev::set_depth(Path::new(dev), bpp).map_err(|e| e.to_string())?;
+    let mut sink =
+        lgms_edge::sink::display::fbdev::FbSink::open(Path::new(dev)).map_err(|e| e.to_string())?;
     let (w, h, fmt) = sink.geometry();
     // 320x200 on 640x480: scaled 2x with 40-line bars above and below.
     let (frame, plain, boxr) = overlay_frame(320, 200);
@@ -439,8 +440,8 @@ fn fb(bpp: u32) -> Check {
 }
 
 fn drm() -> Check {
-    let mut sink =
-        lgms_edge::drm::DrmSink::open(Path::new("/dev/dri/card0")).map_err(|e| e.to_string())?;
+    let mut sink = lgms_edge::sink::display::drm::DrmSink::open(Path::new("/dev/dri/card0"))
+        .map_err(|e| e.to_string())?;
     let (w, h, conn) = sink.geometry();
     // 4:3 on the (16:10) bochs mode: pillarboxed.
     let (frame, plain, boxr) = overlay_frame(320, 240);

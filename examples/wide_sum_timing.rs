@@ -1,5 +1,5 @@
 //! Inference time of one 256x256 LGMSNet pass with tract's plan as is and
-//! with the wide sums swapped for `WideSumF64` (src/wide_sum.rs).
+//! with the wide sums swapped for `WideSumF64` (src/infer/ops/wide_sum.rs).
 //!
 //!     cargo run --release --example wide_sum_timing -- [MODEL] [RUNS]
 use std::time::Instant;
@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     m.set_input_fact(0, f32::fact([1, 3, 256, 256]).into())?;
     let optimized = m.into_typed()?.into_decluttered()?.into_optimized()?;
     let mut hardened = optimized.clone();
-    let n = lgms_edge::wide_sum::harden(&mut hardened)?;
+    let n = lgms_edge::infer::ops::wide_sum::harden(&mut hardened)?;
     let input = Tensor::from(tract_ndarray::Array4::<f32>::from_elem(
         (1, 3, 256, 256),
         0.003,

@@ -15,7 +15,7 @@ Constraints come from what tract runs as true integer kernels:
 * The default recipe (``--ops conv``) quantises the dense convs and the
   grouped ones with 4k channels per group (the decoder's groups-2 convs)
   only, which is what lgms-edge runs with its own int8 kernel
-  (``src/ops/qconv.rs``: each ``QuantizeLinear -> QLinearConv ->
+  (``src/infer/ops/qconv/``: each ``QuantizeLinear -> QLinearConv ->
   DequantizeLinear`` becomes one fused operator). Depthwise convs (and the
   encoders' narrow grouped convs) stay f32 (tract's f32 depthwise kernel is already fast, and there is little
   arithmetic in them), and the attention MatMuls stay f32 so lgms-edge's

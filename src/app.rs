@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, DisplaySpec};
 use crate::devices;
-use crate::engine::{Engine, LoadOptions, Model};
-use crate::phantom::PhantomSource;
+use crate::infer::engine::{Engine, LoadOptions, Model};
+use crate::pipeline::watchdog::Watchdog;
 use crate::pipeline::{self, Options, RunResult, Segmenter};
 use crate::sink::{GifSink, NullSink, PngDirSink, Sink, Y4mSink};
+use crate::source::phantom::PhantomSource;
 use crate::source::FrameSource;
-use crate::watchdog::Watchdog;
 use crate::{Error, Result};
 
 /// `SCHED_FIFO` priority of capture and display under systemd (the unit's

@@ -394,7 +394,7 @@ impl RawConfig {
             return Err(bad(format!("overlay.alpha = {}; fix: use 0..=1", o.alpha)));
         }
         let c = &self.capture;
-        if crate::pixfmt::PixelFormat::parse(&c.format).is_none() {
+        if crate::source::pixfmt::PixelFormat::parse(&c.format).is_none() {
             return Err(bad(format!(
                 "capture.format = {:?}; fix: use \"yuyv\", \"nv12\", \"grey\", \"rgb24\", \"bgr24\" or \"mjpeg\"",
                 c.format

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, RecordMode, SourceSpec};
-use crate::reconnect::Reconnecting;
-use crate::record::{RecordSink, RecordingSource, Y4mRecorder};
+use crate::sink::record::{RecordSink, RecordingSource, Y4mRecorder};
 use crate::sink::Sink;
+use crate::source::reconnect::Reconnecting;
+use crate::source::v4l2::V4l2Source;
 use crate::source::FrameSource;
-use crate::v4l2::V4l2Source;
 use crate::Result;
 
 /// A recorder shared by every incarnation of a reopened device.
@@ -34,7 +34,7 @@ pub fn open_source(cfg: &Config) -> Result<Option<Box<dyn FrameSource>>> {
     };
     match &cfg.source {
         SourceSpec::Phantom => Ok(None),
-        SourceSpec::File(path) => Ok(Some(crate::replay::open(path, &cfg.capture, rec)?)),
+        SourceSpec::File(path) => Ok(Some(crate::source::replay::open(path, &cfg.capture, rec)?)),
         SourceSpec::V4l2(path) => Ok(Some(Box::new(v4l2_reconnecting(
             Target::Path(path.clone()),
             cfg,
@@ -70,7 +70,7 @@ fn v4l2_reconnecting(
     let opener = move || -> Result<Box<dyn FrameSource>> {
         let path = match &open_target {
             Target::Path(p) => p.clone(),
-            Target::Card(c) => crate::v4l2::find_by_card(c)?,
+            Target::Card(c) => crate::source::v4l2::find_by_card(c)?,
         };
         let mut s = V4l2Source::open(&path, &capture)?;
         if let Some(r) = &rec {
@@ -103,9 +103,9 @@ fn v4l2_reconnecting(
 pub fn open_display(path: &Path) -> Result<Box<dyn Sink>> {
     let s = path.to_string_lossy();
     if s.starts_with("/dev/dri/") {
-        Ok(Box::new(crate::drm::DrmSink::open(path)?))
+        Ok(Box::new(crate::sink::display::drm::DrmSink::open(path)?))
     } else {
-        Ok(Box::new(crate::fbdev::FbSink::open(path)?))
+        Ok(Box::new(crate::sink::display::fbdev::FbSink::open(path)?))
     }
 }
 

@@ -14,32 +14,16 @@
 #![warn(missing_docs)]
 
 pub mod app;
-pub mod bench;
 pub mod config;
 pub mod devices;
-pub mod drm;
-pub mod engine;
 pub mod error;
-pub mod eval;
-pub mod fbdev;
 pub mod frame;
+pub mod infer;
 pub mod kernels;
-pub mod ops;
 pub mod overlay;
-pub mod panel;
-pub mod parity;
-pub mod phantom;
 pub mod pipeline;
-pub mod pixfmt;
-pub mod preprocess;
-pub mod reconnect;
-pub mod record;
-pub mod replay;
 pub mod sink;
 pub mod source;
-pub mod stats;
-pub mod v4l2;
-pub mod watchdog;
-pub mod wide_sum;
+pub mod tools;
 
 pub use error::{Error, Result};

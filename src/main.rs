@@ -10,9 +10,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
+use lgms_edge::app;
 use lgms_edge::config::{Config, RawConfig};
-use lgms_edge::phantom::{self, PhantomKind};
-use lgms_edge::{app, engine, parity};
+use lgms_edge::infer::engine;
+use lgms_edge::source::phantom::{self, PhantomKind};
+use lgms_edge::tools::parity;
 
 /// Live ultrasound/endoscopy segmentation with LGMSNet on edge boards.
 ///
@@ -321,7 +323,7 @@ fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn parity_cmd(a: ParityArgs) -> anyhow::Result<ExitCode> {
-    let opts = lgms_edge::engine::LoadOptions {
+    let opts = lgms_edge::infer::engine::LoadOptions {
         f16: a.f16,
         ..Default::default()
     };
@@ -343,11 +345,15 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let report =
-        lgms_edge::eval::evaluate(&a.data, &a.model, a.compare.as_deref(), |done, total| {
+    let report = lgms_edge::tools::eval::evaluate(
+        &a.data,
+        &a.model,
+        a.compare.as_deref(),
+        |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
-        })?;
+        },
+    )?;
     bar.finish_and_clear();
     print!("{}", report.to_text(a.verbose));
     if let Some(p) = &a.json {
@@ -368,14 +374,14 @@ fn bench_cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if a.f16 {
         cfg.model.precision = "f16".into();
     }
-    let opts = lgms_edge::bench::BenchOptions {
+    let opts = lgms_edge::tools::bench::BenchOptions {
         frames: a.frames,
         warmup: a.warmup,
         use_display: a.display,
         stock: a.stock,
         profile_runs: a.profile,
     };
-    let result = lgms_edge::bench::run(&cfg, &opts)?;
+    let result = lgms_edge::tools::bench::run(&cfg, &opts)?;
     print!("{}", result.report.to_text());
     if let Some(p) = &a.json {
         app::write_json(p, &result.report)?;

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use lgms_edge::engine::{Engine, LoadOptions, Model};
 use lgms_edge::frame::{Frame, Mask, Rect};
-use lgms_edge::stats::{Stage, StageRecorder};
+use lgms_edge::infer::engine::{Engine, LoadOptions, Model};
+use lgms_edge::pipeline::stats::{Stage, StageRecorder};
 use lgms_edge::Error;
 
 fn fixture(name: &str) -> PathBuf {
@@ -182,7 +182,7 @@ fn bundled_model_matches_pytorch_parity_vectors() {
         manifest = tmp.path().join("manifest.json");
         std::fs::write(&manifest, m.to_string()).unwrap();
     }
-    let outcome = lgms_edge::parity::check(&manifest, None, None).unwrap();
+    let outcome = lgms_edge::tools::parity::check(&manifest, None, None).unwrap();
     assert!(!outcome.vectors.is_empty());
     assert!(outcome.passed(), "tract vs PyTorch: {}", outcome.to_text());
 }
@@ -215,9 +215,11 @@ fn bundled_int8_masks_agree_with_f32() {
         i8m.info().op_histogram
     );
     let (mut a, mut b) = (Engine::new(f32m).unwrap(), Engine::new(i8m).unwrap());
-    let input =
-        lgms_edge::parity::read_f32(&root.join("models/parity/image0.input.f32"), 3 * 256 * 256)
-            .unwrap();
+    let input = lgms_edge::tools::parity::read_f32(
+        &root.join("models/parity/image0.input.f32"),
+        3 * 256 * 256,
+    )
+    .unwrap();
     let ma: Vec<u8> = a
         .run_tensor(&input)
         .unwrap()
@@ -231,7 +233,7 @@ fn bundled_int8_masks_agree_with_f32() {
         .map(|&l| u8::from(l > 0.0))
         .collect();
     assert!(ma.contains(&1), "the phantom frame has a lesion");
-    let (iou, _) = lgms_edge::eval::iou_dice(&mb, &ma);
+    let (iou, _) = lgms_edge::tools::eval::iou_dice(&mb, &ma);
     assert!(iou >= 0.97, "int8 vs f32 mask IoU {iou}");
 }
 

@@ -8,8 +8,8 @@
 //! qemu-user by `make test-aarch64`.
 
 use lgms_edge::frame::Rect;
+use lgms_edge::infer::preprocess::{ChannelOrder, Normalize};
 use lgms_edge::kernels::{self, Kernels, YuvCoeffs, YuvMatrix, YuvRange};
-use lgms_edge::preprocess::{ChannelOrder, Normalize};
 use proptest::prelude::*;
 
 const TOL: f32 = 1e-5;

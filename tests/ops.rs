@@ -1,8 +1,8 @@
-//! Our tract operators (src/ops) against tract's stock graph and against
+//! Our tract operators (src/infer/ops) against tract's stock graph and against
 //! their scalar reference kernels.
 
-use lgms_edge::engine::{Engine, LoadOptions, Model};
-use lgms_edge::ops::{self, attention, conv1x1, graphs, qconv, upsample};
+use lgms_edge::infer::engine::{Engine, LoadOptions, Model};
+use lgms_edge::infer::ops::{self, attention, conv1x1, graphs, qconv, upsample};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -512,7 +512,7 @@ fn bundled_int8_model_with_our_int8_conv_matches_tract_int8() {
     assert_eq!(subs.qconv, expected, "{subs:?}");
     assert_eq!(subs.attention, 4, "{subs:?}");
     let mask = |l: &[f32]| l.iter().map(|&v| u8::from(v > 0.0)).collect::<Vec<_>>();
-    let (iou, _) = lgms_edge::eval::iou_dice(&mask(&got), &mask(&want));
+    let (iou, _) = lgms_edge::tools::eval::iou_dice(&mask(&got), &mask(&want));
     let mean = want
         .iter()
         .zip(&got)

@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lgms_edge::engine::{Engine, LoadOptions, Model};
 use lgms_edge::frame::{Frame, Mask, Rect};
-use lgms_edge::phantom::{Phantom, PhantomKind, PhantomSource};
+use lgms_edge::infer::engine::{Engine, LoadOptions, Model};
+use lgms_edge::pipeline::stats::{Stage, StageRecorder};
 use lgms_edge::pipeline::{self, Options, RecordState, Segmenter};
 use lgms_edge::sink::Sink;
+use lgms_edge::source::phantom::{Phantom, PhantomKind, PhantomSource};
 use lgms_edge::source::FrameSource;
-use lgms_edge::stats::{Stage, StageRecorder};
 use lgms_edge::{Error, Result};
 
 /// Keeps the ids of the frames it was given.
@@ -347,7 +347,7 @@ fn watchdog_pings_while_frames_flow_and_stops_during_no_signal() {
     let (path, server) = notify_server(dir.path());
     let (src, segs) = unplugged_for_900ms();
     // WatchdogSec=40ms: a ping at most every 20 ms while frames flow.
-    let dog = lgms_edge::watchdog::Watchdog::new(Some(&path), Some(40_000));
+    let dog = lgms_edge::pipeline::watchdog::Watchdog::new(Some(&path), Some(40_000));
     let o = Options {
         watchdog: Some(Arc::new(std::sync::Mutex::new(dog))),
         ..opts(150)

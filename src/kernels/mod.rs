@@ -16,7 +16,7 @@
 use std::sync::OnceLock;
 
 use crate::frame::Rect;
-use crate::preprocess::Normalize;
+use crate::infer::preprocess::Normalize;
 use crate::{Error, Result};
 
 pub mod scalar;
@@ -116,7 +116,7 @@ pub type Nv12Fn = fn(
 pub type GreyFn =
     fn(src: &[u8], stride: usize, width: usize, height: usize, k: &YuvCoeffs, dst: &mut [u8]);
 /// ROI crop + bilinear resize + normalisation into planar NCHW f32
-/// (see [`crate::preprocess::resize_normalize`]).
+/// (see [`crate::infer::preprocess::resize_normalize`]).
 #[allow(clippy::type_complexity)]
 pub type ResizeNormalizeFn = fn(
     rgb: &[u8],
@@ -129,7 +129,7 @@ pub type ResizeNormalizeFn = fn(
     out: &mut [f32],
 );
 /// Bilinear logits upsample + threshold into a 0/1 mask
-/// (see [`crate::preprocess::logits_to_mask`]).
+/// (see [`crate::infer::preprocess::logits_to_mask`]).
 pub type LogitsToMaskFn = fn(
     logits: &[f32],
     lw: usize,
@@ -202,7 +202,7 @@ pub fn best() -> &'static Kernels {
 pub struct CpuReport {
     /// Architecture the binary was built for.
     pub arch: &'static str,
-    /// SIMD features found at run time (see [`crate::engine::cpu_features`]).
+    /// SIMD features found at run time (see [`crate::infer::engine::cpu_features`]).
     pub features: Vec<String>,
     /// Name of the pixel-kernel table [`best()`] picked.
     pub kernels: &'static str,
@@ -224,7 +224,7 @@ impl std::fmt::Display for CpuReport {
 pub fn cpu_report() -> CpuReport {
     CpuReport {
         arch: std::env::consts::ARCH,
-        features: crate::engine::cpu_features(),
+        features: crate::infer::engine::cpu_features(),
         kernels: best().name,
     }
 }
@@ -338,7 +338,7 @@ pub fn grey_to_rgb(
     Ok(())
 }
 
-/// Dispatched [`crate::preprocess::resize_normalize`]: same signature,
+/// Dispatched [`crate::infer::preprocess::resize_normalize`]: same signature,
 /// same panics on sizes (the engine checks them once when it is built).
 #[allow(clippy::too_many_arguments)]
 pub fn resize_normalize(
@@ -354,7 +354,7 @@ pub fn resize_normalize(
     (best().resize_normalize)(rgb, width, height, roi, out_w, out_h, norm, out)
 }
 
-/// Dispatched [`crate::preprocess::logits_to_mask`]: same signature and panics.
+/// Dispatched [`crate::infer::preprocess::logits_to_mask`]: same signature and panics.
 pub fn logits_to_mask(
     logits: &[f32],
     lw: usize,

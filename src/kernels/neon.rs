@@ -11,7 +11,7 @@ use std::arch::aarch64::*;
 use super::scalar::{self, blend_channel};
 use super::{Kernels, YuvCoeffs};
 use crate::frame::Rect;
-use crate::preprocess::{bilinear_tap, Normalize};
+use crate::infer::preprocess::{bilinear_tap, Normalize};
 
 /// The NEON table.
 pub static KERNELS: Kernels = Kernels {
@@ -284,7 +284,7 @@ fn resize_normalize(
     norm: &Normalize,
     out: &mut [f32],
 ) {
-    crate::preprocess::check_resize_args(rgb, width, height, roi, out_w, out_h, out);
+    crate::infer::preprocess::check_resize_args(rgb, width, height, roi, out_w, out_h, out);
     // SAFETY: NEON is part of aarch64; sizes checked above.
     unsafe { resize_neon(rgb, width, roi, out_w, out_h, norm, out) }
 }

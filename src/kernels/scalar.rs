@@ -1,10 +1,10 @@
 //! The portable reference kernels: plain loops that say what each kernel
 //! computes. The SIMD tables must agree with these (bit-exact for integer
 //! outputs). Frame -> tensor and logits -> mask are the references in
-//! [`crate::preprocess`].
+//! [`crate::infer::preprocess`].
 
 use super::{Kernels, YuvCoeffs};
-use crate::preprocess;
+use crate::infer::preprocess;
 
 /// The scalar table.
 pub static KERNELS: Kernels = Kernels {

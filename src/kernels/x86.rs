@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 use super::scalar::{self, blend_channel};
 use super::{Kernels, YuvCoeffs};
 use crate::frame::Rect;
-use crate::preprocess::{bilinear_tap, Normalize};
+use crate::infer::preprocess::{bilinear_tap, Normalize};
 
 /// The AVX2 table.
 pub static KERNELS: Kernels = Kernels {
@@ -337,7 +337,7 @@ fn resize_normalize(
     norm: &Normalize,
     out: &mut [f32],
 ) {
-    crate::preprocess::check_resize_args(rgb, width, height, roi, out_w, out_h, out);
+    crate::infer::preprocess::check_resize_args(rgb, width, height, roi, out_w, out_h, out);
     assert!(
         width * height * 3 < i32::MAX as usize,
         "frame too large for 32-bit offsets"

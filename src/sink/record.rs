@@ -1,5 +1,5 @@
 //! Recording to YUV4MPEG2 (`.y4m`): lossless, playable with ffmpeg and mpv,
-//! and replayable by [`crate::replay`].
+//! and replayable by [`crate::source::replay`].
 //!
 //! Two things get recorded (`record = "input" | "overlay"`):
 //! - the input, in its native layout where Y4M has one (YUYV becomes
@@ -18,8 +18,8 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::frame::Frame;
-use crate::pixfmt::PixelFormat;
 use crate::sink::{rgb_to_ycbcr_full, Sink};
+use crate::source::pixfmt::PixelFormat;
 use crate::source::FrameSource;
 use crate::{Error, Result};
 

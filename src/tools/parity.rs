@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::engine::{Engine, LoadOptions, Model};
+use crate::infer::engine::{Engine, LoadOptions, Model};
 use crate::{Error, Result};
 
 #[derive(Debug, Deserialize)]

@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::engine::{Engine, LoadOptions, Model};
 use crate::frame::{Frame, Rect};
+use crate::infer::engine::{Engine, LoadOptions, Model};
 use crate::{Error, Result};
 
 /// The authors' smoothing term.

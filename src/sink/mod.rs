@@ -3,6 +3,9 @@
 //! A sink receives finished RGB frames in order. File sinks write as they go
 //! and flush on [`Sink::finish`], so a stopped run leaves a playable file.
 
+pub mod display;
+pub mod record;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};

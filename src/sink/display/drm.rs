@@ -28,7 +28,7 @@ use embedded_graphics::primitives::Rectangle;
 use memmap2::{MmapMut, MmapOptions};
 
 use crate::frame::Frame;
-use crate::panel::{PanelFormat, PanelView, Scaler};
+use crate::sink::display::panel::{PanelFormat, PanelView, Scaler};
 use crate::sink::Sink;
 use crate::{Error, Result};
 

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::CaptureConfig;
 use crate::frame::Frame;
-use crate::pixfmt::{decode_jpeg, Converter, PixelFormat, YuvMatrix};
-use crate::record::Y4mRecorder;
+use crate::sink::record::Y4mRecorder;
+use crate::source::pixfmt::{decode_jpeg, Converter, PixelFormat, YuvMatrix};
 use crate::source::FrameSource;
 use crate::{Error, Result};
 
@@ -842,7 +842,7 @@ mod tests {
         }
         std::fs::write(
             dir.path().join("f3.jpg"),
-            crate::pixfmt::tests::test_jpeg(5, 3),
+            crate::source::pixfmt::tests::test_jpeg(5, 3),
         )
         .unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not an image").unwrap();

@@ -4,6 +4,12 @@
 //! when the stream ended. Pacing belongs to the source, because a camera
 //! paces itself and a file or generator must pretend to.
 
+pub mod phantom;
+pub mod pixfmt;
+pub mod reconnect;
+pub mod replay;
+pub mod v4l2;
+
 use crate::frame::Frame;
 use crate::Result;
 

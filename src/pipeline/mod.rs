@@ -21,6 +21,9 @@
 //!   compositor keeps producing frames with the state written on them, and
 //!   the failing stage retries with backoff.
 
+pub mod stats;
+pub mod watchdog;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -28,13 +31,13 @@ use std::time::{Duration, Instant};
 use crate::config::OverlayConfig;
 use crate::frame::{Frame, Mask, Rect};
 use crate::overlay::{FrameTarget, HudInfo, Overlay, OverlayState, OverlayStyle};
+use crate::pipeline::stats::{Report, Stage, StageRecorder};
+use crate::pipeline::watchdog::Watchdog;
 use crate::sink::Sink;
 use crate::source::FrameSource;
-use crate::stats::{Report, Stage, StageRecorder};
-use crate::watchdog::Watchdog;
 use crate::{Error, Result};
 
-/// Something that turns a frame into a mask: the [`crate::engine::Engine`],
+/// Something that turns a frame into a mask: the [`crate::infer::engine::Engine`],
 /// or a stand-in in tests.
 pub trait Segmenter: Send {
     /// Model name and precision for the HUD, e.g. `lgmsnet-phantom-us f32`.
@@ -51,7 +54,7 @@ pub trait Segmenter: Send {
     ) -> Result<()>;
 }
 
-impl Segmenter for crate::engine::Engine {
+impl Segmenter for crate::infer::engine::Engine {
     fn label(&self) -> String {
         format!("{} {}", self.info().name, self.info().precision)
     }
@@ -63,7 +66,7 @@ impl Segmenter for crate::engine::Engine {
         mask: &mut Mask,
         rec: &mut StageRecorder,
     ) -> Result<()> {
-        crate::engine::Engine::segment(self, frame, roi, mask, rec)
+        crate::infer::engine::Engine::segment(self, frame, roi, mask, rec)
     }
 }
 
@@ -234,7 +237,7 @@ pub fn run(
             .name("capture".into())
             .spawn(move || {
                 if let Some(p) = rt {
-                    crate::watchdog::try_realtime(p);
+                    crate::pipeline::watchdog::try_realtime(p);
                 }
                 capture_loop(&mut *source, &shared, limit, cap, width, height)
             })
@@ -252,7 +255,7 @@ pub fn run(
     }
 
     if let Some(p) = opts.realtime_priority {
-        crate::watchdog::try_realtime(p);
+        crate::pipeline::watchdog::try_realtime(p);
     }
     let comp = compositor_loop(
         &shared,
@@ -566,7 +569,7 @@ fn compositor_loop(
                     reason.map(|r| format!(" ({r})")).unwrap_or_default()
                 );
             }
-            crate::reconnect::draw_no_signal(
+            crate::source::reconnect::draw_no_signal(
                 &mut frame,
                 (width, height),
                 source_name,

@@ -12,13 +12,13 @@ use std::time::Instant;
 
 use crate::app;
 use crate::config::{Config, SourceSpec};
-use crate::engine::{Engine, LoadOptions, Model, OpProfile};
 use crate::frame::{Frame, Mask, Rect};
+use crate::infer::engine::{Engine, LoadOptions, Model, OpProfile};
 use crate::overlay::{FrameTarget, HudInfo, Overlay, OverlayStyle};
-use crate::phantom::PhantomSource;
+use crate::pipeline::stats::{Report, Stage, StageRecorder};
 use crate::sink::{NullSink, Sink};
+use crate::source::phantom::PhantomSource;
 use crate::source::FrameSource;
-use crate::stats::{Report, Stage, StageRecorder};
 use crate::{Error, Result};
 
 /// What to measure.

@@ -29,6 +29,7 @@ pub mod conv1x1;
 pub mod graphs;
 pub mod qconv;
 pub mod upsample;
+pub mod wide_sum;
 
 /// What [`substitute`] replaced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

@@ -20,8 +20,8 @@ use std::time::Instant;
 use tract_onnx::prelude::*;
 
 use crate::frame::{Frame, Mask, Rect};
-use crate::preprocess::{ChannelOrder, Normalize};
-use crate::stats::{Stage, StageRecorder};
+use crate::infer::preprocess::{ChannelOrder, Normalize};
+use crate::pipeline::stats::{Stage, StageRecorder};
 use crate::{Error, Result};
 
 /// What the runtime knows about a model after loading it.
@@ -48,7 +48,7 @@ pub struct ModelInfo {
     /// Operator name -> count, in the optimised graph that tract runs.
     pub op_histogram: BTreeMap<String, usize>,
     /// Subgraphs replaced by our own operators (none with `LoadOptions::stock`).
-    pub substitutions: crate::ops::Substitutions,
+    pub substitutions: crate::infer::ops::Substitutions,
 }
 
 /// Options for loading a model.
@@ -56,7 +56,7 @@ pub struct ModelInfo {
 pub struct LoadOptions {
     /// Threads tract may use per inference (needs the `multithread` feature for > 1).
     pub threads: usize,
-    /// Run tract's stock graph, without our fused operators ([`crate::ops`]):
+    /// Run tract's stock graph, without our fused operators ([`crate::infer::ops`]):
     /// for comparisons (`lgms-edge bench --stock`) and for bisecting.
     pub stock: bool,
     /// Compute in f16: tract converts an f32 model at load (`model.precision
@@ -206,9 +206,9 @@ impl Model {
         }
         // Our operators are f32 kernels: an f16 model runs tract's own.
         let substitutions = if opts.stock || opts.f16 {
-            crate::ops::Substitutions::default()
+            crate::infer::ops::Substitutions::default()
         } else {
-            crate::ops::substitute(&mut typed).map_err(corrupt)?
+            crate::infer::ops::substitute(&mut typed).map_err(corrupt)?
         };
         log::debug!("{}: {substitutions:?}", path.display());
         let mut optimized = if opts.stock {
@@ -218,7 +218,7 @@ impl Model {
         }
         .map_err(corrupt)?;
         // After optimisation, so that no tract pass fuses the wide sums back.
-        let widened = crate::wide_sum::harden(&mut optimized).map_err(corrupt)?;
+        let widened = crate::infer::ops::wide_sum::harden(&mut optimized).map_err(corrupt)?;
         log::debug!(
             "{}: {widened} wide reductions accumulate in f64",
             path.display()
@@ -774,7 +774,7 @@ pub struct InfoReport {
     /// Pixel-kernel table in use (`scalar`, `avx2`, `neon`).
     pub pixel_kernels: &'static str,
     /// Subgraphs running on lgms-edge's own tract operators.
-    pub lgms_ops: crate::ops::Substitutions,
+    pub lgms_ops: crate::infer::ops::Substitutions,
 }
 
 impl InfoReport {

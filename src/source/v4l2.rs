@@ -5,7 +5,7 @@
 //! `Drop` on errors other than ENODEV and block in `next()` without a way to
 //! tell a dead device from a slow one. A cart's grabber gets unplugged; the
 //! runtime must notice within a timeout, release every buffer and try again
-//! ([`crate::reconnect`]). The ioctl structures are the kernel's stable
+//! ([`crate::source::reconnect`]). The ioctl structures are the kernel's stable
 //! UAPI (checked against `<linux/videodev2.h>` by size assertions below).
 //!
 //! Streaming uses a small queue of mmap buffers. Each [`V4l2Source::next_frame`]
@@ -27,7 +27,7 @@ use memmap2::{Mmap, MmapOptions};
 use crate::config::CaptureConfig;
 use crate::devices::SharedRecorder;
 use crate::frame::Frame;
-use crate::pixfmt::{fourcc_name, Converter, PixelFormat};
+use crate::source::pixfmt::{fourcc_name, Converter, PixelFormat};
 use crate::source::FrameSource;
 use crate::{Error, Result};
 
