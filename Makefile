@@ -47,7 +47,7 @@ bench:
 PEERS_ARGS ?=
 bench-peers: deps-python
 	$(CARGO) build --release --locked
-	$(PYTHON) -m models.bench_peers --stock $(PEERS_ARGS)
+	$(PYTHON) -m lgms_models.bench_peers --stock $(PEERS_ARGS)
 
 include models/model.mk
 include tests/vm/vm.mk

@@ -1,4 +1,4 @@
-"""Make the repository root importable (``models`` package) however pytest is started."""
+"""Make the repository root importable (``lgms_models`` package) however pytest is started."""
 
 import os
 import sys

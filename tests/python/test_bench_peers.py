@@ -1,4 +1,4 @@
-"""The peer benchmark (models/bench_peers.py) runs all three runtimes on the
+"""The peer benchmark (lgms_models/bench_peers.py) runs all three runtimes on the
 same file and reports medians and ratios."""
 
 import json
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from models import bench_peers
+from lgms_models import bench_peers
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, "target", "release", "lgms-edge")

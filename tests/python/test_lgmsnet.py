@@ -17,11 +17,11 @@ import onnx
 import pytest
 import torch
 
-from models import preprocess
-from models.export import (INPUT_SHAPE, OPSET, REQUIRED_METADATA, build_metadata, export_onnx,
+from lgms_models import preprocess
+from lgms_models.export import (INPUT_SHAPE, OPSET, REQUIRED_METADATA, build_metadata, export_onnx,
                            get_metadata, ort_run, prepare_for_export, random_init,
                            reference_logits)
-from models.lgmsnet import (EXPECTED_PARAMS, EXPECTED_STATE_DICT_ENTRIES, build_model,
+from lgms_models.lgmsnet import (EXPECTED_PARAMS, EXPECTED_STATE_DICT_ENTRIES, build_model,
                             count_params, load_checkpoint, read_state_dict_spec)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -202,7 +202,7 @@ def test_metadata_keys(exported):
 # ---------------------------------------------------------------------------
 
 def test_quantized_model_ops(exported, tmp_path):
-    from models.quantize import INT8_OPS, calibration_frames, check_int8_ops, quantize
+    from lgms_models.quantize import INT8_OPS, calibration_frames, check_int8_ops, quantize
     f32_ops = {n.op_type for n in onnx.load(exported["path"]).graph.node}
     out = str(tmp_path / "m.int8.onnx")
     quantize(exported["path"], out, calibration_frames(None, 2), per_channel=False)
@@ -257,7 +257,7 @@ def test_parity_manifest():
 # ---------------------------------------------------------------------------
 
 def test_metric_and_loss():
-    from models.train import bce_dice_loss, iou_per_image
+    from lgms_models.train import bce_dice_loss, iou_per_image
     t = torch.zeros(2, 1, 4, 4)
     t[0, 0, :2] = 1  # 8 pixels; image 1 has an empty mask
     z = torch.full_like(t, -5.0)
@@ -270,8 +270,8 @@ def test_metric_and_loss():
 
 
 def test_train_smoke(tmp_path):
-    from models.synth_data import write_set
-    from models.train import main
+    from lgms_models.synth_data import write_set
+    from lgms_models.train import main
     write_set(str(tmp_path / "tr"), 4, seed=1)
     write_set(str(tmp_path / "va"), 2, seed=2)
     main(["--data", str(tmp_path / "tr"), "--val", str(tmp_path / "va"), "--out", str(tmp_path / "run"),

@@ -1,7 +1,7 @@
 """Export LGMSNet to ONNX for the tract runtime.
 
-    python3 -m models.export --ckpt best.pth --out models/lgmsnet.f32.onnx --name lgmsnet-phantom-us
-    python3 -m models.export --random-seed 0 --out models/lgmsnet-random.f32.onnx --name lgmsnet-random
+    python3 -m lgms_models.export --ckpt best.pth --out models/lgmsnet.f32.onnx --name lgmsnet-phantom-us
+    python3 -m lgms_models.export --random-seed 0 --out models/lgmsnet-random.f32.onnx --name lgmsnet-random
 
 What this does and why:
 
@@ -40,8 +40,8 @@ import onnx
 import torch
 import torch.nn as nn
 
-from models import preprocess
-from models.lgmsnet import (GroupNormExport, MKtinyvit4_CT, SpiltConv, build_model,
+from lgms_models import preprocess
+from lgms_models.lgmsnet import (GroupNormExport, MKtinyvit4_CT, SpiltConv, build_model,
                             count_params, load_checkpoint)
 
 OPSET = 17

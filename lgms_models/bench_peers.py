@@ -1,6 +1,6 @@
 """Peer benchmark: the same ONNX file through lgms-edge (tract), ONNX Runtime and PyTorch.
 
-    python3 -m models.bench_peers [--threads 1,2] [--runs 15] [--json out/bench-peers.json]
+    python3 -m lgms_models.bench_peers [--threads 1,2] [--runs 15] [--json out/bench-peers.json]
     make bench-peers
 
 For each thread count, in one run on one machine:
@@ -57,7 +57,7 @@ def load_input(path: str) -> np.ndarray:
     x = np.fromfile(path, dtype="<f4")
     if x.size != 3 * 256 * 256:
         raise SystemExit(f"{path}: {x.size} values, expected 1x3x256x256; "
-                         "fix: regenerate with `python3 -m models.parity`")
+                         "fix: regenerate with `python3 -m lgms_models.parity`")
     return x.reshape(1, 3, 256, 256)
 
 
@@ -78,8 +78,8 @@ def bench_torch(model_path: str, ckpt: str, x: np.ndarray, threads: int, runs: i
                 warmup: int) -> list[float] | None:
     import torch
 
-    from models.export import get_metadata, sha256_file
-    from models.lgmsnet import build_model, load_checkpoint
+    from lgms_models.export import get_metadata, sha256_file
+    from lgms_models.lgmsnet import build_model, load_checkpoint
 
     want = get_metadata(model_path).get("lgms.checkpoint_sha256", "")
     if not os.path.isfile(ckpt) or sha256_file(ckpt) != want:

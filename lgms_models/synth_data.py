@@ -1,6 +1,6 @@
 """Stand-in dataset writer, same layout as ``lgms-edge phantom`` (images/, masks/).
 
-    python3 -m models.synth_data --out DIR --count N --seed S
+    python3 -m lgms_models.synth_data --out DIR --count N --seed S
 
 For tests and for trying train.py before the Rust phantom generator exists.
 Real training data should come from ``lgms-edge phantom --kind ultrasound``
@@ -15,7 +15,7 @@ import sys
 
 import cv2
 
-from models.preprocess import synthetic_phantom
+from lgms_models.preprocess import synthetic_phantom
 
 
 def write_set(out: str, count: int, seed: int) -> None:

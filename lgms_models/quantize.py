@@ -1,6 +1,6 @@
 """Static int8 quantisation of an exported LGMSNet for tract 0.23.9.
 
-    python3 -m models.quantize --model models/lgmsnet.f32.onnx --out models/lgmsnet.int8.onnx \
+    python3 -m lgms_models.quantize --model models/lgmsnet.f32.onnx --out models/lgmsnet.int8.onnx \
         [--calib DIR] [--frames 32] [--per-channel]
 
 Constraints come from what tract runs as true integer kernels:
@@ -48,8 +48,8 @@ import onnx
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                       QuantType, quantize_static)
 
-from models import preprocess
-from models.export import INPUT_NAME, get_metadata, ort_run, set_metadata
+from lgms_models import preprocess
+from lgms_models.export import INPUT_NAME, get_metadata, ort_run, set_metadata
 
 RECIPES = {"conv": ("Conv",), "conv+matmul": ("Conv", "MatMul")}
 # Op types a quantised model may contain: the f32 model's own plus these.
@@ -176,7 +176,7 @@ def compare(f32_path: str, int8_path: str, frames: list[np.ndarray]) -> dict[str
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="static int8 quantisation for tract")
-    ap.add_argument("--model", required=True, help="f32 ONNX from models.export")
+    ap.add_argument("--model", required=True, help="f32 ONNX from lgms_models.export")
     ap.add_argument("--out", required=True)
     ap.add_argument("--calib", help="folder of calibration pictures (or with images/)")
     ap.add_argument("--frames", type=int, default=32, help="number of calibration frames")

@@ -1,7 +1,7 @@
 """Parity vectors: inputs and reference logits for checking a runtime against PyTorch.
 
-    python3 -m models.parity --model models/lgmsnet-random.f32.onnx --random-seed 0
-    python3 -m models.parity --model models/lgmsnet.f32.onnx --ckpt best.pth [--image a.png ...]
+    python3 -m lgms_models.parity --model models/lgmsnet-random.f32.onnx --random-seed 0
+    python3 -m lgms_models.parity --model models/lgmsnet.f32.onnx --ckpt best.pth [--image a.png ...]
 
 Writes ``models/parity/manifest.json`` and raw little-endian f32 files:
 ``<name>.input.f32`` (1x3x256x256, the network's input tensor, i.e. already
@@ -23,9 +23,9 @@ import sys
 import numpy as np
 import torch
 
-from models import preprocess
-from models.export import INPUT_SHAPE, ort_run, random_init, reference_logits
-from models.lgmsnet import build_model, load_checkpoint
+from lgms_models import preprocess
+from lgms_models.export import INPUT_SHAPE, ort_run, random_init, reference_logits
+from lgms_models.lgmsnet import build_model, load_checkpoint
 
 DEFAULT_DIR = "models/parity"
 TOLERANCE = 1e-4

@@ -1,6 +1,6 @@
 """Train LGMSNet on phantom data (``lgms-edge phantom`` output).
 
-    python3 -m models.train --data DIR --val DIR --epochs 40 --out models/runs/phantom-us
+    python3 -m lgms_models.train --data DIR --val DIR --epochs 40 --out models/runs/phantom-us
 
 DIR holds ``images/*.png`` and ``masks/*.png`` with matching file names. The
 script is self-contained (torch, numpy, opencv) so the dataset can be made
@@ -38,8 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import preprocess
-from models.lgmsnet import build_model, count_params
+from lgms_models import preprocess
+from lgms_models.lgmsnet import build_model, count_params
 
 
 # ---------------------------------------------------------------------------
