@@ -8,7 +8,7 @@ PYTHON ?= python3
 
 help:
 	@echo "make demo         run the pipeline on the phantom source + bundled model (writes out/)"
-	@echo "make test         Rust tests + Python model tests (installs models/requirements.txt if missing)"
+	@echo "make test         Rust tests + Python model tests (installs requirements*.txt if missing)"
 	@echo "make lint         cargo fmt --check + clippy -D warnings"
 	@echo "make test-vm      V4L2/fbdev/DRM tests against real kernel drivers in qemu"
 	@echo "make aarch64      release binary for the boards; make test-aarch64 runs the tests under qemu-user"
@@ -30,10 +30,16 @@ test-rust:
 test-python:
 	$(PYTHON) -m pytest -q tests/python
 
-# Installs the pinned Python packages (torch is large) only when missing.
+# The pinned Python packages (requirements.txt: runtime, torch is large;
+# requirements-dev.txt: pytest, ruff), installed only when one is missing or
+# at another version than its pin.
+PY_REQUIREMENTS = requirements.txt requirements-dev.txt
 deps-python:
-	@$(PYTHON) -c "import torch, onnx, onnxruntime, cv2, pytest" 2>/dev/null || \
-		$(PYTHON) -m pip install -q -r models/requirements.txt
+	@$(PYTHON) -c 'import sys, importlib.metadata as md; \
+		pins = [l.split("#")[0].strip().split("==") for f in sys.argv[1:] for l in open(f)]; \
+		sys.exit(any(md.version(p[0]).split("+")[0] != p[1] for p in pins if len(p) == 2))' \
+		$(PY_REQUIREMENTS) 2>/dev/null || \
+		$(PYTHON) -m pip install -q $(addprefix -r ,$(PY_REQUIREMENTS))
 
 lint:
 	$(CARGO) fmt --check
