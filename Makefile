@@ -4,12 +4,15 @@
 CARGO  ?= cargo
 PYTHON ?= python3
 
-.PHONY: demo test test-rust test-python lint deps-python deps-ci ci bench bench-peers help
+# Python lint: ruff at the version requirements-dev.txt pins.
+RUFF_VERSION := $(shell sed -n 's/^ruff==//p' requirements-dev.txt)
+
+.PHONY: demo test test-rust test-python lint deps-python deps-lint deps-ci ci bench bench-peers help
 
 help:
 	@echo "make demo         run the pipeline on the phantom source + bundled model (writes out/)"
 	@echo "make test         Rust tests + Python model tests (installs requirements*.txt if missing)"
-	@echo "make lint         cargo fmt --check + clippy -D warnings"
+	@echo "make lint         cargo fmt --check + clippy -D warnings + ruff check + ruff format --check"
 	@echo "make test-vm      V4L2/fbdev/DRM tests against real kernel drivers in qemu"
 	@echo "make aarch64      release binary for the boards; make test-aarch64 runs the tests under qemu-user"
 	@echo "make bench        per-stage latency on this machine (lgms-edge bench)"
@@ -41,9 +44,15 @@ deps-python:
 		$(PY_REQUIREMENTS) 2>/dev/null || \
 		$(PYTHON) -m pip install -q $(addprefix -r ,$(PY_REQUIREMENTS))
 
-lint:
+deps-lint:
+	@$(PYTHON) -m ruff --version 2>/dev/null | grep -qx "ruff $(RUFF_VERSION)" || \
+		$(PYTHON) -m pip install -q -r requirements-dev.txt
+
+lint: deps-lint
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(PYTHON) -m ruff check
+	$(PYTHON) -m ruff format --check
 
 bench:
 	$(CARGO) run --release -- bench --config boards/x86-dev.toml

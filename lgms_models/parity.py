@@ -51,9 +51,14 @@ def default_vectors(seed: int = 0, images: list[str] | None = None) -> list[tupl
     return vecs
 
 
-def write_vectors(model_path: str, model: torch.nn.Module, vectors: list[tuple[str, np.ndarray]],
-                  out_dir: str = DEFAULT_DIR, tolerance: float = TOLERANCE,
-                  check_ort: bool = True) -> dict:
+def write_vectors(
+    model_path: str,
+    model: torch.nn.Module,
+    vectors: list[tuple[str, np.ndarray]],
+    out_dir: str = DEFAULT_DIR,
+    tolerance: float = TOLERANCE,
+    check_ort: bool = True,
+) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     # Start from a clean slate so stale vectors of another model never linger.
     for f in os.listdir(out_dir):
@@ -68,8 +73,11 @@ def write_vectors(model_path: str, model: torch.nn.Module, vectors: list[tuple[s
         entries.append({"name": name, "input": f"{name}.input.f32", "logits": f"{name}.logits.f32"})
         if check_ort:
             diffs[name] = float(np.abs(ort_run(model_path, x) - logits).max())
-    manifest = {"model": os.path.relpath(os.path.abspath(model_path), os.getcwd()),
-                "tolerance": tolerance, "vectors": entries}
+    manifest = {
+        "model": os.path.relpath(os.path.abspath(model_path), os.getcwd()),
+        "tolerance": tolerance,
+        "vectors": entries,
+    }
     with open(os.path.join(out_dir, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")

@@ -19,8 +19,8 @@ model's metadata, so the Rust runtime never hard-codes them.
 
 from __future__ import annotations
 
-import numpy as np
 import cv2
+import numpy as np
 
 INPUT_SIZE = 256
 
@@ -118,7 +118,8 @@ def synthetic_phantom(seed: int, size: int = INPUT_SIZE) -> tuple[np.ndarray, np
     tissue = np.where(fan, tissue, 0.0)
     gray = np.clip(tissue, 0, 255).astype(np.uint8)
     # Slight colour tint so that the three channels differ (BGR order matters).
-    img = np.stack([gray, np.clip(gray * 0.95, 0, 255), np.clip(gray * 0.9 + 5, 0, 255)],
-                   axis=-1).astype(np.uint8)
+    img = np.stack([gray, np.clip(gray * 0.95, 0, 255), np.clip(gray * 0.9 + 5, 0, 255)], axis=-1).astype(
+        np.uint8
+    )
     mask = (inside & fan).astype(np.uint8) * 255
     return img, mask

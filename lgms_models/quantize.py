@@ -45,8 +45,13 @@ import tempfile
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                      QuantType, quantize_static)
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
 
 from lgms_models import preprocess
 from lgms_models.export import INPUT_NAME, get_metadata, ort_run, set_metadata
@@ -61,8 +66,9 @@ def calibration_frames(calib: str | None, n: int, seed: int = 1000) -> list[np.n
     """Network inputs (1x3x256x256) for calibration."""
     if calib:
         root = os.path.join(calib, "images") if os.path.isdir(os.path.join(calib, "images")) else calib
-        paths = sorted(p for ext in ("png", "jpg", "jpeg", "bmp")
-                       for p in glob.glob(os.path.join(root, f"*.{ext}")))
+        paths = sorted(
+            p for ext in ("png", "jpg", "jpeg", "bmp") for p in glob.glob(os.path.join(root, f"*.{ext}"))
+        )
         if not paths:
             raise SystemExit(f"no images under {root}")
         return [preprocess.preprocess_path(p) for p in paths[:n]]
@@ -99,8 +105,7 @@ def averaging_matmuls(model: onnx.ModelProto) -> list[str]:
     """The MatMuls that compute GroupNorm mean/variance (``GroupNormExport``,
     module path ``*.norm_act.0``). Quantising them would put the
     normalisation statistics through int8, so they stay f32."""
-    return [n.name for n in model.graph.node
-            if n.op_type == "MatMul" and "/norm_act/norm_act.0/" in n.name]
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and "/norm_act/norm_act.0/" in n.name]
 
 
 def depthwise_convs(model: onnx.ModelProto) -> list[str]:
@@ -118,11 +123,18 @@ def depthwise_convs(model: onnx.ModelProto) -> list[str]:
     return out
 
 
-def quantize(model_path: str, out_path: str, frames: list[np.ndarray], per_channel: bool,
-             activation_type: QuantType = QuantType.QUInt8,
-             weight_type: QuantType = QuantType.QInt8,
-             method: CalibrationMethod = CalibrationMethod.MinMax,
-             calib_desc: str = "", ops: str = "conv", reduce_range: bool = True) -> dict:
+def quantize(
+    model_path: str,
+    out_path: str,
+    frames: list[np.ndarray],
+    per_channel: bool,
+    activation_type: QuantType = QuantType.QUInt8,
+    weight_type: QuantType = QuantType.QInt8,
+    method: CalibrationMethod = CalibrationMethod.MinMax,
+    calib_desc: str = "",
+    ops: str = "conv",
+    reduce_range: bool = True,
+) -> dict:
     src = onnx.load(model_path)
     exclude = averaging_matmuls(src) + (depthwise_convs(src) if ops == "conv" else [])
     float_ops = {n.op_type for n in src.graph.node}
@@ -130,7 +142,9 @@ def quantize(model_path: str, out_path: str, frames: list[np.ndarray], per_chann
     with tempfile.TemporaryDirectory() as tmp:
         tmp_out = os.path.join(tmp, "q.onnx")
         quantize_static(
-            model_path, tmp_out, FrameReader(frames),
+            model_path,
+            tmp_out,
+            FrameReader(frames),
             quant_format=QuantFormat.QOperator,
             op_types_to_quantize=list(RECIPES[ops]),
             per_channel=per_channel,
@@ -147,15 +161,19 @@ def quantize(model_path: str, out_path: str, frames: list[np.ndarray], per_chann
     keep = [o for o in q.opset_import if o.domain not in FORBIDDEN_DOMAINS]
     del q.opset_import[:]
     q.opset_import.extend(keep)
-    md.update({
-        "lgms.precision": "int8",
-        "lgms.quantization": (f"onnxruntime static QOperator, "
-                              f"{'Conv (not depthwise)' if ops == 'conv' else 'Conv+MatMul'} only, "
-                              f"{'per-channel' if per_channel else 'per-tensor'} weights "
-                              f"{weight_type.name}{' 7-bit' if reduce_range else ''}, "
-                              f"activations {activation_type.name}, "
-                              f"{method.name} calibration on {calib_desc or f'{len(frames)} frames'}"),
-    })
+    md.update(
+        {
+            "lgms.precision": "int8",
+            "lgms.quantization": (
+                f"onnxruntime static QOperator, "
+                f"{'Conv (not depthwise)' if ops == 'conv' else 'Conv+MatMul'} only, "
+                f"{'per-channel' if per_channel else 'per-tensor'} weights "
+                f"{weight_type.name}{' 7-bit' if reduce_range else ''}, "
+                f"activations {activation_type.name}, "
+                f"{method.name} calibration on {calib_desc or f'{len(frames)} frames'}"
+            ),
+        }
+    )
     set_metadata(q, md)
     onnx.checker.check_model(q)
     onnx.save(q, out_path)
@@ -170,8 +188,11 @@ def compare(f32_path: str, int8_path: str, frames: list[np.ndarray]) -> dict[str
         worst = max(worst, float(np.abs(a - b).max()))
         pa, pb = a > 0, b > 0
         ious.append((np.logical_and(pa, pb).sum() + 1e-5) / (np.logical_or(pa, pb).sum() + 1e-5))
-    return {"max_abs_logit_diff": worst, "mask_iou_vs_f32_mean": float(np.mean(ious)),
-            "mask_iou_vs_f32_min": float(np.min(ious))}
+    return {
+        "max_abs_logit_diff": worst,
+        "mask_iou_vs_f32_mean": float(np.mean(ious)),
+        "mask_iou_vs_f32_min": float(np.min(ious)),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,24 +202,46 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calib", help="folder of calibration pictures (or with images/)")
     ap.add_argument("--frames", type=int, default=32, help="number of calibration frames")
     ap.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
-    ap.add_argument("--ops", choices=sorted(RECIPES), default="conv",
-                    help="conv: dense convs only (lgms-edge's int8 kernel); conv+matmul: the old recipe")
-    ap.add_argument("--full-range", action="store_true",
-                    help="8-bit weights (default 7-bit, see the module doc)")
+    ap.add_argument(
+        "--ops",
+        choices=sorted(RECIPES),
+        default="conv",
+        help="conv: dense convs only (lgms-edge's int8 kernel); conv+matmul: the old recipe",
+    )
+    ap.add_argument(
+        "--full-range", action="store_true", help="8-bit weights (default 7-bit, see the module doc)"
+    )
     ap.add_argument("--activations", choices=("u8", "s8"), default="u8")
     ap.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax")
     ap.add_argument("--eval-frames", type=int, default=4, help="held-out frames for the int8-vs-f32 report")
     a = ap.parse_args(argv)
     frames = calibration_frames(a.calib, a.frames)
     act = QuantType.QUInt8 if a.activations == "u8" else QuantType.QInt8
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[a.method]
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[a.method]
     desc = f"{len(frames)} frames from {a.calib}" if a.calib else f"{len(frames)} synthetic phantom frames"
-    counts = quantize(a.model, a.out, frames, a.per_channel, act, QuantType.QInt8, method, desc,
-                      ops=a.ops, reduce_range=not a.full_range)
+    counts = quantize(
+        a.model,
+        a.out,
+        frames,
+        a.per_channel,
+        act,
+        QuantType.QInt8,
+        method,
+        desc,
+        ops=a.ops,
+        reduce_range=not a.full_range,
+    )
     held_out = calibration_frames(None, a.eval_frames, seed=5000)
-    report = {"out": a.out, "op_counts": counts, "vs_f32": compare(a.model, a.out, held_out),
-              "size_bytes": os.path.getsize(a.out)}
+    report = {
+        "out": a.out,
+        "op_counts": counts,
+        "vs_f32": compare(a.model, a.out, held_out),
+        "size_bytes": os.path.getsize(a.out),
+    }
     print(json.dumps(report, indent=2))
 
 

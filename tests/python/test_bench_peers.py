@@ -16,10 +16,23 @@ BIN = os.path.join(ROOT, "target", "release", "lgms-edge")
 def test_peer_benchmark_reports_every_runtime_and_ratios(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     out = tmp_path / "peers.json"
-    rc = bench_peers.main([
-        "--bin", BIN, "--threads", "1", "--runs", "1", "--warmup", "0",
-        "--int8", "", "--stock", "--json", str(out),
-    ])
+    rc = bench_peers.main(
+        [
+            "--bin",
+            BIN,
+            "--threads",
+            "1",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--int8",
+            "",
+            "--stock",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     report = json.loads(out.read_text())
     runtimes = {r["runtime"] for r in report["rows"]}
