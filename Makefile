@@ -4,6 +4,11 @@
 CARGO  ?= cargo
 PYTHON ?= python3
 
+# The Rust binary the Python side runs for phantom frames (lgms_models.phantom
+# reads the same variable); built once if missing.
+LGMS_EDGE_BIN ?= $(CURDIR)/target/release/lgms-edge
+export LGMS_EDGE_BIN
+
 # Python lint: ruff at the version requirements-dev.txt pins.
 RUFF_VERSION := $(shell sed -n 's/^ruff==//p' requirements-dev.txt)
 
@@ -30,8 +35,14 @@ test: deps-python test-rust test-python
 test-rust:
 	$(CARGO) test --release --locked
 
-test-python:
+# The phantom frames come from the release binary (`make test` has just
+# built it in test-rust).
+test-python: $(LGMS_EDGE_BIN)
 	$(PYTHON) -m pytest -q tests/python
+
+$(LGMS_EDGE_BIN):
+	$(CARGO) build --release --locked
+	@test -x "$@" || { echo "LGMS_EDGE_BIN=$@ does not exist after cargo build; fix: unset it or point it at the lgms-edge binary" >&2; exit 1; }
 
 # The pinned Python packages (requirements.txt: runtime, torch is large;
 # requirements-dev.txt: pytest, ruff), installed only when one is missing or

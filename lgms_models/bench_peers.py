@@ -35,10 +35,11 @@ import time
 
 import numpy as np
 
+from lgms_models import phantom
+
 DEFAULT_F32 = "models/lgmsnet-phantom-us.f32.onnx"
 DEFAULT_INT8 = "models/lgmsnet-phantom-us.int8.onnx"
 DEFAULT_INPUT = "models/parity/image0.input.f32"
-DEFAULT_BIN = "target/release/lgms-edge"
 DEFAULT_CKPT = "models/checkpoints/lgmsnet-phantom-us.pth"
 
 
@@ -138,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--int8", default=DEFAULT_INT8, help="'' to skip int8")
     ap.add_argument("--input", default=DEFAULT_INPUT)
     ap.add_argument("--ckpt", default=DEFAULT_CKPT, help="checkpoint of --f32, for PyTorch")
-    ap.add_argument("--bin", default=DEFAULT_BIN, help="lgms-edge binary")
+    ap.add_argument(
+        "--bin",
+        default=phantom.binary_path(),
+        help=f"lgms-edge binary (default: ${phantom.ENV_VAR}, else target/release/lgms-edge)",
+    )
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)

@@ -40,7 +40,7 @@ import onnx
 import torch
 import torch.nn as nn
 
-from lgms_models import preprocess
+from lgms_models import phantom, preprocess
 from lgms_models.lgmsnet import (
     GroupNormExport,
     MKtinyvit4_CT,
@@ -79,14 +79,14 @@ REQUIRED_METADATA = (
 
 
 def calibration_batch(n: int = 4, seed: int = 1234) -> torch.Tensor:
-    """Preprocessed synthetic frames: inputs with the statistics of real ones.
+    """Preprocessed phantom frames (``lgms-edge phantom``): inputs with the
+    statistics of real ones.
 
     Real preprocessed inputs are tiny (about +-0.01 after the second /255), so
     BN statistics must come from such inputs for a random model to produce
     non-degenerate logits.
     """
-    xs = [preprocess.to_tensor_layout(preprocess.synthetic_phantom(seed + i)[0]) for i in range(n)]
-    return torch.from_numpy(np.concatenate(xs, axis=0))
+    return torch.from_numpy(np.concatenate(phantom.inputs(n, seed), axis=0))
 
 
 @torch.no_grad()
@@ -334,14 +334,12 @@ def reference_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return out.float().numpy()
 
 
-def check_inputs(seed: int = 0) -> list[np.ndarray]:
-    """One phantom-like preprocessed frame and one random input of realistic scale."""
-    img, _ = preprocess.synthetic_phantom(seed + 99)
+def check_inputs(seed: int = 0, images: list[str] | None = None) -> list[np.ndarray]:
+    """The export gate's inputs: the given pictures (else one ``lgms-edge
+    phantom`` frame) and one random input of realistic scale."""
+    frames = [preprocess.preprocess_path(p) for p in images] if images else phantom.inputs(1, seed + 99)
     rng = np.random.default_rng(seed)
-    return [
-        preprocess.to_tensor_layout(img),
-        (rng.standard_normal(INPUT_SHAPE) / 255).astype(np.float32),
-    ]
+    return [*frames, (rng.standard_normal(INPUT_SHAPE) / 255).astype(np.float32)]
 
 
 def parity_report(
@@ -372,6 +370,7 @@ def export_checkpoint(
     tolerance: float = 1e-4,
     sidecar: bool = False,
     verbose: bool = True,
+    check_images: list[str] | None = None,
 ) -> dict:
     """Whole pipeline: weights -> folded ONNX with metadata -> ORT parity check."""
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -391,7 +390,7 @@ def export_checkpoint(
     export_onnx(folded, out, md)
     if sidecar:
         write_sidecar(out, md)
-    parity = parity_report(out, model, folded, check_inputs())
+    parity = parity_report(out, model, folded, check_inputs(images=check_images))
     diff = parity["ort_vs_torch_f64"]
     report = {
         "out": out,
@@ -418,6 +417,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--training-data", help="lgms.training_data provenance string")
     ap.add_argument("--tolerance", type=float, default=1e-4)
     ap.add_argument("--sidecar", action="store_true", help="also write X.json next to X.onnx")
+    ap.add_argument(
+        "--check-image",
+        action="append",
+        help="picture for the ONNX Runtime parity check (repeatable; default: an lgms-edge phantom frame)",
+    )
     a = ap.parse_args(argv)
     name = a.name or os.path.basename(a.out).split(".")[0]
     export_checkpoint(
@@ -428,6 +432,7 @@ def main(argv: list[str] | None = None) -> None:
         training_data=a.training_data,
         tolerance=a.tolerance,
         sidecar=a.sidecar,
+        check_images=a.check_image,
     )
 
 

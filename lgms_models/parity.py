@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import torch
 
-from lgms_models import preprocess
+from lgms_models import phantom, preprocess
 from lgms_models.export import INPUT_SHAPE, ort_run, random_init, reference_logits
 from lgms_models.lgmsnet import build_model, load_checkpoint
 
@@ -32,7 +32,8 @@ TOLERANCE = 1e-4
 
 
 def default_vectors(seed: int = 0, images: list[str] | None = None) -> list[tuple[str, np.ndarray]]:
-    """Named network inputs: phantom frames (real files if given) and random normal.
+    """Named network inputs: the given pictures (else two ``lgms-edge phantom``
+    frames) and random normal.
 
     The random input is N(0,1)/255: same scale as real preprocessed frames
     (the authors divide by 255 twice), so the network stays in the regime
@@ -43,9 +44,8 @@ def default_vectors(seed: int = 0, images: list[str] | None = None) -> list[tupl
         for i, p in enumerate(images):
             vecs.append((f"image{i}", preprocess.preprocess_path(p)))
     else:
-        for i in range(2):
-            img, _ = preprocess.synthetic_phantom(seed + 7 + i)
-            vecs.append((f"phantom{i}", preprocess.to_tensor_layout(img)))
+        for i, x in enumerate(phantom.inputs(2, seed + 7)):
+            vecs.append((f"phantom{i}", x))
     rng = np.random.default_rng(seed)
     vecs.append(("normal", (rng.standard_normal(INPUT_SHAPE) / 255).astype(np.float32)))
     return vecs

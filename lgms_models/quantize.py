@@ -17,21 +17,24 @@ Constraints come from what tract runs as true integer kernels:
   only, which is what lgms-edge runs with its own int8 kernel
   (``src/ops/qconv.rs``: each ``QuantizeLinear -> QLinearConv ->
   DequantizeLinear`` becomes one fused operator). Depthwise convs (and the
-  encoders' narrow grouped convs) stay f32 (tract's f32 depthwise kernel is already fast, and there is little
-  arithmetic in them), and the attention MatMuls stay f32 so lgms-edge's
-  fused attention applies (quantised, tract ran them as eight separate
-  integer/float passes: about 350 ms on an AVX-512 Xeon, most of the int8
-  inference).
+  encoders' narrow grouped convs) stay f32 (tract's f32 depthwise kernel is
+  already fast, and there is little arithmetic in them), and the attention
+  MatMuls stay f32 so lgms-edge's fused attention applies (quantised, tract
+  runs them as eight separate integer/float passes: about 350 ms on an
+  AVX-512 Xeon, most of the int8 inference).
 * Weights are 7-bit by default (``reduce_range``, range -64..63): with u8
   activations, two products ``u8 * w`` then fit one i16 lane, so the AVX2
   kernel can use ``vpmaddubsw`` without saturating (the reason onnxruntime
   offers the option). Per-channel weight scales win back the lost bit.
 * Everything else (norms, GELU/SiLU, softmax, resize) stays f32.
 
-Calibration uses preprocessed frames: real phantom images if ``--calib DIR``
-(a folder of pictures, or one with ``images/``) is given, else synthetic
-phantom-like frames. The same preprocessing as training/export is used, so
-activation ranges match what the runtime will feed.
+Calibration uses preprocessed frames: the pictures of ``--calib DIR`` (a
+folder of pictures, or one with ``images/``, e.g. ``lgms-edge phantom``
+output) if given, else frames from the ``lgms-edge phantom`` binary
+(``phantom.py``). The same preprocessing as training/export is used, so
+activation ranges match what the runtime will feed. The int8-vs-f32 report
+runs on held-out frames: the pictures after the calibration ones, or
+phantom frames of another seed.
 """
 
 from __future__ import annotations
@@ -53,17 +56,22 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from lgms_models import preprocess
+from lgms_models import phantom, preprocess
 from lgms_models.export import INPUT_NAME, get_metadata, ort_run, set_metadata
 
 RECIPES = {"conv": ("Conv",), "conv+matmul": ("Conv", "MatMul")}
 # Op types a quantised model may contain: the f32 model's own plus these.
 INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}
 FORBIDDEN_DOMAINS = {"com.microsoft"}
+# Phantom seeds without --calib: calibration, and the held-out frames of the report.
+CALIB_SEED = 1000
+EVAL_SEED = 5000
 
 
-def calibration_frames(calib: str | None, n: int, seed: int = 1000) -> list[np.ndarray]:
-    """Network inputs (1x3x256x256) for calibration."""
+def calibration_frames(calib: str | None, n: int, seed: int = CALIB_SEED, skip: int = 0) -> list[np.ndarray]:
+    """Network inputs (1x3x256x256): up to ``n`` pictures of ``calib`` (a
+    folder of pictures, or one with ``images/``) in name order from the
+    ``skip``-th on, else ``n`` ``lgms-edge phantom`` frames of ``seed``."""
     if calib:
         root = os.path.join(calib, "images") if os.path.isdir(os.path.join(calib, "images")) else calib
         paths = sorted(
@@ -71,8 +79,8 @@ def calibration_frames(calib: str | None, n: int, seed: int = 1000) -> list[np.n
         )
         if not paths:
             raise SystemExit(f"no images under {root}")
-        return [preprocess.preprocess_path(p) for p in paths[:n]]
-    return [preprocess.to_tensor_layout(preprocess.synthetic_phantom(seed + i)[0]) for i in range(n)]
+        return [preprocess.preprocess_path(p) for p in paths[skip : skip + n]]
+    return phantom.inputs(n, seed) if n > 0 else []
 
 
 class FrameReader(CalibrationDataReader):
@@ -206,14 +214,20 @@ def main(argv: list[str] | None = None) -> None:
         "--ops",
         choices=sorted(RECIPES),
         default="conv",
-        help="conv: dense convs only (lgms-edge's int8 kernel); conv+matmul: the old recipe",
+        help="conv: dense convs only (lgms-edge's int8 kernel); conv+matmul: the MatMuls too",
     )
     ap.add_argument(
         "--full-range", action="store_true", help="8-bit weights (default 7-bit, see the module doc)"
     )
     ap.add_argument("--activations", choices=("u8", "s8"), default="u8")
     ap.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax")
-    ap.add_argument("--eval-frames", type=int, default=4, help="held-out frames for the int8-vs-f32 report")
+    ap.add_argument(
+        "--eval-frames",
+        type=int,
+        default=4,
+        help="held-out frames for the int8-vs-f32 report: the pictures after the calibration ones "
+        "with --calib, else phantom frames of another seed; 0: no report",
+    )
     a = ap.parse_args(argv)
     frames = calibration_frames(a.calib, a.frames)
     act = QuantType.QUInt8 if a.activations == "u8" else QuantType.QInt8
@@ -222,7 +236,10 @@ def main(argv: list[str] | None = None) -> None:
         "percentile": CalibrationMethod.Percentile,
         "entropy": CalibrationMethod.Entropy,
     }[a.method]
-    desc = f"{len(frames)} frames from {a.calib}" if a.calib else f"{len(frames)} synthetic phantom frames"
+    if a.calib:
+        desc = f"{len(frames)} frames from {a.calib}"
+    else:
+        desc = f"{len(frames)} lgms-edge phantom frames (seed {CALIB_SEED})"
     counts = quantize(
         a.model,
         a.out,
@@ -235,11 +252,12 @@ def main(argv: list[str] | None = None) -> None:
         ops=a.ops,
         reduce_range=not a.full_range,
     )
-    held_out = calibration_frames(None, a.eval_frames, seed=5000)
+    held_out = calibration_frames(a.calib, a.eval_frames, seed=EVAL_SEED, skip=a.frames)
     report = {
         "out": a.out,
         "op_counts": counts,
-        "vs_f32": compare(a.model, a.out, held_out),
+        "eval_frames": len(held_out),
+        "vs_f32": compare(a.model, a.out, held_out) if held_out else None,
         "size_bytes": os.path.getsize(a.out),
     }
     print(json.dumps(report, indent=2))

@@ -6,20 +6,19 @@ import os
 
 import pytest
 
-from lgms_models import bench_peers
+from lgms_models import bench_peers, phantom
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.path.join(ROOT, "target", "release", "lgms-edge")
 
 
-@pytest.mark.skipif(not os.path.isfile(BIN), reason="needs `cargo build --release` first")
 def test_peer_benchmark_reports_every_runtime_and_ratios(tmp_path, monkeypatch):
+    binary = phantom.require_binary()  # the release build; fails with the fix if missing
     monkeypatch.chdir(ROOT)
     out = tmp_path / "peers.json"
     rc = bench_peers.main(
         [
             "--bin",
-            BIN,
+            binary,
             "--threads",
             "1",
             "--runs",

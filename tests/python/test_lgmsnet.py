@@ -17,7 +17,7 @@ import onnx
 import pytest
 import torch
 
-from lgms_models import preprocess
+from lgms_models import phantom, preprocess
 from lgms_models.export import (
     INPUT_SHAPE,
     OPSET,
@@ -204,12 +204,12 @@ def test_gelu_is_exact_erf_chain(exported):
 
 
 def test_folded_export_matches_pytorch(exported, loaded_model):
-    for x in (preprocess.to_tensor_layout(preprocess.synthetic_phantom(11)[0]),):
-        ref = reference_logits(loaded_model, x)
-        got = ort_run(exported["path"], x)
-        assert np.abs(got - ref).max() <= 1e-4
-        # Not a degenerate model: both classes present.
-        assert 0.01 < (ref > 0).mean() < 0.99
+    (x,) = phantom.inputs(1, seed=11)
+    ref = reference_logits(loaded_model, x)
+    got = ort_run(exported["path"], x)
+    assert np.abs(got - ref).max() <= 1e-4
+    # Not a degenerate model: both classes present.
+    assert 0.01 < (ref > 0).mean() < 0.99
 
 
 def test_metadata_keys(exported):
@@ -260,6 +260,23 @@ def test_quantized_model_ops(exported, tmp_path):
     assert ort_run(out, x).shape == (1, 1, 256, 256)
 
 
+def test_calibration_frames_from_a_folder(tmp_path):
+    """--calib DIR: its pictures in name order; the held-out report takes the ones after."""
+    from lgms_models.quantize import calibration_frames
+
+    phantom.write_dataset(str(tmp_path), 3, seed=4)
+    images = [str(tmp_path / "images" / f"{i:05d}.png") for i in range(3)]
+    calib = calibration_frames(str(tmp_path), 2)
+    assert len(calib) == 2
+    for x, path in zip(calib, images[:2], strict=True):
+        np.testing.assert_array_equal(x, preprocess.preprocess_path(path))
+    (held_out,) = calibration_frames(str(tmp_path), 4, skip=2)
+    np.testing.assert_array_equal(held_out, preprocess.preprocess_path(images[2]))
+    assert calibration_frames(str(tmp_path), 4, skip=3) == []
+    with pytest.raises(SystemExit, match="no images"):
+        calibration_frames(str(tmp_path / "masks" / "none"), 1)
+
+
 # ---------------------------------------------------------------------------
 # Bundled parity vectors
 # ---------------------------------------------------------------------------
@@ -301,11 +318,10 @@ def test_metric_and_loss():
 
 
 def test_train_smoke(tmp_path):
-    from lgms_models.synth_data import write_set
     from lgms_models.train import main
 
-    write_set(str(tmp_path / "tr"), 4, seed=1)
-    write_set(str(tmp_path / "va"), 2, seed=2)
+    phantom.write_dataset(str(tmp_path / "tr"), 4, seed=1)
+    phantom.write_dataset(str(tmp_path / "va"), 2, seed=2)
     main(
         [
             "--data",
