@@ -45,6 +45,18 @@ def test_installed_versions_match_pins(name):
         assert importlib.metadata.version(pkg).split("+")[0] == version, pkg
 
 
+def test_every_command_module_has_a_console_script():
+    assert PYPROJECT["tool"]["setuptools"]["packages"] == ["lgms_models"]
+    pkg = os.path.join(ROOT, "lgms_models")
+    commands = set()
+    for name in os.listdir(pkg):
+        if name.endswith(".py"):
+            with open(os.path.join(pkg, name), encoding="utf-8") as f:
+                if "\ndef main(" in f.read():
+                    commands.add(f"lgms_models.{name[:-3]}:main")
+    assert commands == set(PYPROJECT["project"]["scripts"].values())
+
+
 @pytest.mark.parametrize("script", sorted(PYPROJECT["project"]["scripts"]))
 def test_console_script_runs(script, capsys):
     module, _, func = PYPROJECT["project"]["scripts"][script].partition(":")
