@@ -4,12 +4,20 @@
 CARGO  ?= cargo
 PYTHON ?= python3
 
-.PHONY: demo test test-rust test-python lint deps-python deps-ci ci bench bench-peers help
+# The Rust binary the Python side runs for phantom frames (lgms_models.phantom
+# reads the same variable); built once if missing.
+LGMS_EDGE_BIN ?= $(CURDIR)/target/release/lgms-edge
+export LGMS_EDGE_BIN
+
+# Python lint: ruff at the version requirements-dev.txt pins.
+RUFF_VERSION := $(shell sed -n 's/^ruff==//p' requirements-dev.txt)
+
+.PHONY: demo test test-rust test-python lint deps-python deps-lint deps-ci ci bench bench-peers help
 
 help:
 	@echo "make demo         run the pipeline on the phantom source + bundled model (writes out/)"
-	@echo "make test         Rust tests + Python model tests (installs models/requirements.txt if missing)"
-	@echo "make lint         cargo fmt --check + clippy -D warnings"
+	@echo "make test         Rust tests + Python model tests (installs requirements*.txt if missing)"
+	@echo "make lint         cargo fmt --check + clippy -D warnings + ruff check + ruff format --check"
 	@echo "make test-vm      V4L2/fbdev/DRM tests against real kernel drivers in qemu"
 	@echo "make aarch64      release binary for the boards; make test-aarch64 runs the tests under qemu-user"
 	@echo "make bench        per-stage latency on this machine (lgms-edge bench)"
@@ -27,17 +35,35 @@ test: deps-python test-rust test-python
 test-rust:
 	$(CARGO) test --release --locked
 
-test-python:
+# The phantom frames come from the release binary (`make test` has just
+# built it in test-rust).
+test-python: $(LGMS_EDGE_BIN)
 	$(PYTHON) -m pytest -q tests/python
 
-# Installs the pinned Python packages (torch is large) only when missing.
-deps-python:
-	@$(PYTHON) -c "import torch, onnx, onnxruntime, cv2, pytest" 2>/dev/null || \
-		$(PYTHON) -m pip install -q -r models/requirements.txt
+$(LGMS_EDGE_BIN):
+	$(CARGO) build --release --locked
+	@test -x "$@" || { echo "LGMS_EDGE_BIN=$@ does not exist after cargo build; fix: unset it or point it at the lgms-edge binary" >&2; exit 1; }
 
-lint:
+# The pinned Python packages (requirements.txt: runtime, torch is large;
+# requirements-dev.txt: pytest, ruff), installed only when one is missing or
+# at another version than its pin.
+PY_REQUIREMENTS = requirements.txt requirements-dev.txt
+deps-python:
+	@$(PYTHON) -c 'import sys, importlib.metadata as md; \
+		pins = [l.split("#")[0].strip().split("==") for f in sys.argv[1:] for l in open(f)]; \
+		sys.exit(any(md.version(p[0]).split("+")[0] != p[1] for p in pins if len(p) == 2))' \
+		$(PY_REQUIREMENTS) 2>/dev/null || \
+		$(PYTHON) -m pip install -q $(addprefix -r ,$(PY_REQUIREMENTS))
+
+deps-lint:
+	@$(PYTHON) -m ruff --version 2>/dev/null | grep -qx "ruff $(RUFF_VERSION)" || \
+		$(PYTHON) -m pip install -q -r requirements-dev.txt
+
+lint: deps-lint
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(PYTHON) -m ruff check
+	$(PYTHON) -m ruff format --check
 
 bench:
 	$(CARGO) run --release -- bench --config boards/x86-dev.toml
@@ -47,7 +73,7 @@ bench:
 PEERS_ARGS ?=
 bench-peers: deps-python
 	$(CARGO) build --release --locked
-	$(PYTHON) -m models.bench_peers --stock $(PEERS_ARGS)
+	$(PYTHON) -m lgms_models.bench_peers --stock $(PEERS_ARGS)
 
 include models/model.mk
 include tests/vm/vm.mk

@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         runs,
     )?;
     // Quantised convs (Q -> QLinearConv -> DQ as tract declutters them,
-    // 7-bit per-channel weights as models/quantize.py makes them).
+    // 7-bit per-channel weights as lgms_models/quantize.py makes them).
     case(
         "int8 conv 3x3 128->64 at 64x64",
         graphs::qconv(128, 64, 3, 64, 64, 1, 63, true, 1)?,

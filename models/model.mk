@@ -26,25 +26,28 @@ PHANTOM_DESC   = lgms-edge phantom --kind $(PHANTOM_KIND): train $(TRAIN_COUNT) 
 
 .PHONY: model model-random model-parity model-test phantom-data train-phantom
 
+# The Python side takes its phantom frames (random models' BN statistics,
+# export checks, parity vectors, int8 calibration without --calib) from the
+# lgms-edge binary, $(LGMS_EDGE_BIN) (the top-level Makefile builds it).
+
 # Export an authors'-format checkpoint: make model CKPT=path/to/best.pth
-model:
+model: $(if $(CKPT),$(LGMS_EDGE_BIN))
 	@test -n "$(CKPT)" || { echo "usage: make model CKPT=path/to/checkpoint.pth [MODEL_NAME=...] [MODEL_OUT=...]"; exit 2; }
-	$(PYTHON) -m models.export --ckpt "$(CKPT)" --out "$(MODEL_OUT)" --name "$(MODEL_NAME)" --training-data "$(MODEL_DATA)"
+	$(PYTHON) -m lgms_models.export --ckpt "$(CKPT)" --out "$(MODEL_OUT)" --name "$(MODEL_NAME)" --training-data "$(MODEL_DATA)"
 
 # Seeded random weights, for the demo and tests before a trained model exists.
-model-random:
-	$(PYTHON) -m models.export --random-seed 0 --out models/lgmsnet-random.f32.onnx --name lgmsnet-random
-	$(PYTHON) -m models.quantize --model models/lgmsnet-random.f32.onnx --out models/lgmsnet-random.int8.onnx --frames 16
-	$(PYTHON) -m models.quantize --model models/lgmsnet-random.f32.onnx --out models/lgmsnet-random.int8-perchannel.onnx --frames 16 --per-channel
-	$(PYTHON) -m models.parity --model models/lgmsnet-random.f32.onnx --random-seed 0
+model-random: $(LGMS_EDGE_BIN)
+	$(PYTHON) -m lgms_models.export --random-seed 0 --out models/lgmsnet-random.f32.onnx --name lgmsnet-random
+	$(PYTHON) -m lgms_models.quantize --model models/lgmsnet-random.f32.onnx --out models/lgmsnet-random.int8.onnx --frames 16
+	$(PYTHON) -m lgms_models.quantize --model models/lgmsnet-random.f32.onnx --out models/lgmsnet-random.int8-perchannel.onnx --frames 16 --per-channel
+	$(PYTHON) -m lgms_models.parity --model models/lgmsnet-random.f32.onnx --random-seed 0
 
 # Parity vectors for an exported checkpoint: make model-parity CKPT=... MODEL_OUT=...
-model-parity:
+model-parity: $(if $(CKPT),$(LGMS_EDGE_BIN))
 	@test -n "$(CKPT)" || { echo "usage: make model-parity CKPT=path/to/checkpoint.pth MODEL_OUT=model.onnx"; exit 2; }
-	$(PYTHON) -m models.parity --model "$(MODEL_OUT)" --ckpt "$(CKPT)"
+	$(PYTHON) -m lgms_models.parity --model "$(MODEL_OUT)" --ckpt "$(CKPT)"
 
-model-test:
-	$(PYTHON) -m pytest -q tests/python
+model-test: test-python
 
 # The dataset is made here with the Rust binary; the folder can be carried to
 # a GPU machine without cargo, where these stamps make `make` skip this step.
@@ -59,11 +62,13 @@ phantom-data: $(PHANTOM_DIR)/train/.done $(PHANTOM_DIR)/val/.done
 
 # From scratch: data -> train (best val IoU) -> f32 export -> int8 -> parity vectors.
 # On 2 CPU cores TRAIN_MINUTES caps training (the lr schedule is shortened to
-# fit); on a GPU the 150 epochs take a few minutes.
+# fit); on a GPU the 150 epochs take a few minutes. After phantom-data no
+# lgms-edge binary is needed: the export check and the parity vectors use the
+# first val frame, int8 calibrates on the train frames.
 train-phantom: phantom-data
-	$(PYTHON) -m models.train --data $(PHANTOM_DIR)/train --val $(PHANTOM_DIR)/val --epochs $(EPOCHS) \
+	$(PYTHON) -m lgms_models.train --data $(PHANTOM_DIR)/train --val $(PHANTOM_DIR)/val --epochs $(EPOCHS) \
 		--device $(TRAIN_DEVICE) --max-minutes $(TRAIN_MINUTES) --out $(RUN_DIR) $(TRAIN_ARGS)
-	$(PYTHON) -m models.export --ckpt $(RUN_DIR)/best.pth --out $(MODEL_OUT) --name $(MODEL_NAME) \
-		--training-data "$(PHANTOM_DESC)"
-	$(PYTHON) -m models.quantize --model $(MODEL_OUT) --out $(MODEL_INT8) --calib $(PHANTOM_DIR)/train --frames 32 --per-channel
-	$(PYTHON) -m models.parity --model $(MODEL_OUT) --ckpt $(RUN_DIR)/best.pth --image "$$(ls $(PHANTOM_DIR)/val/images/*.png | head -n 1)"
+	$(PYTHON) -m lgms_models.export --ckpt $(RUN_DIR)/best.pth --out $(MODEL_OUT) --name $(MODEL_NAME) \
+		--training-data "$(PHANTOM_DESC)" --check-image "$$(ls $(PHANTOM_DIR)/val/images/*.png | head -n 1)"
+	$(PYTHON) -m lgms_models.quantize --model $(MODEL_OUT) --out $(MODEL_INT8) --calib $(PHANTOM_DIR)/train --frames 32 --per-channel
+	$(PYTHON) -m lgms_models.parity --model $(MODEL_OUT) --ckpt $(RUN_DIR)/best.pth --image "$$(ls $(PHANTOM_DIR)/val/images/*.png | head -n 1)"

@@ -37,7 +37,7 @@ pub enum Error {
         reason: String,
     },
     /// The model's inputs or outputs do not have the shape the runtime needs.
-    #[error("model {path:?}: {reason}; fix: export the model with a fixed input of shape 1x3xHxW and one output of shape 1x1xHxW (see models/export.py)")]
+    #[error("model {path:?}: {reason}; fix: export the model with a fixed input of shape 1x3xHxW and one output of shape 1x1xHxW (see lgms_models/export.py)")]
     ModelShape {
         /// Path of the model.
         path: PathBuf,
@@ -53,7 +53,7 @@ pub enum Error {
         op: String,
     },
     /// The model's preprocessing metadata is missing or malformed.
-    #[error("model {path:?}: preprocessing metadata {key:?} {reason}; fix: re-export with models/export.py, or give the key in a sidecar JSON file next to the model (MODEL.onnx.json)")]
+    #[error("model {path:?}: preprocessing metadata {key:?} {reason}; fix: re-export with lgms_models/export.py, or give the key in a sidecar JSON file next to the model (MODEL.onnx.json)")]
     ModelMetadata {
         /// Path of the model.
         path: PathBuf,

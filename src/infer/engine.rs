@@ -7,7 +7,7 @@
 //!
 //! Preprocessing (size, channel order, mean, std, scale) and the threshold
 //! come from the model file's metadata (`lgms.*` keys written by
-//! `models/export.py`) or a sidecar `MODEL.onnx.json`, never from code: a
+//! `lgms_models/export.py`) or a sidecar `MODEL.onnx.json`, never from code: a
 //! model trained with other conventions then runs correctly without a
 //! rebuild, and a model without them is refused instead of silently fed
 //! the wrong numbers.

@@ -1,7 +1,7 @@
 //! Parity between tract and PyTorch: run committed input tensors through
 //! the engine and compare with the logits PyTorch computed for them.
 //!
-//! The vectors are written by `models/export.py`, so CI checks the Rust
+//! The vectors are written by `lgms_models/parity.py`, so CI checks the Rust
 //! runtime against the authors' framework without installing PyTorch.
 
 use std::path::{Path, PathBuf};
@@ -91,7 +91,7 @@ pub fn read_f32(path: &Path, len: usize) -> Result<Vec<f32>> {
         return Err(Error::invalid(
             format!("parity vector {path:?}"),
             format!(
-                "has {} bytes, expected {} (f32 x {len}); regenerate with models/export.py",
+                "has {} bytes, expected {} (f32 x {len}); regenerate with lgms_models/parity.py",
                 bytes.len(),
                 len * 4
             ),

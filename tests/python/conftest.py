@@ -1,8 +1,12 @@
-"""Make the repository root importable (``models`` package) however pytest is started."""
+"""The lgms-edge binary (phantom frames) that these tests use, in the header."""
 
-import os
-import sys
+from lgms_models import phantom
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+
+def pytest_report_header(config):
+    path = phantom.binary_path()
+    try:
+        phantom.require_binary()
+    except phantom.BinaryNotFound as e:
+        return [f"lgms-edge binary: MISSING; the tests that need phantom frames fail: {e}"]
+    return [f"lgms-edge binary: {path}"]

@@ -1,4 +1,4 @@
-"""The peer benchmark (models/bench_peers.py) runs all three runtimes on the
+"""The peer benchmark (lgms_models/bench_peers.py) runs all three runtimes on the
 same file and reports medians and ratios."""
 
 import json
@@ -6,20 +6,32 @@ import os
 
 import pytest
 
-from models import bench_peers
+from lgms_models import bench_peers, phantom
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.path.join(ROOT, "target", "release", "lgms-edge")
 
 
-@pytest.mark.skipif(not os.path.isfile(BIN), reason="needs `cargo build --release` first")
 def test_peer_benchmark_reports_every_runtime_and_ratios(tmp_path, monkeypatch):
+    binary = phantom.require_binary()  # the release build; fails with the fix if missing
     monkeypatch.chdir(ROOT)
     out = tmp_path / "peers.json"
-    rc = bench_peers.main([
-        "--bin", BIN, "--threads", "1", "--runs", "1", "--warmup", "0",
-        "--int8", "", "--stock", "--json", str(out),
-    ])
+    rc = bench_peers.main(
+        [
+            "--bin",
+            binary,
+            "--threads",
+            "1",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--int8",
+            "",
+            "--stock",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     report = json.loads(out.read_text())
     runtimes = {r["runtime"] for r in report["rows"]}

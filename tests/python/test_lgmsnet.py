@@ -17,19 +17,36 @@ import onnx
 import pytest
 import torch
 
-from models import preprocess
-from models.export import (INPUT_SHAPE, OPSET, REQUIRED_METADATA, build_metadata, export_onnx,
-                           get_metadata, ort_run, prepare_for_export, random_init,
-                           reference_logits)
-from models.lgmsnet import (EXPECTED_PARAMS, EXPECTED_STATE_DICT_ENTRIES, build_model,
-                            count_params, load_checkpoint, read_state_dict_spec)
+from lgms_models import phantom, preprocess
+from lgms_models.export import (
+    INPUT_SHAPE,
+    OPSET,
+    REQUIRED_METADATA,
+    build_metadata,
+    export_onnx,
+    get_metadata,
+    ort_run,
+    prepare_for_export,
+    random_init,
+    reference_logits,
+)
+from lgms_models.lgmsnet import (
+    EXPECTED_PARAMS,
+    EXPECTED_STATE_DICT_ENTRIES,
+    build_model,
+    count_params,
+    load_checkpoint,
+    read_state_dict_spec,
+)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TSV = os.path.join(ROOT, "models", "data", "lgmsnet_state_dict.tsv")
 SHARED_TSV = os.path.join(ROOT, "..", "shared", "data", "lgmsnet_state_dict.tsv")
 BUNDLED_F32 = os.path.join(ROOT, "models", "lgmsnet-random.f32.onnx")
-BUNDLED_INT8 = [os.path.join(ROOT, "models", f) for f in
-                ("lgmsnet-random.int8.onnx", "lgmsnet-random.int8-perchannel.onnx")]
+BUNDLED_INT8 = [
+    os.path.join(ROOT, "models", f)
+    for f in ("lgmsnet-random.int8.onnx", "lgmsnet-random.int8-perchannel.onnx")
+]
 PARITY_DIR = os.path.join(ROOT, "models", "parity")
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -38,6 +55,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 # ---------------------------------------------------------------------------
 # Architecture vs the authors' checkpoint
 # ---------------------------------------------------------------------------
+
 
 def test_tsv_copy_matches_shared():
     assert os.path.isfile(TSV)
@@ -61,15 +79,18 @@ def test_param_count():
 # Preprocessing
 # ---------------------------------------------------------------------------
 
+
 def test_preprocess_formula_bgr():
     # A pure-blue BGR pixel: channel 0 is blue, normalised with mean[0]/std[0].
     img = np.zeros((preprocess.INPUT_SIZE, preprocess.INPUT_SIZE, 3), np.uint8)
     img[..., 0] = 255
     x = preprocess.to_tensor_layout(img)
     assert x.shape == INPUT_SHAPE and x.dtype == np.float32
-    expect = [(255 - 255 * 0.485) / (255 * 0.229) / 255,
-              (0 - 255 * 0.456) / (255 * 0.224) / 255,
-              (0 - 255 * 0.406) / (255 * 0.225) / 255]
+    expect = [
+        (255 - 255 * 0.485) / (255 * 0.229) / 255,
+        (0 - 255 * 0.456) / (255 * 0.224) / 255,
+        (0 - 255 * 0.406) / (255 * 0.225) / 255,
+    ]
     np.testing.assert_allclose(x[0, :, 0, 0], expect, rtol=1e-6)
     md = preprocess.PREPROCESS
     assert md["lgms.channel_order"] == "BGR"
@@ -83,6 +104,7 @@ def test_preprocess_formula_bgr():
 # ---------------------------------------------------------------------------
 # Random checkpoint -> strict load -> folded export -> onnxruntime parity
 # ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def random_model():
@@ -138,7 +160,10 @@ def test_onnx_graph_shape_and_ops(exported):
     onnx.checker.check_model(m)
     assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [OPSET]
     (inp,), (out,) = m.graph.input, m.graph.output
-    dims = lambda v: [d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    def dims(v):
+        return [d.dim_value for d in v.type.tensor_type.shape.dim]
+
     assert (inp.name, dims(inp)) == ("input", [1, 3, 256, 256])
     assert (out.name, dims(out)) == ("logits", [1, 1, 256, 256])
     ops = [n.op_type for n in m.graph.node]
@@ -168,8 +193,8 @@ def test_gelu_is_exact_erf_chain(exported):
     assert len(erfs) == 12  # 3 encoder blocks + 3 fusion blocks x 3
     for erf in erfs:
         div = producer[erf.input[0]]
-        assert div.op_type == "Div" and const_of(div) == pytest.approx(2 ** 0.5, rel=1e-6)
-        x = [i for i in div.input if i not in consts][0]
+        assert div.op_type == "Div" and const_of(div) == pytest.approx(2**0.5, rel=1e-6)
+        (x,) = [i for i in div.input if i not in consts]
         (add,) = consumers[erf.output[0]]
         assert add.op_type == "Add" and const_of(add) == pytest.approx(1.0)
         (mul,) = consumers[add.output[0]]
@@ -179,12 +204,12 @@ def test_gelu_is_exact_erf_chain(exported):
 
 
 def test_folded_export_matches_pytorch(exported, loaded_model):
-    for x in (preprocess.to_tensor_layout(preprocess.synthetic_phantom(11)[0]),):
-        ref = reference_logits(loaded_model, x)
-        got = ort_run(exported["path"], x)
-        assert np.abs(got - ref).max() <= 1e-4
-        # Not a degenerate model: both classes present.
-        assert 0.01 < (ref > 0).mean() < 0.99
+    (x,) = phantom.inputs(1, seed=11)
+    ref = reference_logits(loaded_model, x)
+    got = ort_run(exported["path"], x)
+    assert np.abs(got - ref).max() <= 1e-4
+    # Not a degenerate model: both classes present.
+    assert 0.01 < (ref > 0).mean() < 0.99
 
 
 def test_metadata_keys(exported):
@@ -201,8 +226,10 @@ def test_metadata_keys(exported):
 # Quantisation
 # ---------------------------------------------------------------------------
 
+
 def test_quantized_model_ops(exported, tmp_path):
-    from models.quantize import INT8_OPS, calibration_frames, check_int8_ops, quantize
+    from lgms_models.quantize import INT8_OPS, calibration_frames, check_int8_ops, quantize
+
     f32_ops = {n.op_type for n in onnx.load(exported["path"]).graph.node}
     out = str(tmp_path / "m.int8.onnx")
     quantize(exported["path"], out, calibration_frames(None, 2), per_channel=False)
@@ -221,6 +248,7 @@ def test_quantized_model_ops(exported, tmp_path):
         assert all(k in md for k in REQUIRED_METADATA)
     # 7-bit weights (reduce_range) unless asked otherwise: |w| <= 64.
     from onnx import numpy_helper
+
     q = onnx.load(out)
     inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
     for n in q.graph.node:
@@ -232,9 +260,27 @@ def test_quantized_model_ops(exported, tmp_path):
     assert ort_run(out, x).shape == (1, 1, 256, 256)
 
 
+def test_calibration_frames_from_a_folder(tmp_path):
+    """--calib DIR: its pictures in name order; the held-out report takes the ones after."""
+    from lgms_models.quantize import calibration_frames
+
+    phantom.write_dataset(str(tmp_path), 3, seed=4)
+    images = [str(tmp_path / "images" / f"{i:05d}.png") for i in range(3)]
+    calib = calibration_frames(str(tmp_path), 2)
+    assert len(calib) == 2
+    for x, path in zip(calib, images[:2], strict=True):
+        np.testing.assert_array_equal(x, preprocess.preprocess_path(path))
+    (held_out,) = calibration_frames(str(tmp_path), 4, skip=2)
+    np.testing.assert_array_equal(held_out, preprocess.preprocess_path(images[2]))
+    assert calibration_frames(str(tmp_path), 4, skip=3) == []
+    with pytest.raises(SystemExit, match="no images"):
+        calibration_frames(str(tmp_path / "masks" / "none"), 1)
+
+
 # ---------------------------------------------------------------------------
 # Bundled parity vectors
 # ---------------------------------------------------------------------------
+
 
 def test_parity_manifest():
     with open(os.path.join(PARITY_DIR, "manifest.json"), encoding="utf-8") as f:
@@ -256,8 +302,10 @@ def test_parity_manifest():
 # Training pieces
 # ---------------------------------------------------------------------------
 
+
 def test_metric_and_loss():
-    from models.train import bce_dice_loss, iou_per_image
+    from lgms_models.train import bce_dice_loss, iou_per_image
+
     t = torch.zeros(2, 1, 4, 4)
     t[0, 0, :2] = 1  # 8 pixels; image 1 has an empty mask
     z = torch.full_like(t, -5.0)
@@ -270,13 +318,29 @@ def test_metric_and_loss():
 
 
 def test_train_smoke(tmp_path):
-    from models.synth_data import write_set
-    from models.train import main
-    write_set(str(tmp_path / "tr"), 4, seed=1)
-    write_set(str(tmp_path / "va"), 2, seed=2)
-    main(["--data", str(tmp_path / "tr"), "--val", str(tmp_path / "va"), "--out", str(tmp_path / "run"),
-          "--epochs", "1", "--batch", "2", "--crop", "64", "--device", "cpu"])
-    log = json.load(open(tmp_path / "run" / "log.json"))
+    from lgms_models.train import main
+
+    phantom.write_dataset(str(tmp_path / "tr"), 4, seed=1)
+    phantom.write_dataset(str(tmp_path / "va"), 2, seed=2)
+    main(
+        [
+            "--data",
+            str(tmp_path / "tr"),
+            "--val",
+            str(tmp_path / "va"),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--batch",
+            "2",
+            "--crop",
+            "64",
+            "--device",
+            "cpu",
+        ]
+    )
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
     assert log["best"] is not None and len(log["epochs"]) == 1
     m = build_model()
     load_checkpoint(m, str(tmp_path / "run" / "best.pth"))

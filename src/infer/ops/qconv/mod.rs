@@ -28,7 +28,7 @@
 //!
 //! `vpmaddubsw` adds two u8 x i8 products into one i16 lane, saturating:
 //! exact only when `|w0| + |w1| <= 128` for each pair of adjacent input
-//! channels, which 7-bit weights guarantee (`models/quantize.py` quantises
+//! channels, which 7-bit weights guarantee (`lgms_models/quantize.py` quantises
 //! with onnxruntime's `reduce_range`, range -64..63). A conv whose weights do
 //! not fit is left to tract on AVX2 (the NEON kernel has no such limit).
 //!
@@ -1096,7 +1096,7 @@ pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
         if kernel.needs_7bit && !found.plan.fits_7bit {
             log::warn!(
                 "{}: 8-bit weights would saturate the {} int8 kernel; left to tract \
-                 (fix: quantise with 7-bit weights, models/quantize.py's default)",
+                 (fix: quantise with 7-bit weights, lgms_models/quantize.py's default)",
                 model.node(id).name,
                 kernel.name
             );

@@ -1,6 +1,6 @@
 """Static int8 quantisation of an exported LGMSNet for tract 0.23.9.
 
-    python3 -m models.quantize --model models/lgmsnet.f32.onnx --out models/lgmsnet.int8.onnx \
+    python3 -m lgms_models.quantize --model models/lgmsnet.f32.onnx --out models/lgmsnet.int8.onnx \
         [--calib DIR] [--frames 32] [--per-channel]
 
 Constraints come from what tract runs as true integer kernels:
@@ -17,21 +17,24 @@ Constraints come from what tract runs as true integer kernels:
   only, which is what lgms-edge runs with its own int8 kernel
   (``src/infer/ops/qconv/``: each ``QuantizeLinear -> QLinearConv ->
   DequantizeLinear`` becomes one fused operator). Depthwise convs (and the
-  encoders' narrow grouped convs) stay f32 (tract's f32 depthwise kernel is already fast, and there is little
-  arithmetic in them), and the attention MatMuls stay f32 so lgms-edge's
-  fused attention applies (quantised, tract ran them as eight separate
-  integer/float passes: about 350 ms on an AVX-512 Xeon, most of the int8
-  inference).
+  encoders' narrow grouped convs) stay f32 (tract's f32 depthwise kernel is
+  already fast, and there is little arithmetic in them), and the attention
+  MatMuls stay f32 so lgms-edge's fused attention applies (quantised, tract
+  runs them as eight separate integer/float passes: about 350 ms on an
+  AVX-512 Xeon, most of the int8 inference).
 * Weights are 7-bit by default (``reduce_range``, range -64..63): with u8
   activations, two products ``u8 * w`` then fit one i16 lane, so the AVX2
   kernel can use ``vpmaddubsw`` without saturating (the reason onnxruntime
   offers the option). Per-channel weight scales win back the lost bit.
 * Everything else (norms, GELU/SiLU, softmax, resize) stays f32.
 
-Calibration uses preprocessed frames: real phantom images if ``--calib DIR``
-(a folder of pictures, or one with ``images/``) is given, else synthetic
-phantom-like frames. The same preprocessing as training/export is used, so
-activation ranges match what the runtime will feed.
+Calibration uses preprocessed frames: the pictures of ``--calib DIR`` (a
+folder of pictures, or one with ``images/``, e.g. ``lgms-edge phantom``
+output) if given, else frames from the ``lgms-edge phantom`` binary
+(``phantom.py``). The same preprocessing as training/export is used, so
+activation ranges match what the runtime will feed. The int8-vs-f32 report
+runs on held-out frames: the pictures after the calibration ones, or
+phantom frames of another seed.
 """
 
 from __future__ import annotations
@@ -45,28 +48,39 @@ import tempfile
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                      QuantType, quantize_static)
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
 
-from models import preprocess
-from models.export import INPUT_NAME, get_metadata, ort_run, set_metadata
+from lgms_models import phantom, preprocess
+from lgms_models.export import INPUT_NAME, get_metadata, ort_run, set_metadata
 
 RECIPES = {"conv": ("Conv",), "conv+matmul": ("Conv", "MatMul")}
 # Op types a quantised model may contain: the f32 model's own plus these.
 INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}
 FORBIDDEN_DOMAINS = {"com.microsoft"}
+# Phantom seeds without --calib: calibration, and the held-out frames of the report.
+CALIB_SEED = 1000
+EVAL_SEED = 5000
 
 
-def calibration_frames(calib: str | None, n: int, seed: int = 1000) -> list[np.ndarray]:
-    """Network inputs (1x3x256x256) for calibration."""
+def calibration_frames(calib: str | None, n: int, seed: int = CALIB_SEED, skip: int = 0) -> list[np.ndarray]:
+    """Network inputs (1x3x256x256): up to ``n`` pictures of ``calib`` (a
+    folder of pictures, or one with ``images/``) in name order from the
+    ``skip``-th on, else ``n`` ``lgms-edge phantom`` frames of ``seed``."""
     if calib:
         root = os.path.join(calib, "images") if os.path.isdir(os.path.join(calib, "images")) else calib
-        paths = sorted(p for ext in ("png", "jpg", "jpeg", "bmp")
-                       for p in glob.glob(os.path.join(root, f"*.{ext}")))
+        paths = sorted(
+            p for ext in ("png", "jpg", "jpeg", "bmp") for p in glob.glob(os.path.join(root, f"*.{ext}"))
+        )
         if not paths:
             raise SystemExit(f"no images under {root}")
-        return [preprocess.preprocess_path(p) for p in paths[:n]]
-    return [preprocess.to_tensor_layout(preprocess.synthetic_phantom(seed + i)[0]) for i in range(n)]
+        return [preprocess.preprocess_path(p) for p in paths[skip : skip + n]]
+    return phantom.inputs(n, seed) if n > 0 else []
 
 
 class FrameReader(CalibrationDataReader):
@@ -99,8 +113,7 @@ def averaging_matmuls(model: onnx.ModelProto) -> list[str]:
     """The MatMuls that compute GroupNorm mean/variance (``GroupNormExport``,
     module path ``*.norm_act.0``). Quantising them would put the
     normalisation statistics through int8, so they stay f32."""
-    return [n.name for n in model.graph.node
-            if n.op_type == "MatMul" and "/norm_act/norm_act.0/" in n.name]
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and "/norm_act/norm_act.0/" in n.name]
 
 
 def depthwise_convs(model: onnx.ModelProto) -> list[str]:
@@ -118,11 +131,18 @@ def depthwise_convs(model: onnx.ModelProto) -> list[str]:
     return out
 
 
-def quantize(model_path: str, out_path: str, frames: list[np.ndarray], per_channel: bool,
-             activation_type: QuantType = QuantType.QUInt8,
-             weight_type: QuantType = QuantType.QInt8,
-             method: CalibrationMethod = CalibrationMethod.MinMax,
-             calib_desc: str = "", ops: str = "conv", reduce_range: bool = True) -> dict:
+def quantize(
+    model_path: str,
+    out_path: str,
+    frames: list[np.ndarray],
+    per_channel: bool,
+    activation_type: QuantType = QuantType.QUInt8,
+    weight_type: QuantType = QuantType.QInt8,
+    method: CalibrationMethod = CalibrationMethod.MinMax,
+    calib_desc: str = "",
+    ops: str = "conv",
+    reduce_range: bool = True,
+) -> dict:
     src = onnx.load(model_path)
     exclude = averaging_matmuls(src) + (depthwise_convs(src) if ops == "conv" else [])
     float_ops = {n.op_type for n in src.graph.node}
@@ -130,7 +150,9 @@ def quantize(model_path: str, out_path: str, frames: list[np.ndarray], per_chann
     with tempfile.TemporaryDirectory() as tmp:
         tmp_out = os.path.join(tmp, "q.onnx")
         quantize_static(
-            model_path, tmp_out, FrameReader(frames),
+            model_path,
+            tmp_out,
+            FrameReader(frames),
             quant_format=QuantFormat.QOperator,
             op_types_to_quantize=list(RECIPES[ops]),
             per_channel=per_channel,
@@ -147,15 +169,19 @@ def quantize(model_path: str, out_path: str, frames: list[np.ndarray], per_chann
     keep = [o for o in q.opset_import if o.domain not in FORBIDDEN_DOMAINS]
     del q.opset_import[:]
     q.opset_import.extend(keep)
-    md.update({
-        "lgms.precision": "int8",
-        "lgms.quantization": (f"onnxruntime static QOperator, "
-                              f"{'Conv (not depthwise)' if ops == 'conv' else 'Conv+MatMul'} only, "
-                              f"{'per-channel' if per_channel else 'per-tensor'} weights "
-                              f"{weight_type.name}{' 7-bit' if reduce_range else ''}, "
-                              f"activations {activation_type.name}, "
-                              f"{method.name} calibration on {calib_desc or f'{len(frames)} frames'}"),
-    })
+    md.update(
+        {
+            "lgms.precision": "int8",
+            "lgms.quantization": (
+                f"onnxruntime static QOperator, "
+                f"{'Conv (not depthwise)' if ops == 'conv' else 'Conv+MatMul'} only, "
+                f"{'per-channel' if per_channel else 'per-tensor'} weights "
+                f"{weight_type.name}{' 7-bit' if reduce_range else ''}, "
+                f"activations {activation_type.name}, "
+                f"{method.name} calibration on {calib_desc or f'{len(frames)} frames'}"
+            ),
+        }
+    )
     set_metadata(q, md)
     onnx.checker.check_model(q)
     onnx.save(q, out_path)
@@ -170,35 +196,70 @@ def compare(f32_path: str, int8_path: str, frames: list[np.ndarray]) -> dict[str
         worst = max(worst, float(np.abs(a - b).max()))
         pa, pb = a > 0, b > 0
         ious.append((np.logical_and(pa, pb).sum() + 1e-5) / (np.logical_or(pa, pb).sum() + 1e-5))
-    return {"max_abs_logit_diff": worst, "mask_iou_vs_f32_mean": float(np.mean(ious)),
-            "mask_iou_vs_f32_min": float(np.min(ious))}
+    return {
+        "max_abs_logit_diff": worst,
+        "mask_iou_vs_f32_mean": float(np.mean(ious)),
+        "mask_iou_vs_f32_min": float(np.min(ious)),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="static int8 quantisation for tract")
-    ap.add_argument("--model", required=True, help="f32 ONNX from models.export")
+    ap.add_argument("--model", required=True, help="f32 ONNX from lgms_models.export")
     ap.add_argument("--out", required=True)
     ap.add_argument("--calib", help="folder of calibration pictures (or with images/)")
     ap.add_argument("--frames", type=int, default=32, help="number of calibration frames")
     ap.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
-    ap.add_argument("--ops", choices=sorted(RECIPES), default="conv",
-                    help="conv: dense convs only (lgms-edge's int8 kernel); conv+matmul: the old recipe")
-    ap.add_argument("--full-range", action="store_true",
-                    help="8-bit weights (default 7-bit, see the module doc)")
+    ap.add_argument(
+        "--ops",
+        choices=sorted(RECIPES),
+        default="conv",
+        help="conv: dense convs only (lgms-edge's int8 kernel); conv+matmul: the MatMuls too",
+    )
+    ap.add_argument(
+        "--full-range", action="store_true", help="8-bit weights (default 7-bit, see the module doc)"
+    )
     ap.add_argument("--activations", choices=("u8", "s8"), default="u8")
     ap.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax")
-    ap.add_argument("--eval-frames", type=int, default=4, help="held-out frames for the int8-vs-f32 report")
+    ap.add_argument(
+        "--eval-frames",
+        type=int,
+        default=4,
+        help="held-out frames for the int8-vs-f32 report: the pictures after the calibration ones "
+        "with --calib, else phantom frames of another seed; 0: no report",
+    )
     a = ap.parse_args(argv)
     frames = calibration_frames(a.calib, a.frames)
     act = QuantType.QUInt8 if a.activations == "u8" else QuantType.QInt8
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[a.method]
-    desc = f"{len(frames)} frames from {a.calib}" if a.calib else f"{len(frames)} synthetic phantom frames"
-    counts = quantize(a.model, a.out, frames, a.per_channel, act, QuantType.QInt8, method, desc,
-                      ops=a.ops, reduce_range=not a.full_range)
-    held_out = calibration_frames(None, a.eval_frames, seed=5000)
-    report = {"out": a.out, "op_counts": counts, "vs_f32": compare(a.model, a.out, held_out),
-              "size_bytes": os.path.getsize(a.out)}
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[a.method]
+    if a.calib:
+        desc = f"{len(frames)} frames from {a.calib}"
+    else:
+        desc = f"{len(frames)} lgms-edge phantom frames (seed {CALIB_SEED})"
+    counts = quantize(
+        a.model,
+        a.out,
+        frames,
+        a.per_channel,
+        act,
+        QuantType.QInt8,
+        method,
+        desc,
+        ops=a.ops,
+        reduce_range=not a.full_range,
+    )
+    held_out = calibration_frames(a.calib, a.eval_frames, seed=EVAL_SEED, skip=a.frames)
+    report = {
+        "out": a.out,
+        "op_counts": counts,
+        "eval_frames": len(held_out),
+        "vs_f32": compare(a.model, a.out, held_out) if held_out else None,
+        "size_bytes": os.path.getsize(a.out),
+    }
     print(json.dumps(report, indent=2))
 
 

@@ -19,8 +19,8 @@ model's metadata, so the Rust runtime never hard-codes them.
 
 from __future__ import annotations
 
-import numpy as np
 import cv2
+import numpy as np
 
 INPUT_SIZE = 256
 
@@ -86,39 +86,3 @@ def to_tensor_layout(img_bgr_resized: np.ndarray) -> np.ndarray:
 def preprocess_path(path: str) -> np.ndarray:
     """File on disk -> the network's input tensor (1x3x256x256 float32)."""
     return to_tensor_layout(load_image(path))
-
-
-def synthetic_phantom(seed: int, size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """A crude ultrasound-like frame (speckle, dark lesion with bright rim).
-
-    Only a stand-in for ``lgms-edge phantom`` output: used for parity vectors
-    and BN-statistics calibration of random models, where the point is to feed
-    inputs with the statistics of real preprocessed frames.
-    Returns (BGR uint8 HxWx3, mask uint8 HxW in {0, 255}).
-    """
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    # Rayleigh speckle, smoothed a little, with depth attenuation.
-    speckle = rng.rayleigh(0.35, (size, size)).astype(np.float32)
-    speckle = cv2.GaussianBlur(speckle, (0, 0), 1.2)
-    tissue = speckle * (1.0 - 0.5 * yy / size) * 180.0 + 20.0
-    # Hypoechoic elliptical lesion.
-    cx, cy = rng.uniform(0.3, 0.7, 2) * size
-    ax, ay = rng.uniform(0.08, 0.2, 2) * size
-    ang = rng.uniform(0, np.pi)
-    c, s = np.cos(ang), np.sin(ang)
-    u = ((xx - cx) * c + (yy - cy) * s) / ax
-    v = (-(xx - cx) * s + (yy - cy) * c) / ay
-    r = np.sqrt(u * u + v * v)
-    inside = r < 1.0
-    tissue = np.where(inside, tissue * 0.25, tissue)
-    tissue += 60.0 * np.exp(-((r - 1.0) ** 2) / 0.005)  # bright rim
-    # Sector (fan) shape: outside is black, as on a real scanner.
-    fan = np.abs(np.arctan2(xx - size / 2, yy + size * 0.2)) < 0.6
-    tissue = np.where(fan, tissue, 0.0)
-    gray = np.clip(tissue, 0, 255).astype(np.uint8)
-    # Slight colour tint so that the three channels differ (BGR order matters).
-    img = np.stack([gray, np.clip(gray * 0.95, 0, 255), np.clip(gray * 0.9 + 5, 0, 255)],
-                   axis=-1).astype(np.uint8)
-    mask = (inside & fan).astype(np.uint8) * 255
-    return img, mask

@@ -1,7 +1,7 @@
 """Parity vectors: inputs and reference logits for checking a runtime against PyTorch.
 
-    python3 -m models.parity --model models/lgmsnet-random.f32.onnx --random-seed 0
-    python3 -m models.parity --model models/lgmsnet.f32.onnx --ckpt best.pth [--image a.png ...]
+    python3 -m lgms_models.parity --model models/lgmsnet-random.f32.onnx --random-seed 0
+    python3 -m lgms_models.parity --model models/lgmsnet.f32.onnx --ckpt best.pth [--image a.png ...]
 
 Writes ``models/parity/manifest.json`` and raw little-endian f32 files:
 ``<name>.input.f32`` (1x3x256x256, the network's input tensor, i.e. already
@@ -23,16 +23,17 @@ import sys
 import numpy as np
 import torch
 
-from models import preprocess
-from models.export import INPUT_SHAPE, ort_run, random_init, reference_logits
-from models.lgmsnet import build_model, load_checkpoint
+from lgms_models import phantom, preprocess
+from lgms_models.export import INPUT_SHAPE, ort_run, random_init, reference_logits
+from lgms_models.lgmsnet import build_model, load_checkpoint
 
 DEFAULT_DIR = "models/parity"
 TOLERANCE = 1e-4
 
 
 def default_vectors(seed: int = 0, images: list[str] | None = None) -> list[tuple[str, np.ndarray]]:
-    """Named network inputs: phantom frames (real files if given) and random normal.
+    """Named network inputs: the given pictures (else two ``lgms-edge phantom``
+    frames) and random normal.
 
     The random input is N(0,1)/255: same scale as real preprocessed frames
     (the authors divide by 255 twice), so the network stays in the regime
@@ -43,17 +44,21 @@ def default_vectors(seed: int = 0, images: list[str] | None = None) -> list[tupl
         for i, p in enumerate(images):
             vecs.append((f"image{i}", preprocess.preprocess_path(p)))
     else:
-        for i in range(2):
-            img, _ = preprocess.synthetic_phantom(seed + 7 + i)
-            vecs.append((f"phantom{i}", preprocess.to_tensor_layout(img)))
+        for i, x in enumerate(phantom.inputs(2, seed + 7)):
+            vecs.append((f"phantom{i}", x))
     rng = np.random.default_rng(seed)
     vecs.append(("normal", (rng.standard_normal(INPUT_SHAPE) / 255).astype(np.float32)))
     return vecs
 
 
-def write_vectors(model_path: str, model: torch.nn.Module, vectors: list[tuple[str, np.ndarray]],
-                  out_dir: str = DEFAULT_DIR, tolerance: float = TOLERANCE,
-                  check_ort: bool = True) -> dict:
+def write_vectors(
+    model_path: str,
+    model: torch.nn.Module,
+    vectors: list[tuple[str, np.ndarray]],
+    out_dir: str = DEFAULT_DIR,
+    tolerance: float = TOLERANCE,
+    check_ort: bool = True,
+) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     # Start from a clean slate so stale vectors of another model never linger.
     for f in os.listdir(out_dir):
@@ -68,8 +73,11 @@ def write_vectors(model_path: str, model: torch.nn.Module, vectors: list[tuple[s
         entries.append({"name": name, "input": f"{name}.input.f32", "logits": f"{name}.logits.f32"})
         if check_ort:
             diffs[name] = float(np.abs(ort_run(model_path, x) - logits).max())
-    manifest = {"model": os.path.relpath(os.path.abspath(model_path), os.getcwd()),
-                "tolerance": tolerance, "vectors": entries}
+    manifest = {
+        "model": os.path.relpath(os.path.abspath(model_path), os.getcwd()),
+        "tolerance": tolerance,
+        "vectors": entries,
+    }
     with open(os.path.join(out_dir, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")

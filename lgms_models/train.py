@@ -1,6 +1,6 @@
 """Train LGMSNet on phantom data (``lgms-edge phantom`` output).
 
-    python3 -m models.train --data DIR --val DIR --epochs 40 --out models/runs/phantom-us
+    python3 -m lgms_models.train --data DIR --val DIR --epochs 40 --out models/runs/phantom-us
 
 DIR holds ``images/*.png`` and ``masks/*.png`` with matching file names. The
 script is self-contained (torch, numpy, opencv) so the dataset can be made
@@ -38,21 +38,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import preprocess
-from models.lgmsnet import build_model, count_params
-
+from lgms_models import preprocess
+from lgms_models.lgmsnet import build_model, count_params
 
 # ---------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------
+
 
 def list_pairs(root: str) -> list[tuple[str, str]]:
     """(image, mask) paths; masks are matched by file stem."""
     imgs = sorted(glob.glob(os.path.join(root, "images", "*.png")))
     if not imgs:
         raise SystemExit(f"no images in {root}/images")
-    masks = {os.path.splitext(os.path.basename(p))[0]: p
-             for p in glob.glob(os.path.join(root, "masks", "*.png"))}
+    masks = {
+        os.path.splitext(os.path.basename(p))[0]: p for p in glob.glob(os.path.join(root, "masks", "*.png"))
+    }
     pairs = []
     for p in imgs:
         stem = os.path.splitext(os.path.basename(p))[0]
@@ -79,14 +80,15 @@ def to_input(batch_bgr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
-def augment_crop(img: np.ndarray, mask: np.ndarray, crop: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment_crop(
+    img: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Random crop, then RandomRotate90 and flips, identically on image and mask."""
     h, w = mask.shape
     if crop < h or crop < w:
         y = int(rng.integers(0, h - crop + 1))
         x = int(rng.integers(0, w - crop + 1))
-        img, mask = img[y:y + crop, x:x + crop], mask[y:y + crop, x:x + crop]
+        img, mask = img[y : y + crop, x : x + crop], mask[y : y + crop, x : x + crop]
     k = int(rng.integers(0, 4))
     img, mask = np.rot90(img, k), np.rot90(mask, k)
     if rng.random() < 0.5:
@@ -99,6 +101,7 @@ def augment_crop(img: np.ndarray, mask: np.ndarray, crop: int,
 # ---------------------------------------------------------------------------
 # Loss and metric (the authors')
 # ---------------------------------------------------------------------------
+
 
 def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     bce = F.binary_cross_entropy_with_logits(logits, target)
@@ -119,13 +122,14 @@ def iou_per_image(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, imgs: np.ndarray, masks: np.ndarray, device: torch.device,
-             batch: int = 8) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, imgs: np.ndarray, masks: np.ndarray, device: torch.device, batch: int = 8
+) -> dict[str, float]:
     model.eval()
     ious = []
     for i in range(0, len(imgs), batch):
-        x = to_input(imgs[i:i + batch]).to(device)
-        y = torch.from_numpy(masks[i:i + batch]).to(device)[:, None].float()
+        x = to_input(imgs[i : i + batch]).to(device)
+        y = torch.from_numpy(masks[i : i + batch]).to(device)[:, None].float()
         ious.append(iou_per_image(model(x), y).cpu())
     iou = torch.cat(ious)
     dice = 2 * iou / (1 + iou)
@@ -135,6 +139,7 @@ def evaluate(model: torch.nn.Module, imgs: np.ndarray, masks: np.ndarray, device
 # ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
+
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
@@ -156,15 +161,19 @@ def train(args: argparse.Namespace) -> dict:
     tr_imgs, tr_masks = load_set(args.data, args.limit)
     va_imgs, va_masks = load_set(args.val, args.val_limit)
     load_s = time.time() - t0
-    print(f"train {len(tr_imgs)} frames from {args.data}, val {len(va_imgs)} from {args.val} "
-          f"({load_s:.1f}s), device {device}", flush=True)
+    print(
+        f"train {len(tr_imgs)} frames from {args.data}, val {len(va_imgs)} from {args.val} "
+        f"({load_s:.1f}s), device {device}",
+        flush=True,
+    )
 
     model = build_model().to(device)
     steps_per_epoch = max(1, len(tr_imgs) // args.batch)  # drop_last: BN wants full batches
     total_steps = steps_per_epoch * args.epochs
     if args.optim == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
-                              weight_decay=args.weight_decay, nesterov=False)
+        opt = torch.optim.SGD(
+            model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay, nesterov=False
+        )
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     # Poly decay per step, like the authors' (1 - it/max_it)^0.9. The horizon
@@ -172,12 +181,21 @@ def train(args: argparse.Namespace) -> dict:
     # that fit, so the lr still decays to ~0 instead of stopping mid-schedule.
     horizon = [total_steps]
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda it: max(0.0, 1 - min(it, horizon[0] - 1) / horizon[0]) ** 0.9)
+        opt, lambda it: max(0.0, 1 - min(it, horizon[0] - 1) / horizon[0]) ** 0.9
+    )
     n_epochs = args.epochs
 
-    log = {"args": vars(args), "device": str(device), "torch": torch.__version__,
-           "params": count_params(model), "train_frames": len(tr_imgs), "val_frames": len(va_imgs),
-           "steps_per_epoch": steps_per_epoch, "epochs": [], "best": None}
+    log = {
+        "args": vars(args),
+        "device": str(device),
+        "torch": torch.__version__,
+        "params": count_params(model),
+        "train_frames": len(tr_imgs),
+        "val_frames": len(va_imgs),
+        "steps_per_epoch": steps_per_epoch,
+        "epochs": [],
+        "best": None,
+    }
     best_iou = -1.0
     deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf
     epoch = 0
@@ -188,7 +206,7 @@ def train(args: argparse.Namespace) -> dict:
         order = rng.permutation(len(tr_imgs))
         losses = []
         for s in range(steps_per_epoch):
-            idx = order[s * args.batch:(s + 1) * args.batch]
+            idx = order[s * args.batch : (s + 1) * args.batch]
             pairs = [augment_crop(tr_imgs[i], tr_masks[i], args.crop, rng) for i in idx]
             x = to_input(np.stack([p[0] for p in pairs])).to(device, non_blocking=True)
             y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.float32))[:, None].to(device)
@@ -202,19 +220,29 @@ def train(args: argparse.Namespace) -> dict:
         tv = time.time()
         val = evaluate(model, va_imgs, va_masks, device)
         val_s = time.time() - tv
-        rec = {"epoch": epoch, "loss": float(torch.stack(losses).mean()), "lr": sched.get_last_lr()[0],
-               "val_iou": val["iou"], "val_dice": val["dice"],
-               "train_seconds": round(train_s, 2), "val_seconds": round(val_s, 2)}
+        rec = {
+            "epoch": epoch,
+            "loss": float(torch.stack(losses).mean()),
+            "lr": sched.get_last_lr()[0],
+            "val_iou": val["iou"],
+            "val_dice": val["dice"],
+            "train_seconds": round(train_s, 2),
+            "val_seconds": round(val_s, 2),
+        }
         log["epochs"].append(rec)
         improved = val["iou"] > best_iou
         if improved:
             best_iou = val["iou"]
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
-                       os.path.join(args.out, "best.pth"))
+            torch.save(
+                {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                os.path.join(args.out, "best.pth"),
+            )
             log["best"] = {"epoch": epoch, "val_iou": val["iou"], "val_dice": val["dice"]}
-        print(f"epoch {epoch:3d}  loss {rec['loss']:.4f}  val IoU {val['iou']:.4f}  "
-              f"Dice {val['dice']:.4f}  {train_s:.1f}s+{val_s:.1f}s{'  *best' if improved else ''}",
-              flush=True)
+        print(
+            f"epoch {epoch:3d}  loss {rec['loss']:.4f}  val IoU {val['iou']:.4f}  "
+            f"Dice {val['dice']:.4f}  {train_s:.1f}s+{val_s:.1f}s{'  *best' if improved else ''}",
+            flush=True,
+        )
         log["wall_seconds"] = round(time.time() - t0, 1)
         with open(os.path.join(args.out, "log.json"), "w", encoding="utf-8") as f:
             json.dump(log, f, indent=2)
@@ -227,13 +255,16 @@ def train(args: argparse.Namespace) -> dict:
                 n_epochs = fit
                 horizon[0] = steps_per_epoch * n_epochs
                 log["epochs_planned"] = n_epochs
-                print(f"--max-minutes {args.max_minutes}: {per_epoch:.0f}s/epoch, "
-                      f"training {n_epochs} epochs", flush=True)
+                print(
+                    f"--max-minutes {args.max_minutes}: {per_epoch:.0f}s/epoch, training {n_epochs} epochs",
+                    flush=True,
+                )
         if time.time() > deadline:
             print(f"stopping: --max-minutes {args.max_minutes} reached", flush=True)
             break
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
-               os.path.join(args.out, "last.pth"))
+    torch.save(
+        {k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(args.out, "last.pth")
+    )
     with open(os.path.join(args.out, "log.json"), "w", encoding="utf-8") as f:
         json.dump(log, f, indent=2)
     return log

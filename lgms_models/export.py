@@ -1,7 +1,7 @@
 """Export LGMSNet to ONNX for the tract runtime.
 
-    python3 -m models.export --ckpt best.pth --out models/lgmsnet.f32.onnx --name lgmsnet-phantom-us
-    python3 -m models.export --random-seed 0 --out models/lgmsnet-random.f32.onnx --name lgmsnet-random
+    python3 -m lgms_models.export --ckpt best.pth --out models/lgmsnet.f32.onnx --name lgmsnet-phantom-us
+    python3 -m lgms_models.export --random-seed 0 --out models/lgmsnet-random.f32.onnx --name lgmsnet-random
 
 What this does and why:
 
@@ -40,9 +40,15 @@ import onnx
 import torch
 import torch.nn as nn
 
-from models import preprocess
-from models.lgmsnet import (GroupNormExport, MKtinyvit4_CT, SpiltConv, build_model,
-                            count_params, load_checkpoint)
+from lgms_models import phantom, preprocess
+from lgms_models.lgmsnet import (
+    GroupNormExport,
+    MKtinyvit4_CT,
+    SpiltConv,
+    build_model,
+    count_params,
+    load_checkpoint,
+)
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -51,9 +57,19 @@ INPUT_SHAPE = (1, 3, preprocess.INPUT_SIZE, preprocess.INPUT_SIZE)
 
 # Keys the Rust runtime requires in metadata_props (or the sidecar JSON).
 REQUIRED_METADATA = (
-    "lgms.name", "lgms.precision", "lgms.channel_order", "lgms.mean", "lgms.std",
-    "lgms.max_pixel_value", "lgms.extra_scale", "lgms.resize", "lgms.threshold",
-    "lgms.checkpoint_sha256", "lgms.training_data", "lgms.export_date", "lgms.exporter",
+    "lgms.name",
+    "lgms.precision",
+    "lgms.channel_order",
+    "lgms.mean",
+    "lgms.std",
+    "lgms.max_pixel_value",
+    "lgms.extra_scale",
+    "lgms.resize",
+    "lgms.threshold",
+    "lgms.checkpoint_sha256",
+    "lgms.training_data",
+    "lgms.export_date",
+    "lgms.exporter",
 )
 
 
@@ -61,15 +77,16 @@ REQUIRED_METADATA = (
 # Weights
 # ---------------------------------------------------------------------------
 
+
 def calibration_batch(n: int = 4, seed: int = 1234) -> torch.Tensor:
-    """Preprocessed synthetic frames: inputs with the statistics of real ones.
+    """Preprocessed phantom frames (``lgms-edge phantom``): inputs with the
+    statistics of real ones.
 
     Real preprocessed inputs are tiny (about +-0.01 after the second /255), so
     BN statistics must come from such inputs for a random model to produce
     non-degenerate logits.
     """
-    xs = [preprocess.to_tensor_layout(preprocess.synthetic_phantom(seed + i)[0]) for i in range(n)]
-    return torch.from_numpy(np.concatenate(xs, axis=0))
+    return torch.from_numpy(np.concatenate(phantom.inputs(n, seed), axis=0))
 
 
 @torch.no_grad()
@@ -96,7 +113,7 @@ def random_init(model: nn.Module, seed: int) -> nn.Module:
     model.train()
     batch = calibration_batch()
     for i in range(2):
-        model(batch[2 * i:2 * i + 2])
+        model(batch[2 * i : 2 * i + 2])
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 0.1
@@ -122,6 +139,7 @@ def sha256_file(path: str) -> str:
 # ---------------------------------------------------------------------------
 # BatchNorm folding
 # ---------------------------------------------------------------------------
+
 
 def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """BN in eval mode as y = s*x + t (float64 to keep folding error negligible)."""
@@ -156,8 +174,7 @@ def fold_bn_conv(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> None:
 
 
 def _foldable_into_next(m: nn.Module) -> bool:
-    return (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
-            and m.padding == (0, 0) and m.groups == 1)
+    return isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.padding == (0, 0) and m.groups == 1
 
 
 def fold_batchnorms(model: MKtinyvit4_CT) -> tuple[MKtinyvit4_CT, int, int]:
@@ -207,20 +224,24 @@ def prepare_for_export(model: MKtinyvit4_CT) -> tuple[MKtinyvit4_CT, int, int]:
 # ONNX
 # ---------------------------------------------------------------------------
 
+
 def exporter_string() -> str:
     return f"torch {torch.__version__}, torch.onnx legacy TorchScript exporter (dynamo=False), opset {OPSET}"
 
 
-def build_metadata(name: str, precision: str, checkpoint_sha256: str, training_data: str,
-                   exporter: str | None = None) -> dict[str, str]:
+def build_metadata(
+    name: str, precision: str, checkpoint_sha256: str, training_data: str, exporter: str | None = None
+) -> dict[str, str]:
     md = {"lgms.name": name, "lgms.precision": precision}
     md.update(preprocess.PREPROCESS)
-    md.update({
-        "lgms.checkpoint_sha256": checkpoint_sha256,
-        "lgms.training_data": training_data,
-        "lgms.export_date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "lgms.exporter": exporter or exporter_string(),
-    })
+    md.update(
+        {
+            "lgms.checkpoint_sha256": checkpoint_sha256,
+            "lgms.training_data": training_data,
+            "lgms.export_date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lgms.exporter": exporter or exporter_string(),
+        }
+    )
     return md
 
 
@@ -234,7 +255,10 @@ def set_metadata(model: onnx.ModelProto, md: dict[str, str]) -> None:
 
 
 def get_metadata(path_or_model) -> dict[str, str]:
-    m = onnx.load(path_or_model, load_external_data=False) if isinstance(path_or_model, str) else path_or_model
+    if isinstance(path_or_model, str):
+        m = onnx.load(path_or_model, load_external_data=False)
+    else:
+        m = path_or_model
     return {p.key: p.value for p in m.metadata_props}
 
 
@@ -258,7 +282,9 @@ def export_onnx(model: nn.Module, out_path: str, metadata: dict[str, str]) -> on
             # Resize output tract is known to handle; silence the notice.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                model, (dummy,), raw,
+                model,
+                (dummy,),
+                raw,
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=[INPUT_NAME],
@@ -278,6 +304,7 @@ def export_onnx(model: nn.Module, out_path: str, metadata: dict[str, str]) -> on
 
 def ort_run(onnx_path: str, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
@@ -307,35 +334,44 @@ def reference_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return out.float().numpy()
 
 
-def check_inputs(seed: int = 0) -> list[np.ndarray]:
-    """One phantom-like preprocessed frame and one random input of realistic scale."""
-    img, _ = preprocess.synthetic_phantom(seed + 99)
+def check_inputs(seed: int = 0, images: list[str] | None = None) -> list[np.ndarray]:
+    """The export gate's inputs: the given pictures (else one ``lgms-edge
+    phantom`` frame) and one random input of realistic scale."""
+    frames = [preprocess.preprocess_path(p) for p in images] if images else phantom.inputs(1, seed + 99)
     rng = np.random.default_rng(seed)
-    return [
-        preprocess.to_tensor_layout(img),
-        (rng.standard_normal(INPUT_SHAPE) / 255).astype(np.float32),
-    ]
+    return [*frames, (rng.standard_normal(INPUT_SHAPE) / 255).astype(np.float32)]
 
 
-def parity_report(onnx_path: str, model: nn.Module, folded: nn.Module,
-                  inputs: list[np.ndarray]) -> dict[str, float]:
+def parity_report(
+    onnx_path: str, model: nn.Module, folded: nn.Module, inputs: list[np.ndarray]
+) -> dict[str, float]:
     """max |diff| of ORT(folded ONNX) against the float64 reference (the gate),
     plus the f32 PyTorch numbers for context."""
     r = {"ort_vs_torch_f64": 0.0, "torch_f32_folded_vs_f64": 0.0, "torch_f32_unfolded_vs_f64": 0.0}
     for x in inputs:
         ref = reference_logits(model, x)
         r["ort_vs_torch_f64"] = max(r["ort_vs_torch_f64"], float(np.abs(ort_run(onnx_path, x) - ref).max()))
-        r["torch_f32_folded_vs_f64"] = max(r["torch_f32_folded_vs_f64"],
-                                           float(np.abs(torch_run(folded, x) - ref).max()))
-        r["torch_f32_unfolded_vs_f64"] = max(r["torch_f32_unfolded_vs_f64"],
-                                             float(np.abs(torch_run(model, x) - ref).max()))
+        r["torch_f32_folded_vs_f64"] = max(
+            r["torch_f32_folded_vs_f64"], float(np.abs(torch_run(folded, x) - ref).max())
+        )
+        r["torch_f32_unfolded_vs_f64"] = max(
+            r["torch_f32_unfolded_vs_f64"], float(np.abs(torch_run(model, x) - ref).max())
+        )
     r["logit_absmax"] = float(max(np.abs(reference_logits(model, x)).max() for x in inputs))
     return r
 
 
-def export_checkpoint(out: str, name: str, ckpt: str | None = None, seed: int | None = None,
-                      training_data: str | None = None, tolerance: float = 1e-4,
-                      sidecar: bool = False, verbose: bool = True) -> dict:
+def export_checkpoint(
+    out: str,
+    name: str,
+    ckpt: str | None = None,
+    seed: int | None = None,
+    training_data: str | None = None,
+    tolerance: float = 1e-4,
+    sidecar: bool = False,
+    verbose: bool = True,
+    check_images: list[str] | None = None,
+) -> dict:
     """Whole pipeline: weights -> folded ONNX with metadata -> ORT parity check."""
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model = build_model()
@@ -354,10 +390,16 @@ def export_checkpoint(out: str, name: str, ckpt: str | None = None, seed: int | 
     export_onnx(folded, out, md)
     if sidecar:
         write_sidecar(out, md)
-    parity = parity_report(out, model, folded, check_inputs())
+    parity = parity_report(out, model, folded, check_inputs(images=check_images))
     diff = parity["ort_vs_torch_f64"]
-    report = {"out": out, "params": count_params(model), "bn_folded": n_folded, "bn_left": n_left,
-              "parity_max_abs_diff": parity, "metadata": md}
+    report = {
+        "out": out,
+        "params": count_params(model),
+        "bn_folded": n_folded,
+        "bn_left": n_left,
+        "parity_max_abs_diff": parity,
+        "metadata": md,
+    }
     if verbose:
         print(json.dumps(report, indent=2))
     if diff > tolerance:
@@ -375,10 +417,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--training-data", help="lgms.training_data provenance string")
     ap.add_argument("--tolerance", type=float, default=1e-4)
     ap.add_argument("--sidecar", action="store_true", help="also write X.json next to X.onnx")
+    ap.add_argument(
+        "--check-image",
+        action="append",
+        help="picture for the ONNX Runtime parity check (repeatable; default: an lgms-edge phantom frame)",
+    )
     a = ap.parse_args(argv)
     name = a.name or os.path.basename(a.out).split(".")[0]
-    export_checkpoint(a.out, name, ckpt=a.ckpt, seed=a.random_seed, training_data=a.training_data,
-                      tolerance=a.tolerance, sidecar=a.sidecar)
+    export_checkpoint(
+        a.out,
+        name,
+        ckpt=a.ckpt,
+        seed=a.random_seed,
+        training_data=a.training_data,
+        tolerance=a.tolerance,
+        sidecar=a.sidecar,
+        check_images=a.check_image,
+    )
 
 
 if __name__ == "__main__":

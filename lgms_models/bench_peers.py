@@ -1,6 +1,6 @@
 """Peer benchmark: the same ONNX file through lgms-edge (tract), ONNX Runtime and PyTorch.
 
-    python3 -m models.bench_peers [--threads 1,2] [--runs 15] [--json out/bench-peers.json]
+    python3 -m lgms_models.bench_peers [--threads 1,2] [--runs 15] [--json out/bench-peers.json]
     make bench-peers
 
 For each thread count, in one run on one machine:
@@ -35,10 +35,11 @@ import time
 
 import numpy as np
 
+from lgms_models import phantom
+
 DEFAULT_F32 = "models/lgmsnet-phantom-us.f32.onnx"
 DEFAULT_INT8 = "models/lgmsnet-phantom-us.int8.onnx"
 DEFAULT_INPUT = "models/parity/image0.input.f32"
-DEFAULT_BIN = "target/release/lgms-edge"
 DEFAULT_CKPT = "models/checkpoints/lgmsnet-phantom-us.pth"
 
 
@@ -56,8 +57,10 @@ def timed(fn, runs: int, warmup: int) -> list[float]:
 def load_input(path: str) -> np.ndarray:
     x = np.fromfile(path, dtype="<f4")
     if x.size != 3 * 256 * 256:
-        raise SystemExit(f"{path}: {x.size} values, expected 1x3x256x256; "
-                         "fix: regenerate with `python3 -m models.parity`")
+        raise SystemExit(
+            f"{path}: {x.size} values, expected 1x3x256x256; "
+            "fix: regenerate with `python3 -m lgms_models.parity`"
+        )
     return x.reshape(1, 3, 256, 256)
 
 
@@ -74,17 +77,21 @@ def bench_ort(model: str, x: np.ndarray, threads: int, runs: int, warmup: int) -
     return timed(lambda: sess.run(None, {name: x}), runs, warmup)
 
 
-def bench_torch(model_path: str, ckpt: str, x: np.ndarray, threads: int, runs: int,
-                warmup: int) -> list[float] | None:
+def bench_torch(
+    model_path: str, ckpt: str, x: np.ndarray, threads: int, runs: int, warmup: int
+) -> list[float] | None:
     import torch
 
-    from models.export import get_metadata, sha256_file
-    from models.lgmsnet import build_model, load_checkpoint
+    from lgms_models.export import get_metadata, sha256_file
+    from lgms_models.lgmsnet import build_model, load_checkpoint
 
     want = get_metadata(model_path).get("lgms.checkpoint_sha256", "")
     if not os.path.isfile(ckpt) or sha256_file(ckpt) != want:
-        print(f"pytorch: {ckpt} is missing or is not the checkpoint {model_path} was "
-              "exported from (lgms.checkpoint_sha256); skipped", file=sys.stderr)
+        print(
+            f"pytorch: {ckpt} is missing or is not the checkpoint {model_path} was "
+            "exported from (lgms.checkpoint_sha256); skipped",
+            file=sys.stderr,
+        )
         return None
     torch.set_num_threads(threads)
     net = build_model()
@@ -95,12 +102,26 @@ def bench_torch(model_path: str, ckpt: str, x: np.ndarray, threads: int, runs: i
         return timed(lambda: net(t), runs, warmup)
 
 
-def bench_lgms(binary: str, model: str, threads: int, runs: int, warmup: int,
-               extra: list[str]) -> tuple[list[float] | None, dict]:
+def bench_lgms(
+    binary: str, model: str, threads: int, runs: int, warmup: int, extra: list[str]
+) -> tuple[dict, dict]:
     with tempfile.TemporaryDirectory() as d:
         js = os.path.join(d, "bench.json")
-        cmd = [binary, "bench", "--model", model, "--threads", str(threads),
-               "--frames", str(runs), "--warmup", str(warmup), "--json", js] + extra
+        cmd = [
+            binary,
+            "bench",
+            "--model",
+            model,
+            "--threads",
+            str(threads),
+            "--frames",
+            str(runs),
+            "--warmup",
+            str(warmup),
+            "--json",
+            js,
+            *extra,
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr}")
@@ -118,15 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--int8", default=DEFAULT_INT8, help="'' to skip int8")
     ap.add_argument("--input", default=DEFAULT_INPUT)
     ap.add_argument("--ckpt", default=DEFAULT_CKPT, help="checkpoint of --f32, for PyTorch")
-    ap.add_argument("--bin", default=DEFAULT_BIN, help="lgms-edge binary")
+    ap.add_argument(
+        "--bin",
+        default=phantom.binary_path(),
+        help=f"lgms-edge binary (default: ${phantom.ENV_VAR}, else target/release/lgms-edge)",
+    )
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--int8-runs", type=int, default=3,
-                    help="int8 through tract is slow; fewer runs")
+    ap.add_argument("--int8-runs", type=int, default=3, help="int8 through tract is slow; fewer runs")
     ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--stock", action="store_true",
-                    help="also time lgms-edge with tract's stock graph (no lgms ops)")
+    ap.add_argument(
+        "--stock", action="store_true", help="also time lgms-edge with tract's stock graph (no lgms ops)"
+    )
     ap.add_argument("--json", default="out/bench-peers.json")
     a = ap.parse_args(argv)
 
@@ -140,16 +165,22 @@ def main(argv: list[str] | None = None) -> int:
         if ms is None:
             return
         med = ms if isinstance(ms, float) else statistics.median(ms)
-        rows.append({"runtime": runtime, "model": os.path.basename(model), "threads": t,
-                     "median_ms": round(med, 2), "note": note})
-        print(f"  {runtime:<22} {os.path.basename(model):<34} threads {t}: {med:9.1f} ms {note}",
-              flush=True)
+        rows.append(
+            {
+                "runtime": runtime,
+                "model": os.path.basename(model),
+                "threads": t,
+                "median_ms": round(med, 2),
+                "note": note,
+            }
+        )
+        print(f"  {runtime:<22} {os.path.basename(model):<34} threads {t}: {med:9.1f} ms {note}", flush=True)
 
     for t in threads:
         print(f"threads = {t}", flush=True)
         models = [(a.f32, a.runs)] + ([(a.int8, a.int8_runs)] if a.int8 else [])
         for m, runs in models:
-            inf, rep = bench_lgms(a.bin, m, t, runs, 1 if runs < 5 else a.warmup, [])
+            inf, _ = bench_lgms(a.bin, m, t, runs, 1 if runs < 5 else a.warmup, [])
             row("lgms-edge (tract)", m, t, float(inf["p50_ms"]))
             if a.stock:
                 inf, _ = bench_lgms(a.bin, m, t, runs, 1 if runs < 5 else a.warmup, ["--stock"])
@@ -172,14 +203,21 @@ def main(argv: list[str] | None = None) -> int:
             for peer in ["onnxruntime", "pytorch eager", "tract stock graph"]:
                 theirs = med(peer, m, t)
                 if ours and theirs:
-                    ratios.append({"model": os.path.basename(m), "threads": t, "peer": peer,
-                                   "ratio": round(ours / theirs, 3)})
+                    ratios.append(
+                        {
+                            "model": os.path.basename(m),
+                            "threads": t,
+                            "peer": peer,
+                            "ratio": round(ours / theirs, 3),
+                        }
+                    )
                     print(f"  {os.path.basename(m):<34} threads {t} vs {peer:<18} {ours / theirs:6.2f}x")
         if a.int8:
             i8, f32 = med("lgms-edge (tract)", a.int8, t), med("lgms-edge (tract)", a.f32, t)
             if i8 and f32:
-                ratios.append({"model": "int8/f32", "threads": t, "peer": "lgms-edge f32",
-                               "ratio": round(i8 / f32, 3)})
+                ratios.append(
+                    {"model": "int8/f32", "threads": t, "peer": "lgms-edge f32", "ratio": round(i8 / f32, 3)}
+                )
                 print(f"  lgms-edge int8 / lgms-edge f32            threads {t}: {i8 / f32:6.2f}x")
     if a.json:
         os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
@@ -188,9 +226,17 @@ def main(argv: list[str] | None = None) -> int:
         import onnxruntime
 
         with open(a.json, "w") as f:
-            json.dump({"machine": platform.machine(), "cpus": os.cpu_count(),
-                       "onnxruntime": onnxruntime.__version__, "rows": rows, "ratios": ratios},
-                      f, indent=1)
+            json.dump(
+                {
+                    "machine": platform.machine(),
+                    "cpus": os.cpu_count(),
+                    "onnxruntime": onnxruntime.__version__,
+                    "rows": rows,
+                    "ratios": ratios,
+                },
+                f,
+                indent=1,
+            )
         print(f"wrote {a.json}")
     return 0
 

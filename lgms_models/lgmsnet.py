@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 # Fixed by the architecture, see docs/lgmsnet.md ("Size").
 EXPECTED_PARAMS = 2_321_393
@@ -30,6 +29,7 @@ EXPECTED_STATE_DICT_ENTRIES = 372
 # ---------------------------------------------------------------------------
 # MobileViT-style building blocks (the authors reuse MobileViT helper names)
 # ---------------------------------------------------------------------------
+
 
 def conv_1x1_bn(inp: int, oup: int) -> nn.Sequential:
     """C1: 1x1 conv (no bias) + BN + SiLU; indices 0/1 are checkpoint names."""
@@ -79,7 +79,7 @@ class Attention(nn.Module):
         inner_dim = heads * dim_head
         self.heads = heads
         self.dim_head = dim_head
-        self.scale = dim_head ** -0.5
+        self.scale = dim_head**-0.5
         self.norm = nn.LayerNorm(dim)
         self.attend = nn.Softmax(dim=-1)
         self.to_qkv = nn.Linear(dim, inner_dim * 3, bias=False)
@@ -103,16 +103,19 @@ class Attention(nn.Module):
 class Transformer(nn.Module):
     """``layers.{i}.0`` = attention, ``layers.{i}.1`` = feed-forward (checkpoint names)."""
 
-    def __init__(self, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int,
-                 dropout: float = 0.0):
+    def __init__(self, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int, dropout: float = 0.0):
         super().__init__()
-        self.layers = nn.ModuleList([
-            nn.ModuleList([
-                Attention(dim, heads, dim_head, dropout),
-                FeedForward(dim, mlp_dim, dropout),
-            ])
-            for _ in range(depth)
-        ])
+        self.layers = nn.ModuleList(
+            [
+                nn.ModuleList(
+                    [
+                        Attention(dim, heads, dim_head, dropout),
+                        FeedForward(dim, mlp_dim, dropout),
+                    ]
+                )
+                for _ in range(depth)
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for attn, ff in self.layers:
@@ -145,9 +148,18 @@ class MobileViTBlocktem_CT(nn.Module):
     concatenated with the block input and fused by ``conv4``.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, split: Iterable[int], mlp_dim: int,
-                 depth: int = 1, heads: int = 4, dim_head: int = 8,
-                 patch_size: tuple[int, int] = (2, 2), dropout: float = 0.0):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        split: Iterable[int],
+        mlp_dim: int,
+        depth: int = 1,
+        heads: int = 4,
+        dim_head: int = 8,
+        patch_size: tuple[int, int] = (2, 2),
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.split = list(split)
         assert sum(self.split) == out_ch, (self.split, out_ch)
@@ -185,6 +197,7 @@ class MobileViTBlocktem_CT(nn.Module):
 # CMUNeXt-style blocks
 # ---------------------------------------------------------------------------
 
+
 class CMUNeXtBlock_MK_resiual2(nn.Module):
     """Multi-kernel depthwise block: channel groups see 3/5/7/9 receptive fields.
 
@@ -206,12 +219,15 @@ class CMUNeXtBlock_MK_resiual2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, m_, l_, xl = torch.split(x, self.groups, dim=1)
-        y = torch.cat((
-            self.local_dwc(s),
-            self.global_dwc_s(m_),
-            self.global_dwc_m(l_),
-            self.global_dwc_l(xl),
-        ), dim=1)
+        y = torch.cat(
+            (
+                self.local_dwc(s),
+                self.global_dwc_s(m_),
+                self.global_dwc_m(l_),
+                self.global_dwc_l(xl),
+            ),
+            dim=1,
+        )
         y = self.norm_act(y + x)
         y = self.conv_nxn_bn(self.conv_1x1_bn(y))
         return y + x
@@ -277,12 +293,17 @@ class fusion_conv(nn.Module):
 # The network
 # ---------------------------------------------------------------------------
 
+
 class MKtinyvit4_CT(nn.Module):
     """LGMSNet: U-shaped, 4 pooling steps, hybrid blocks at the two deepest levels."""
 
-    def __init__(self, input_channel: int = 3, num_classes: int = 1,
-                 dims: Iterable[int] = (16, 32, 64, 128, 128),
-                 spilt_list: Iterable[Iterable[int]] = ((96, 32), (96, 32), (96, 32), (48, 16))):
+    def __init__(
+        self,
+        input_channel: int = 3,
+        num_classes: int = 1,
+        dims: Iterable[int] = (16, 32, 64, 128, 128),
+        spilt_list: Iterable[Iterable[int]] = ((96, 32), (96, 32), (96, 32), (48, 16)),
+    ):
         super().__init__()
         dims = list(dims)
         sl = [list(s) for s in spilt_list]
@@ -349,7 +370,7 @@ class GroupNormExport(nn.GroupNorm):
         return t.reshape(b, c, h, w) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
     @classmethod
-    def from_group_norm(cls, gn: nn.GroupNorm) -> "GroupNormExport":
+    def from_group_norm(cls, gn: nn.GroupNorm) -> GroupNormExport:
         m = cls(gn.num_groups, gn.num_channels, gn.eps, gn.affine)
         m.load_state_dict(gn.state_dict())
         return m
@@ -368,7 +389,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def clean_state_dict(sd: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def clean_state_dict(sd: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """Accept the common wrappers around a state_dict.
 
     Checkpoints saved from ``nn.DataParallel`` prefix every key with
@@ -378,7 +399,7 @@ def clean_state_dict(sd: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.
         sd = sd["state_dict"]
     out = OrderedDict()
     for k, v in sd.items():
-        out[k[len("module."):] if k.startswith("module.") else k] = v
+        out[k[len("module.") :] if k.startswith("module.") else k] = v
     return out
 
 
