@@ -68,7 +68,7 @@ lint: deps-lint
 bench:
 	$(CARGO) run --release -- bench --config boards/x86-dev.toml
 
-# Issue 6's yardstick: medians and ratios, side by side in one run
+# The speed yardstick: medians and ratios, side by side in one run
 # (writes out/bench-peers.json). PEERS_ARGS e.g. "--threads 1 --runs 5".
 PEERS_ARGS ?=
 bench-peers: deps-python
