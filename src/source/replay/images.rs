@@ -4,12 +4,10 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use super::{source_err, ReplayOptions};
+use super::{source_err, Delivery, ReplayOptions};
 use crate::frame::Frame;
 use crate::sink::record::Y4mRecorder;
-use crate::source::pacing::Pacer;
 use crate::source::pixfmt::decode_jpeg;
 use crate::source::FrameSource;
 use crate::{Error, Result};
@@ -21,9 +19,8 @@ pub struct ImageFolder {
     width: u32,
     height: u32,
     opts: ReplayOptions,
-    pacer: Pacer,
+    delivery: Delivery,
     pos: usize,
-    next_id: u64,
     scratch: Vec<u8>,
     pub(super) rec: Option<Y4mRecorder>,
 }
@@ -58,9 +55,8 @@ impl ImageFolder {
             width: 0,
             height: 0,
             opts,
-            pacer: opts.pacer(opts.fps),
+            delivery: Delivery::new(&opts, opts.fps),
             pos: 0,
-            next_id: 0,
             scratch: Vec::new(),
             rec: None,
         };
@@ -171,10 +167,7 @@ impl FrameSource for ImageFolder {
             ));
         }
         self.pos += 1;
-        self.pacer.wait();
-        frame.id = self.next_id;
-        frame.captured = Instant::now();
-        self.next_id += 1;
+        self.delivery.deliver(frame);
         if let Some(rec) = self.rec.as_mut() {
             rec.record_rgb(frame)?;
         }

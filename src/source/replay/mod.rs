@@ -13,12 +13,14 @@ mod raw;
 mod y4m;
 
 use std::path::Path;
+use std::time::Instant;
 
 pub use images::ImageFolder;
 pub use raw::RawReplay;
 pub use y4m::Y4mReplay;
 
 use crate::config::CaptureConfig;
+use crate::frame::Frame;
 use crate::sink::record::Y4mRecorder;
 use crate::source::pacing::Pacer;
 use crate::source::pixfmt::PixelFormat;
@@ -58,14 +60,30 @@ impl ReplayOptions {
             fps: c.fps,
         }
     }
+}
 
-    /// The pacer for a kind playing at `fps`: on the rate for
-    /// [`Pace::Realtime`], unpaced for [`Pace::Fast`].
-    fn pacer(&self, fps: f64) -> Pacer {
-        match self.pace {
+/// What every kind does with a decoded frame: wait for its time (on the
+/// rate for [`Pace::Realtime`], at once for [`Pace::Fast`]), then number and
+/// stamp it.
+struct Delivery {
+    pacer: Pacer,
+    next_id: u64,
+}
+
+impl Delivery {
+    fn new(opts: &ReplayOptions, fps: f64) -> Self {
+        let pacer = match opts.pace {
             Pace::Realtime => Pacer::new(fps),
             Pace::Fast => Pacer::unpaced(),
-        }
+        };
+        Delivery { pacer, next_id: 0 }
+    }
+
+    fn deliver(&mut self, frame: &mut Frame) {
+        self.pacer.wait();
+        frame.id = self.next_id;
+        frame.captured = Instant::now();
+        self.next_id += 1;
     }
 }
 
@@ -127,7 +145,6 @@ pub(super) fn source_err(path: &Path, reason: impl Into<String>) -> Error {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::frame::Frame;
 
     pub(crate) fn fast(looping: bool) -> ReplayOptions {
         ReplayOptions {

@@ -5,12 +5,10 @@
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use super::{source_err, ReplayOptions};
+use super::{source_err, Delivery, ReplayOptions};
 use crate::frame::Frame;
 use crate::sink::record::Y4mRecorder;
-use crate::source::pacing::Pacer;
 use crate::source::pixfmt::{Converter, PixelFormat};
 use crate::source::FrameSource;
 use crate::{Error, Result};
@@ -27,9 +25,8 @@ pub struct RawReplay {
     frames_in_file: u64,
     buf: Vec<u8>,
     opts: ReplayOptions,
-    pacer: Pacer,
+    delivery: Delivery,
     pos: u64,
-    next_id: u64,
     pub(super) rec: Option<Y4mRecorder>,
 }
 
@@ -85,9 +82,8 @@ impl RawReplay {
             frames_in_file,
             buf: vec![0; frame_len],
             opts,
-            pacer: opts.pacer(opts.fps),
+            delivery: Delivery::new(&opts, opts.fps),
             pos: 0,
-            next_id: 0,
             rec: None,
         })
     }
@@ -126,10 +122,7 @@ impl FrameSource for RawReplay {
             .map_err(|e| Error::io(format!("reading raw video {:?}", self.path), e))?;
         self.pos += 1;
         self.conv.to_rgb(&self.buf, frame)?;
-        self.pacer.wait();
-        frame.id = self.next_id;
-        frame.captured = Instant::now();
-        self.next_id += 1;
+        self.delivery.deliver(frame);
         if let Some(rec) = self.rec.as_mut() {
             rec.record_raw(self.format, self.stride, &self.buf, frame)?;
         }
@@ -142,7 +135,7 @@ mod tests {
     use super::*;
     use crate::source::replay::tests::drain;
     use crate::source::replay::Pace;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn realtime_pace_holds_the_rate() {

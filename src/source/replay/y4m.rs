@@ -3,12 +3,10 @@
 //! reader ([`crate::y4m`]) at the file's own frame rate.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use super::ReplayOptions;
+use super::{Delivery, ReplayOptions};
 use crate::frame::Frame;
 use crate::sink::record::Y4mRecorder;
-use crate::source::pacing::Pacer;
 use crate::source::FrameSource;
 use crate::y4m::{Next, Reader};
 use crate::Result;
@@ -18,8 +16,7 @@ pub struct Y4mReplay {
     path: PathBuf,
     reader: Reader,
     opts: ReplayOptions,
-    pacer: Pacer,
-    next_id: u64,
+    delivery: Delivery,
     pub(super) rec: Option<Y4mRecorder>,
 }
 
@@ -32,8 +29,7 @@ impl Y4mReplay {
             path: path.to_path_buf(),
             reader,
             opts,
-            pacer: opts.pacer(fps),
-            next_id: 0,
+            delivery: Delivery::new(&opts, fps),
             rec: None,
         })
     }
@@ -81,10 +77,7 @@ impl FrameSource for Y4mReplay {
             }
         }
         self.reader.to_rgb(frame)?;
-        self.pacer.wait();
-        frame.id = self.next_id;
-        frame.captured = Instant::now();
-        self.next_id += 1;
+        self.delivery.deliver(frame);
         if let Some(rec) = self.rec.as_mut() {
             rec.record_rgb(frame)?;
         }
