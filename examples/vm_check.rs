@@ -21,7 +21,7 @@ use lgms_edge::overlay::{FrameTarget, HudInfo, Overlay, OverlayState, OverlaySty
 use lgms_edge::sink::display::panel::{letterbox, PanelFormat};
 use lgms_edge::sink::record::Y4mRecorder;
 use lgms_edge::sink::Sink;
-use lgms_edge::source::reconnect::{Reconnecting, NO_SIGNAL_BG};
+use lgms_edge::source::reconnect::Reconnecting;
 use lgms_edge::source::replay::{Pace, ReplayOptions, Y4mReplay};
 use lgms_edge::source::v4l2::V4l2Source;
 use lgms_edge::source::FrameSource;
@@ -536,12 +536,9 @@ fn sh(cmd: &str) -> (bool, String) {
     }
 }
 
-fn is_no_signal(f: &Frame) -> bool {
-    f.pixel(0, 0) == NO_SIGNAL_BG && f.pixel(f.width - 1, f.height - 1) == NO_SIGNAL_BG
-}
-
 /// Pulls the capture driver out from under a streaming source and puts it
-/// back: the source must show NO SIGNAL, then resume by itself.
+/// back: the source must report the loss (errors, as the pipeline's NO
+/// SIGNAL screen expects), then resume by itself.
 fn reconnect() -> Check {
     let cfg = cap_config("yuyv");
     let open_cfg = cfg.clone();
@@ -562,9 +559,16 @@ fn reconnect() -> Check {
         let mut f = Frame::new(1, 1);
         let mut last_live = Frame::new(1, 1);
         while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
-            src.next_frame(&mut f).map_err(|e| e.to_string())?;
-            let ns = is_no_signal(&f);
-            if !ns {
+            // A lost device is an error from the source; the pipeline
+            // retries at its own pace, as this loop does.
+            let ns = match src.next_frame(&mut f) {
+                Ok(true) => false,
+                Ok(false) => return Err("stream ended".into()),
+                Err(_) => true,
+            };
+            if ns {
+                std::thread::sleep(Duration::from_millis(50));
+            } else {
                 last_live.copy_from(&f);
             }
             let _ = tx.send((f.id, ns, Instant::now()));
@@ -623,7 +627,7 @@ fn reconnect() -> Check {
     if !sh("ls /dev/video0").0 {
         // expected: the node is gone while the driver is out
     }
-    let ns_frames = status.lock().map(|s| s.no_signal_frames).unwrap_or(0);
+    let attempts = status.lock().map(|s| s.attempts).unwrap_or(0);
     std::thread::sleep(Duration::from_millis(1500));
     let (ok, out) = sh("modprobe vivid n_devs=1 node_types=0x1");
     if !ok {
@@ -643,7 +647,7 @@ fn reconnect() -> Check {
         return Err(format!("status {s:?}"));
     }
     Ok(format!(
-        "{how}; NO SIGNAL after {lost_after:?} ({ns_frames}+ frames); vivid removed and reloaded; live again {back_after:?} after modprobe; reconnects {}",
+        "{how}; loss reported after {lost_after:?} ({attempts} reopen attempts); vivid removed and reloaded; live again {back_after:?} after modprobe; reconnects {}",
         s.reconnects
     ))
 }

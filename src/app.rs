@@ -5,14 +5,10 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use crate::config::{Config, DisplaySpec};
-use crate::devices;
+use crate::config::Config;
 use crate::infer::engine::{Engine, LoadOptions, Model};
 use crate::pipeline::watchdog::Watchdog;
 use crate::pipeline::{self, Options, RunResult, Segmenter};
-use crate::sink::{GifSink, NullSink, PngDirSink, Sink, Y4mSink};
-use crate::source::phantom::PhantomSource;
-use crate::source::FrameSource;
 use crate::{Error, Result};
 
 /// `SCHED_FIFO` priority of capture and display under systemd (the unit's
@@ -25,29 +21,6 @@ pub const BUNDLED_MODELS: [&str; 2] = [
     "models/lgmsnet-phantom-us.f32.onnx",
     "models/lgmsnet-random.f32.onnx",
 ];
-
-/// Opens the configured source (with `record = "input"` attached).
-pub fn build_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
-    match devices::open_source(cfg)? {
-        Some(s) => Ok(s),
-        None => {
-            let phantom = PhantomSource::from_config(&cfg.phantom)?;
-            devices::with_input_recording(Box::new(phantom), cfg)
-        }
-    }
-}
-
-/// Opens the configured display or file sink (with `record = "overlay"` attached).
-pub fn build_sink(cfg: &Config, fps: f64) -> Result<Box<dyn Sink>> {
-    let sink: Box<dyn Sink> = match &cfg.display {
-        DisplaySpec::Null => Box::new(NullSink::default()),
-        DisplaySpec::PngDir(d) => Box::new(PngDirSink::create(d)?),
-        DisplaySpec::Y4m(p) => Box::new(Y4mSink::create(p, fps)?),
-        DisplaySpec::Gif(p) => Box::new(GifSink::create(p, fps)?),
-        DisplaySpec::Device(p) => devices::open_display(p)?,
-    };
-    devices::with_overlay_recording(sink, cfg, fps)
-}
 
 /// One segmenter per inference worker.
 pub type Workers = Vec<Box<dyn Segmenter>>;
@@ -87,8 +60,8 @@ pub fn build_segmenters(cfg: &Config) -> Result<(Arc<Model>, Workers)> {
 /// Runs the whole pipeline described by `cfg` until it ends or `stop` is set.
 pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
     let (_model, segs) = build_segmenters(cfg)?;
-    let source = build_source(cfg)?;
-    let mut sink = build_sink(cfg, source.frame_rate())?;
+    let source = crate::source::open(cfg)?;
+    let mut sink = crate::sink::open(cfg, source.frame_rate())?;
     log::info!(
         "running {} -> {} with {} worker(s), masks drawn up to {} ms old",
         source.name(),

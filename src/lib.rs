@@ -15,7 +15,6 @@
 
 pub mod app;
 pub mod config;
-pub mod devices;
 pub mod error;
 pub mod frame;
 pub mod infer;
@@ -25,5 +24,6 @@ pub mod pipeline;
 pub mod sink;
 pub mod source;
 pub mod tools;
+pub mod y4m;
 
 pub use error::{Error, Result};

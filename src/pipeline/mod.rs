@@ -34,6 +34,7 @@ use crate::overlay::{FrameTarget, HudInfo, Overlay, OverlayState, OverlayStyle};
 use crate::pipeline::stats::{Report, Stage, StageRecorder};
 use crate::pipeline::watchdog::Watchdog;
 use crate::sink::Sink;
+use crate::source::backoff::Backoff;
 use crate::source::FrameSource;
 use crate::{Error, Result};
 
@@ -368,8 +369,7 @@ fn capture_loop(
                     );
                 }
                 *lock(&shared.source_error) = Some(e.to_string());
-                let backoff = Duration::from_millis(50u64 << failures.min(5));
-                sleep_unless_stopped(&shared.stop, backoff);
+                sleep_unless_stopped(&shared.stop, Backoff::PIPELINE.delay(failures));
             }
         }
     }
@@ -444,10 +444,7 @@ fn worker_loop(
                     );
                 }
                 lock(&shared.masks).error = Some(e.to_string());
-                sleep_unless_stopped(
-                    &shared.stop,
-                    Duration::from_millis(50u64 << failures.min(5)),
-                );
+                sleep_unless_stopped(&shared.stop, Backoff::PIPELINE.delay(failures));
             }
         }
     }

@@ -1,16 +1,21 @@
-//! Where composited frames go: files for now, displays later.
+//! Where composited frames go: a display ([`display`]) or files.
 //!
 //! A sink receives finished RGB frames in order. File sinks write as they go
 //! and flush on [`Sink::finish`], so a stopped run leaves a playable file.
+//! [`open`] is the one place that builds the sink a [`Config`] asks for,
+//! with `record = "overlay"` attached ([`record`]).
 
 pub mod display;
 pub mod record;
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
+use crate::config::{Config, DisplaySpec};
 use crate::frame::Frame;
+use crate::kernels::YuvRange;
+use crate::y4m::{self, Chroma, Header, Next};
 use crate::{Error, Result};
 
 /// A consumer of composited frames.
@@ -25,6 +30,31 @@ pub trait Sink: Send {
     fn finish(&mut self) -> Result<()> {
         Ok(())
     }
+}
+
+impl Sink for Box<dyn Sink> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn write(&mut self, frame: &Frame) -> Result<()> {
+        (**self).write(frame)
+    }
+    fn finish(&mut self) -> Result<()> {
+        (**self).finish()
+    }
+}
+
+/// Opens the configured display or file sink (with `record = "overlay"`
+/// attached); `fps` is the source's rate, for the file formats that store one.
+pub fn open(cfg: &Config, fps: f64) -> Result<Box<dyn Sink>> {
+    let sink: Box<dyn Sink> = match &cfg.display {
+        DisplaySpec::Null => Box::new(NullSink::default()),
+        DisplaySpec::PngDir(d) => Box::new(PngDirSink::create(d)?),
+        DisplaySpec::Y4m(p) => Box::new(Y4mSink::create(p, fps)?),
+        DisplaySpec::Gif(p) => Box::new(GifSink::create(p, fps)?),
+        DisplaySpec::Device(p) => display::open(p)?,
+    };
+    record::with_overlay_recording(sink, cfg, fps)
 }
 
 /// Discards frames: for benchmarks, where only the timing matters.
@@ -88,93 +118,46 @@ impl Sink for PngDirSink {
 }
 
 /// Writes a YUV4MPEG2 (`.y4m`) video, 4:4:4 full-range BT.601, playable
-/// with ffmpeg and mpv. Each frame is flushed as soon as it is written, so a
-/// crash loses at most the frame in flight.
+/// with ffmpeg and mpv, through the crate's one Y4M writer
+/// ([`crate::y4m::Writer`]): each frame is flushed as soon as it is
+/// written, so a crash loses at most the frame in flight.
 pub struct Y4mSink {
-    path: PathBuf,
-    out: BufWriter<File>,
-    fps: u32,
-    size: Option<(u32, u32)>,
+    out: y4m::Writer,
+    fps: f64,
     planes: Vec<u8>,
 }
 
 impl Y4mSink {
     /// Creates (truncates) the file; the header is written with the first frame.
     pub fn create(path: impl Into<PathBuf>, fps: f64) -> Result<Self> {
-        let path = path.into();
-        create_parent(&path)?;
-        let file = File::create(&path)
-            .map_err(|e| Error::io(format!("creating video file {path:?}"), e))?;
         Ok(Y4mSink {
-            path,
-            out: BufWriter::new(file),
-            fps: fps.round().max(1.0) as u32,
-            size: None,
+            out: y4m::Writer::create(path, u64::MAX)?,
+            fps,
             planes: Vec::new(),
         })
     }
 }
 
-/// Full-range BT.601 RGB -> Y'CbCr, the inverse of what players use for
-/// unflagged 4:4:4 Y4M with `XCOLORRANGE=FULL`.
-pub fn rgb_to_ycbcr_full(r: u8, g: u8, b: u8) -> [u8; 3] {
-    let (r, g, b) = (r as f32, g as f32, b as f32);
-    let y = 0.299 * r + 0.587 * g + 0.114 * b;
-    let cb = 128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b;
-    let cr = 128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b;
-    [
-        y.round().clamp(0.0, 255.0) as u8,
-        cb.round().clamp(0.0, 255.0) as u8,
-        cr.round().clamp(0.0, 255.0) as u8,
-    ]
-}
-
 impl Sink for Y4mSink {
     fn name(&self) -> String {
-        format!("y4m video {:?}", self.path)
+        format!("y4m video {:?}", self.out.path())
     }
 
     fn write(&mut self, frame: &Frame) -> Result<()> {
-        let io_err = |e| Error::io(format!("writing video file {:?}", self.path), e);
-        match self.size {
-            None => {
-                let header = format!(
-                    "YUV4MPEG2 W{} H{} F{}:1 Ip A1:1 C444 XCOLORRANGE=FULL\n",
-                    frame.width, frame.height, self.fps
-                );
-                self.out.write_all(header.as_bytes()).map_err(io_err)?;
-                self.size = Some((frame.width, frame.height));
-                self.planes = vec![0; frame.rgb.len()];
-            }
-            Some((w, h)) if (w, h) != (frame.width, frame.height) => {
-                return Err(Error::Sink {
-                    sink: self.name(),
-                    reason: format!(
-                        "frame size changed from {w}x{h} to {}x{}; a Y4M file has one size",
-                        frame.width, frame.height
-                    ),
-                });
-            }
-            Some(_) => {}
-        }
-        let n = frame.width as usize * frame.height as usize;
-        let (y, rest) = self.planes.split_at_mut(n);
-        let (cb, cr) = rest.split_at_mut(n);
-        for (i, px) in frame.rgb.chunks_exact(3).enumerate() {
-            let [py, pcb, pcr] = rgb_to_ycbcr_full(px[0], px[1], px[2]);
-            y[i] = py;
-            cb[i] = pcb;
-            cr[i] = pcr;
-        }
-        self.out.write_all(b"FRAME\n").map_err(io_err)?;
-        self.out.write_all(&self.planes).map_err(io_err)?;
-        self.out.flush().map_err(io_err)
+        let header = Header::new(
+            frame.width,
+            frame.height,
+            self.fps,
+            Chroma::C444,
+            YuvRange::Full,
+        );
+        self.planes.resize(header.frame_bytes(), 0);
+        y4m::rgb_to_planes_444(frame, &mut self.planes);
+        self.out.write_frame(&header, &self.planes).map(drop)
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.out
-            .flush()
-            .map_err(|e| Error::io(format!("flushing video file {:?}", self.path), e))
+        self.out.flush()
     }
 }
 
@@ -231,81 +214,32 @@ impl Sink for GifSink {
     }
 }
 
-/// Full-range BT.601 Y'CbCr -> RGB, the inverse of [`rgb_to_ycbcr_full`].
-pub fn ycbcr_full_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
-    let (y, cb, cr) = (y as f32, cb as f32 - 128.0, cr as f32 - 128.0);
-    let r = y + 1.402 * cr;
-    let g = y - 0.344_136 * cb - 0.714_136 * cr;
-    let b = y + 1.772 * cb;
-    [
-        r.round().clamp(0.0, 255.0) as u8,
-        g.round().clamp(0.0, 255.0) as u8,
-        b.round().clamp(0.0, 255.0) as u8,
-    ]
-}
-
-/// Turns a 4:4:4 Y4M written by [`Y4mSink`] into an animated GIF, keeping
-/// every `step`-th frame. Done after a run so that GIF encoding (slow) does
-/// not count in the display stage's latency.
+/// Turns a Y4M written by [`Y4mSink`] (or any 8-bit Y4M) into an animated
+/// GIF, keeping every `step`-th frame. Done after a run so that GIF
+/// encoding (slow) does not count in the display stage's latency.
 pub fn y4m_to_gif(y4m: &Path, gif: &Path, step: usize) -> Result<()> {
-    let bad = |reason: String| Error::invalid(format!("video {y4m:?}"), reason);
-    let data = std::fs::read(y4m).map_err(|e| Error::io(format!("reading video {y4m:?}"), e))?;
-    let header_end = data
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or_else(|| bad("no Y4M header".into()))?;
-    let header =
-        std::str::from_utf8(&data[..header_end]).map_err(|_| bad("header is not text".into()))?;
-    let mut parts = header.split(' ');
-    if parts.next() != Some("YUV4MPEG2") {
-        return Err(bad("not a YUV4MPEG2 file".into()));
-    }
-    let (mut w, mut h, mut fps, mut c444) = (0usize, 0usize, 15.0f64, false);
-    for p in parts {
-        match p.split_at(1) {
-            ("W", v) => w = v.parse().map_err(|_| bad(format!("bad width {v:?}")))?,
-            ("H", v) => h = v.parse().map_err(|_| bad(format!("bad height {v:?}")))?,
-            ("F", v) => {
-                let mut nd = v.split(':').filter_map(|x| x.parse::<f64>().ok());
-                if let (Some(n), Some(d)) = (nd.next(), nd.next()) {
-                    fps = n / d.max(1.0);
-                }
+    let mut reader = y4m::Reader::open(y4m)?;
+    let step = step.max(1);
+    let mut sink = GifSink::create(gif, reader.header().fps() / step as f64)?;
+    let mut frame = Frame::new(1, 1);
+    let mut index = 0u64;
+    loop {
+        match reader.read_frame()? {
+            Next::Frame => {}
+            Next::End => break,
+            Next::Truncated => {
+                return Err(Error::invalid(
+                    format!("video {y4m:?}"),
+                    format!("frame {index} is truncated; fix: convert a complete recording"),
+                ))
             }
-            ("C", v) => c444 = v.starts_with("444"),
-            _ => {}
         }
-    }
-    if w == 0 || h == 0 || !c444 {
-        return Err(bad("only 4:4:4 Y4M files with a size are supported".into()));
-    }
-    let n = w * h;
-    let mut sink = GifSink::create(gif, fps / step.max(1) as f64)?;
-    let mut frame = Frame::new(w as u32, h as u32);
-    let mut pos = header_end + 1;
-    let mut index = 0usize;
-    while pos < data.len() {
-        let line_end = data[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|i| pos + i)
-            .ok_or_else(|| bad("truncated FRAME header".into()))?;
-        if !data[pos..line_end].starts_with(b"FRAME") {
-            return Err(bad(format!("expected FRAME at byte {pos}")));
-        }
-        let start = line_end + 1;
-        let planes = data
-            .get(start..start + 3 * n)
-            .ok_or_else(|| bad(format!("frame {index} is truncated")))?;
-        if index.is_multiple_of(step.max(1)) {
-            for i in 0..n {
-                let rgb = ycbcr_full_to_rgb(planes[i], planes[n + i], planes[2 * n + i]);
-                frame.rgb[i * 3..i * 3 + 3].copy_from_slice(&rgb);
-            }
-            frame.id = index as u64;
+        if index.is_multiple_of(step as u64) {
+            reader.to_rgb(&mut frame)?;
+            frame.id = index;
             sink.write(&frame)?;
         }
         index += 1;
-        pos = start + 3 * n;
     }
     sink.finish()
 }
@@ -371,27 +305,6 @@ mod tests {
     }
 
     #[test]
-    fn ycbcr_round_trip() {
-        for rgb in [[0u8, 0, 0], [255, 255, 255], [200, 30, 90], [10, 240, 128]] {
-            let [y, cb, cr] = rgb_to_ycbcr_full(rgb[0], rgb[1], rgb[2]);
-            let back = ycbcr_full_to_rgb(y, cb, cr);
-            for c in 0..3 {
-                assert!(
-                    (back[c] as i32 - rgb[c] as i32).abs() <= 2,
-                    "{rgb:?} -> {back:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn ycbcr_grey_is_neutral() {
-        assert_eq!(rgb_to_ycbcr_full(0, 0, 0), [0, 128, 128]);
-        assert_eq!(rgb_to_ycbcr_full(255, 255, 255), [255, 128, 128]);
-        assert_eq!(rgb_to_ycbcr_full(255, 0, 0)[2], 255);
-    }
-
-    #[test]
     fn png_and_gif_write_readable_files() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = PngDirSink::create(dir.path().join("png")).unwrap();
@@ -406,5 +319,22 @@ mod tests {
         drop(g);
         let bytes = std::fs::read(dir.path().join("a.gif")).unwrap();
         assert!(bytes.starts_with(b"GIF89a"));
+    }
+
+    #[test]
+    fn open_builds_the_configured_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.y4m");
+        let cfg =
+            crate::source::tests::config(&format!("display = \"{}\"", out.display()), dir.path());
+        let mut s = open(&cfg, 12.0).unwrap();
+        s.write(&test_frame(0)).unwrap();
+        s.finish().unwrap();
+        assert!(std::fs::read(&out)
+            .unwrap()
+            .starts_with(b"YUV4MPEG2 W4 H2 F12:1"));
+        // A device path that is no display is an error, not a file.
+        let cfg = crate::source::tests::config("display = \"/dev/null\"", dir.path());
+        assert!(open(&cfg, 12.0).is_err());
     }
 }

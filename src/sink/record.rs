@@ -13,138 +13,76 @@
 //! most the frame in flight, and the file stops growing at a size cap (the
 //! run goes on; a warning says the recording stopped).
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use crate::config::{Config, RecordMode};
 use crate::frame::Frame;
-use crate::sink::{rgb_to_ycbcr_full, Sink};
+use crate::kernels::YuvRange;
+use crate::sink::Sink;
 use crate::source::pixfmt::PixelFormat;
 use crate::source::FrameSource;
+use crate::y4m::{self, Chroma, Header, Writer};
 use crate::{Error, Result};
 
-/// Y4M chroma layouts we write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    /// 4:4:4 from RGB, full range.
-    Rgb444,
-    /// 4:2:2 planar from YUYV, limited range.
-    Yuyv422,
-    /// 4:2:0 planar from NV12, limited range (MPEG-2 chroma siting, as NV12).
-    Nv12To420,
-    /// Luma only, full range.
-    Mono,
-}
+/// A recorder shared by every incarnation of a reopened device.
+pub type SharedRecorder = Arc<Mutex<Y4mRecorder>>;
 
-impl Layout {
-    fn tag(self) -> &'static str {
-        match self {
-            Layout::Rgb444 => "C444 XCOLORRANGE=FULL",
-            Layout::Yuyv422 => "C422 XCOLORRANGE=LIMITED",
-            Layout::Nv12To420 => "C420mpeg2 XCOLORRANGE=LIMITED",
-            Layout::Mono => "Cmono XCOLORRANGE=FULL",
-        }
-    }
-
-    fn frame_bytes(self, w: usize, h: usize) -> usize {
-        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-        match self {
-            Layout::Rgb444 => w * h * 3,
-            Layout::Yuyv422 => w * h + 2 * cw * h,
-            Layout::Nv12To420 => w * h + 2 * cw * ch,
-            Layout::Mono => w * h,
-        }
-    }
-}
-
-/// Frame rate as a Y4M `F` ratio (29.97 -> 2997:100).
-fn rate_ratio(fps: f64) -> (u64, u64) {
-    let den = 1000u64;
-    let num = (fps.max(0.001) * den as f64).round() as u64;
-    let g = gcd(num, den);
-    (num / g, den / g)
-}
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 {
-        a.max(1)
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-/// Writes frames to a Y4M file with a size cap.
+/// Writes frames to a Y4M file with a size cap, through the crate's one
+/// Y4M writer ([`crate::y4m::Writer`]).
 pub struct Y4mRecorder {
-    path: PathBuf,
-    out: BufWriter<File>,
-    rate: (u64, u64),
-    format: Option<(Layout, u32, u32)>,
-    max_bytes: u64,
-    written: u64,
-    frames: u64,
-    stopped: bool,
+    out: Writer,
+    fps: f64,
     planes: Vec<u8>,
 }
 
 impl Y4mRecorder {
     /// Creates (truncates) `path`; nothing is written before the first frame.
     pub fn create(path: impl Into<PathBuf>, fps: f64, max_bytes: u64) -> Result<Self> {
-        let path = path.into();
-        if let Some(p) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(p)
-                .map_err(|e| Error::io(format!("creating recording folder {p:?}"), e))?;
-        }
-        let file = File::create(&path)
-            .map_err(|e| Error::io(format!("creating recording {path:?}"), e))?;
         Ok(Y4mRecorder {
-            path,
-            out: BufWriter::new(file),
-            rate: rate_ratio(fps),
-            format: None,
-            max_bytes,
-            written: 0,
-            frames: 0,
-            stopped: false,
+            out: Writer::create(path, max_bytes)?,
+            fps,
             planes: Vec::new(),
         })
     }
 
     /// The file being written.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.out.path()
     }
 
     /// Frames written so far.
     pub fn frames(&self) -> u64 {
-        self.frames
+        self.out.frames()
     }
 
     /// Bytes written so far (header included).
     pub fn bytes(&self) -> u64 {
-        self.written
+        self.out.bytes()
     }
 
     /// True once the size cap stopped the recording.
     pub fn stopped(&self) -> bool {
-        self.stopped
+        self.out.stopped()
+    }
+
+    /// Flushes the file.
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush()
+    }
+
+    /// The header for a frame of `layout`, with the plane buffer sized for it.
+    fn begin(&mut self, width: u32, height: u32, chroma: Chroma, range: YuvRange) -> Header {
+        let header = Header::new(width, height, self.fps, chroma, range);
+        self.planes.resize(header.frame_bytes(), 0);
+        header
     }
 
     /// Records an RGB frame (4:4:4). Returns `Ok(false)` when the cap stopped it.
     pub fn record_rgb(&mut self, frame: &Frame) -> Result<bool> {
-        let (w, h) = (frame.width as usize, frame.height as usize);
-        if !self.begin(Layout::Rgb444, frame.width, frame.height)? {
-            return Ok(false);
-        }
-        let n = w * h;
-        let (y, rest) = self.planes.split_at_mut(n);
-        let (cb, cr) = rest.split_at_mut(n);
-        for (i, px) in frame.rgb.chunks_exact(3).enumerate() {
-            let [py, pcb, pcr] = rgb_to_ycbcr_full(px[0], px[1], px[2]);
-            y[i] = py;
-            cb[i] = pcb;
-            cr[i] = pcr;
-        }
-        self.commit()
+        let header = self.begin(frame.width, frame.height, Chroma::C444, YuvRange::Full);
+        y4m::rgb_to_planes_444(frame, &mut self.planes);
+        self.out.write_frame(&header, &self.planes)
     }
 
     /// Records a raw frame in its native layout where Y4M has one (YUYV,
@@ -160,17 +98,17 @@ impl Y4mRecorder {
     ) -> Result<bool> {
         let (width, height) = (decoded.width, decoded.height);
         let (w, h) = (width as usize, height as usize);
-        let layout = match format {
-            PixelFormat::Yuyv => Layout::Yuyv422,
-            PixelFormat::Nv12 => Layout::Nv12To420,
-            PixelFormat::Grey => Layout::Mono,
+        let (chroma, range) = match format {
+            PixelFormat::Yuyv => (Chroma::C422, YuvRange::Limited),
+            PixelFormat::Nv12 => (Chroma::C420, YuvRange::Limited),
+            PixelFormat::Grey => (Chroma::Mono, YuvRange::Full),
             _ => return self.record_rgb(decoded),
         };
         let need = format.frame_len(stride, height).unwrap_or(0);
         let min = need.saturating_sub(stride - format.min_stride(width).unwrap_or(stride));
         if data.len() < min {
             return Err(Error::invalid(
-                format!("recording {:?}", self.path),
+                format!("recording {:?}", self.out.path()),
                 format!(
                     "raw {} frame has {} bytes, expected {need}",
                     format.name(),
@@ -178,12 +116,10 @@ impl Y4mRecorder {
                 ),
             ));
         }
-        if !self.begin(layout, width, height)? {
-            return Ok(false);
-        }
+        let header = self.begin(width, height, chroma, range);
         let cw = w.div_ceil(2);
-        match layout {
-            Layout::Yuyv422 => {
+        match chroma {
+            Chroma::C422 => {
                 let (yp, rest) = self.planes.split_at_mut(w * h);
                 let (up, vp) = rest.split_at_mut(cw * h);
                 for r in 0..h {
@@ -197,7 +133,7 @@ impl Y4mRecorder {
                     }
                 }
             }
-            Layout::Nv12To420 => {
+            Chroma::C420 => {
                 let ch = h.div_ceil(2);
                 let (yp, rest) = self.planes.split_at_mut(w * h);
                 let (up, vp) = rest.split_at_mut(cw * ch);
@@ -212,74 +148,15 @@ impl Y4mRecorder {
                     }
                 }
             }
-            Layout::Mono => {
+            Chroma::Mono => {
                 for r in 0..h {
                     self.planes[r * w..(r + 1) * w]
                         .copy_from_slice(&data[r * stride..r * stride + w]);
                 }
             }
-            Layout::Rgb444 => unreachable!("RGB input is recorded by record_rgb"),
+            Chroma::C444 => unreachable!("RGB input is recorded by record_rgb"),
         }
-        self.commit()
-    }
-
-    /// Writes the header on the first frame, checks the size and the cap,
-    /// and sizes the plane buffer. `Ok(false)`: the cap stops the recording.
-    fn begin(&mut self, layout: Layout, width: u32, height: u32) -> Result<bool> {
-        if self.stopped {
-            return Ok(false);
-        }
-        let frame_bytes = layout.frame_bytes(width as usize, height as usize);
-        let header = match self.format {
-            None => Some(format!(
-                "YUV4MPEG2 W{width} H{height} F{}:{} Ip A1:1 {}\n",
-                self.rate.0,
-                self.rate.1,
-                layout.tag()
-            )),
-            Some(f) if f == (layout, width, height) => None,
-            Some((l, w, h)) => {
-                return Err(Error::Sink {
-                    sink: format!("recording {:?}", self.path),
-                    reason: format!(
-                        "frame changed from {w}x{h} ({}) to {width}x{height} ({}); a Y4M file has one format",
-                        l.tag(),
-                        layout.tag()
-                    ),
-                })
-            }
-        };
-        let cost = header.as_ref().map_or(0, |h| h.len()) + 6 + frame_bytes;
-        if self.written + cost as u64 > self.max_bytes {
-            self.stopped = true;
-            log::warn!(
-                "recording {:?} stopped at {} frames, {} bytes: the next frame would pass record_max_mb",
-                self.path,
-                self.frames,
-                self.written
-            );
-            return Ok(false);
-        }
-        if let Some(h) = header {
-            self.out
-                .write_all(h.as_bytes())
-                .map_err(|e| Error::io(format!("writing recording {:?}", self.path), e))?;
-            self.written += h.len() as u64;
-            self.format = Some((layout, width, height));
-            self.planes = vec![0; frame_bytes];
-        }
-        Ok(true)
-    }
-
-    fn commit(&mut self) -> Result<bool> {
-        let io_err = |e| Error::io(format!("writing recording {:?}", self.path), e);
-        self.out.write_all(b"FRAME\n").map_err(io_err)?;
-        self.out.write_all(&self.planes).map_err(io_err)?;
-        // Flushed every frame: a crash loses at most the frame in flight.
-        self.out.flush().map_err(io_err)?;
-        self.written += 6 + self.planes.len() as u64;
-        self.frames += 1;
-        Ok(true)
+        self.out.write_frame(&header, &self.planes)
     }
 }
 
@@ -304,7 +181,7 @@ impl<S: Sink> RecordSink<S> {
 
 impl<S: Sink> Sink for RecordSink<S> {
     fn name(&self) -> String {
-        format!("{} + recording {:?}", self.inner.name(), self.rec.path)
+        format!("{} + recording {:?}", self.inner.name(), self.rec.path())
     }
 
     fn write(&mut self, frame: &Frame) -> Result<()> {
@@ -314,10 +191,7 @@ impl<S: Sink> Sink for RecordSink<S> {
 
     fn finish(&mut self) -> Result<()> {
         self.inner.finish()?;
-        self.rec
-            .out
-            .flush()
-            .map_err(|e| Error::io(format!("flushing recording {:?}", self.rec.path), e))
+        self.rec.flush()
     }
 }
 
@@ -358,6 +232,32 @@ impl<S: FrameSource> FrameSource for RecordingSource<S> {
     }
 }
 
+/// Wraps `sink` so that it also records what it shows (`record = "overlay"`).
+pub fn with_overlay_recording(
+    sink: Box<dyn Sink>,
+    cfg: &Config,
+    fps: f64,
+) -> Result<Box<dyn Sink>> {
+    if cfg.record != RecordMode::Overlay {
+        return Ok(sink);
+    }
+    let rec = Y4mRecorder::create(&cfg.record_path, fps, cfg.record_max_bytes)?;
+    Ok(Box::new(RecordSink::new(sink, rec)))
+}
+
+/// Wraps a source without native raw recording (e.g. the phantom) so that
+/// `record = "input"` records its frames.
+pub fn with_input_recording(
+    source: Box<dyn FrameSource>,
+    cfg: &Config,
+) -> Result<Box<dyn FrameSource>> {
+    if cfg.record != RecordMode::Input {
+        return Ok(source);
+    }
+    let rec = Y4mRecorder::create(&cfg.record_path, source.frame_rate(), cfg.record_max_bytes)?;
+    Ok(Box::new(RecordingSource::new(source, rec)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,13 +268,6 @@ mod tests {
             *v = (i as u8).wrapping_mul(7).wrapping_add(seed);
         }
         f
-    }
-
-    #[test]
-    fn rate_ratios() {
-        assert_eq!(rate_ratio(30.0), (30, 1));
-        assert_eq!(rate_ratio(29.97), (2997, 100));
-        assert_eq!(rate_ratio(12.5), (25, 2));
     }
 
     #[test]
@@ -452,5 +345,22 @@ mod tests {
         s.finish().unwrap();
         assert_eq!(s.recorder().frames(), 2);
         assert_eq!(s.inner.frames, 2);
+    }
+
+    #[test]
+    fn overlay_recording_wraps_the_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::source::tests::config("record = \"overlay\"", dir.path());
+        let mut s =
+            with_overlay_recording(Box::new(crate::sink::NullSink::default()), &cfg, 10.0).unwrap();
+        s.write(&Frame::new(8, 8)).unwrap();
+        s.finish().unwrap();
+        let rec = std::fs::read(dir.path().join("rec.y4m")).unwrap();
+        assert!(rec.starts_with(b"YUV4MPEG2 W8 H8 F10:1"));
+        // Without recording, the sink is passed through as it is.
+        let cfg = crate::source::tests::config("", dir.path());
+        let s =
+            with_overlay_recording(Box::new(crate::sink::NullSink::default()), &cfg, 10.0).unwrap();
+        assert_eq!(s.name(), "null");
     }
 }

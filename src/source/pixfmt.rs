@@ -1,13 +1,15 @@
 //! Raw pixel formats that capture devices and dump files deliver, and their
 //! conversion to the pipeline's packed RGB.
 //!
-//! The conversions here are the plain scalar formulas, kept behind
-//! [`Converter::to_rgb`] so that the SIMD kernels (`src/kernels/`) can take
-//! their place without touching the sources. YUV input is taken as BT.601
-//! limited range unless the caller says otherwise: that is what V4L2 drivers
-//! report for SD/webcam formats, and what vivid produces by default.
+//! YUV conversion is the SIMD kernels' ([`crate::kernels::yuyv_to_rgb`],
+//! [`crate::kernels::nv12_to_rgb`], [`crate::kernels::grey_to_rgb`]: AVX2 or
+//! NEON where the CPU has them, the scalar reference otherwise), the one
+//! colour conversion of the crate. YUV input is taken as BT.601 limited
+//! range: that is what V4L2 drivers report for SD/webcam formats, and what
+//! vivid produces by default. GREY is luma as-is (full range).
 
 use crate::frame::Frame;
+use crate::kernels::{self, YuvMatrix, YuvRange};
 use crate::{Error, Result};
 
 /// A raw frame layout.
@@ -114,51 +116,6 @@ pub fn fourcc_name(code: u32) -> String {
         .collect()
 }
 
-/// YUV -> RGB coefficients in 8.8 fixed point, with the range offsets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct YuvMatrix {
-    y_off: i32,
-    y_mul: i32,
-    rv: i32,
-    gu: i32,
-    gv: i32,
-    bu: i32,
-}
-
-impl YuvMatrix {
-    /// BT.601, limited range (16..235 luma): V4L2's default for SD and webcams.
-    pub const BT601_LIMITED: YuvMatrix = YuvMatrix {
-        y_off: 16,
-        y_mul: 298,
-        rv: 409,
-        gu: 100,
-        gv: 208,
-        bu: 516,
-    };
-    /// BT.601, full range (JPEG/JFIF and our own Y4M recordings).
-    pub const BT601_FULL: YuvMatrix = YuvMatrix {
-        y_off: 0,
-        y_mul: 256,
-        rv: 359,
-        gu: 88,
-        gv: 183,
-        bu: 454,
-    };
-
-    #[inline]
-    pub(crate) fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
-        let c = (i32::from(y) - self.y_off) * self.y_mul + 128;
-        let d = i32::from(u) - 128;
-        let e = i32::from(v) - 128;
-        let clamp = |x: i32| (x >> 8).clamp(0, 255) as u8;
-        [
-            clamp(c + self.rv * e),
-            clamp(c - self.gu * d - self.gv * e),
-            clamp(c + self.bu * d),
-        ]
-    }
-}
-
 /// Converts raw frames of one format and size to RGB, holding the scratch
 /// state (the JPEG decoder's output buffer) so that each frame reuses it.
 pub struct Converter {
@@ -166,7 +123,6 @@ pub struct Converter {
     width: u32,
     height: u32,
     stride: usize,
-    matrix: YuvMatrix,
 }
 
 impl Converter {
@@ -181,19 +137,23 @@ impl Converter {
                 ));
             }
         }
+        // A YUYV pixel pair shares its chroma: an odd width still takes the
+        // whole last pair (4 bytes) on every line.
+        if format == PixelFormat::Yuyv && stride < width.div_ceil(2) as usize * 4 {
+            return Err(Error::invalid(
+                format!("yuyv frame {width}x{height}"),
+                format!(
+                    "line length {stride} does not hold the last pixel pair of an odd width; \
+                     fix: use an even capture.width"
+                ),
+            ));
+        }
         Ok(Converter {
             format,
             width,
             height,
             stride,
-            matrix: YuvMatrix::BT601_LIMITED,
         })
-    }
-
-    /// Uses another YUV matrix (e.g. [`YuvMatrix::BT601_FULL`] for JPEG-range data).
-    pub fn with_matrix(mut self, matrix: YuvMatrix) -> Self {
-        self.matrix = matrix;
-        self
     }
 
     /// The format converted.
@@ -225,42 +185,14 @@ impl Converter {
             }
         }
         let s = self.stride;
-        let m = self.matrix;
+        let (m, limited) = (YuvMatrix::Bt601, YuvRange::Limited);
         match self.format {
-            PixelFormat::Yuyv => {
-                for (y, out) in dst.rgb.chunks_exact_mut(w * 3).enumerate() {
-                    let line = &src[y * s..y * s + w * 2];
-                    for (px, o) in line.chunks_exact(4).zip(out.chunks_exact_mut(6)) {
-                        o[..3].copy_from_slice(&m.rgb(px[0], px[1], px[3]));
-                        o[3..].copy_from_slice(&m.rgb(px[2], px[1], px[3]));
-                    }
-                    if w % 2 == 1 {
-                        let px = &line[(w - 1) * 2..];
-                        let u = px[1];
-                        let v = if px.len() > 3 { px[3] } else { 128 };
-                        out[(w - 1) * 3..].copy_from_slice(&m.rgb(px[0], u, v));
-                    }
-                }
-            }
+            PixelFormat::Yuyv => kernels::yuyv_to_rgb(src, w, h, s, m, limited, &mut dst.rgb)?,
             PixelFormat::Nv12 => {
-                let uv_plane = &src[s * h..];
-                for (y, out) in dst.rgb.chunks_exact_mut(w * 3).enumerate() {
-                    let luma = &src[y * s..y * s + w];
-                    let uv = &uv_plane[(y / 2) * s..];
-                    for (x, o) in out.chunks_exact_mut(3).enumerate() {
-                        let c = x & !1;
-                        o.copy_from_slice(&m.rgb(luma[x], uv[c], uv[c + 1]));
-                    }
-                }
+                let (y, uv) = src.split_at(s * h);
+                kernels::nv12_to_rgb(y, s, uv, s, w, h, m, limited, &mut dst.rgb)?
             }
-            PixelFormat::Grey => {
-                for (y, out) in dst.rgb.chunks_exact_mut(w * 3).enumerate() {
-                    let luma = &src[y * s..y * s + w];
-                    for (&l, o) in luma.iter().zip(out.chunks_exact_mut(3)) {
-                        o.fill(l);
-                    }
-                }
-            }
+            PixelFormat::Grey => kernels::grey_to_rgb(src, w, h, s, YuvRange::Full, &mut dst.rgb)?,
             PixelFormat::Rgb24 => {
                 for (y, out) in dst.rgb.chunks_exact_mut(w * 3).enumerate() {
                     out.copy_from_slice(&src[y * s..y * s + w * 3]);
@@ -323,16 +255,31 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn limited_range_extremes() {
-        let m = YuvMatrix::BT601_LIMITED;
-        assert_eq!(m.rgb(16, 128, 128), [0, 0, 0]);
-        assert_eq!(m.rgb(235, 128, 128), [255, 255, 255]);
-        // BT.601 limited red: Y=81 U=90 V=240.
-        let [r, g, b] = m.rgb(81, 90, 240);
+    fn limited_range_extremes_through_the_kernels() {
+        // YUYV 2x1 pairs: white and black, then BT.601 limited red (Y=81 U=90 V=240).
+        let c = Converter::new(PixelFormat::Yuyv, 2, 1, 4).unwrap();
+        let mut f = Frame::new(1, 1);
+        c.to_rgb(&[235, 128, 16, 128], &mut f).unwrap();
+        assert_eq!(f.rgb, [255, 255, 255, 0, 0, 0]);
+        c.to_rgb(&[81, 90, 81, 240], &mut f).unwrap();
+        let [r, g, b] = f.pixel(0, 0);
         assert!(r >= 253 && g <= 2 && b <= 2, "{r} {g} {b}");
-        let full = YuvMatrix::BT601_FULL;
-        assert_eq!(full.rgb(255, 128, 128), [255, 255, 255]);
-        assert_eq!(full.rgb(0, 128, 128), [0, 0, 0]);
+        // The same pixels as the kernels' own scalar formula, bit for bit.
+        let k = kernels::YuvCoeffs::new(YuvMatrix::Bt601, YuvRange::Limited);
+        for (y, u, v) in [(81u8, 90u8, 240u8), (120, 60, 200), (200, 140, 30)] {
+            c.to_rgb(&[y, u, y, v], &mut f).unwrap();
+            assert_eq!(f.pixel(1, 0), kernels::scalar::yuv_pixel(y, u, v, &k));
+        }
+    }
+
+    #[test]
+    fn odd_yuyv_width_needs_the_whole_last_pair() {
+        assert!(Converter::new(PixelFormat::Yuyv, 3, 1, 6).is_err());
+        let c = Converter::new(PixelFormat::Yuyv, 3, 1, 8).unwrap();
+        let mut f = Frame::new(1, 1);
+        c.to_rgb(&[235, 128, 235, 128, 16, 128, 99, 128], &mut f)
+            .unwrap();
+        assert_eq!(f.rgb, [255, 255, 255, 255, 255, 255, 0, 0, 0]);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Surviving unplug and replug: a source that, while its device is gone,
-//! shows a NO SIGNAL screen and reopens the device with backoff.
+//! reports the loss and reopens the device with backoff.
 //!
-//! Keeping this in a source wrapper leaves the pipeline simple: it always
-//! gets frames at the configured rate, and the HUD reads [`SignalStatus`]
-//! to say what is happening. Backoff starts at 100 ms and doubles up to
-//! 2 s, so a replugged grabber is back within about two seconds while a
-//! missing one does not spin the CPU.
+//! While the device is gone, `next_frame` returns a
+//! [`crate::Error::Source`] (after a reopen attempt when one is due); the
+//! pipeline's compositor draws the NO SIGNAL screen when frames stop (the
+//! one NO SIGNAL path), and the network never runs on a placeholder.
+//! Reopen attempts follow [`RECONNECT`] (100 ms, doubling up to 2 s), so a
+//! replugged grabber is back within about two seconds while a missing one
+//! does not spin the CPU. [`SignalStatus`] says what is happening.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,13 +18,12 @@ use embedded_graphics::prelude::*;
 use embedded_graphics::text::{Alignment, Text};
 
 use crate::frame::Frame;
+use crate::source::backoff::Backoff;
 use crate::source::FrameSource;
 use crate::Result;
 
-/// First retry delay after a loss.
-pub const BACKOFF_START: Duration = Duration::from_millis(100);
-/// Longest retry delay.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Reopen delays after a loss: 100 ms, doubling, at most 2 s.
+pub const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 
 /// Where the signal stands, for the HUD and the logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,32 +38,29 @@ pub struct SignalStatus {
     pub attempts: u32,
     /// Times the device came back.
     pub reconnects: u64,
-    /// NO SIGNAL frames produced so far.
-    pub no_signal_frames: u64,
 }
 
 /// Opens the wrapped source again; called on every retry.
 pub type Opener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>> + Send>;
 
-/// A source that turns device loss into NO SIGNAL frames and reopens.
+/// A source that reports device loss and reopens.
 pub struct Reconnecting {
     label: String,
     open: Opener,
     current: Option<Box<dyn FrameSource>>,
     size: (u32, u32),
     fps: f64,
-    backoff: Duration,
+    /// Failed reopen attempts since the loss.
+    failures: u32,
     next_try: Instant,
-    next_frame_due: Instant,
     next_id: u64,
     status: Arc<Mutex<SignalStatus>>,
-    draw_no_signal: bool,
 }
 
 impl Reconnecting {
-    /// Tries `open` once now. On failure it starts in NO SIGNAL (a cart may
-    /// boot before the scanner) at `size`/`fps`; on success the source's
-    /// own size and rate are used, and NO SIGNAL frames keep that size.
+    /// Tries `open` once now. On failure it starts without signal (a cart
+    /// may boot before the scanner) and reports `size`/`fps`; on success
+    /// the source's own size and rate are used.
     pub fn new(label: impl Into<String>, mut open: Opener, size: (u32, u32), fps: f64) -> Self {
         let label = label.into();
         let now = Instant::now();
@@ -74,7 +72,7 @@ impl Reconnecting {
                 (Some(s), sz, f)
             }
             Err(e) => {
-                log::warn!("{label}: {e}; showing NO SIGNAL and retrying");
+                log::warn!("{label}: {e}; no signal, retrying");
                 status.lost_at = Some(now);
                 status.reason = e.to_string();
                 (None, size, fps)
@@ -86,22 +84,11 @@ impl Reconnecting {
             current,
             size,
             fps: fps.clamp(1.0, 240.0),
-            backoff: BACKOFF_START,
-            next_try: now + BACKOFF_START,
-            next_frame_due: now,
+            failures: 0,
+            next_try: now + RECONNECT.delay(1),
             next_id: 0,
             status: Arc::new(Mutex::new(status)),
-            draw_no_signal: true,
         }
-    }
-
-    /// While the device is gone, return a [`crate::Error::Source`] from
-    /// `next_frame` (after a reopen attempt when one is due) instead of NO
-    /// SIGNAL frames: for a pipeline that draws its own NO SIGNAL screen
-    /// when frames stop, and must not run the network on a placeholder.
-    pub fn reporting_loss(mut self) -> Self {
-        self.draw_no_signal = false;
-        self
     }
 
     /// A handle on the signal state (for the HUD, on another thread).
@@ -117,15 +104,11 @@ impl Reconnecting {
     }
 
     fn lose(&mut self, reason: String) {
-        log::warn!(
-            "{}: signal lost: {reason}; showing NO SIGNAL and retrying",
-            self.label
-        );
+        log::warn!("{}: signal lost: {reason}; retrying", self.label);
         self.current = None;
         let now = Instant::now();
-        self.backoff = BACKOFF_START;
-        self.next_try = now + BACKOFF_START;
-        self.next_frame_due = now;
+        self.failures = 0;
+        self.next_try = now + RECONNECT.delay(1);
         self.update(|s| {
             s.live = false;
             s.lost_at = Some(now);
@@ -161,13 +144,10 @@ impl Reconnecting {
                 });
             }
             Err(e) => {
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                self.next_try = now + self.backoff;
-                log::debug!(
-                    "{}: reopen failed: {e}; next in {:?}",
-                    self.label,
-                    self.backoff
-                );
+                self.failures += 1;
+                let wait = RECONNECT.delay(self.failures + 1);
+                self.next_try = now + wait;
+                log::debug!("{}: reopen failed: {e}; next in {wait:?}", self.label);
                 self.update(|st| {
                     st.attempts += 1;
                     st.reason = e.to_string();
@@ -207,40 +187,25 @@ impl FrameSource for Reconnecting {
                 Err(e) => self.lose(e.to_string()),
             }
         }
-        if !self.draw_no_signal {
-            let s = self
-                .status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            return Err(crate::Error::Source {
-                source_name: self.label.clone(),
-                reason: format!(
-                    "no signal ({}); reopen attempt {}, next in {:?}",
-                    s.reason, s.attempts, self.backoff
-                ),
-            });
-        }
-        // NO SIGNAL at the configured pace, so the display keeps updating
-        // (and shows the retry count) without spinning.
-        let now = Instant::now();
-        if self.next_frame_due > now {
-            std::thread::sleep(self.next_frame_due - now);
-        }
-        self.next_frame_due =
-            self.next_frame_due.max(now) + Duration::from_secs_f64(1.0 / self.fps);
-        let (attempts, lost_at) = {
-            let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            (s.attempts, s.lost_at)
-        };
-        draw_no_signal(frame, self.size, &self.label, attempts, lost_at);
-        frame.id = self.next_id;
-        frame.captured = Instant::now();
-        self.next_id += 1;
-        self.update(|s| s.no_signal_frames += 1);
-        Ok(true)
+        let s = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Err(crate::Error::Source {
+            source_name: self.label.clone(),
+            reason: format!(
+                "no signal ({}); reopen attempt {}, next in {:?}",
+                s.reason,
+                s.attempts,
+                self.next_try.saturating_duration_since(Instant::now())
+            ),
+        })
     }
 }
+
+// The pipeline's compositor still calls this to draw its NO SIGNAL
+// screen; the overlay module's NO SIGNAL drawing replaces it.
 
 /// Background of the NO SIGNAL screen (dark grey, so that a black panel
 /// and a NO SIGNAL screen are told apart).
@@ -377,12 +342,8 @@ mod tests {
         })
     }
 
-    fn is_no_signal(f: &Frame) -> bool {
-        f.pixel(0, 0) == NO_SIGNAL_BG && f.rgb.chunks_exact(3).any(|p| p == NO_SIGNAL_FG)
-    }
-
     #[test]
-    fn loss_shows_no_signal_then_resumes_with_continuous_ids() {
+    fn loss_is_reported_then_frames_resume_with_continuous_ids() {
         let alive = Arc::new(AtomicBool::new(true));
         let opens = Arc::new(AtomicU32::new(0));
         let mut r = Reconnecting::new("cam", opener(alive.clone(), opens.clone()), (1, 1), 25.0);
@@ -392,40 +353,35 @@ mod tests {
         assert_eq!((f.id, f.pixel(0, 0)), (0, [200, 200, 200]));
         assert_eq!(r.size(), (200, 100));
         alive.store(false, Ordering::SeqCst);
-        assert!(r.next_frame(&mut f).unwrap());
-        assert!(is_no_signal(&f));
-        assert_eq!((f.id, f.width, f.height), (1, 200, 100));
+        assert!(r.next_frame(&mut f).is_err());
         assert!(!status.lock().unwrap().live);
+        assert!(r.name().contains("no signal"));
         // While gone, retries back off: over ~0.5 s only a few attempts.
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_millis(500) {
-            r.next_frame(&mut f).unwrap();
-            assert!(is_no_signal(&f));
+            assert!(r.next_frame(&mut f).is_err());
+            std::thread::sleep(Duration::from_millis(5));
         }
         let tries = opens.load(Ordering::SeqCst);
         assert!((2..=6).contains(&tries), "{tries} opens in 0.5 s");
-        assert!(status.lock().unwrap().no_signal_frames >= 10);
+        assert!(status.lock().unwrap().attempts >= 1);
         alive.store(true, Ordering::SeqCst);
         let t0 = Instant::now();
-        loop {
-            r.next_frame(&mut f).unwrap();
-            if !is_no_signal(&f) {
-                break;
-            }
-            assert!(t0.elapsed() < BACKOFF_MAX + Duration::from_millis(500));
+        while r.next_frame(&mut f).is_err() {
+            assert!(t0.elapsed() < RECONNECT.max() + Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(f.pixel(0, 0), [200, 200, 200]);
+        // Ids go on from the last frame delivered, across the new device.
+        assert_eq!((f.id, f.pixel(0, 0)), (1, [200, 200, 200]));
         let s = status.lock().unwrap().clone();
         assert!(s.live && s.reconnects == 1, "{s:?}");
-        assert!(f.id > 10);
     }
 
     #[test]
-    fn reporting_loss_gives_errors_then_frames_again() {
+    fn loss_errors_come_back_at_once_then_frames_again() {
         let alive = Arc::new(AtomicBool::new(true));
         let opens = Arc::new(AtomicU32::new(0));
-        let mut r = Reconnecting::new("cam", opener(alive.clone(), opens.clone()), (1, 1), 25.0)
-            .reporting_loss();
+        let mut r = Reconnecting::new("cam", opener(alive.clone(), opens.clone()), (1, 1), 25.0);
         let mut f = Frame::new(1, 1);
         assert!(r.next_frame(&mut f).unwrap());
         alive.store(false, Ordering::SeqCst);
@@ -440,7 +396,7 @@ mod tests {
         alive.store(true, Ordering::SeqCst);
         let t0 = Instant::now();
         while r.next_frame(&mut f).is_err() {
-            assert!(t0.elapsed() < BACKOFF_MAX + Duration::from_millis(500));
+            assert!(t0.elapsed() < RECONNECT.max() + Duration::from_millis(500));
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(f.pixel(0, 0), [200, 200, 200]);
@@ -448,23 +404,14 @@ mod tests {
     }
 
     #[test]
-    fn starts_in_no_signal_when_the_device_is_missing() {
+    fn starts_without_signal_at_the_configured_size_when_the_device_is_missing() {
         let alive = Arc::new(AtomicBool::new(false));
         let opens = Arc::new(AtomicU32::new(0));
         let mut r = Reconnecting::new("cam", opener(alive.clone(), opens), (320, 240), 50.0);
+        assert_eq!((r.size(), r.frame_rate()), ((320, 240), 50.0));
         let mut f = Frame::new(1, 1);
-        r.next_frame(&mut f).unwrap();
-        assert!(is_no_signal(&f));
-        assert_eq!((f.width, f.height), (320, 240));
-        // Paced at the configured rate (50 fps: 20 ms apart).
-        let t0 = Instant::now();
-        for _ in 0..5 {
-            r.next_frame(&mut f).unwrap();
-        }
-        assert!(
-            t0.elapsed() >= Duration::from_millis(90),
-            "{:?}",
-            t0.elapsed()
-        );
+        let e = r.next_frame(&mut f).unwrap_err().to_string();
+        assert!(e.contains("cam") && e.contains("no device"), "{e}");
+        assert!(!r.status().lock().unwrap().live);
     }
 }

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use memmap2::{Mmap, MmapOptions};
 
 use crate::config::CaptureConfig;
-use crate::devices::SharedRecorder;
 use crate::frame::Frame;
+use crate::sink::record::SharedRecorder;
 use crate::source::pixfmt::{fourcc_name, Converter, PixelFormat};
 use crate::source::FrameSource;
 use crate::{Error, Result};

@@ -65,7 +65,7 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
     let mut engine = Engine::new(model.clone())?;
     let mut source = unpaced_source(cfg)?;
     let mut sink: Box<dyn Sink> = if opts.use_display {
-        app::build_sink(cfg, source.frame_rate())?
+        crate::sink::open(cfg, source.frame_rate())?
     } else {
         Box::new(NullSink::default())
     };
@@ -141,6 +141,6 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
 fn unpaced_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
     Ok(match cfg.source {
         SourceSpec::Phantom => Box::new(PhantomSource::from_config(&cfg.phantom)?.paced(false)),
-        _ => app::build_source(cfg)?,
+        _ => crate::source::open(cfg)?,
     })
 }

@@ -1,0 +1,717 @@
+//! YUV4MPEG2 (`.y4m`): the only Y4M reader and writer in the crate.
+//!
+//! Y4M is the lossless video format of this runtime: recordings
+//! ([`crate::sink::record`]), the video sink ([`crate::sink::Y4mSink`]), file
+//! replay ([`crate::source::replay`]) and the Y4M -> GIF conversion
+//! ([`crate::sink::y4m_to_gif`]) all go through this module, which parses
+//! and writes the stream header ([`Header`]: `W H F C A I X` tags) and the
+//! `FRAME` lines in one place.
+//!
+//! Colour: Y'CbCr -> RGB is the SIMD kernels' conversion
+//! ([`crate::kernels`]), the same as the live capture path; RGB -> Y'CbCr
+//! (for 4:4:4 writing) is [`rgb_to_ycbcr_full`]. Supported are 8-bit 4:2:0,
+//! 4:2:2, 4:4:4 and mono, limited range unless `XCOLORRANGE=FULL` (what
+//! ffmpeg writes and assumes); mono is read as full range (luma as-is).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::frame::Frame;
+use crate::kernels::{self, YuvCoeffs, YuvMatrix, YuvRange};
+use crate::{Error, Result};
+
+/// Longest stream header line accepted.
+const MAX_HEADER: u64 = 4096;
+/// Longest `FRAME` line accepted (the tag plus optional parameters).
+const MAX_FRAME_LINE: u64 = 1024;
+/// Largest frame side accepted.
+const MAX_SIDE: u32 = 16384;
+
+/// Chroma subsampling of a stream (the `C` tag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chroma {
+    /// 4:2:0 (`C420`, `C420jpeg`, `C420paldv`; written as `C420mpeg2`, the
+    /// chroma siting of NV12).
+    C420,
+    /// 4:2:2 (`C422`).
+    C422,
+    /// 4:4:4 (`C444`).
+    C444,
+    /// Luma only (`Cmono`).
+    Mono,
+}
+
+impl Chroma {
+    /// The `C` tag value written.
+    fn tag(self) -> &'static str {
+        match self {
+            Chroma::C420 => "420mpeg2",
+            Chroma::C422 => "422",
+            Chroma::C444 => "444",
+            Chroma::Mono => "mono",
+        }
+    }
+
+    /// Bytes of the U (and of the V) plane of a `w` x `h` frame.
+    fn chroma_plane(self, w: usize, h: usize) -> usize {
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        match self {
+            Chroma::C420 => cw * ch,
+            Chroma::C422 => cw * h,
+            Chroma::C444 => w * h,
+            Chroma::Mono => 0,
+        }
+    }
+}
+
+/// A stream header: everything this runtime reads or writes of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Frame width (`W`).
+    pub width: u32,
+    /// Frame height (`H`).
+    pub height: u32,
+    /// Frame rate as a ratio (`F`, e.g. 30000:1001).
+    pub rate: (u64, u64),
+    /// Chroma subsampling (`C`; 4:2:0 when absent).
+    pub chroma: Chroma,
+    /// Code value range (`XCOLORRANGE=FULL|LIMITED`; limited when absent,
+    /// full for mono).
+    pub range: YuvRange,
+}
+
+impl Header {
+    /// A header for frames of `width` x `height` at `fps`.
+    pub fn new(width: u32, height: u32, fps: f64, chroma: Chroma, range: YuvRange) -> Self {
+        Header {
+            width,
+            height,
+            rate: rate_ratio(fps),
+            chroma,
+            range,
+        }
+    }
+
+    /// Frames per second (25 when the `F` tag was absent).
+    pub fn fps(&self) -> f64 {
+        self.rate.0 as f64 / self.rate.1 as f64
+    }
+
+    /// Bytes of one frame's planes (Y, then U and V when present).
+    pub fn frame_bytes(&self) -> usize {
+        let (w, h) = (self.width as usize, self.height as usize);
+        w * h + 2 * self.chroma.chroma_plane(w, h)
+    }
+
+    /// Parses a header line (with or without its `\n`). Errors name `file`
+    /// and say how to fix it. Unknown tags (`I`, `A`, other `X`) are
+    /// accepted and ignored, as players do.
+    pub fn parse(line: &[u8], file: &Path) -> Result<Header> {
+        let bad = |reason: String| Error::invalid(format!("Y4M file {file:?}"), reason);
+        let text = std::str::from_utf8(line)
+            .map_err(|_| bad("the header is not text; fix: use a YUV4MPEG2 file".into()))?;
+        let mut fields = text.trim_end_matches('\n').split(' ');
+        if fields.next() != Some("YUV4MPEG2") {
+            return Err(bad(
+                "not a Y4M file (no YUV4MPEG2 header line); fix: convert it with ffmpeg -i IN -pix_fmt yuv420p OUT.y4m".into(),
+            ));
+        }
+        let (mut w, mut h) = (None, None);
+        let mut rate = (25, 1);
+        let mut chroma = Chroma::C420;
+        let mut range = None;
+        for f in fields.filter(|f| !f.is_empty()) {
+            let (tag, val) = f.split_at(1);
+            let number = |what: &str| {
+                val.parse::<u32>().map_err(|_| {
+                    bad(format!(
+                        "bad {what} {f:?} in the header; fix: write it as a whole number of pixels"
+                    ))
+                })
+            };
+            match tag {
+                "W" => w = Some(number("width")?),
+                "H" => h = Some(number("height")?),
+                "F" => {
+                    let ratio = val
+                        .split_once(':')
+                        .and_then(|(n, d)| Some((n.parse::<u64>().ok()?, d.parse::<u64>().ok()?)))
+                        .filter(|&(n, d)| n > 0 && d > 0);
+                    rate = ratio.ok_or_else(|| {
+                        bad(format!(
+                            "bad frame rate {f:?} in the header; fix: write it as F<num>:<den>, e.g. F30:1"
+                        ))
+                    })?;
+                }
+                "C" => {
+                    chroma = match val {
+                        "420" | "420jpeg" | "420paldv" | "420mpeg2" => Chroma::C420,
+                        "422" => Chroma::C422,
+                        "444" => Chroma::C444,
+                        "mono" => Chroma::Mono,
+                        other => {
+                            return Err(bad(format!(
+                                "colour space C{other} is not supported; fix: convert with \
+                                 ffmpeg -pix_fmt yuv420p (or 422p/444p/gray), 8 bits"
+                            )))
+                        }
+                    }
+                }
+                "X" => match val {
+                    "COLORRANGE=FULL" => range = Some(YuvRange::Full),
+                    "COLORRANGE=LIMITED" => range = Some(YuvRange::Limited),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        let (w, h) = match (w, h) {
+            (Some(w), Some(h)) if (1..=MAX_SIDE).contains(&w) && (1..=MAX_SIDE).contains(&h) => {
+                (w, h)
+            }
+            _ => {
+                return Err(bad(format!(
+                    "the header has a bad size W{} H{}; fix: write both, 1..={MAX_SIDE} pixels",
+                    w.map_or("?".into(), |w| w.to_string()),
+                    h.map_or("?".into(), |h| h.to_string()),
+                )))
+            }
+        };
+        // Mono is luma as-is unless the file says otherwise.
+        let range = range.unwrap_or(if chroma == Chroma::Mono {
+            YuvRange::Full
+        } else {
+            YuvRange::Limited
+        });
+        Ok(Header {
+            width: w,
+            height: h,
+            rate,
+            chroma,
+            range,
+        })
+    }
+
+    /// The header line, `\n` included.
+    pub fn line(&self) -> String {
+        let range = match self.range {
+            YuvRange::Full => "FULL",
+            YuvRange::Limited => "LIMITED",
+        };
+        format!(
+            "YUV4MPEG2 W{} H{} F{}:{} Ip A1:1 C{} XCOLORRANGE={range}\n",
+            self.width,
+            self.height,
+            self.rate.0,
+            self.rate.1,
+            self.chroma.tag()
+        )
+    }
+}
+
+/// Frame rate as a Y4M `F` ratio (29.97 -> 2997:100).
+pub fn rate_ratio(fps: f64) -> (u64, u64) {
+    let den = 1000u64;
+    let num = (fps.max(0.001) * den as f64).round() as u64;
+    let g = gcd(num, den);
+    (num / g, den / g)
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a.max(1)
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// What [`Reader::read_frame`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// A whole frame is in [`Reader::planes`].
+    Frame,
+    /// The clean end of the stream.
+    End,
+    /// A frame cut off by the end of the file (an interrupted recording).
+    Truncated,
+}
+
+/// Reads a Y4M file frame by frame, into buffers it owns.
+pub struct Reader {
+    path: PathBuf,
+    file: BufReader<File>,
+    header: Header,
+    data_start: u64,
+    planes: Vec<u8>,
+    line: Vec<u8>,
+    /// Interleaved chroma for the kernels (NV12 CbCr or YUYV rows).
+    scratch: Vec<u8>,
+    frames_read: u64,
+}
+
+impl Reader {
+    /// Opens `path` and parses its header.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file =
+            File::open(path).map_err(|e| Error::io(format!("opening Y4M video {path:?}"), e))?;
+        let mut file = BufReader::new(file);
+        let mut line = Vec::new();
+        file.by_ref()
+            .take(MAX_HEADER)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(format!("reading Y4M header of {path:?}"), e))?;
+        if !line.ends_with(b"\n") {
+            // Checked first so that a non-Y4M file gets the "not a Y4M file" message.
+            Header::parse(&line, path)?;
+            return Err(Error::invalid(
+                format!("Y4M file {path:?}"),
+                "the header line does not end; fix: use a complete YUV4MPEG2 file",
+            ));
+        }
+        let header = Header::parse(&line, path)?;
+        Ok(Reader {
+            path: path.to_path_buf(),
+            file,
+            header,
+            data_start: line.len() as u64,
+            planes: vec![0; header.frame_bytes()],
+            line: Vec::with_capacity(64),
+            scratch: Vec::new(),
+            frames_read: 0,
+        })
+    }
+
+    /// The stream header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Frames read since the start (or the last [`Reader::rewind`]).
+    pub fn frames_read(&self) -> u64 {
+        self.frames_read
+    }
+
+    /// The planes of the last frame read (Y, U, V).
+    pub fn planes(&self) -> &[u8] {
+        &self.planes
+    }
+
+    /// Reads the next `FRAME` line and planes.
+    pub fn read_frame(&mut self) -> Result<Next> {
+        self.line.clear();
+        let n = self
+            .file
+            .by_ref()
+            .take(MAX_FRAME_LINE)
+            .read_until(b'\n', &mut self.line)
+            .map_err(|e| Error::io(format!("reading Y4M video {:?}", self.path), e))?;
+        if n == 0 {
+            return Ok(Next::End);
+        }
+        if !self.line.starts_with(b"FRAME") {
+            return Err(Error::invalid(
+                format!("Y4M file {:?}", self.path),
+                format!(
+                    "frame {} does not start with FRAME (corrupt file); fix: re-record or re-convert it",
+                    self.frames_read
+                ),
+            ));
+        }
+        if !self.line.ends_with(b"\n") {
+            return Ok(Next::Truncated);
+        }
+        match self.file.read_exact(&mut self.planes) {
+            Ok(()) => {
+                self.frames_read += 1;
+                Ok(Next::Frame)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Next::Truncated),
+            Err(e) => Err(Error::io(format!("reading Y4M video {:?}", self.path), e)),
+        }
+    }
+
+    /// Goes back to the first frame.
+    pub fn rewind(&mut self) -> Result<()> {
+        self.file
+            .seek(SeekFrom::Start(self.data_start))
+            .map_err(|e| Error::io(format!("rewinding {:?}", self.path), e))?;
+        self.frames_read = 0;
+        Ok(())
+    }
+
+    /// Converts the last frame read to RGB into `frame` (resized, buffer
+    /// reused), with the kernels' BT.601 conversion in the header's range.
+    pub fn to_rgb(&mut self, frame: &mut Frame) -> Result<()> {
+        let Header {
+            width,
+            height,
+            chroma,
+            range,
+            ..
+        } = self.header;
+        let (w, h) = (width as usize, height as usize);
+        frame.width = width;
+        frame.height = height;
+        frame.rgb.resize(w * h * 3, 0);
+        let plane = chroma.chroma_plane(w, h);
+        let (y, rest) = self.planes.split_at(w * h);
+        let (u, v) = rest.split_at(plane);
+        let cw = w.div_ceil(2);
+        let m = YuvMatrix::Bt601;
+        match chroma {
+            Chroma::Mono => kernels::grey_to_rgb(y, w, h, w, range, &mut frame.rgb),
+            Chroma::C420 => {
+                // NV12 is 4:2:0 with the chroma interleaved.
+                self.scratch.resize(2 * plane, 0);
+                for (o, (&cb, &cr)) in self.scratch.chunks_exact_mut(2).zip(u.iter().zip(v)) {
+                    o.copy_from_slice(&[cb, cr]);
+                }
+                kernels::nv12_to_rgb(y, w, &self.scratch, 2 * cw, w, h, m, range, &mut frame.rgb)
+            }
+            Chroma::C422 => {
+                // YUYV is 4:2:2 packed; an odd width repeats the last luma.
+                self.scratch.resize(4 * cw * h, 0);
+                for (r, o) in self.scratch.chunks_exact_mut(4 * cw).enumerate() {
+                    let yr = &y[r * w..(r + 1) * w];
+                    for (c, px) in o.chunks_exact_mut(4).enumerate() {
+                        let i = r * cw + c;
+                        let y1 = yr.get(2 * c + 1).copied().unwrap_or(yr[2 * c]);
+                        px.copy_from_slice(&[yr[2 * c], u[i], y1, v[i]]);
+                    }
+                }
+                kernels::yuyv_to_rgb(&self.scratch, w, h, 4 * cw, m, range, &mut frame.rgb)
+            }
+            Chroma::C444 => {
+                let k = YuvCoeffs::new(m, range);
+                for (i, o) in frame.rgb.chunks_exact_mut(3).enumerate() {
+                    o.copy_from_slice(&kernels::scalar::yuv_pixel(y[i], u[i], v[i], &k));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Full-range BT.601 RGB -> Y'CbCr: the one conversion in this direction,
+/// for 4:4:4 writing (`XCOLORRANGE=FULL`). Reading back goes through the
+/// kernels' inverse ([`Reader::to_rgb`]).
+pub fn rgb_to_ycbcr_full(r: u8, g: u8, b: u8) -> [u8; 3] {
+    let (r, g, b) = (r as f32, g as f32, b as f32);
+    let y = 0.299 * r + 0.587 * g + 0.114 * b;
+    let cb = 128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b;
+    let cr = 128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b;
+    [
+        y.round().clamp(0.0, 255.0) as u8,
+        cb.round().clamp(0.0, 255.0) as u8,
+        cr.round().clamp(0.0, 255.0) as u8,
+    ]
+}
+
+/// Fills `planes` (Y, Cb, Cr; `3 * width * height` bytes) from an RGB frame.
+pub fn rgb_to_planes_444(frame: &Frame, planes: &mut [u8]) {
+    let n = frame.width as usize * frame.height as usize;
+    let (y, rest) = planes.split_at_mut(n);
+    let (cb, cr) = rest.split_at_mut(n);
+    for (i, px) in frame.rgb.chunks_exact(3).enumerate() {
+        let [py, pcb, pcr] = rgb_to_ycbcr_full(px[0], px[1], px[2]);
+        y[i] = py;
+        cb[i] = pcb;
+        cr[i] = pcr;
+    }
+}
+
+/// Writes a Y4M file: the header with the first frame, then `FRAME` lines
+/// and planes, each frame flushed as it is written (a crash loses at most
+/// the frame in flight), stopping at a size cap.
+pub struct Writer {
+    path: PathBuf,
+    out: BufWriter<File>,
+    header: Option<Header>,
+    max_bytes: u64,
+    written: u64,
+    frames: u64,
+    stopped: bool,
+}
+
+impl Writer {
+    /// Creates (truncates) `path` and its folder; nothing is written before
+    /// the first frame. Frames that would take the file past `max_bytes`
+    /// are not written (use `u64::MAX` for no cap).
+    pub fn create(path: impl Into<PathBuf>, max_bytes: u64) -> Result<Self> {
+        let path = path.into();
+        if let Some(p) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(p)
+                .map_err(|e| Error::io(format!("creating output folder {p:?}"), e))?;
+        }
+        let file =
+            File::create(&path).map_err(|e| Error::io(format!("creating video {path:?}"), e))?;
+        Ok(Writer {
+            path,
+            out: BufWriter::new(file),
+            header: None,
+            max_bytes,
+            written: 0,
+            frames: 0,
+            stopped: false,
+        })
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Frames written so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Bytes written so far (header included).
+    pub fn bytes(&self) -> u64 {
+        self.written
+    }
+
+    /// True once the size cap stopped the file.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Writes one frame of `header`'s layout (the first frame's header is
+    /// the file's; a later frame of another layout is an error). `planes`
+    /// must hold [`Header::frame_bytes`]. Returns `Ok(false)` when the cap
+    /// stops the file (the first time with a warning).
+    pub fn write_frame(&mut self, header: &Header, planes: &[u8]) -> Result<bool> {
+        if self.stopped {
+            return Ok(false);
+        }
+        let line = match &self.header {
+            None => Some(header.line()),
+            Some(h) if (h.width, h.height, h.chroma) == (header.width, header.height, header.chroma) => None,
+            Some(h) => {
+                return Err(Error::Sink {
+                    sink: format!("video {:?}", self.path),
+                    reason: format!(
+                        "frame changed from {}x{} (C{}) to {}x{} (C{}); a Y4M file has one size and format",
+                        h.width,
+                        h.height,
+                        h.chroma.tag(),
+                        header.width,
+                        header.height,
+                        header.chroma.tag()
+                    ),
+                })
+            }
+        };
+        if planes.len() != header.frame_bytes() {
+            return Err(Error::invalid(
+                format!("video {:?}", self.path),
+                format!(
+                    "frame planes hold {} bytes, a {}x{} C{} frame needs {}",
+                    planes.len(),
+                    header.width,
+                    header.height,
+                    header.chroma.tag(),
+                    header.frame_bytes()
+                ),
+            ));
+        }
+        let cost = line.as_ref().map_or(0, String::len) + 6 + planes.len();
+        if self.written + cost as u64 > self.max_bytes {
+            self.stopped = true;
+            log::warn!(
+                "video {:?} stopped at {} frames, {} bytes: the next frame would pass the size cap",
+                self.path,
+                self.frames,
+                self.written
+            );
+            return Ok(false);
+        }
+        let io_err = |e| Error::io(format!("writing video {:?}", self.path), e);
+        if let Some(l) = line {
+            self.out.write_all(l.as_bytes()).map_err(io_err)?;
+            self.written += l.len() as u64;
+            self.header = Some(*header);
+        }
+        self.out.write_all(b"FRAME\n").map_err(io_err)?;
+        self.out.write_all(planes).map_err(io_err)?;
+        self.out.flush().map_err(io_err)?;
+        self.written += 6 + planes.len() as u64;
+        self.frames += 1;
+        Ok(true)
+    }
+
+    /// Flushes the file.
+    pub fn flush(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .map_err(|e| Error::io(format!("flushing video {:?}", self.path), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Header> {
+        Header::parse(line.as_bytes(), Path::new("clip.y4m"))
+    }
+
+    #[test]
+    fn rate_ratios() {
+        assert_eq!(rate_ratio(30.0), (30, 1));
+        assert_eq!(rate_ratio(29.97), (2997, 100));
+        assert_eq!(rate_ratio(12.5), (25, 2));
+    }
+
+    #[test]
+    fn parses_ffmpeg_and_our_headers() {
+        let h = parse("YUV4MPEG2 W640 H360 F30000:1001 Ip A1:1 C420jpeg XYSCSS=420JPEG\n").unwrap();
+        assert_eq!((h.width, h.height, h.rate), (640, 360, (30000, 1001)));
+        assert_eq!((h.chroma, h.range), (Chroma::C420, YuvRange::Limited));
+        assert!((h.fps() - 29.97).abs() < 0.01);
+        assert_eq!(h.frame_bytes(), 640 * 360 * 3 / 2);
+        let h = parse("YUV4MPEG2 W3 H2 C444 XCOLORRANGE=FULL").unwrap();
+        assert_eq!(
+            (h.chroma, h.range, h.rate),
+            (Chroma::C444, YuvRange::Full, (25, 1))
+        );
+        let h = parse("YUV4MPEG2 W5 H3 C422").unwrap();
+        assert_eq!(h.frame_bytes(), 15 + 2 * 3 * 3);
+        let h = parse("YUV4MPEG2 W4 H4 Cmono").unwrap();
+        assert_eq!((h.range, h.frame_bytes()), (YuvRange::Full, 16));
+        // Our own header reads back as written.
+        for (c, r) in [
+            (Chroma::C420, YuvRange::Limited),
+            (Chroma::C422, YuvRange::Limited),
+            (Chroma::C444, YuvRange::Full),
+            (Chroma::Mono, YuvRange::Full),
+        ] {
+            let h = Header::new(6, 4, 29.97, c, r);
+            assert_eq!(parse(&h.line()).unwrap(), h);
+        }
+        assert_eq!(
+            Header::new(4, 2, 15.0, Chroma::C444, YuvRange::Full).line(),
+            "YUV4MPEG2 W4 H2 F15:1 Ip A1:1 C444 XCOLORRANGE=FULL\n"
+        );
+    }
+
+    #[test]
+    fn bad_headers_name_the_file_and_the_fix() {
+        for (line, says) in [
+            ("RIFF....", "not a Y4M file"),
+            ("YUV4MPEG2 W2 H2 C420p10", "C420p10"),
+            ("YUV4MPEG2 W2", "bad size"),
+            ("YUV4MPEG2 W0 H2", "bad size"),
+            ("YUV4MPEG2 W99999 H2", "bad size"),
+            ("YUV4MPEG2 Wx H2", "bad width"),
+            ("YUV4MPEG2 W2 H2 F30", "bad frame rate"),
+            ("YUV4MPEG2 W2 H2 F0:1", "bad frame rate"),
+        ] {
+            let e = parse(line).unwrap_err().to_string();
+            assert!(
+                e.contains("clip.y4m") && e.contains(says) && e.contains("fix:"),
+                "{line}: {e}"
+            );
+        }
+        let e = Header::parse(b"YUV4MPEG2 \xff", Path::new("x.y4m")).unwrap_err();
+        assert!(e.to_string().contains("x.y4m"), "{e}");
+    }
+
+    fn write_file(dir: &Path, header: &Header, frames: &[&[u8]]) -> PathBuf {
+        let path = dir.join("v.y4m");
+        let mut w = Writer::create(&path, u64::MAX).unwrap();
+        for f in frames {
+            assert!(w.write_frame(header, f).unwrap());
+        }
+        path
+    }
+
+    #[test]
+    fn every_chroma_reads_through_the_kernels() {
+        let dir = tempfile::tempdir().unwrap();
+        // 3x2 limited-range red (Y 81, Cb 90, Cr 240) in each layout.
+        for chroma in [Chroma::C420, Chroma::C422, Chroma::C444] {
+            let h = Header::new(3, 2, 10.0, chroma, YuvRange::Limited);
+            let plane = chroma.chroma_plane(3, 2);
+            let mut planes = vec![81u8; 6];
+            planes.extend(std::iter::repeat_n(90, plane));
+            planes.extend(std::iter::repeat_n(240, plane));
+            let path = write_file(dir.path(), &h, &[&planes]);
+            let mut r = Reader::open(&path).unwrap();
+            assert_eq!(*r.header(), h);
+            assert_eq!(r.read_frame().unwrap(), Next::Frame);
+            let mut f = Frame::new(1, 1);
+            r.to_rgb(&mut f).unwrap();
+            assert_eq!((f.width, f.height), (3, 2));
+            for px in f.rgb.chunks_exact(3) {
+                assert!(px[0] > 250 && px[1] < 5 && px[2] < 5, "{chroma:?} {px:?}");
+            }
+            assert_eq!(r.read_frame().unwrap(), Next::End);
+        }
+        let h = Header::new(2, 1, 10.0, Chroma::Mono, YuvRange::Full);
+        let path = write_file(dir.path(), &h, &[&[7, 200]]);
+        let mut r = Reader::open(&path).unwrap();
+        r.read_frame().unwrap();
+        let mut f = Frame::new(1, 1);
+        r.to_rgb(&mut f).unwrap();
+        assert_eq!(f.rgb, [7, 7, 7, 200, 200, 200]);
+    }
+
+    #[test]
+    fn frames_cut_off_or_corrupt_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Header::new(2, 2, 10.0, Chroma::Mono, YuvRange::Full);
+        let path = write_file(dir.path(), &h, &[&[1, 2, 3, 4]]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend(b"FRAME\n\x01\x02");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut r = Reader::open(&path).unwrap();
+        assert_eq!(r.read_frame().unwrap(), Next::Frame);
+        assert_eq!(r.planes(), [1, 2, 3, 4]);
+        assert_eq!(r.read_frame().unwrap(), Next::Truncated);
+        r.rewind().unwrap();
+        assert_eq!((r.read_frame().unwrap(), r.frames_read()), (Next::Frame, 1));
+        bytes.truncate(bytes.len() - 8);
+        bytes.extend(b"FRAMX\n");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut r = Reader::open(&path).unwrap();
+        r.read_frame().unwrap();
+        let e = r.read_frame().unwrap_err().to_string();
+        assert!(e.contains("v.y4m") && e.contains("FRAME"), "{e}");
+    }
+
+    #[test]
+    fn writer_keeps_one_layout_and_stops_at_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/c.y4m");
+        let h = Header::new(2, 2, 10.0, Chroma::Mono, YuvRange::Full);
+        let cap = (h.line().len() + 2 * (6 + 4)) as u64;
+        let mut w = Writer::create(&path, cap).unwrap();
+        assert!(w.write_frame(&h, &[0; 4]).unwrap());
+        assert!(w.write_frame(&h, &[0; 4]).unwrap());
+        assert!(!w.write_frame(&h, &[0; 4]).unwrap());
+        assert!(w.stopped() && w.frames() == 2 && w.bytes() == cap);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), cap);
+        let mut w = Writer::create(&path, u64::MAX).unwrap();
+        w.write_frame(&h, &[0; 4]).unwrap();
+        let other = Header::new(4, 2, 10.0, Chroma::Mono, YuvRange::Full);
+        assert!(w.write_frame(&other, &[0; 8]).is_err());
+        assert!(w.write_frame(&h, &[0; 3]).is_err());
+    }
+
+    #[test]
+    fn ycbcr_full_round_trips_through_the_kernels() {
+        let k = YuvCoeffs::new(YuvMatrix::Bt601, YuvRange::Full);
+        for rgb in [[0u8, 0, 0], [255, 255, 255], [200, 30, 90], [10, 240, 128]] {
+            let [y, cb, cr] = rgb_to_ycbcr_full(rgb[0], rgb[1], rgb[2]);
+            let back = kernels::scalar::yuv_pixel(y, cb, cr, &k);
+            for c in 0..3 {
+                assert!(back[c].abs_diff(rgb[c]) <= 2, "{rgb:?} -> {back:?}");
+            }
+        }
+        assert_eq!(rgb_to_ycbcr_full(0, 0, 0), [0, 128, 128]);
+        assert_eq!(rgb_to_ycbcr_full(255, 255, 255), [255, 128, 128]);
+        assert_eq!(rgb_to_ycbcr_full(255, 0, 0)[2], 255);
+    }
+}
