@@ -21,6 +21,7 @@ use lgms_edge::overlay::{FrameTarget, HudInfo, Overlay, OverlayState, OverlaySty
 use lgms_edge::sink::display::panel::{letterbox, PanelFormat};
 use lgms_edge::sink::record::Y4mRecorder;
 use lgms_edge::sink::Sink;
+use lgms_edge::source::pixfmt::PixelFormat;
 use lgms_edge::source::reconnect::Reconnecting;
 use lgms_edge::source::replay::{Pace, ReplayOptions, Y4mReplay};
 use lgms_edge::source::v4l2::V4l2Source;
@@ -54,7 +55,7 @@ fn main() {
 
 fn cap_config(format: &str) -> CaptureConfig {
     CaptureConfig {
-        format: format.into(),
+        format: PixelFormat::parse(format).expect("vm_check names known formats"),
         width: 640,
         height: 360,
         fps: 15.0,

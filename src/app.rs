@@ -6,9 +6,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
-use crate::infer::engine::{Engine, LoadOptions, Model};
+use crate::infer::engine::Engine;
+use crate::infer::model::{LoadOptions, Model, Precision};
+use crate::infer::Segmenter;
 use crate::pipeline::watchdog::Watchdog;
-use crate::pipeline::{self, Options, RunResult, Segmenter};
+use crate::pipeline::{self, Options, RunResult};
 use crate::{Error, Result};
 
 /// `SCHED_FIFO` priority of capture and display under systemd (the unit's
@@ -29,7 +31,7 @@ pub type Workers = Vec<Box<dyn Segmenter>>;
 pub fn load_options(cfg: &Config) -> LoadOptions {
     LoadOptions {
         threads: cfg.model.threads,
-        f16: cfg.model.precision == "f16",
+        f16: cfg.model.precision == Precision::F16,
         ..LoadOptions::default()
     }
 }
@@ -37,16 +39,13 @@ pub fn load_options(cfg: &Config) -> LoadOptions {
 /// Loads the model once and gives each worker its own engine.
 pub fn build_segmenters(cfg: &Config) -> Result<(Arc<Model>, Workers)> {
     let model = Model::load(&cfg.model.path, &load_options(cfg))?;
-    if model.info().precision != cfg.model.precision {
+    let (want, have) = (cfg.model.precision, model.info().precision);
+    if have != want {
         return Err(Error::config(
             &cfg.origin,
             format!(
-                "model.precision = {:?} but {:?} is a {} model; fix: set precision = {:?} or point model.path at the {} model",
-                cfg.model.precision,
+                "model.precision = \"{want}\" but {:?} is a {have} model; fix: set precision = \"{have}\" or point model.path at the {want} model",
                 cfg.model.path,
-                model.info().precision,
-                model.info().precision,
-                cfg.model.precision
             ),
         ));
     }
@@ -97,6 +96,6 @@ pub fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Res
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {dir:?}"), e))?;
     }
     let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::invalid(format!("JSON for {path:?}"), e.to_string()))?;
+        .map_err(|e| Error::invalid_from(format!("JSON for {path:?}"), "cannot be written", e))?;
     std::fs::write(path, text).map_err(|e| Error::io(format!("writing {path:?}"), e))
 }

@@ -12,6 +12,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::frame::Rect;
+use crate::infer::model::Precision;
+use crate::source::phantom::PhantomKind;
+use crate::source::pixfmt::PixelFormat;
+use crate::source::replay::Pace;
 use crate::{Error, Result};
 
 /// What the config file holds. Every key has a default except `model.path`.
@@ -48,8 +52,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub capture: CaptureConfig,
     /// `"none"`, `"input"` (the raw source frames) or `"overlay"` (what is shown).
-    #[serde(default = "default_record")]
-    pub record: String,
+    #[serde(default, deserialize_with = "named::record")]
+    pub record: RecordMode,
     /// Where the recording goes (a `.y4m` file).
     #[serde(default = "default_record_path")]
     pub record_path: PathBuf,
@@ -58,9 +62,6 @@ pub struct RawConfig {
     pub record_max_mb: u64,
 }
 
-fn default_record() -> String {
-    "none".into()
-}
 fn default_record_path() -> PathBuf {
     "out/record.y4m".into()
 }
@@ -73,9 +74,10 @@ fn default_record_max_mb() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct CaptureConfig {
     /// Pixel format to ask the device for, or of a raw dump file:
-    /// `"yuyv"`, `"nv12"`, `"grey"`, `"rgb24"`, `"bgr24"`, `"mjpeg"`.
-    #[serde(default = "default_capture_format")]
-    pub format: String,
+    /// `"yuyv"`, `"nv12"`, `"grey"` (or `"gray"`), `"rgb24"`, `"bgr24"`,
+    /// `"mjpeg"`, in any case.
+    #[serde(default = "default_capture_format", deserialize_with = "named::format")]
+    pub format: PixelFormat,
     /// Frame width to ask for (and of raw dump files).
     #[serde(default = "default_width")]
     pub width: u32,
@@ -92,15 +94,15 @@ pub struct CaptureConfig {
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// File replay pace: `"realtime"` or `"fast"` (as fast as the pipeline takes them).
-    #[serde(default = "default_pace")]
-    pub pace: String,
+    #[serde(default = "default_pace", deserialize_with = "named::pace")]
+    pub pace: Pace,
     /// File replay: start again at the end instead of ending the run.
     #[serde(default, rename = "loop")]
     pub looping: bool,
 }
 
-fn default_capture_format() -> String {
-    "yuyv".into()
+fn default_capture_format() -> PixelFormat {
+    PixelFormat::Yuyv
 }
 fn default_capture_fps() -> f64 {
     30.0
@@ -111,8 +113,8 @@ fn default_buffers() -> u32 {
 fn default_timeout_ms() -> u64 {
     1000
 }
-fn default_pace() -> String {
-    "realtime".into()
+fn default_pace() -> Pace {
+    Pace::Realtime
 }
 
 impl Default for CaptureConfig {
@@ -131,9 +133,11 @@ impl Default for CaptureConfig {
 }
 
 /// What `record` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RecordMode {
     /// No recording.
+    #[default]
     None,
     /// The source's frames as they came in (native YUV layout where there is one).
     Input,
@@ -156,8 +160,8 @@ fn default_max_mask_age_ms() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct PhantomConfig {
     /// `"ultrasound"` or `"endoscopy"`.
-    #[serde(default = "default_kind")]
-    pub kind: String,
+    #[serde(default = "default_kind", deserialize_with = "named::kind")]
+    pub kind: PhantomKind,
     /// Frame width.
     #[serde(default = "default_width")]
     pub width: u32,
@@ -172,8 +176,8 @@ pub struct PhantomConfig {
     pub seed: u64,
 }
 
-fn default_kind() -> String {
-    "ultrasound".into()
+fn default_kind() -> PhantomKind {
+    PhantomKind::Ultrasound
 }
 fn default_width() -> u32 {
     640
@@ -206,9 +210,10 @@ impl Default for PhantomConfig {
 pub struct ModelConfig {
     /// ONNX file; relative paths are resolved against the config file's folder's parent project root if not found as given.
     pub path: PathBuf,
-    /// `"f32"`, `"int8"` or `"f16"`: must match the model's `lgms.precision` metadata.
-    #[serde(default = "default_precision")]
-    pub precision: String,
+    /// `"f32"`, `"int8"` or `"f16"`: must match the model's `lgms.precision`
+    /// metadata (f16 runs an f32 model converted at load).
+    #[serde(default, deserialize_with = "named::precision")]
+    pub precision: Precision,
     /// Inference workers (threads), each with its own model state.
     #[serde(default = "default_workers")]
     pub workers: usize,
@@ -217,9 +222,18 @@ pub struct ModelConfig {
     pub threads: usize,
 }
 
-fn default_precision() -> String {
-    "f32".into()
+impl ModelConfig {
+    /// The defaults, running the model at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        ModelConfig {
+            path: path.into(),
+            precision: Precision::default(),
+            workers: default_workers(),
+            threads: default_threads(),
+        }
+    }
 }
+
 fn default_workers() -> usize {
     1
 }
@@ -297,7 +311,7 @@ pub enum DisplaySpec {
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file it came from (for messages).
+    /// The file it came from (for messages); empty when built from flags.
     pub origin: PathBuf,
     /// Frame source.
     pub source: SourceSpec,
@@ -331,19 +345,54 @@ impl RawConfig {
     /// Reads and parses a TOML file; errors name the file and the key.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(
+            Error::config_from(
                 path,
                 format!(
                     "cannot read it ({e}); fix: pass an existing file, e.g. boards/x86-dev.toml"
                 ),
+                e,
             )
         })?;
-        toml::from_str(&text).map_err(|e| Error::config(path, format!("invalid TOML: {e}")))
+        toml::from_str(&text).map_err(|e| Error::config_from(path, "invalid TOML", e))
     }
 
-    /// Checks every value; `origin` is used in error messages.
+    /// The defaults of every key, with `model` as `model.path`: what a file
+    /// holding only that key gives. The `demo` command sets fields on it.
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        RawConfig {
+            source: default_source(),
+            display: default_display(),
+            max_mask_age_ms: default_max_mask_age_ms(),
+            frames: 0,
+            stats_json: None,
+            roi: None,
+            phantom: PhantomConfig::default(),
+            model: ModelConfig::new(model),
+            overlay: OverlayConfig::default(),
+            capture: CaptureConfig::default(),
+            record: RecordMode::default(),
+            record_path: default_record_path(),
+            record_max_mb: default_record_max_mb(),
+        }
+    }
+
+    /// Checks every value of a configuration file; `origin` is the file,
+    /// named in error messages.
     pub fn validate(self, origin: &Path) -> Result<Config> {
-        let bad = |reason: String| Error::config(origin, reason);
+        self.check(origin)
+            .map_err(|reason| Error::config(origin, reason))
+    }
+
+    /// Checks every value of a configuration built from command-line flags
+    /// (`demo`): a bad value is an [`Error::Usage`]. The result's `origin`
+    /// is empty.
+    pub fn validate_flags(self) -> Result<Config> {
+        self.check(Path::new("")).map_err(Error::usage)
+    }
+
+    /// Every check, in one place; `Err` is the message naming the key and the fix.
+    fn check(self, origin: &Path) -> std::result::Result<Config, String> {
+        let bad = |reason: String| reason;
         let source = parse_source(&self.source);
         let display = parse_display(&self.display).map_err(bad)?;
         if self.max_mask_age_ms == 0 {
@@ -352,12 +401,6 @@ impl RawConfig {
             ));
         }
         let p = &self.phantom;
-        if !matches!(p.kind.as_str(), "ultrasound" | "endoscopy") {
-            return Err(bad(format!(
-                "phantom.kind = {:?}; fix: use \"ultrasound\" or \"endoscopy\"",
-                p.kind
-            )));
-        }
         if p.width < 64 || p.height < 64 || p.width > 4096 || p.height > 4096 {
             return Err(bad(format!(
                 "phantom size {}x{} is out of range; fix: use 64..=4096 pixels per side",
@@ -371,12 +414,6 @@ impl RawConfig {
             )));
         }
         let m = &self.model;
-        if !matches!(m.precision.as_str(), "f32" | "int8" | "f16") {
-            return Err(bad(format!(
-                "model.precision = {:?}; fix: use \"f32\", \"int8\" or \"f16\"",
-                m.precision
-            )));
-        }
         if m.workers == 0 || m.workers > 64 {
             return Err(bad(format!(
                 "model.workers = {}; fix: use 1..=64",
@@ -394,12 +431,6 @@ impl RawConfig {
             return Err(bad(format!("overlay.alpha = {}; fix: use 0..=1", o.alpha)));
         }
         let c = &self.capture;
-        if crate::source::pixfmt::PixelFormat::parse(&c.format).is_none() {
-            return Err(bad(format!(
-                "capture.format = {:?}; fix: use \"yuyv\", \"nv12\", \"grey\", \"rgb24\", \"bgr24\" or \"mjpeg\"",
-                c.format
-            )));
-        }
         if c.width < 16 || c.height < 16 || c.width > 8192 || c.height > 8192 {
             return Err(bad(format!(
                 "capture size {}x{} is out of range; fix: use 16..=8192 pixels per side",
@@ -424,22 +455,7 @@ impl RawConfig {
                 c.timeout_ms
             )));
         }
-        if !matches!(c.pace.as_str(), "realtime" | "fast") {
-            return Err(bad(format!(
-                "capture.pace = {:?}; fix: use \"realtime\" or \"fast\"",
-                c.pace
-            )));
-        }
-        let record = match self.record.as_str() {
-            "none" => RecordMode::None,
-            "input" => RecordMode::Input,
-            "overlay" => RecordMode::Overlay,
-            other => {
-                return Err(bad(format!(
-                    "record = {other:?}; fix: use \"none\", \"input\" or \"overlay\""
-                )))
-            }
-        };
+        let record = self.record;
         if record != RecordMode::None && self.record_max_mb == 0 {
             return Err(bad(
                 "record_max_mb = 0 would record nothing; fix: use e.g. 1024".into(),
@@ -521,6 +537,64 @@ fn parse_display(s: &str) -> std::result::Result<DisplaySpec, String> {
     }
 }
 
+/// `deserialize_with` functions for the keys whose value is one of an
+/// enum's names: the enum's own `Deserialize` decides, and a bad value is
+/// reported with its key, the value and the valid names.
+mod named {
+    use serde::de::value::{Error as ValueError, StrDeserializer};
+    use serde::de::{DeserializeOwned, Error as _, IntoDeserializer};
+    use serde::{Deserialize, Deserializer};
+
+    use crate::config::RecordMode;
+    use crate::infer::model::Precision;
+    use crate::source::phantom::PhantomKind;
+    use crate::source::pixfmt::PixelFormat;
+    use crate::source::replay::Pace;
+
+    /// `key = "value"; fix: use one of ...`, from the names serde lists.
+    fn one_of<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+        d: D,
+        key: &str,
+        fold_case: bool,
+    ) -> Result<T, D::Error> {
+        let given = String::deserialize(d)?;
+        let name = if fold_case {
+            given.to_ascii_lowercase()
+        } else {
+            given.clone()
+        };
+        let de: StrDeserializer<'_, ValueError> = name.as_str().into_deserializer();
+        T::deserialize(de).map_err(|e| {
+            // serde says "unknown variant `x`, expected one of `a`, `b`".
+            let msg = e.to_string();
+            let valid = msg
+                .split_once(", expected ")
+                .map_or(msg.as_str(), |(_, v)| v);
+            D::Error::custom(format!("{key} = {given:?}; fix: use {valid}"))
+        })
+    }
+
+    pub(super) fn record<'de, D: Deserializer<'de>>(d: D) -> Result<RecordMode, D::Error> {
+        one_of(d, "record", false)
+    }
+
+    pub(super) fn format<'de, D: Deserializer<'de>>(d: D) -> Result<PixelFormat, D::Error> {
+        one_of(d, "capture.format", true)
+    }
+
+    pub(super) fn pace<'de, D: Deserializer<'de>>(d: D) -> Result<Pace, D::Error> {
+        one_of(d, "capture.pace", false)
+    }
+
+    pub(super) fn kind<'de, D: Deserializer<'de>>(d: D) -> Result<PhantomKind, D::Error> {
+        one_of(d, "phantom.kind", false)
+    }
+
+    pub(super) fn precision<'de, D: Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
+        one_of(d, "model.precision", false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,6 +646,71 @@ mod tests {
         }
         assert!(parse("[model]\npath=\"m\"\nbogus=1").is_err());
         assert!(parse("source = 3").is_err());
+    }
+
+    #[test]
+    fn named_values_are_typed() {
+        let c = parse(
+            "record = \"overlay\"\n[model]\npath=\"m\"\nprecision=\"int8\"\n\
+             [phantom]\nkind=\"endoscopy\"\n[capture]\nformat=\"GRAY\"\npace=\"fast\"",
+        )
+        .unwrap();
+        assert_eq!(c.record, RecordMode::Overlay);
+        assert_eq!(c.model.precision, Precision::Int8);
+        assert_eq!(c.phantom.kind, PhantomKind::Endoscopy);
+        assert_eq!(c.capture.format, PixelFormat::Grey);
+        assert_eq!(c.capture.pace, Pace::Fast);
+        let d = parse("[model]\npath=\"m\"").unwrap();
+        assert_eq!(d.record, RecordMode::None);
+        assert_eq!(d.model.precision, Precision::F32);
+        assert_eq!(d.capture.format, PixelFormat::Yuyv);
+        assert_eq!(d.capture.pace, Pace::Realtime);
+        assert_eq!(d.phantom.kind, PhantomKind::Ultrasound);
+    }
+
+    /// A bad name is reported with its key, the value and the valid names.
+    #[test]
+    fn bad_names_list_the_valid_ones() {
+        for (text, want) in [
+            (
+                "[model]\npath=\"m\"\nprecision=\"f64\"",
+                "model.precision = \"f64\"; fix: use one of `f32`, `int8`, `f16`",
+            ),
+            (
+                "[model]\npath=\"m\"\n[capture]\npace=\"slow\"",
+                "capture.pace = \"slow\"; fix: use `realtime` or `fast`",
+            ),
+            (
+                "[model]\npath=\"m\"\n[capture]\nformat=\"h264\"",
+                "capture.format = \"h264\"; fix: use one of `yuyv`",
+            ),
+            (
+                "record = \"all\"\n[model]\npath=\"m\"",
+                "record = \"all\"; fix: use one of `none`, `input`, `overlay`",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    /// `RawConfig::new` is what a file with only `model.path` gives.
+    #[test]
+    fn new_matches_the_file_defaults() {
+        let from_file = parse("[model]\npath = \"m.onnx\"\n").unwrap();
+        let built = RawConfig::new("m.onnx")
+            .validate(Path::new("t.toml"))
+            .unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{built:?}"));
+    }
+
+    #[test]
+    fn flags_give_usage_errors() {
+        let mut raw = RawConfig::new("m.onnx");
+        raw.phantom.fps = f64::NAN;
+        let e = raw.validate_flags().unwrap_err();
+        assert!(matches!(e, Error::Usage { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("phantom.fps = NaN; fix"), "{e}");
     }
 
     #[test]

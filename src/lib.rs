@@ -2,14 +2,47 @@
 //!
 //! Live video in, LGMSNet segmentation through tract, mask overlay out.
 //!
-//! Crate map (each module one stage, talking through [`frame`] data):
-//! - [`source`]: where frames come from;
-//! - [`preprocess`] and [`engine`]: the network through tract, with the
-//!   model's own preprocessing;
-//! - [`sink`]: where composited frames go;
-//! - [`stats`]: per-stage latency;
-//! - [`config`]: the validated configuration;
-//! - [`parity`]: tract against PyTorch on committed vectors.
+//! The modules, in the order a frame flows through them (stages talk only
+//! through [`frame`] data):
+//!
+//! | Module | Its job |
+//! |---|---|
+//! | [`source`] | Where frames come from: the `FrameSource` trait |
+//! | [`source::v4l2`] | V4L2 capture (mmap buffers, format negotiation) |
+//! | [`source::pixfmt`] | Raw pixel formats (YUYV, NV12, GREY, RGB24, BGR24, MJPEG) to RGB |
+//! | [`source::replay`] | File replay: image folders, Y4M, raw dumps |
+//! | [`source::phantom`] | The built-in ultrasound/endoscopy generator and dataset writer |
+//! | [`source::reconnect`] | A capture device that comes back after it is unplugged |
+//! | `source::pacing` | Keeping a file or generated source on its frame rate |
+//! | [`infer`] | The network: the `Segmenter` trait (a frame in, a mask out) |
+//! | [`infer::preprocess`] | Frame to input tensor with the model's normalisation, logits to mask |
+//! | [`infer::model`] | Loading, checking and optimising a model; its metadata and precision |
+//! | [`infer::engine`] | One worker's tract state: preprocess, infer, postprocess |
+//! | [`infer::ops`] | Our own tract operators (attention, 1x1 conv, upsample, int8 conv, wide sums) |
+//! | [`infer::profile`] | Time per tract operator (`bench --profile`) |
+//! | [`infer::info`] | What `lgms-edge info` reports about a model |
+//! | [`kernels`] | SIMD pixel kernels behind one table chosen once per run |
+//! | [`overlay`] | Drawing the mask and the HUD onto a frame |
+//! | `overlay::target` | The one RGB `DrawTarget` and its adapters |
+//! | `overlay::mask` | The mask's blended fill and outline |
+//! | `overlay::hud` | The HUD text |
+//! | `overlay::no_signal` | The NO SIGNAL screen |
+//! | [`pipeline`] | The threads: capture, inference workers, compositor |
+//! | `pipeline::slots` | The newest-frame and newest-mask slots between threads |
+//! | `pipeline::workers` | The capture and inference threads |
+//! | `pipeline::compositor` | Pairs each frame with a fresh-enough mask and shows it |
+//! | [`pipeline::stats`] | Per-stage latency and the run's report |
+//! | [`pipeline::watchdog`] | systemd readiness, watchdog pings, real-time priority |
+//! | [`sink`] | Where composited frames go: the `Sink` trait and the file sinks |
+//! | [`sink::record`] | Recording input or overlay frames to Y4M |
+//! | [`sink::display`] | Framebuffer and DRM displays ([`sink::display::panel`], [`sink::display::fbdev`], [`sink::display::drm`]) |
+//! | [`tools`] | Beside the pipeline: [`tools::bench`], [`tools::eval`], [`tools::parity`] |
+//! | [`config`] | The TOML configuration, validated into typed settings |
+//! | [`app`] | Builds the configured source, workers and sink, and runs them |
+//! | [`error`] | The one error type, naming the thing and the fix |
+//! | [`frame`] | Frames and masks, the data between stages |
+//! | `y4m` | The one Y4M reader and writer |
+//! | `sys` | The one `ioctl` wrapper for V4L2, fbdev and DRM |
 
 #![warn(missing_docs)]
 

@@ -2,7 +2,7 @@
 //! All behaviour lives in the library; this file only translates flags,
 //! prints results and turns errors into exit codes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +12,9 @@ use clap::{Parser, Subcommand};
 
 use lgms_edge::app;
 use lgms_edge::config::{Config, RawConfig};
-use lgms_edge::infer::engine;
+use lgms_edge::error::Chain;
+use lgms_edge::infer::info::InfoReport;
+use lgms_edge::infer::model::{read_metadata, LoadOptions, Model, Precision};
 use lgms_edge::source::phantom::{self, PhantomKind};
 use lgms_edge::tools::parity;
 
@@ -59,7 +61,7 @@ struct DemoArgs {
     frames: u64,
     /// Phantom kind: ultrasound or endoscopy.
     #[arg(long, default_value = "ultrasound")]
-    kind: String,
+    kind: PhantomKind,
     /// Source frame rate.
     #[arg(long, default_value_t = 15.0)]
     fps: f64,
@@ -231,7 +233,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("lgms-edge: error: {e:#}");
+            eprintln!("lgms-edge: error: {}", Chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -261,22 +263,19 @@ fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             })?,
     };
     let stats = a.out.join("stats.json");
-    let toml = format!(
-        "source = \"phantom\"\ndisplay = {:?}\nmax_mask_age_ms = {}\nframes = {}\nstats_json = {:?}\n\
-         [phantom]\nkind = {:?}\nfps = {}\nseed = {}\n[model]\npath = {:?}\nworkers = {}\nprecision = \"{}\"\n",
-        a.out.join("demo.y4m").display().to_string(),
-        a.max_mask_age_ms,
-        a.frames,
-        stats.display().to_string(),
-        a.kind,
-        a.fps,
-        a.seed,
-        model.display().to_string(),
-        a.workers,
-        engine_precision(&model)?,
-    );
-    let raw: RawConfig = toml::from_str(&toml).context("building the demo configuration")?;
-    let cfg = raw.validate(Path::new("<demo flags>"))?;
+    let mut raw = RawConfig::new(&model);
+    raw.source = "phantom".into();
+    raw.display = a.out.join("demo.y4m").display().to_string();
+    raw.max_mask_age_ms = a.max_mask_age_ms;
+    raw.frames = a.frames;
+    raw.stats_json = Some(stats.clone());
+    raw.phantom.kind = a.kind;
+    raw.phantom.fps = a.fps;
+    raw.phantom.seed = a.seed;
+    raw.model.workers = a.workers;
+    // Any bundled model works: its precision is read from its metadata.
+    raw.model.precision = read_metadata(&model)?.precision()?;
+    let cfg = raw.validate_flags().context("checking the demo's flags")?;
     let stop = stop_flag()?;
     let result = app::run(&cfg, stop)?;
     if !a.no_gif {
@@ -287,14 +286,6 @@ fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("video: {}", a.out.join("demo.y4m").display());
     println!("stats: {}", stats.display());
     Ok(ExitCode::SUCCESS)
-}
-
-/// The demo reads the precision from the model so any bundled model works.
-fn engine_precision(model: &Path) -> anyhow::Result<String> {
-    Ok(engine::Model::load(model, &engine::LoadOptions::default())?
-        .info()
-        .precision
-        .clone())
 }
 
 fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -312,8 +303,8 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
-    let model = engine::Model::load(&a.model, &engine::LoadOptions::default())?;
-    let report = engine::InfoReport::new(model.info());
+    let model = Model::load(&a.model, &LoadOptions::default())?;
+    let report = InfoReport::new(model.info());
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -323,7 +314,7 @@ fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn parity_cmd(a: ParityArgs) -> anyhow::Result<ExitCode> {
-    let opts = lgms_edge::infer::engine::LoadOptions {
+    let opts = LoadOptions {
         f16: a.f16,
         ..Default::default()
     };
@@ -365,14 +356,14 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
 fn bench_cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = Config::load(&a.config)?;
     if let Some(m) = a.model {
-        cfg.model.precision = engine_precision(&m)?;
+        cfg.model.precision = read_metadata(&m)?.precision()?;
         cfg.model.path = m;
     }
     if let Some(t) = a.threads {
         cfg.model.threads = t;
     }
     if a.f16 {
-        cfg.model.precision = "f16".into();
+        cfg.model.precision = Precision::F16;
     }
     let opts = lgms_edge::tools::bench::BenchOptions {
         frames: a.frames,

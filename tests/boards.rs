@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use lgms_edge::config::{Config, SourceSpec};
+use lgms_edge::infer::model::Precision;
 
 fn boards() -> Vec<(String, Config)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("boards");
@@ -41,7 +42,7 @@ fn boards_suit_their_hardware() {
     for (name, c) in boards() {
         match name.as_str() {
             // Cortex-A72: no fp16 arithmetic.
-            "rpi4" => assert_eq!(c.model.precision, "f32", "{name}"),
+            "rpi4" => assert_eq!(c.model.precision, Precision::F32, "{name}"),
             "x86-dev" => assert_eq!(c.source, SourceSpec::Phantom, "{name}"),
             _ => {}
         }

@@ -328,3 +328,43 @@ fn bench_profile_stock_and_f16() {
         }
     }
 }
+
+/// Bad `demo` flags are a usage error naming the setting and its fix; no
+/// generated configuration text shows through.
+#[test]
+fn demo_with_bad_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value, key) in [
+        ("--fps", "NaN", "phantom.fps = NaN"),
+        ("--fps", "inf", "phantom.fps = inf"),
+        ("--workers", "0", "model.workers = 0"),
+        ("--max-mask-age-ms", "0", "max_mask_age_ms = 0"),
+    ] {
+        let out = bin()
+            .args(["demo", "--model", "tests/fixtures/tiny_dark.onnx", "--out"])
+            .arg(dir.path())
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        fails_with(out, &[key, "fix"]);
+        for generated in ["TOML", "[model]", "<demo", "config \""] {
+            assert!(!err.contains(generated), "{flag} {value}: {err}");
+        }
+    }
+}
+
+/// A usage error is not dressed up as a config file; a cause is said once.
+#[test]
+fn errors_name_their_cause_once() {
+    let out = bin().args(["bench", "--frames", "0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    fails_with(out, &["--frames 0", "fix"]);
+    assert!(!err.contains("<bench>") && !err.contains("config"), "{err}");
+    let out = bin()
+        .args(["run", "--config", "boards/does-not-exist.toml"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use lgms_edge::frame::{Frame, Mask, Rect};
-use lgms_edge::infer::engine::{Engine, LoadOptions, Model};
+use lgms_edge::infer::engine::Engine;
+use lgms_edge::infer::model::{read_metadata, LoadOptions, Model, Precision};
 use lgms_edge::pipeline::stats::{Stage, StageRecorder};
 use lgms_edge::Error;
 
@@ -204,7 +205,7 @@ fn bundled_int8_masks_agree_with_f32() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let f32m = load(&root.join("models/lgmsnet-phantom-us.f32.onnx")).unwrap();
     let i8m = load(&root.join("models/lgmsnet-phantom-us.int8.onnx")).unwrap();
-    assert_eq!(i8m.info().precision, "int8");
+    assert_eq!(i8m.info().precision, Precision::Int8);
     // tract must run the quantised convolutions as integer ops, not in f32.
     assert!(
         i8m.info()
@@ -250,7 +251,7 @@ fn f16_conversion_runs_and_stays_close_to_f32() {
         },
     )
     .unwrap();
-    assert_eq!(half.info().precision, "f16");
+    assert_eq!(half.info().precision, Precision::F16);
     assert_eq!(half.info().substitutions, Default::default());
     let full = load(&p).unwrap();
     let (h, w) = full.info().input_hw;
@@ -294,4 +295,60 @@ fn f16_needs_an_f32_model() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("f32") && e.contains("lgms.precision"), "{e}");
+}
+
+/// The precision (and every metadata entry) is read from the ONNX protobuf
+/// alone: a model whose graph cannot be built still tells it, and the
+/// entries are those the full load reports.
+#[test]
+fn metadata_is_read_without_building_the_graph() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let int8 = read_metadata(&root.join("models/lgmsnet-phantom-us.int8.onnx")).unwrap();
+    assert_eq!(int8.precision().unwrap(), Precision::Int8);
+    // The graph has an operator tract does not know: loading fails, the
+    // metadata does not.
+    let p = fixture("unsupported_op.onnx");
+    assert!(matches!(load(&p), Err(Error::UnsupportedOp { .. })));
+    read_metadata(&p).unwrap();
+    let tiny = fixture("tiny_dark.onnx");
+    let meta = read_metadata(&tiny).unwrap();
+    assert_eq!(meta.entries(), &load(&tiny).unwrap().info().metadata);
+    assert_eq!(meta.precision().unwrap(), Precision::F32);
+    assert!(matches!(
+        read_metadata(Path::new("no/such/model.onnx")),
+        Err(Error::ModelNotFound { .. })
+    ));
+}
+
+/// An `lgms.precision` the runtime does not know is refused by name.
+#[test]
+fn unknown_precision_metadata_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.onnx");
+    std::fs::copy(fixture("tiny_dark.onnx"), &p).unwrap();
+    std::fs::write(
+        dir.path().join("m.onnx.json"),
+        r#"{"lgms.precision": "bf16"}"#,
+    )
+    .unwrap();
+    let e = read_metadata(&p)
+        .unwrap()
+        .precision()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("lgms.precision") && e.contains("bf16"), "{e}");
+    let e = load(&p).unwrap_err().to_string();
+    assert!(e.contains("bf16"), "{e}");
+}
+
+/// A corrupt model keeps tract's error as its source.
+#[test]
+fn corrupt_model_keeps_its_cause() {
+    use std::error::Error as _;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("junk.onnx");
+    std::fs::write(&p, b"this is not a model").unwrap();
+    let e = load(&p).unwrap_err();
+    let cause = e.source().expect("tract's error").to_string();
+    assert!(e.to_string().contains(&cause), "{e} / {cause}");
 }

@@ -1,7 +1,8 @@
 //! Our tract operators (src/infer/ops) against tract's stock graph and against
 //! their scalar reference kernels.
 
-use lgms_edge::infer::engine::{Engine, LoadOptions, Model};
+use lgms_edge::infer::engine::Engine;
+use lgms_edge::infer::model::{LoadOptions, Model};
 use lgms_edge::infer::ops::{self, attention, conv1x1, graphs, qconv, upsample};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};

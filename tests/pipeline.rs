@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lgms_edge::frame::{Frame, Mask, Rect};
-use lgms_edge::infer::engine::{Engine, LoadOptions, Model};
+use lgms_edge::infer::engine::Engine;
+use lgms_edge::infer::model::{LoadOptions, Model};
+use lgms_edge::infer::Segmenter;
 use lgms_edge::pipeline::stats::{Stage, StageRecorder};
-use lgms_edge::pipeline::{self, Options, RecordState, Segmenter};
+use lgms_edge::pipeline::{self, Options, RecordState};
 use lgms_edge::sink::Sink;
 use lgms_edge::source::phantom::{Phantom, PhantomKind, PhantomSource};
 use lgms_edge::source::FrameSource;
@@ -55,10 +57,7 @@ impl Segmenter for SlowDark {
         let t0 = Instant::now();
         std::thread::sleep(self.delay);
         if self.calls <= self.fail_first {
-            return Err(Error::Inference {
-                model: "slow-dark".into(),
-                reason: "injected failure".into(),
-            });
+            return Err(Error::inference("slow-dark", "injected failure"));
         }
         mask.roi = roi;
         mask.frame_id = frame.id;

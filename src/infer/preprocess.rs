@@ -6,7 +6,8 @@
 //! half-pixel centres, albumentations `Normalize`, then a second division),
 //! with every constant coming from the model's metadata via [`Normalize`].
 
-use crate::frame::Rect;
+use crate::frame::{Frame, Mask, Rect};
+use crate::{Error, Result};
 
 /// Order of the colour channels in the network's input tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,57 @@ impl Normalize {
             (s, o, src)
         })
     }
+}
+
+/// The engine's preprocessing step: fills `input` (planar NCHW, `input_hw`
+/// = (height, width)) from `roi` of `frame`, resized and normalised as the
+/// model's metadata says. A frame that does not hold its ROI, or whose
+/// buffer does not match its size, is an error, never a panic in a kernel.
+pub fn frame_to_input(
+    frame: &Frame,
+    roi: Rect,
+    input_hw: (usize, usize),
+    norm: &Normalize,
+    input: &mut [f32],
+) -> Result<()> {
+    if !roi.fits_in(frame.width, frame.height) {
+        return Err(Error::invalid(
+            format!("frame {} ({}x{})", frame.id, frame.width, frame.height),
+            format!("region of interest {roi:?} does not fit; fix the roi in the config"),
+        ));
+    }
+    if frame.rgb.len() != frame.width as usize * frame.height as usize * 3 {
+        return Err(Error::invalid(
+            format!("frame {}", frame.id),
+            "pixel buffer does not match its size (corrupt frame)",
+        ));
+    }
+    let (h, w) = input_hw;
+    crate::kernels::resize_normalize(
+        &frame.rgb,
+        frame.width as usize,
+        frame.height as usize,
+        roi,
+        w,
+        h,
+        norm,
+        input,
+    );
+    Ok(())
+}
+
+/// The engine's postprocessing step: thresholds `logits` (row-major,
+/// `logits_hw` = (height, width)) into `mask`, upscaled to `mask.roi`'s size.
+pub fn mask_from_logits(
+    logits: &[f32],
+    logits_hw: (usize, usize),
+    threshold: f32,
+    mask: &mut Mask,
+) {
+    let (lh, lw) = logits_hw;
+    let (w, h) = (mask.roi.w as usize, mask.roi.h as usize);
+    mask.data.resize(w * h, 0);
+    crate::kernels::logits_to_mask(logits, lw, lh, threshold, w, h, &mut mask.data);
 }
 
 /// Source coordinate and weights for one output sample of a bilinear resize

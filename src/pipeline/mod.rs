@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::OverlayConfig;
 use crate::frame::{Frame, Mask, Rect};
+use crate::infer::Segmenter;
 use crate::overlay::{FrameTarget, HudInfo, Overlay, OverlayState, OverlayStyle};
 use crate::pipeline::stats::{Report, Stage, StageRecorder};
 use crate::pipeline::watchdog::Watchdog;
@@ -37,39 +38,6 @@ use crate::sink::Sink;
 use crate::source::backoff::Backoff;
 use crate::source::FrameSource;
 use crate::{Error, Result};
-
-/// Something that turns a frame into a mask: the [`crate::infer::engine::Engine`],
-/// or a stand-in in tests.
-pub trait Segmenter: Send {
-    /// Model name and precision for the HUD, e.g. `lgmsnet-phantom-us f32`.
-    fn label(&self) -> String;
-
-    /// Segments `roi` of `frame` into `mask` (whose roi, frame id and capture
-    /// time it sets), recording preprocess/inference/postprocess times.
-    fn segment(
-        &mut self,
-        frame: &Frame,
-        roi: Rect,
-        mask: &mut Mask,
-        rec: &mut StageRecorder,
-    ) -> Result<()>;
-}
-
-impl Segmenter for crate::infer::engine::Engine {
-    fn label(&self) -> String {
-        format!("{} {}", self.info().name, self.info().precision)
-    }
-
-    fn segment(
-        &mut self,
-        frame: &Frame,
-        roi: Rect,
-        mask: &mut Mask,
-        rec: &mut StageRecorder,
-    ) -> Result<()> {
-        crate::infer::engine::Engine::segment(self, frame, roi, mask, rec)
-    }
-}
 
 /// How a run behaves.
 #[derive(Debug, Clone)]

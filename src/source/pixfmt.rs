@@ -13,13 +13,15 @@ use crate::kernels::{self, YuvMatrix, YuvRange};
 use crate::{Error, Result};
 
 /// A raw frame layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PixelFormat {
     /// Packed 4:2:2, bytes Y0 U Y1 V.
     Yuyv,
     /// Planar Y, then interleaved U V at half resolution (4:2:0).
     Nv12,
     /// 8-bit luma only.
+    #[serde(alias = "gray")]
     Grey,
     /// Packed R G B.
     Rgb24,

@@ -317,8 +317,7 @@ impl V4l2Source {
             reason,
         };
         let io = |what: &str, e: std::io::Error| err(format!("{what}: {e}"));
-        let want = PixelFormat::parse(&cfg.format)
-            .ok_or_else(|| err(format!("capture.format {:?} is not known", cfg.format)))?;
+        let want = cfg.format;
         // Non-blocking, so that draining the queue never waits; waiting is
         // done by poll() with the configured timeout.
         let file = OpenOptions::new()

@@ -13,7 +13,9 @@ use std::time::Instant;
 use crate::app;
 use crate::config::{Config, SourceSpec};
 use crate::frame::{Frame, Mask, Rect};
-use crate::infer::engine::{Engine, LoadOptions, Model, OpProfile};
+use crate::infer::engine::Engine;
+use crate::infer::model::{LoadOptions, Model};
+use crate::infer::profile::OpProfile;
 use crate::overlay::{FrameTarget, HudInfo, Overlay, OverlayStyle};
 use crate::pipeline::stats::{Report, Stage, StageRecorder};
 use crate::sink::{NullSink, Sink};
@@ -49,8 +51,7 @@ pub struct BenchResult {
 /// Runs the bench described by `cfg` (its source, model, ROI, overlay).
 pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
     if opts.frames == 0 {
-        return Err(Error::config(
-            "<bench>",
+        return Err(Error::usage(
             "--frames 0 measures nothing; fix: use e.g. --frames 50",
         ));
     }
@@ -74,7 +75,7 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
     let mut frame = Frame::new(w, h);
     let mut mask = Mask::new(roi);
     let mut overlay = Overlay::new(OverlayStyle::from_config(&cfg.overlay, cfg.max_mask_age));
-    let (model_name, precision) = (model.info().name.clone(), model.info().precision.clone());
+    let (model_name, precision) = (model.info().name.clone(), model.info().precision.name());
     let mut rec = StageRecorder::new(opts.frames as usize);
     let mut done = 0u64;
     let mut started = Instant::now();
@@ -96,7 +97,7 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
             fps: 0.0,
             latency_ms: None,
             model: &model_name,
-            precision: &precision,
+            precision,
             now: frame.captured,
             model_failed: false,
         };

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::frame::{Frame, Rect};
-use crate::infer::engine::{Engine, LoadOptions, Model};
+use crate::infer::engine::Engine;
+use crate::infer::model::{LoadOptions, Model};
 use crate::{Error, Result};
 
 /// The authors' smoothing term.
@@ -152,12 +153,7 @@ pub fn list_pairs(data: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
 
 fn read_rgb(path: &Path) -> Result<Frame> {
     let img = image::open(path)
-        .map_err(|e| {
-            Error::invalid(
-                format!("image {path:?}"),
-                format!("cannot be decoded ({e})"),
-            )
-        })?
+        .map_err(|e| Error::invalid_from(format!("image {path:?}"), "cannot be decoded", e))?
         .to_rgb8();
     let (w, h) = img.dimensions();
     let mut f = Frame::new(w, h);
@@ -168,7 +164,7 @@ fn read_rgb(path: &Path) -> Result<Frame> {
 /// Ground truth at the network's size: nearest-neighbour resize, `> 127`.
 fn read_truth(path: &Path, w: usize, h: usize) -> Result<Vec<u8>> {
     let img = image::open(path)
-        .map_err(|e| Error::invalid(format!("mask {path:?}"), format!("cannot be decoded ({e})")))?
+        .map_err(|e| Error::invalid_from(format!("mask {path:?}"), "cannot be decoded", e))?
         .to_luma8();
     let (mw, mh) = (img.width() as usize, img.height() as usize);
     let mut out = vec![0u8; w * h];

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::infer::engine::{Engine, LoadOptions, Model};
+use crate::infer::engine::Engine;
+use crate::infer::model::{LoadOptions, Model};
 use crate::{Error, Result};
 
 #[derive(Debug, Deserialize)]
@@ -34,7 +35,7 @@ pub struct VectorResult {
     pub max_abs_diff: f32,
     /// Fraction of pixels whose mask (logit > 0) differs.
     pub mask_mismatch: f64,
-    /// IoU of the two masks (logits > threshold): the agreement metric.
+    /// IoU of the two masks (logits > threshold): the agreement `eval --compare` reports too.
     pub mask_iou: f64,
 }
 
@@ -117,8 +118,13 @@ pub fn check_with(
 ) -> Result<Outcome> {
     let text = std::fs::read_to_string(manifest)
         .map_err(|e| Error::io(format!("parity manifest {manifest:?}"), e))?;
-    let m: Manifest = serde_json::from_str(&text)
-        .map_err(|e| Error::invalid(format!("parity manifest {manifest:?}"), e.to_string()))?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| {
+        Error::invalid_from(
+            format!("parity manifest {manifest:?}"),
+            "is not valid JSON",
+            e,
+        )
+    })?;
     let dir = manifest.parent().unwrap_or(Path::new("."));
     // The manifest names the model relative to the repository root; fall back
     // to the manifest's folder for manifests copied elsewhere.

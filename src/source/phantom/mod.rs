@@ -42,7 +42,8 @@ use endoscopy::Endoscopy;
 use ultrasound::Ultrasound;
 
 /// Which kind of images the phantom makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PhantomKind {
     /// B-mode ultrasound (grey, R = G = B) with hypoechoic lesions.
     Ultrasound,
@@ -239,9 +240,8 @@ impl PhantomSource {
 
     /// Builds the source from the configuration's `[phantom]` table.
     pub fn from_config(cfg: &PhantomConfig) -> Result<Self> {
-        let kind: PhantomKind = cfg.kind.parse()?;
         PhantomSource::new(
-            Phantom::new(kind, cfg.width, cfg.height, cfg.seed)?,
+            Phantom::new(cfg.kind, cfg.width, cfg.height, cfg.seed)?,
             cfg.fps,
         )
     }
@@ -629,12 +629,13 @@ mod tests {
     }
 
     #[test]
-    fn source_rejects_bad_rates_and_kinds() {
+    fn source_rejects_bad_rates_and_sizes() {
         let p = Phantom::new(PhantomKind::Ultrasound, 64, 64, 1).unwrap();
         assert!(PhantomSource::new(p, 0.0).is_err());
+        // A bad kind is refused by the config parser (`phantom.kind`).
         let cfg = PhantomConfig {
-            kind: "mri".into(),
-            width: 64,
+            kind: PhantomKind::Ultrasound,
+            width: 8,
             height: 64,
             fps: 10.0,
             seed: 1,

@@ -28,7 +28,8 @@ use crate::source::FrameSource;
 use crate::{Error, Result};
 
 /// How fast a file plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Pace {
     /// At the file's frame rate, as a camera would deliver.
     Realtime,
@@ -51,11 +52,7 @@ impl ReplayOptions {
     /// The options a validated `[capture]` table asks for.
     pub fn from_config(c: &CaptureConfig) -> Self {
         ReplayOptions {
-            pace: if c.pace == "fast" {
-                Pace::Fast
-            } else {
-                Pace::Realtime
-            },
+            pace: c.pace,
             looping: c.looping,
             fps: c.fps,
         }
@@ -116,7 +113,7 @@ pub fn open(
         "grey" | "gray" | "y8" => Some(PixelFormat::Grey),
         "rgb" | "rgb24" => Some(PixelFormat::Rgb24),
         "bgr" | "bgr24" => Some(PixelFormat::Bgr24),
-        "yuv" | "raw" => PixelFormat::parse(&capture.format),
+        "yuv" | "raw" => Some(capture.format),
         _ => None,
     };
     match raw {
@@ -186,7 +183,7 @@ pub(crate) mod tests {
         let cap = CaptureConfig {
             width: 2,
             height: 2,
-            pace: "fast".into(),
+            pace: Pace::Fast,
             looping: true,
             ..CaptureConfig::default()
         };
@@ -220,7 +217,7 @@ pub(crate) mod tests {
         let cap = CaptureConfig {
             width: 2,
             height: 1,
-            pace: "fast".into(),
+            pace: Pace::Fast,
             ..CaptureConfig::default()
         };
         let mut s = open(&path, &cap, None).unwrap();

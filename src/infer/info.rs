@@ -1,0 +1,126 @@
+//! `lgms-edge info`: a loaded model as the runtime sees it, and the CPU
+//! features and kernels that will run it.
+
+use std::collections::BTreeMap;
+
+use crate::infer::engine::cpu_features;
+use crate::infer::model::{ModelInfo, Precision};
+
+/// What `lgms-edge info` prints: the model as the runtime sees it, and the
+/// CPU features tract's kernels can use on this machine.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InfoReport {
+    /// Model file.
+    pub path: String,
+    /// Model name.
+    pub name: String,
+    /// Precision.
+    pub precision: Precision,
+    /// Input tensor shape.
+    pub input: [usize; 4],
+    /// Output tensor shape.
+    pub output: [usize; 4],
+    /// Number of weights.
+    pub parameters: usize,
+    /// Preprocessing, as read from the metadata.
+    pub preprocessing: String,
+    /// Logit threshold.
+    pub threshold: f32,
+    /// All `lgms.*` metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Operator histogram of the optimised graph.
+    pub operators: BTreeMap<String, usize>,
+    /// CPU architecture.
+    pub arch: String,
+    /// SIMD features detected at run time.
+    pub cpu_features: Vec<String>,
+    /// Pixel-kernel table in use (`scalar`, `avx2`, `neon`).
+    pub pixel_kernels: &'static str,
+    /// Subgraphs running on lgms-edge's own tract operators.
+    pub lgms_ops: crate::infer::ops::Substitutions,
+}
+
+impl InfoReport {
+    /// Builds the report for a loaded model.
+    pub fn new(info: &ModelInfo) -> Self {
+        let n = &info.normalize;
+        InfoReport {
+            path: info.path.display().to_string(),
+            name: info.name.clone(),
+            precision: info.precision,
+            input: [1, 3, info.input_hw.0, info.input_hw.1],
+            output: [1, 1, info.output_hw.0, info.output_hw.1],
+            parameters: info.parameters,
+            preprocessing: format!(
+                "bilinear resize to {}x{}, channels {:?}, x = ((p - {}*mean)/({}*std)) * {}, mean {:?}, std {:?}",
+                info.input_hw.1,
+                info.input_hw.0,
+                n.channel_order,
+                n.max_pixel_value,
+                n.max_pixel_value,
+                n.extra_scale,
+                n.mean,
+                n.std
+            ),
+            threshold: info.threshold,
+            metadata: info.metadata.clone(),
+            operators: info.op_histogram.clone(),
+            arch: std::env::consts::ARCH.to_string(),
+            cpu_features: cpu_features(),
+            pixel_kernels: crate::kernels::best().name,
+            lgms_ops: info.substitutions,
+        }
+    }
+
+    /// Human-readable text.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "model:        {} ({})", self.name, self.path);
+        let _ = writeln!(s, "precision:    {}", self.precision);
+        let _ = writeln!(s, "input:        input f32 {:?}", self.input);
+        let _ = writeln!(
+            s,
+            "output:       logits f32 {:?}, mask = logit > {}",
+            self.output, self.threshold
+        );
+        let _ = writeln!(s, "parameters:   {}", self.parameters);
+        let _ = writeln!(s, "preprocess:   {}", self.preprocessing);
+        let _ = writeln!(
+            s,
+            "cpu:          {} [{}]",
+            self.arch,
+            self.cpu_features.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "kernels:      {} (pixel stages; LGMS_KERNELS=scalar forces the reference)",
+            self.pixel_kernels
+        );
+        let o = &self.lgms_ops;
+        let _ = writeln!(
+            s,
+            "lgms ops:     {} attention, {} upsample 2x, {} 1x1 conv, {} int8 conv ({} kernels; bench --stock runs without)",
+            o.attention,
+            o.upsample,
+            o.conv1x1,
+            o.qconv,
+            if self.pixel_kernels == "scalar" { "scalar" } else { "SIMD" }
+        );
+        let _ = writeln!(s, "metadata:");
+        for (k, v) in &self.metadata {
+            let _ = writeln!(s, "  {k} = {v}");
+        }
+        let _ = writeln!(
+            s,
+            "operators (optimised graph, {} nodes):",
+            self.operators.values().sum::<usize>()
+        );
+        let mut ops: Vec<_> = self.operators.iter().collect();
+        ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (op, n) in ops {
+            let _ = writeln!(s, "  {n:>5}  {op}");
+        }
+        s
+    }
+}
