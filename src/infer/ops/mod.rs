@@ -27,6 +27,7 @@ use tract_onnx::prelude::*;
 pub mod attention;
 pub mod conv1x1;
 pub mod graphs;
+#[path = "qconv/plan.rs"]
 pub mod qconv;
 pub mod upsample;
 pub mod wide_sum;
