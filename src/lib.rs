@@ -12,6 +12,7 @@
 //! - [`parity`]: tract against PyTorch on committed vectors.
 
 #![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod app;
 pub mod config;

@@ -862,39 +862,4 @@ impl InfoReport {
     }
 }
 
-/// SIMD features of this CPU that matter to tract's and our kernels.
-pub fn cpu_features() -> Vec<String> {
-    let mut f = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        macro_rules! probe {
-            ($($name:tt),*) => {$(
-                if std::arch::is_x86_feature_detected!($name) {
-                    f.push($name.to_string());
-                }
-            )*};
-        }
-        probe!(
-            "sse4.1",
-            "avx",
-            "avx2",
-            "fma",
-            "f16c",
-            "avx512f",
-            "avx512vnni",
-            "avxvnni"
-        );
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        macro_rules! probe {
-            ($($name:tt),*) => {$(
-                if std::arch::is_aarch64_feature_detected!($name) {
-                    f.push($name.to_string());
-                }
-            )*};
-        }
-        probe!("neon", "dotprod", "fp16", "i8mm", "bf16", "sve");
-    }
-    f
-}
+pub use crate::kernels::cpu_features;

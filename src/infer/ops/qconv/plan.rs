@@ -1,149 +1,11 @@
-//! int8 convolution: each `QuantizeLinear -> QLinearConv -> DequantizeLinear`
-//! of a quantised model fused into one operator, f32 in and f32 out, with
-//! the arithmetic in int8 (issue 6).
-//!
-//! tract 0.23.9 runs a quantised conv as im2col into i8 panels, an i32 matrix
-//! product and separate passes for zero points, scaling, rounding and
-//! clamping. Here its int8 matrix kernel for AVX2 (`avx2_mmm_i32_8x8`) widens
-//! every byte to i16 and multiplies one product per lane: `lgms-edge bench
-//! --profile` on the int8 model measured 0.4 G multiply-adds/s, 20-45x slower
-//! than tract's f32 convs, and on an AVX-512 VNNI Xeon the glue passes still
-//! made int8 4x slower than f32.
-//!
-//! This operator:
-//! - quantises the f32 input once into a zero-point-padded buffer laid out
-//!   `[C/4][H+2p][W'][4]` bytes: four input channels of one pixel side by
-//!   side, so 8 pixels x 4 channels are one 32-byte load, and every 3x3 tap
-//!   is a plain offset into it (no im2col);
-//! - multiplies by int8 weights packed `[O/4][tap][C/4][4 out][4 in]`:
-//!   4 output channels x 16 pixels per kernel call, accumulated in i32 —
-//!   AVX2 `vpmaddubsw` + `vpmaddwd` (u8 x i8, 32 products in 2 instructions,
-//!   where tract's f32 FMA does 8 in one), AVX-512 VNNI / AVX-VNNI
-//!   `vpdpbusd` (32 in one), NEON `sdot` (16 products in one
-//!   instruction, Cortex-A76/A78 and later; the activations are stored
-//!   minus 128 so that both operands are signed);
-//! - requantises exactly as ONNX says (`round_ties_even(acc * x_scale *
-//!   w_scale / y_scale) + y_zero_point`, clamped to u8) and dequantises in
-//!   the same pass, straight into the f32 output.
-//!
-//! `vpmaddubsw` adds two u8 x i8 products into one i16 lane, saturating:
-//! exact only when `|w0| + |w1| <= 128` for each pair of adjacent input
-//! channels, which 7-bit weights guarantee (`lgms_models/quantize.py` quantises
-//! with onnxruntime's `reduce_range`, range -64..63). A conv whose weights do
-//! not fit is left to tract on AVX2 (the NEON kernel has no such limit).
-//!
-//! [`replace_all`] matches, in the decluttered graph, tract's quantised
-//! `Conv` (u8 activations, i8 weights with zero point 0, per-tensor or
-//! per-channel scales, group 1, stride 1, dilation 1, odd square kernel with
-//! "same" padding), or the quantised `EinSum` tract makes of a 1x1 conv,
-//! whose input comes from a `QuantizeLinearU8` and whose only consumer is a
-//! `DequantizeLinearF32`. tract's declutter folds `DequantizeLinear -> SiLU
-//! -> QuantizeLinear` and the like into a u8 `LookupTable`; one such table
-//! on either side is applied inside the operator. Anything else stays with
-//! tract.
-
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+//! The int8 convolution prepared once at load: packed weights, zero-point
+//! and requantisation constants, the padded input layout; and the run that
+//! fills the input buffer and calls a kernel per block.
 
 use anyhow::bail;
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::{EvalContext, EvalOp, Op, StaticName, TypedOp};
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
-use tract_onnx::tract_core::ops::nn::DataFormat;
-use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
-use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, simd_allowed, SharedOut};
-
-/// Output channels per kernel call.
-pub const CO: usize = 4;
-/// Pixels per kernel call (a segment of one output row).
-pub const PX: usize = 16;
-
-/// The kernels' accumulator block: `acc[r * PX + j]` for output channel
-/// `r` of the block and pixel `j` of the segment.
-pub type Acc = [i32; CO * PX];
-
-/// One kernel: accumulates a 4-channel x 16-pixel block.
-///
-/// `x`: the quantised input buffer ([`Plan::buf_len`] bytes); `base`: byte
-/// offset of the block's first pixel in the first channel plane, tap (0, 0);
-/// `taps`: byte offset of each kernel tap; `plane`: bytes per 4-channel
-/// plane; `w`: this output-channel block's packed weights, `taps.len() *
-/// cin4 * 16` bytes.
-pub type TileFn =
-    fn(x: &[u8], base: usize, taps: &[usize], plane: usize, cin4: usize, w: &[i8], acc: &mut Acc);
-
-/// A kernel and how it wants the activations stored.
-#[derive(Clone, Copy)]
-pub struct Kernel {
-    /// "scalar", "avx2", "avx-vnni" or "neon-dotprod".
-    pub name: &'static str,
-    /// Activations stored as `q - 128` (i8) instead of `q` (u8).
-    pub signed: bool,
-    /// Whether it needs `|w0| + |w1| <= 128` for adjacent input channels.
-    pub needs_7bit: bool,
-    /// Whether the CPU has AVX2, so that the plain-Rust quantisation and
-    /// requantisation loops around the kernel may be compiled for it.
-    pub avx2: bool,
-    /// The block function.
-    pub tile: TileFn,
-}
-
-/// The reference kernel (u8 activations).
-pub const SCALAR: Kernel = Kernel {
-    name: "scalar",
-    signed: false,
-    needs_7bit: false,
-    avx2: false,
-    tile: tile_scalar,
-};
-
-/// The kernel this process uses.
-pub fn kernel() -> Kernel {
-    if simd_allowed() {
-        if let Some(k) = simd_kernel() {
-            return k;
-        }
-    }
-    SCALAR
-}
-
-/// This CPU's SIMD kernel, if the build has one.
-pub fn simd_kernel() -> Option<Kernel> {
-    #[cfg(target_arch = "x86_64")]
-    if x86::has_vnni() {
-        return Some(Kernel {
-            name: "avx-vnni",
-            signed: false,
-            needs_7bit: false,
-            avx2: true,
-            tile: x86::tile_vnni,
-        });
-    }
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        return Some(Kernel {
-            name: "avx2",
-            signed: false,
-            needs_7bit: true,
-            avx2: true,
-            tile: x86::tile,
-        });
-    }
-    #[cfg(target_arch = "aarch64")]
-    if std::arch::is_aarch64_feature_detected!("dotprod") {
-        return Some(Kernel {
-            name: "neon-dotprod",
-            signed: true,
-            needs_7bit: false,
-            avx2: false,
-            tile: neon::tile,
-        });
-    }
-    None
-}
+use super::super::{for_each_block, SharedOut};
+use super::{Kernel, CO, PX};
 
 /// Everything the operator needs, prepared once at load.
 #[derive(Debug)]
@@ -292,14 +154,18 @@ impl Plan {
     fn fill(&self, x: Input<'_>, buf: &mut [u8], kernel: Kernel) {
         assert!(x.len() >= self.cin * self.h * self.w && buf.len() >= self.buf_len());
         #[cfg(target_arch = "x86_64")]
-        if kernel.avx2 {
-            // SAFETY: `avx2` is only set on kernels chosen where AVX2 is detected.
+        if kernel.avx2.is_some() {
+            // SAFETY: `avx2` holds the proof that this CPU has AVX2 and FMA.
             return unsafe { self.fill_avx2(x, buf, kernel) };
         }
         self.fill_body(x, buf, kernel)
     }
 
     #[cfg(target_arch = "x86_64")]
+    /// [`Plan::fill_body`] compiled for AVX2 + FMA.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn fill_avx2(&self, x: Input<'_>, buf: &mut [u8], kernel: Kernel) {
         self.fill_body(x, buf, kernel)
@@ -382,12 +248,19 @@ impl Plan {
         // run 8 lanes wide instead of baseline SSE2's 4, with vroundps-free
         // rounding (see `round_even`).
         #[cfg(target_arch = "x86_64")]
-        if kernel.avx2 {
-            return self.row_avx2(buf, cb, y, taps, kernel, out);
+        if kernel.avx2.is_some() {
+            // SAFETY: `avx2` holds the proof that this CPU has AVX2 and FMA;
+            // the caller's guarantee on `out` passes on.
+            return unsafe { self.row_avx2(buf, cb, y, taps, kernel, out) };
         }
-        self.row_body(buf, cb, y, taps, kernel, out)
+        // SAFETY: the caller's guarantee on `out` passes on.
+        unsafe { self.row_body(buf, cb, y, taps, kernel, out) }
     }
 
+    /// [`Plan::row_body`] compiled for AVX2 + FMA.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `out` as for [`Plan::row`].
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn row_avx2(
@@ -399,9 +272,12 @@ impl Plan {
         kernel: Kernel,
         out: SharedOut,
     ) {
-        self.row_body(buf, cb, y, taps, kernel, out)
+        // SAFETY: the caller's guarantee on `out` passes on.
+        unsafe { self.row_body(buf, cb, y, taps, kernel, out) }
     }
 
+    /// # Safety
+    /// `out` as for [`Plan::row`].
     #[inline(always)]
     unsafe fn row_body(
         &self,
@@ -443,13 +319,18 @@ impl Plan {
                 let at = (o * self.h + y) * self.w + x0;
                 match self.dequantize_output {
                     Some((zp, scale)) => {
-                        let dst = std::slice::from_raw_parts_mut(out.ptr().add(at), n);
+                        // SAFETY: `at + n` is inside the `cout * h * w` values
+                        // of `out`, and only this block writes channel `o`, row `y`.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(at), n) };
                         for (d, &v) in dst.iter_mut().zip(&q) {
                             *d = (v - zp as f32) * scale;
                         }
                     }
                     None => {
-                        let dst = std::slice::from_raw_parts_mut((out.ptr() as *mut u8).add(at), n);
+                        // SAFETY: as above, in the u8 output.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut((out.ptr() as *mut u8).add(at), n)
+                        };
                         for (d, &v) in dst.iter_mut().zip(&q) {
                             *d = v as u8;
                         }
@@ -469,7 +350,7 @@ impl Plan {
     }
 
     /// `out` holds `cout * h * w` values of the plan's output type.
-    fn run_any(&self, x: Input<'_>, buf: &mut [u8], out: SharedOut, kernel: Kernel) {
+    pub(super) fn run_any(&self, x: Input<'_>, buf: &mut [u8], out: SharedOut, kernel: Kernel) {
         self.fill(x, buf, kernel);
         let buf = &*buf;
         let taps = self.taps();
@@ -495,624 +376,16 @@ fn round_even(v: f32) -> f32 {
 
 /// The operator's input, quantised here or already u8.
 #[derive(Clone, Copy)]
-enum Input<'a> {
+pub(super) enum Input<'a> {
     F32(&'a [f32]),
     U8(&'a [u8]),
 }
 
 impl Input<'_> {
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         match self {
             Input::F32(x) => x.len(),
             Input::U8(x) => x.len(),
         }
     }
-}
-
-/// The operator: `[1, cin, h, w]` in, `[1, cout, h, w]` out (f32, or u8
-/// where the conv's neighbours in the graph are quantised too).
-#[derive(Debug, Clone)]
-pub struct QConv {
-    /// Shared by the op's clones.
-    pub plan: Arc<Plan>,
-    /// The replaced DequantizeLinear's output shape (`cout * h * w` values).
-    pub out_shape: TVec<usize>,
-}
-
-impl PartialEq for QConv {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.plan, &other.plan) && self.out_shape == other.out_shape
-    }
-}
-impl Eq for QConv {}
-impl Hash for QConv {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.plan) as usize).hash(state)
-    }
-}
-
-impl Op for QConv {
-    fn name(&self) -> StaticName {
-        "LgmsQConv".into()
-    }
-    fn info(&self) -> TractResult<Vec<String>> {
-        let p = &self.plan;
-        Ok(vec![format!(
-            "int8 {}x{}: {} -> {} channels ({} groups), {}x{}",
-            p.k, p.k, p.cin, p.cout, p.groups, p.h, p.w
-        )])
-    }
-    op_as_typed_op!();
-}
-
-impl EvalOp for QConv {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let p = &self.plan;
-        let view = inputs[0].try_as_plain_ram()?;
-        let x = if p.quantize_input.is_some() {
-            Input::F32(view.as_slice::<f32>()?)
-        } else {
-            Input::U8(view.as_slice::<u8>()?)
-        };
-        if x.len() != p.cin * p.h * p.w {
-            bail!(
-                "LgmsQConv: input has {} values, expected {} x {} x {}",
-                x.len(),
-                p.cin,
-                p.h,
-                p.w
-            );
-        }
-        // SAFETY: `run_any` writes every one of the `cout * h * w` values.
-        let mut out = unsafe {
-            if p.dequantize_output.is_some() {
-                Tensor::uninitialized::<f32>(&self.out_shape)?
-            } else {
-                Tensor::uninitialized::<u8>(&self.out_shape)?
-            }
-        };
-        {
-            let mut view = out.try_as_plain_ram_mut()?;
-            let dst = if p.dequantize_output.is_some() {
-                SharedOut(view.as_slice_mut::<f32>()?.as_mut_ptr())
-            } else {
-                SharedOut(view.as_slice_mut::<u8>()?.as_mut_ptr() as *mut f32)
-            };
-            // `out` has the plan's type and `cout * h * w` values
-            // (`out_shape`'s volume was checked at match time).
-            with_scratch(p.buf_len(), |buf| p.run_any(x, buf, dst, kernel()));
-        }
-        Ok(tvec!(out.into_tvalue()))
-    }
-}
-
-thread_local! {
-    /// The quantised-input buffer, kept per inference thread: it grows to
-    /// the largest conv's size once, instead of a fresh (page-faulting)
-    /// allocation of up to a few MB per conv per frame.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with at least `len` bytes of this thread's scratch (contents
-/// unspecified: `Plan::fill` writes every byte it reads).
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0);
-            }
-            f(&mut buf[..len])
-        }
-        // Re-entered (cannot happen with tract's plan order): a fresh one.
-        Err(_) => f(&mut vec![0u8; len]),
-    })
-}
-
-impl TypedOp for QConv {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let p = &self.plan;
-        let want = if p.quantize_input.is_some() {
-            f32::datum_type()
-        } else {
-            u8::datum_type()
-        };
-        if inputs[0].datum_type != want {
-            bail!("LgmsQConv takes {want:?}, got {:?}", inputs[0].datum_type);
-        }
-        let shape = self.out_shape.iter().copied();
-        Ok(tvec!(if p.dequantize_output.is_some() {
-            f32::fact(shape)
-        } else {
-            u8::fact(shape)
-        }))
-    }
-    as_op!();
-}
-
-/// The reference kernel: u8 activations, i32 sums.
-pub fn tile_scalar(
-    x: &[u8],
-    base: usize,
-    taps: &[usize],
-    plane: usize,
-    cin4: usize,
-    w: &[i8],
-    acc: &mut Acc,
-) {
-    check(x, base, taps, plane, cin4, w);
-    acc.fill(0);
-    for (t, &off) in taps.iter().enumerate() {
-        for c4 in 0..cin4 {
-            let xb = &x[base + off + c4 * plane..][..PX * 4];
-            let wb = &w[(t * cin4 + c4) * 16..][..16];
-            for r in 0..CO {
-                for j in 0..PX {
-                    let s: i32 = (0..4)
-                        .map(|q| wb[r * 4 + q] as i32 * xb[j * 4 + q] as i32)
-                        .sum();
-                    acc[r * PX + j] += s;
-                }
-            }
-        }
-    }
-}
-
-/// Every read a kernel makes is inside `x` and `w`.
-fn check(x: &[u8], base: usize, taps: &[usize], plane: usize, cin4: usize, w: &[i8]) {
-    let last = taps.iter().max().copied().unwrap_or(0);
-    assert!(cin4 > 0 && base + last + (cin4 - 1) * plane + PX * 4 <= x.len());
-    assert!(w.len() >= taps.len() * cin4 * 16);
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::{check, Acc, CO, PX};
-
-    pub(super) fn tile(
-        x: &[u8],
-        base: usize,
-        taps: &[usize],
-        plane: usize,
-        cin4: usize,
-        w: &[i8],
-        acc: &mut Acc,
-    ) {
-        check(x, base, taps, plane, cin4, w);
-        assert!(is_x86_feature_detected!("avx2"));
-        // SAFETY: feature checked; every read is in bounds (`check`).
-        unsafe { tile_avx2(x, base, taps, plane, cin4, w, acc) }
-    }
-
-    /// AVX-512 VNNI (with VL, on ymm registers) or AVX-VNNI: `vpdpbusd`
-    /// does the u8 x i8 4-products-and-add of a lane in one instruction,
-    /// in i32 (no i16 step: any weights).
-    pub(super) fn has_vnni() -> bool {
-        (is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"))
-            || is_x86_feature_detected!("avxvnni")
-    }
-
-    pub(super) fn tile_vnni(
-        x: &[u8],
-        base: usize,
-        taps: &[usize],
-        plane: usize,
-        cin4: usize,
-        w: &[i8],
-        acc: &mut Acc,
-    ) {
-        check(x, base, taps, plane, cin4, w);
-        // SAFETY: features checked; every read is in bounds (`check`).
-        unsafe {
-            if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
-                tile_avx512vnni(x, base, taps, plane, cin4, w, acc)
-            } else {
-                assert!(is_x86_feature_detected!("avxvnni"));
-                tile_avxvnni(x, base, taps, plane, cin4, w, acc)
-            }
-        }
-    }
-
-    /// `a` plus the 4-byte dot products of `x` (u8) and `w` (i8) per i32
-    /// lane, in AVX2: u8 x i8 pairs to i16 (`vpmaddubsw`, exact for 7-bit
-    /// weights), then pairs of i16 to i32 (`vpmaddwd` by ones).
-    #[inline(always)]
-    unsafe fn dp_avx2(a: __m256i, x: __m256i, w: __m256i) -> __m256i {
-        let ones = _mm256_set1_epi16(1);
-        _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones))
-    }
-
-    /// The kernel loop around one dot-product step: 4 output channels x 16
-    /// pixels (two registers of 8 pixels x 4 channels) per input-channel
-    /// quad and tap, each output channel's 4 weights in every lane.
-    macro_rules! tile_loop {
-        ($name:ident, $features:literal, $dp:ident) => {
-            #[target_feature(enable = $features)]
-            unsafe fn $name(
-                x: &[u8],
-                base: usize,
-                taps: &[usize],
-                plane: usize,
-                cin4: usize,
-                w: &[i8],
-                acc: &mut Acc,
-            ) {
-                // a[2r], a[2r+1]: output channel r, pixels 0-7 and 8-15.
-                let mut a = [_mm256_setzero_si256(); 2 * CO];
-                let mut wp = w.as_ptr();
-                for &off in taps {
-                    let mut xp = x.as_ptr().add(base + off);
-                    for _ in 0..cin4 {
-                        let x0 = _mm256_loadu_si256(xp as *const __m256i);
-                        let x1 = _mm256_loadu_si256(xp.add(32) as *const __m256i);
-                        for r in 0..CO {
-                            let wv =
-                                _mm256_set1_epi32((wp.add(r * 4) as *const i32).read_unaligned());
-                            a[2 * r] = $dp(a[2 * r], x0, wv);
-                            a[2 * r + 1] = $dp(a[2 * r + 1], x1, wv);
-                        }
-                        xp = xp.add(plane);
-                        wp = wp.add(16);
-                    }
-                }
-                for r in 0..CO {
-                    let dst = acc.as_mut_ptr().add(r * PX);
-                    _mm256_storeu_si256(dst as *mut __m256i, a[2 * r]);
-                    _mm256_storeu_si256(dst.add(8) as *mut __m256i, a[2 * r + 1]);
-                }
-            }
-        };
-    }
-    tile_loop!(tile_avx2, "avx2", dp_avx2);
-    tile_loop!(
-        tile_avx512vnni,
-        "avx2,avx512vnni,avx512vl",
-        _mm256_dpbusd_epi32
-    );
-    tile_loop!(tile_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
-}
-
-#[cfg(target_arch = "aarch64")]
-mod neon {
-    use std::arch::aarch64::*;
-    use std::arch::asm;
-
-    use super::{check, Acc, CO, PX};
-
-    pub(super) fn tile(
-        x: &[u8],
-        base: usize,
-        taps: &[usize],
-        plane: usize,
-        cin4: usize,
-        w: &[i8],
-        acc: &mut Acc,
-    ) {
-        check(x, base, taps, plane, cin4, w);
-        assert!(std::arch::is_aarch64_feature_detected!("dotprod"));
-        // SAFETY: feature checked; every read is in bounds (`check`).
-        unsafe { tile_dot(x, base, taps, plane, cin4, w, acc) }
-    }
-
-    /// `acc[i] += dot(x[4i..4i+4], w[4L..4L+4])` for the four i32 lanes.
-    macro_rules! sdot {
-        ($acc:expr, $x:expr, $w:expr, $lane:literal) => {
-            asm!(
-                concat!("sdot {a:v}.4s, {x:v}.16b, {w:v}.4b[", $lane, "]"),
-                a = inout(vreg) $acc,
-                x = in(vreg) $x,
-                w = in(vreg) $w,
-                options(pure, nomem, nostack)
-            )
-        };
-    }
-
-    #[target_feature(enable = "neon,dotprod")]
-    unsafe fn tile_dot(
-        x: &[u8],
-        base: usize,
-        taps: &[usize],
-        plane: usize,
-        cin4: usize,
-        w: &[i8],
-        acc: &mut Acc,
-    ) {
-        // a[4r + v]: output channel r, pixels 4v..4v+4.
-        let mut a = [vdupq_n_s32(0); CO * 4];
-        let mut wp = w.as_ptr();
-        for &off in taps {
-            let mut xp = x.as_ptr().add(base + off) as *const i8;
-            for _ in 0..cin4 {
-                // The 4 output channels' 4 weights, one 32-bit lane each.
-                let wv = vld1q_s8(wp);
-                for v in 0..4 {
-                    // 4 pixels x 4 channels (stored as q - 128).
-                    let xv = vld1q_s8(xp.add(16 * v));
-                    sdot!(a[v], xv, wv, "0");
-                    sdot!(a[4 + v], xv, wv, "1");
-                    sdot!(a[8 + v], xv, wv, "2");
-                    sdot!(a[12 + v], xv, wv, "3");
-                }
-                xp = xp.add(plane);
-                wp = wp.add(16);
-            }
-        }
-        for r in 0..CO {
-            for v in 0..4 {
-                vst1q_s32(acc.as_mut_ptr().add(r * PX + 4 * v), a[4 * r + v]);
-            }
-        }
-    }
-}
-
-/// Reads a constant input as `T` values.
-fn const_vec<T: Datum + Copy>(model: &TypedModel, outlet: OutletId) -> Option<Vec<T>> {
-    let k = model.outlet_fact(outlet).ok()?.konst.clone()?;
-    if k.datum_type() != T::datum_type() {
-        return None;
-    }
-    let view = k.try_as_plain_ram().ok()?;
-    Some(view.as_slice::<T>().ok()?.to_vec())
-}
-
-/// The 256-entry table of a u8 -> u8 `LookupTable` node (tract's
-/// declutter folds `DequantizeLinear -> element-wise op -> QuantizeLinear`
-/// into one).
-fn u8_table(model: &TypedModel, id: usize) -> Option<Vec<u8>> {
-    use tract_onnx::tract_core::ops::quant::LookupTable;
-    let node = model.node(id);
-    let lut = node
-        .op_as::<ElementWiseOp>()?
-        .0
-        .downcast_ref::<LookupTable>()?;
-    let out = model.outlet_fact(OutletId::new(id, 0)).ok()?;
-    let table = lut.table.table();
-    (out.datum_type == u8::datum_type() && table.len() == 256).then(|| table.to_vec())
-}
-
-/// The single consumer of `id`'s output, if it has exactly one and is not
-/// a model output.
-fn single_successor(model: &TypedModel, id: usize) -> Option<usize> {
-    let succ = &model.node(id).outputs[0].successors;
-    (succ.len() == 1 && !model.outputs.contains(&OutletId::new(id, 0))).then(|| succ[0].node)
-}
-
-/// The quantised conv's geometry: `(k, cin, h, w, weights, cout, groups)`
-/// with the `[cout, cin / groups, k, k]` weights, from tract's `Conv` or,
-/// for 1x1, its quantised `EinSum`.
-#[allow(clippy::type_complexity)]
-fn conv_geometry(
-    model: &TypedModel,
-    id: usize,
-) -> Option<(usize, usize, usize, usize, Vec<i8>, usize, usize)> {
-    use tract_onnx::tract_core::ops::einsum::EinSum;
-    let node = model.node(id);
-    if node.inputs.len() != 9 {
-        return None;
-    }
-    let xs: TVec<usize> = model
-        .outlet_fact(node.inputs[0])
-        .ok()?
-        .shape
-        .as_concrete()?
-        .into();
-    let (cin, h, w) = match xs.as_slice() {
-        &[1, c, h, w] | &[c, h, w] => (c, h, w),
-        _ => return None,
-    };
-    let wshape: TVec<usize> = model
-        .outlet_fact(node.inputs[1])
-        .ok()?
-        .shape
-        .as_concrete()?
-        .into();
-    let weights = const_vec::<i8>(model, node.inputs[1])?;
-    if let Some(conv) = node.op_as::<Conv>() {
-        let ps = &conv.pool_spec;
-        let g = conv.group;
-        if conv.q_params != Some(u8::datum_type())
-            || (g > 1 && ((cin / g) % 4 != 0 || cin % g != 0))
-            || conv.kernel_fmt != KernelFormat::OIHW
-            || ps.data_format != DataFormat::NCHW
-            || xs.len() != 4
-        {
-            return None;
-        }
-        let k = *ps.kernel_shape.first()?;
-        let pad = k / 2;
-        let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&s| s == 1));
-        let same = |v: &TVec<usize>| v.len() == 2 && v.iter().all(|&p| p == pad);
-        let padding_ok = match &ps.padding {
-            PaddingSpec::Explicit(b, a) | PaddingSpec::ExplicitOnnxPool(b, a, _) => {
-                same(b) && same(a)
-            }
-            PaddingSpec::Valid => k == 1,
-            PaddingSpec::SameUpper | PaddingSpec::SameLower => true,
-        };
-        let cout = *wshape.first()?;
-        if ps.kernel_shape.len() != 2
-            || ps.kernel_shape[1] != k
-            || k % 2 == 0
-            || !ones(&ps.strides)
-            || !ones(&ps.dilations)
-            || !padding_ok
-            || wshape.as_slice() != [cout, cin / g, k, k]
-            || cout % g != 0
-            || (cout / g) % 4 != 0 && g > 1
-        {
-            return None;
-        }
-        return Some((k, cin, h, w, weights, cout, g));
-    }
-    // A 1x1 conv: tract declutters it to an EinSum of the image with the
-    // [O, I] weights (the batch axis kept or dropped on either side).
-    let es = node.op_as::<EinSum>()?;
-    let expr = es.axes.to_string();
-    let (ins, out) = expr.split_once("->")?;
-    let ins = ins.strip_prefix('N').unwrap_or(ins);
-    if es.q_params != Some(u8::datum_type()) || !matches!(out, "NOHW" | "OHW") {
-        return None;
-    }
-    match (ins, wshape.as_slice()) {
-        ("IHW,OI,O,,,O,O,,", &[cout, i]) if i == cin => Some((1, cin, h, w, weights, cout, 1)),
-        // One output channel: tract drops the weights' O axis.
-        ("IHW,I,,,,O,O,,", &[i]) if i == cin => Some((1, cin, h, w, weights, 1, 1)),
-        _ => None,
-    }
-}
-
-struct Found {
-    plan: Plan,
-    /// The operator's input (f32 before a fused QuantizeLinear, or u8).
-    x: OutletId,
-    /// The node whose output the op replaces (the conv, a table after it,
-    /// or the DequantizeLinear).
-    last: usize,
-    /// Its shape.
-    out_shape: TVec<usize>,
-}
-
-fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
-    let node = model.node(id);
-    let (k, cin, h, w, weights, cout, groups) = conv_geometry(model, id)?;
-    // Input: u8, maybe from a table, maybe from a QuantizeLinearU8 of f32.
-    let mut x = node.inputs[0];
-    let lut_in = u8_table(model, x.node);
-    if lut_in.is_some() {
-        x = model.node(x.node).inputs[0];
-    }
-    let mut quantize_input = None;
-    let qnode = model.node(x.node);
-    if let Some(q) = qnode
-        .op_as::<ElementWiseOp>()
-        .and_then(|e| e.0.downcast_ref::<QuantizeLinearU8>())
-    {
-        let src = *qnode.inputs.first()?;
-        if model.outlet_fact(src).ok()?.datum_type == f32::datum_type() {
-            // tract's quantisation exactly (it multiplies by 1/scale).
-            quantize_input = Some((q.scale, q.zero_point as i32));
-            x = src;
-        }
-    }
-    if quantize_input.is_none() && model.outlet_fact(x).ok()?.datum_type != u8::datum_type() {
-        return None;
-    }
-    // Output: u8, maybe through a table, maybe into a DequantizeLinearF32.
-    let mut last = id;
-    let mut lut_out = None;
-    if let Some(s) = single_successor(model, last) {
-        lut_out = u8_table(model, s);
-        if lut_out.is_some() {
-            last = s;
-        }
-    }
-    let mut dequantize_output = None;
-    if let Some(s) = single_successor(model, last) {
-        if let Some(dq) = model.node(s).op_as::<DequantizeLinearF32>() {
-            dequantize_output = Some((dq.zero_point, dq.scale));
-            last = s;
-        }
-    }
-    let out_fact = model.outlet_fact(OutletId::new(last, 0)).ok()?;
-    let out_shape: TVec<usize> = out_fact.shape.as_concrete()?.into();
-    let out_dt = if dequantize_output.is_some() {
-        f32::datum_type()
-    } else {
-        u8::datum_type()
-    };
-    if out_shape.iter().product::<usize>() != cout * h * w || out_fact.datum_type != out_dt {
-        return None;
-    }
-    // The constants: bias, x0, x_scale, k0, k_scale, y0, y_scale.
-    let bias = const_vec::<i32>(model, node.inputs[2])?;
-    let x0 = const_vec::<i32>(model, node.inputs[3])?;
-    let x_scale = const_vec::<f32>(model, node.inputs[4])?;
-    let k0 = const_vec::<i32>(model, node.inputs[5])?;
-    let k_scale = const_vec::<f32>(model, node.inputs[6])?;
-    let y0 = const_vec::<i32>(model, node.inputs[7])?;
-    let y_scale = const_vec::<f32>(model, node.inputs[8])?;
-    let (&x0, &x_scale, &y0, &y_scale) = match (&x0[..], &x_scale[..], &y0[..], &y_scale[..]) {
-        ([a], [b], [c], [d]) => (a, b, c, d),
-        _ => return None,
-    };
-    if k0.iter().any(|&z| z != 0) {
-        return None;
-    }
-    let bias = match bias.len() {
-        n if n == cout => Some(bias),
-        // No bias (tract's placeholder is a scalar zero).
-        0 => None,
-        1 if bias[0] == 0 => None,
-        _ => return None,
-    };
-    let plan = Plan::new(
-        (cin, cout, k, h, w, groups),
-        &weights,
-        bias.as_deref(),
-        x_scale,
-        x0,
-        &k_scale,
-        y_scale,
-        y0,
-    )
-    .ok()?;
-    Some(Found {
-        plan: Plan {
-            quantize_input,
-            lut_in,
-            lut_out,
-            dequantize_output,
-            ..plan
-        },
-        x,
-        last,
-        out_shape,
-    })
-}
-
-/// Replaces every matching quantised conv; returns how many.
-pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
-    use tract_onnx::tract_core::ops::einsum::EinSum;
-    if simd_kernel().is_none() {
-        // No int8 SIMD here (an aarch64 core without dotprod, such as the
-        // Pi 4's Cortex-A72): tract's arm64 int8 kernels beat our scalar one.
-        return Ok(0);
-    }
-    let kernel = kernel();
-    let mut replaced = 0;
-    let candidates: Vec<usize> = model
-        .nodes()
-        .iter()
-        .filter(|n| n.op_is::<Conv>() || n.op_is::<EinSum>())
-        .map(|n| n.id)
-        .collect();
-    for id in candidates {
-        let Some(found) = match_at(model, id) else {
-            continue;
-        };
-        if kernel.needs_7bit && !found.plan.fits_7bit {
-            log::warn!(
-                "{}: 8-bit weights would saturate the {} int8 kernel; left to tract \
-                 (fix: quantise with 7-bit weights, lgms_models/quantize.py's default)",
-                model.node(id).name,
-                kernel.name
-            );
-            continue;
-        }
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, found.x)?;
-        let name = format!("{}.lgms_qconv", model.node(id).name);
-        let op = QConv {
-            plan: Arc::new(found.plan),
-            out_shape: found.out_shape,
-        };
-        let out = patch.wire_node(name, op, &[x])?;
-        patch.shunt_outside(model, OutletId::new(found.last, 0), out[0])?;
-        patch.apply(model)?;
-        replaced += 1;
-    }
-    Ok(replaced)
 }

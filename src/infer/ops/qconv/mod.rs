@@ -1,0 +1,131 @@
+//! int8 convolution: each `QuantizeLinear -> QLinearConv -> DequantizeLinear`
+//! of a quantised model fused into one operator, f32 in and f32 out, with
+//! the arithmetic in int8.
+//!
+//! tract 0.23.9 runs a quantised conv as im2col into i8 panels, an i32 matrix
+//! product and separate passes for zero points, scaling, rounding and
+//! clamping. Here its int8 matrix kernel for AVX2 (`avx2_mmm_i32_8x8`) widens
+//! every byte to i16 and multiplies one product per lane: `lgms-edge bench
+//! --profile` on the int8 model measured 0.4 G multiply-adds/s, 20-45x slower
+//! than tract's f32 convs, and on an AVX-512 VNNI Xeon the glue passes still
+//! made int8 4x slower than f32.
+//!
+//! This operator:
+//! - quantises the f32 input once into a zero-point-padded buffer laid out
+//!   `[C/4][H+2p][W'][4]` bytes: four input channels of one pixel side by
+//!   side, so 8 pixels x 4 channels are one 32-byte load, and every 3x3 tap
+//!   is a plain offset into it (no im2col);
+//! - multiplies by int8 weights packed `[O/4][tap][C/4][4 out][4 in]`:
+//!   4 output channels x 16 pixels per kernel call, accumulated in i32 —
+//!   AVX2 `vpmaddubsw` + `vpmaddwd` (u8 x i8, 32 products in 2 instructions,
+//!   where tract's f32 FMA does 8 in one), AVX-512 VNNI / AVX-VNNI
+//!   `vpdpbusd` (32 in one), NEON `sdot` (16 products in one
+//!   instruction, Cortex-A76/A78 and later; the activations are stored
+//!   minus 128 so that both operands are signed);
+//! - requantises exactly as ONNX says (`round_ties_even(acc * x_scale *
+//!   w_scale / y_scale) + y_zero_point`, clamped to u8) and dequantises in
+//!   the same pass, straight into the f32 output.
+//!
+//! `vpmaddubsw` adds two u8 x i8 products into one i16 lane, saturating:
+//! exact only when `|w0| + |w1| <= 128` for each pair of adjacent input
+//! channels, which 7-bit weights guarantee (`lgms_models/quantize.py` quantises
+//! with onnxruntime's `reduce_range`, range -64..63). A conv whose weights do
+//! not fit is left to tract on AVX2 (the NEON kernel has no such limit).
+//!
+//! [`replace_all`] matches, in the decluttered graph, tract's quantised
+//! `Conv` (u8 activations, i8 weights with zero point 0, per-tensor or
+//! per-channel scales, group 1, stride 1, dilation 1, odd square kernel with
+//! "same" padding), or the quantised `EinSum` tract makes of a 1x1 conv,
+//! whose input comes from a `QuantizeLinearU8` and whose only consumer is a
+//! `DequantizeLinearF32`. tract's declutter folds `DequantizeLinear -> SiLU
+//! -> QuantizeLinear` and the like into a u8 `LookupTable`; one such table
+//! on either side is applied inside the operator. Anything else stays with
+//! tract.
+//!
+//! The parts: [`Plan`] (the weights and geometry prepared at load, and the
+//! run), [`QConv`] (the tract operator), [`replace_all`] (the graph
+//! matching), and the kernels per architecture (scalar, x86, neon), of
+//! which the tables of [`crate::kernels`] hold one each.
+
+mod matcher;
+mod op;
+mod plan;
+mod scalar;
+
+#[cfg(target_arch = "aarch64")]
+mod neon;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use matcher::replace_all;
+pub use op::QConv;
+pub use plan::Plan;
+
+/// Output channels per kernel call.
+pub const CO: usize = 4;
+/// Pixels per kernel call (a segment of one output row).
+pub const PX: usize = 16;
+
+/// The kernels' accumulator block: `acc[r * PX + j]` for output channel
+/// `r` of the block and pixel `j` of the segment.
+pub type Acc = [i32; CO * PX];
+
+/// One kernel: accumulates a 4-channel x 16-pixel block.
+///
+/// `x`: the quantised input buffer ([`Plan::buf_len`] bytes); `base`: byte
+/// offset of the block's first pixel in the first channel plane, tap (0, 0);
+/// `taps`: byte offset of each kernel tap; `plane`: bytes per 4-channel
+/// plane; `w`: this output-channel block's packed weights, `taps.len() *
+/// cin4 * 16` bytes.
+type TileFn =
+    fn(x: &[u8], base: usize, taps: &[usize], plane: usize, cin4: usize, w: &[i8], acc: &mut Acc);
+
+/// One kernel and how it wants the activations stored: the scalar
+/// reference, or a SIMD one that only a proof of its CPU features builds
+/// (`Kernel::avx2` and the others, per architecture).
+#[derive(Debug, Clone, Copy)]
+pub struct Kernel {
+    /// "scalar", "avx2", "avx-vnni", "avx512-vnni" or "neon-dotprod".
+    name: &'static str,
+    /// Activations stored as `q - 128` (i8) instead of `q` (u8).
+    signed: bool,
+    /// Whether it needs `|w0| + |w1| <= 128` for adjacent input channels.
+    needs_7bit: bool,
+    /// The proof of AVX2 + FMA, where the kernel came with one: the
+    /// plain-Rust quantisation and requantisation loops around the kernel
+    /// then run compiled for them.
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<crate::kernels::cpu::Avx2Fma>,
+    /// The block function.
+    tile: TileFn,
+}
+
+impl Kernel {
+    /// The reference kernel (u8 activations).
+    pub const SCALAR: Kernel = Kernel {
+        name: "scalar",
+        signed: false,
+        needs_7bit: false,
+        #[cfg(target_arch = "x86_64")]
+        avx2: None,
+        tile: scalar::tile,
+    };
+
+    /// "scalar", "avx2", "avx-vnni", "avx512-vnni" or "neon-dotprod".
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Whether it needs `|w0| + |w1| <= 128` for adjacent input channels
+    /// (a conv whose weights do not fit is left to tract).
+    pub fn needs_7bit(&self) -> bool {
+        self.needs_7bit
+    }
+}
+
+/// Every read a kernel makes is inside `x` and `w`.
+fn check(x: &[u8], base: usize, taps: &[usize], plane: usize, cin4: usize, w: &[i8]) {
+    let last = taps.iter().max().copied().unwrap_or(0);
+    assert!(cin4 > 0 && base + last + (cin4 - 1) * plane + PX * 4 <= x.len());
+    assert!(w.len() >= taps.len() * cin4 * 16);
+}
