@@ -940,7 +940,7 @@ mod tests {
     #[test]
     fn exp_kernels_match_std_exp() {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if crate::kernels::cpu::Avx2Fma::detect().is_some() {
             use std::arch::x86_64::*;
             let mut worst = 0f32;
             for i in 0..20000 {
