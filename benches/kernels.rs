@@ -20,6 +20,8 @@ const H: usize = 720;
 /// The network's input and output size.
 const NET: usize = 256;
 
+/// The scalar table and the fastest native one (the pixel kernels are the
+/// same in every native table of an architecture).
 fn tables() -> Vec<&'static Kernels> {
     let mut t = vec![kernels::scalar()];
     t.extend(kernels::native());
@@ -47,7 +49,7 @@ fn colour(c: &mut Criterion) {
     g.throughput(Throughput::Elements((W * H) as u64));
     for t in tables() {
         g.bench_function(BenchmarkId::from_parameter(t.name), |b| {
-            b.iter(|| (t.yuyv_to_rgb)(black_box(&yuyv), W * 2, W, H, &k, &mut rgb))
+            b.iter(|| t.yuyv_to_rgb(black_box(&yuyv), W * 2, W, H, &k, &mut rgb))
         });
     }
     g.bench_function(BenchmarkId::from_parameter("yuv-crate"), |b| {
@@ -75,7 +77,7 @@ fn colour(c: &mut Criterion) {
     let (yp, uv) = nv12.split_at(W * H);
     for t in tables() {
         g.bench_function(BenchmarkId::from_parameter(t.name), |b| {
-            b.iter(|| (t.nv12_to_rgb)(black_box(yp), W, uv, W, W, H, &k, &mut rgb))
+            b.iter(|| t.nv12_to_rgb(black_box(yp), W, uv, W, W, H, &k, &mut rgb))
         });
     }
     g.bench_function(BenchmarkId::from_parameter("yuv-crate"), |b| {
@@ -105,7 +107,7 @@ fn colour(c: &mut Criterion) {
     g.throughput(Throughput::Elements((W * H) as u64));
     for t in tables() {
         g.bench_function(BenchmarkId::from_parameter(t.name), |b| {
-            b.iter(|| (t.grey_to_rgb)(black_box(yp), W, W, H, &k, &mut rgb))
+            b.iter(|| t.grey_to_rgb(black_box(yp), W, W, H, &k, &mut rgb))
         });
     }
     g.finish();
@@ -131,7 +133,7 @@ fn tensor(c: &mut Criterion) {
     g.throughput(Throughput::Elements((NET * NET) as u64));
     for t in tables() {
         g.bench_function(BenchmarkId::from_parameter(t.name), |b| {
-            b.iter(|| (t.resize_normalize)(black_box(&rgb), W, H, roi, NET, NET, &norm, &mut out))
+            b.iter(|| t.resize_normalize(black_box(&rgb), W, H, roi, NET, NET, &norm, &mut out))
         });
     }
     // fast_image_resize does the resize only (u8 RGB out, and its bilinear
@@ -177,7 +179,7 @@ fn tensor(c: &mut Criterion) {
     g.throughput(Throughput::Elements(960 * 640));
     for t in tables() {
         g.bench_function(BenchmarkId::from_parameter(t.name), |b| {
-            b.iter(|| (t.logits_to_mask)(black_box(&logits), NET, NET, 0.0, 960, 640, &mut mask))
+            b.iter(|| t.logits_to_mask(black_box(&logits), NET, NET, 0.0, 960, 640, &mut mask))
         });
     }
     g.finish();
@@ -191,7 +193,7 @@ fn blend(c: &mut Criterion) {
         g.bench_function(BenchmarkId::from_parameter(t.name), |b| {
             b.iter(|| {
                 for row in frame.chunks_exact_mut(W * 3) {
-                    (t.blend_span)(black_box(row), [0, 220, 120], 102);
+                    t.blend_span(black_box(row), [0, 220, 120], 102);
                 }
             })
         });

@@ -5,12 +5,15 @@
 //!     cargo run --release --example ops_timing -- [RUNS]
 //!
 //! Each case builds the graph as tract's decluttering leaves it
-//! (`lgms_edge::infer::ops::graphs`), optimises it once as is and once after
+//! (`tests/common/graphs.rs`, shared with `tests/ops.rs`), optimises it once as is and once after
 //! `ops::substitute`, and times the two plans alternately on the same
 //! random input. Single-threaded (no executor).
 use std::time::Instant;
 
-use lgms_edge::infer::ops::{self, graphs};
+#[path = "../tests/common/graphs.rs"]
+mod graphs;
+
+use lgms_edge::infer::ops;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::nn::resize::CoordTransformer;
 

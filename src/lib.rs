@@ -45,6 +45,7 @@
 //! | `sys` | The one `ioctl` wrapper for V4L2, fbdev and DRM |
 
 #![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod app;
 pub mod config;

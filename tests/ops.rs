@@ -1,9 +1,14 @@
-//! Our tract operators (src/infer/ops) against tract's stock graph and against
-//! their scalar reference kernels.
+//! Our tract operators (src/infer/ops) against tract's stock graph, and
+//! every kernel of every table this CPU supports against the scalar
+//! reference kernels.
+
+#[path = "common/graphs.rs"]
+mod graphs;
 
 use lgms_edge::infer::engine::Engine;
 use lgms_edge::infer::model::{LoadOptions, Model};
-use lgms_edge::infer::ops::{self, attention, conv1x1, graphs, qconv, upsample};
+use lgms_edge::infer::ops::{self, qconv, upsample};
+use lgms_edge::kernels::{self, Kernels};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -31,6 +36,19 @@ fn run(model: &TypedModel, inputs: &[Tensor]) -> Vec<f32> {
         .iter()
         .copied()
         .collect()
+}
+
+/// Each distinct non-scalar kernel of one operator, over every table this
+/// CPU supports (the AVX2 int8 kernel on a VNNI machine too).
+fn simd_kernels<K>(get: impl Fn(&Kernels) -> K, name: impl Fn(&K) -> &'static str) -> Vec<K> {
+    let mut out: Vec<K> = Vec::new();
+    for t in kernels::supported() {
+        let k = get(t);
+        if name(&k) != "scalar" && !out.iter().any(|o| name(o) == name(&k)) {
+            out.push(k);
+        }
+    }
+    out
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -127,11 +145,14 @@ fn attend_all(m: usize, n: usize, d: usize, dv: usize, seed: u64) {
     let vt = gen(dv * n, 1.0);
     let mut row = vec![0.0; n];
     let mut want = vec![0.0; m * dv];
-    attention::attend_scalar(&qs, &kt, &vt, m, n, d, dv, &mut row, &mut want);
-    if let Some((name, k)) = attention::simd_kernel() {
+    kernels::scalar()
+        .attention()
+        .attend(&qs, &kt, &vt, m, n, d, dv, &mut row, &mut want);
+    for k in simd_kernels(Kernels::attention, |k| k.name()) {
         let mut got = vec![0.0; m * dv];
-        k(&qs, &kt, &vt, m, n, d, dv, &mut row, &mut got);
+        k.attend(&qs, &kt, &vt, m, n, d, dv, &mut row, &mut got);
         let diff = max_abs_diff(&want, &got);
+        let name = k.name();
         assert!(diff < 1e-5, "{name} m={m} n={n} d={d} dv={dv}: {diff:e}");
     }
 }
@@ -185,12 +206,12 @@ proptest! {
         let src: Vec<f32> = (0..h * w).map(|_| rng.gen_range(-4.0f32..4.0)).collect();
         let mut rows = Vec::new();
         let mut want = vec![0.0; 4 * h * w];
-        upsample::upsample_plane(upsample::SCALAR, &src, h, w, &mut rows, &mut want);
-        if let Some(k) = upsample::simd_kernels() {
+        upsample::upsample_plane(kernels::scalar().upsample(), &src, h, w, &mut rows, &mut want);
+        for k in simd_kernels(Kernels::upsample, |k| k.name()) {
             let mut got = vec![0.0; 4 * h * w];
             upsample::upsample_plane(k, &src, h, w, &mut rows, &mut got);
             let diff = max_abs_diff(&want, &got);
-            prop_assert!(diff < 1e-6, "{} {h}x{w}: {diff:e}", k.name);
+            prop_assert!(diff < 1e-6, "{} {h}x{w}: {diff:e}", k.name());
         }
     }
 }
@@ -234,16 +255,17 @@ proptest! {
         let b = graphs::pseudo_random(o, seed + 1);
         let x = graphs::pseudo_random(i * p, seed + 2);
         let mut want = vec![0.0; o * p];
-        conv1x1::conv_scalar(&w, &b, &x, i, p, 0, o, &mut want);
-        if let Some((name, k)) = conv1x1::simd_kernel() {
+        kernels::scalar().conv1x1().conv(&w, &b, &x, i, p, 0, o, &mut want);
+        for k in simd_kernels(Kernels::conv1x1, |k| k.name()) {
+            let name = k.name();
             let mut got = vec![0.0; o * p];
-            k(&w, &b, &x, i, p, 0, o, &mut got);
+            k.conv(&w, &b, &x, i, p, 0, o, &mut got);
             let diff = max_abs_diff(&want, &got);
             prop_assert!(diff < 1e-5, "{} i={} o={} p={}: {:e}", name, i, o, p, diff);
             // A block of channels in the middle writes only its own rows.
             if o > 2 {
                 let mut part = vec![0.0; (o - 2) * p];
-                k(&w, &b, &x, i, p, 1, o - 2, &mut part);
+                k.conv(&w, &b, &x, i, p, 1, o - 2, &mut part);
                 let diff = max_abs_diff(&want[p..(o - 1) * p], &part);
                 prop_assert!(diff < 1e-5, "{} channels 1..{}: {:e}", name, o - 1, diff);
             }
@@ -270,7 +292,7 @@ fn check_qconv(
     let mut ours = stock.clone();
     let replaced = ops::substitute(&mut ours).unwrap().qconv;
     // Replaced where this CPU has an int8 SIMD kernel that can take the weights.
-    let fits = qconv::simd_kernel().is_some() && (wmax <= 64 || !qconv::kernel().needs_7bit);
+    let fits = has_int8_simd() && (wmax <= 64 || !kernels::best().qconv().needs_7bit());
     assert_eq!(
         replaced,
         usize::from(fits),
@@ -328,6 +350,12 @@ fn eight_bit_weights_are_left_to_tract_where_the_kernel_would_saturate() {
     check_qconv(8, 8, 3, 12, 20, 1, 127, true);
 }
 
+/// Whether this CPU has an int8 SIMD kernel (where it has none, the int8
+/// convs stay tract's).
+fn has_int8_simd() -> bool {
+    kernels::native().is_some_and(|t| t.qconv().name() != "scalar")
+}
+
 fn qconv_plan(
     i: usize,
     o: usize,
@@ -369,17 +397,17 @@ proptest! {
         let x = graphs::pseudo_random(i * h * w, seed + 7).iter().map(|v| v * 5.0).collect::<Vec<_>>();
         let mut buf = vec![0u8; plan.buf_len()];
         let mut want = vec![0.0; o * h * w];
-        plan.run(&x, &mut buf, &mut want, qconv::SCALAR);
+        plan.run(&x, &mut buf, &mut want, kernels::scalar().qconv());
         // The scratch buffer is reused between convs: every byte the
         // kernels read must be written first, whatever was there.
         let mut dirty = vec![0xA5u8; plan.buf_len()];
         let mut again = vec![f32::NAN; o * h * w];
-        plan.run(&x, &mut dirty, &mut again, qconv::SCALAR);
+        plan.run(&x, &mut dirty, &mut again, kernels::scalar().qconv());
         prop_assert_eq!(&want, &again, "stale scratch bytes read");
-        if let Some(k) = qconv::simd_kernel() {
+        for k in simd_kernels(Kernels::qconv, |k| k.name()) {
             let mut got = vec![f32::NAN; o * h * w];
             plan.run(&x, &mut buf, &mut got, k);
-            prop_assert_eq!(&want, &got, "{} {}->{} {}x{} {}x{}", k.name, i, o, k.name, h, w, seed);
+            prop_assert_eq!(&want, &got, "{} {}->{} {}x{} seed {}", k.name(), i, o, h, w, seed);
         }
     }
 }
@@ -396,7 +424,7 @@ fn qconv_scalar_matches_the_definition() {
         .collect();
     let mut buf = vec![0u8; plan.buf_len()];
     let mut got = vec![0.0; o * h * w];
-    plan.run(&x, &mut buf, &mut got, qconv::SCALAR);
+    plan.run(&x, &mut buf, &mut got, kernels::scalar().qconv());
     let weights: Vec<i8> = graphs::pseudo_random(o * i * k * k, 42)
         .iter()
         .map(|v| (v * 64.0).trunc() as i8)
@@ -505,11 +533,7 @@ fn bundled_int8_model_with_our_int8_conv_matches_tract_int8() {
         return;
     }
     let (want, got, subs) = stock_and_ours("models/lgmsnet-phantom-us.int8.onnx", &parity_input());
-    let expected = if qconv::simd_kernel().is_some() {
-        40
-    } else {
-        0
-    };
+    let expected = if has_int8_simd() { 40 } else { 0 };
     assert_eq!(subs.qconv, expected, "{subs:?}");
     assert_eq!(subs.attention, 4, "{subs:?}");
     let mask = |l: &[f32]| l.iter().map(|&v| u8::from(v > 0.0)).collect::<Vec<_>>();

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::infer::engine::cpu_features;
 use crate::infer::model::{ModelInfo, Precision};
+use crate::kernels::cpu_features;
 
 /// What `lgms-edge info` prints: the model as the runtime sees it, and the
 /// CPU features tract's kernels can use on this machine.

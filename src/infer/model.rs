@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
-use crate::infer::engine::cpu_features;
 use crate::infer::preprocess::{ChannelOrder, Normalize};
+use crate::kernels::cpu_features;
 use crate::{Error, Result};
 
 /// What a model computes in: `lgms.precision` in its metadata, and

@@ -1,24 +1,36 @@
-//! Per-pixel kernels of the frame path, with SIMD fast paths chosen at run
-//! time.
+//! The kernels: the per-pixel kernels of the frame path and the inner loops
+//! of our tract operators ([`crate::infer::ops`]), in one table chosen once
+//! per process.
 //!
-//! As in tract's `linalg`, there is one complete portable table
-//! ([`scalar()`]) whose formulas are the reference, and native tables
-//! (AVX2 on x86_64, NEON on aarch64) that [`best()`] picks once, by CPU
-//! feature, for the whole run. Every fast path is property-tested against
-//! the scalar one (`tests/kernels.rs`): integer outputs bit-exact, float
+//! As in tract-linalg's `Ops`: [`generic()`] is a complete portable table
+//! whose formulas are the reference ([`scalar`] and each operator's scalar
+//! kernel); each architecture then plugs its SIMD kernels over a copy of it,
+//! once, after detecting the features they need (x86_64: AVX2 + FMA, then
+//! AVX-VNNI and AVX-512 VNNI for the int8 conv; aarch64: NEON, then `sdot`).
+//! [`supported()`] lists every table this CPU can run, from the generic one
+//! to the fastest; [`best()`] is the one the run uses: the fastest, unless
+//! `LGMS_KERNELS=scalar` in the environment forces the generic one (to
+//! compare outputs or timings on a board).
+//!
+//! The tables' fields are private: a SIMD kernel enters a table only in the
+//! architecture's `plug`, or through an operator kernel's constructor that
+//! takes a proof of the CPU features ([`cpu`]), so safe code cannot reach a
+//! `#[target_feature]` function on a CPU without that feature. Every table
+//! in [`supported()`] is property-tested against the generic one
+//! (`tests/kernels.rs`, `tests/ops.rs`): integer outputs bit-exact, float
 //! outputs within a stated tolerance.
 //!
 //! The public functions here check buffer sizes and return an error naming
 //! the buffer; the kernels behind them can then index without checks.
-//! `LGMS_KERNELS=scalar` in the environment forces the scalar table (to
-//! compare outputs or timings on a board).
 
 use std::sync::OnceLock;
 
 use crate::frame::Rect;
+use crate::infer::ops::{attention, conv1x1, qconv, upsample};
 use crate::infer::preprocess::Normalize;
 use crate::{Error, Result};
 
+pub mod cpu;
 pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
@@ -26,6 +38,8 @@ mod x86;
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
+
+pub use cpu::cpu_features;
 
 /// YUV -> RGB colour matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -116,7 +130,7 @@ pub type Nv12Fn = fn(
 pub type GreyFn =
     fn(src: &[u8], stride: usize, width: usize, height: usize, k: &YuvCoeffs, dst: &mut [u8]);
 /// ROI crop + bilinear resize + normalisation into planar NCHW f32
-/// (see [`crate::infer::preprocess::resize_normalize`]).
+/// (see [`scalar::resize_normalize`]).
 #[allow(clippy::type_complexity)]
 pub type ResizeNormalizeFn = fn(
     rgb: &[u8],
@@ -129,7 +143,7 @@ pub type ResizeNormalizeFn = fn(
     out: &mut [f32],
 );
 /// Bilinear logits upsample + threshold into a 0/1 mask
-/// (see [`crate::infer::preprocess::logits_to_mask`]).
+/// (see [`scalar::logits_to_mask`]).
 pub type LogitsToMaskFn = fn(
     logits: &[f32],
     lw: usize,
@@ -142,46 +156,144 @@ pub type LogitsToMaskFn = fn(
 /// Alpha-blends one colour over a run of packed RGB pixels.
 pub type BlendSpanFn = fn(span: &mut [u8], color: [u8; 3], alpha: u8);
 
-/// One complete set of kernels.
+/// One complete set of kernels: the pixel kernels and each operator's.
 #[derive(Debug, Clone, Copy)]
 pub struct Kernels {
-    /// Name of the implementation (`"scalar"`, `"avx2"`, `"neon"`).
+    /// Name of the table: `"scalar"`, or the CPU features it needs joined
+    /// by `+` (`"avx2"`, `"avx2+avx512vnni"`, `"neon+dotprod"`, ...).
     pub name: &'static str,
-    /// YUYV -> RGB.
-    pub yuyv_to_rgb: YuyvFn,
-    /// NV12 -> RGB.
-    pub nv12_to_rgb: Nv12Fn,
-    /// GREY -> RGB.
-    pub grey_to_rgb: GreyFn,
-    /// Frame -> input tensor.
-    pub resize_normalize: ResizeNormalizeFn,
-    /// Logits -> mask.
-    pub logits_to_mask: LogitsToMaskFn,
-    /// Mask fill.
-    pub blend_span: BlendSpanFn,
+    yuyv_to_rgb: YuyvFn,
+    nv12_to_rgb: Nv12Fn,
+    grey_to_rgb: GreyFn,
+    resize_normalize: ResizeNormalizeFn,
+    logits_to_mask: LogitsToMaskFn,
+    blend_span: BlendSpanFn,
+    attention: attention::Kernel,
+    conv1x1: conv1x1::Kernel,
+    upsample: upsample::RowKernels,
+    qconv: qconv::Kernel,
 }
 
-/// The portable reference table.
+impl Kernels {
+    /// YUYV -> RGB ([`YuyvFn`]); panics on buffers too small for the sizes.
+    pub fn yuyv_to_rgb(
+        &self,
+        src: &[u8],
+        stride: usize,
+        width: usize,
+        height: usize,
+        k: &YuvCoeffs,
+        dst: &mut [u8],
+    ) {
+        (self.yuyv_to_rgb)(src, stride, width, height, k, dst)
+    }
+    /// NV12 -> RGB ([`Nv12Fn`]); panics on buffers too small for the sizes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn nv12_to_rgb(
+        &self,
+        y: &[u8],
+        y_stride: usize,
+        uv: &[u8],
+        uv_stride: usize,
+        width: usize,
+        height: usize,
+        k: &YuvCoeffs,
+        dst: &mut [u8],
+    ) {
+        (self.nv12_to_rgb)(y, y_stride, uv, uv_stride, width, height, k, dst)
+    }
+    /// GREY -> RGB ([`GreyFn`]); panics on buffers too small for the sizes.
+    pub fn grey_to_rgb(
+        &self,
+        src: &[u8],
+        stride: usize,
+        width: usize,
+        height: usize,
+        k: &YuvCoeffs,
+        dst: &mut [u8],
+    ) {
+        (self.grey_to_rgb)(src, stride, width, height, k, dst)
+    }
+    /// Frame -> input tensor ([`scalar::resize_normalize`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn resize_normalize(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        roi: Rect,
+        out_w: usize,
+        out_h: usize,
+        norm: &Normalize,
+        out: &mut [f32],
+    ) {
+        (self.resize_normalize)(rgb, width, height, roi, out_w, out_h, norm, out)
+    }
+    /// Logits -> mask ([`scalar::logits_to_mask`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn logits_to_mask(
+        &self,
+        logits: &[f32],
+        lw: usize,
+        lh: usize,
+        threshold: f32,
+        out_w: usize,
+        out_h: usize,
+        out: &mut [u8],
+    ) {
+        (self.logits_to_mask)(logits, lw, lh, threshold, out_w, out_h, out)
+    }
+    /// Mask fill ([`blend_span`]).
+    pub fn blend_span(&self, span: &mut [u8], color: [u8; 3], alpha: u8) {
+        (self.blend_span)(span, color, alpha)
+    }
+    /// The attention operator's kernel.
+    pub fn attention(&self) -> attention::Kernel {
+        self.attention
+    }
+    /// The 1x1 convolution's kernel.
+    pub fn conv1x1(&self) -> conv1x1::Kernel {
+        self.conv1x1
+    }
+    /// The 2x upsampling's row kernels.
+    pub fn upsample(&self) -> upsample::RowKernels {
+        self.upsample
+    }
+    /// The int8 convolution's kernel.
+    pub fn qconv(&self) -> qconv::Kernel {
+        self.qconv
+    }
+}
+
+/// The complete portable table: every kernel's scalar reference.
+pub fn generic() -> Kernels {
+    scalar::TABLE
+}
+
+/// Every table this CPU can run: [`generic()`] first, then each
+/// architecture's, fastest last. Built once per process.
+pub fn supported() -> &'static [Kernels] {
+    static ALL: OnceLock<Vec<Kernels>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut all = vec![generic()];
+        #[cfg(target_arch = "x86_64")]
+        x86::plug(&mut all);
+        #[cfg(target_arch = "aarch64")]
+        neon::plug(&mut all);
+        all
+    })
+}
+
+/// The generic table, as a `'static` reference.
 pub fn scalar() -> &'static Kernels {
-    &scalar::KERNELS
+    &supported()[0]
 }
 
-/// The native table for this CPU, if it has one (`None` when the CPU lacks
-/// the features or the architecture has no fast path).
+/// The fastest table for this CPU, if it has one besides the generic table.
 pub fn native() -> Option<&'static Kernels> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return Some(&x86::KERNELS);
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        if std::arch::is_aarch64_feature_detected!("neon") {
-            return Some(&neon::KERNELS);
-        }
-    }
-    None
+    let all = supported();
+    all[1..].last()
 }
 
 /// The table the run uses: [`native()`] when present, unless
@@ -202,9 +314,9 @@ pub fn best() -> &'static Kernels {
 pub struct CpuReport {
     /// Architecture the binary was built for.
     pub arch: &'static str,
-    /// SIMD features found at run time (see [`crate::infer::engine::cpu_features`]).
+    /// SIMD features found at run time (see [`cpu_features`]).
     pub features: Vec<String>,
-    /// Name of the pixel-kernel table [`best()`] picked.
+    /// Name of the kernel table [`best()`] picked.
     pub kernels: &'static str,
 }
 
@@ -224,7 +336,7 @@ impl std::fmt::Display for CpuReport {
 pub fn cpu_report() -> CpuReport {
     CpuReport {
         arch: std::env::consts::ARCH,
-        features: crate::infer::engine::cpu_features(),
+        features: cpu_features(),
         kernels: best().name,
     }
 }
@@ -270,7 +382,7 @@ pub fn yuyv_to_rgb(
     }
     need("YUYV frame", src.len(), stride * (height - 1) + row)?;
     need("RGB output", dst.len(), width * height * 3)?;
-    (best().yuyv_to_rgb)(
+    best().yuyv_to_rgb(
         src,
         stride,
         width,
@@ -311,7 +423,7 @@ pub fn nv12_to_rgb(
     )?;
     need("RGB output", dst.len(), width * height * 3)?;
     let k = YuvCoeffs::new(matrix, range);
-    (best().nv12_to_rgb)(y, y_stride, uv, uv_stride, width, height, &k, dst);
+    best().nv12_to_rgb(y, y_stride, uv, uv_stride, width, height, &k, dst);
     Ok(())
 }
 
@@ -334,11 +446,11 @@ pub fn grey_to_rgb(
     need("GREY frame", src.len(), stride * (height - 1) + width)?;
     need("RGB output", dst.len(), width * height * 3)?;
     let k = YuvCoeffs::new(YuvMatrix::Bt601, range);
-    (best().grey_to_rgb)(src, stride, width, height, &k, dst);
+    best().grey_to_rgb(src, stride, width, height, &k, dst);
     Ok(())
 }
 
-/// Dispatched [`crate::infer::preprocess::resize_normalize`]: same signature,
+/// Dispatched [`scalar::resize_normalize`]: same signature,
 /// same panics on sizes (the engine checks them once when it is built).
 #[allow(clippy::too_many_arguments)]
 pub fn resize_normalize(
@@ -351,10 +463,10 @@ pub fn resize_normalize(
     norm: &Normalize,
     out: &mut [f32],
 ) {
-    (best().resize_normalize)(rgb, width, height, roi, out_w, out_h, norm, out)
+    best().resize_normalize(rgb, width, height, roi, out_w, out_h, norm, out)
 }
 
-/// Dispatched [`crate::infer::preprocess::logits_to_mask`]: same signature and panics.
+/// Dispatched [`scalar::logits_to_mask`]: same signature and panics.
 pub fn logits_to_mask(
     logits: &[f32],
     lw: usize,
@@ -364,14 +476,14 @@ pub fn logits_to_mask(
     out_h: usize,
     out: &mut [u8],
 ) {
-    (best().logits_to_mask)(logits, lw, lh, threshold, out_w, out_h, out)
+    best().logits_to_mask(logits, lw, lh, threshold, out_w, out_h, out)
 }
 
 /// Blends `color` at opacity `alpha` (0: unchanged, 255: `color`) over every
 /// pixel of a packed RGB run (`span.len()` a multiple of 3), with the
 /// overlay's rounding: `round((alpha*over + (255-alpha)*under) / 255)`.
 pub fn blend_span(span: &mut [u8], color: [u8; 3], alpha: u8) {
-    (best().blend_span)(span, color, alpha)
+    best().blend_span(span, color, alpha)
 }
 
 #[cfg(test)]
@@ -446,9 +558,28 @@ mod tests {
         let r = cpu_report();
         assert_eq!(r.kernels, best().name);
         assert!(r.to_string().contains(r.arch));
-        // The native table is only chosen when its feature was found.
+        // A native table is named by the features it needs, all found.
         if r.kernels != "scalar" {
-            assert!(r.features.iter().any(|f| f == r.kernels), "{r}");
+            for f in r.kernels.split('+') {
+                assert!(r.features.iter().any(|have| have == f), "{f}: {r}");
+            }
         }
+    }
+
+    #[test]
+    fn supported_tables_start_generic_and_include_the_chosen_one() {
+        let all = supported();
+        assert_eq!(all[0].name, "scalar");
+        assert_eq!(all[0].qconv().name(), "scalar");
+        assert!(all.iter().any(|k| std::ptr::eq(k, best())));
+        let mut names: Vec<_> = all.iter().map(|k| k.name).collect();
+        names.dedup();
+        assert_eq!(names.len(), all.len(), "{names:?}");
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            all.len() > 1,
+            cpu::Avx2Fma::detect().is_some(),
+            "an AVX2 + FMA CPU gets a native table"
+        );
     }
 }

@@ -1,28 +1,52 @@
-//! NEON kernels (aarch64). NEON (Advanced SIMD) is part of the aarch64
-//! base ISA, so every board has it; [`KERNELS`] is still only handed out
-//! after `is_aarch64_feature_detected!("neon")`.
+//! NEON kernels (aarch64) and the aarch64 tables: [`plug`] adds them, with
+//! the operators' NEON and `sdot` kernels, after detecting the features.
+//! NEON (Advanced SIMD) is part of the aarch64 base ISA, so every board has
+//! it; it is still detected, as every feature a table needs is.
 //!
-//! Each entry checks its buffer sizes with `assert!` (the dispatching
+//! The entries below are private: [`plug`] is the only place that puts them
+//! in a table. Each checks its buffer sizes with `assert!` (the dispatching
 //! wrappers have already checked them) and then uses vector loads and stores
 //! inside the ranges those asserts establish.
 
 use std::arch::aarch64::*;
 
-use super::scalar::{self, blend_channel};
+use super::cpu::{DotProd, Neon};
+use super::scalar::{self, bilinear_tap, blend_channel, check_resize_args};
 use super::{Kernels, YuvCoeffs};
 use crate::frame::Rect;
-use crate::infer::preprocess::{bilinear_tap, Normalize};
+use crate::infer::ops::{attention, conv1x1, qconv, upsample};
+use crate::infer::preprocess::Normalize;
 
-/// The NEON table.
-pub static KERNELS: Kernels = Kernels {
-    name: "neon",
-    yuyv_to_rgb,
-    nv12_to_rgb,
-    grey_to_rgb,
-    resize_normalize,
-    logits_to_mask,
-    blend_span,
-};
+/// Appends this CPU's aarch64 tables to `tables` (whose first entry is the
+/// generic table): NEON for everything but the int8 conv (tract's own arm64
+/// int8 kernels beat our scalar one), then the same with the int8 conv on
+/// `sdot` where the CPU has it.
+pub(super) fn plug(tables: &mut Vec<Kernels>) {
+    let Some(neon) = Neon::detect() else {
+        return;
+    };
+    let t = Kernels {
+        name: "neon",
+        yuyv_to_rgb,
+        nv12_to_rgb,
+        grey_to_rgb,
+        resize_normalize,
+        logits_to_mask,
+        blend_span,
+        attention: attention::Kernel::neon(neon),
+        conv1x1: conv1x1::Kernel::neon(neon),
+        upsample: upsample::RowKernels::neon(neon),
+        qconv: tables[0].qconv,
+    };
+    tables.push(t);
+    if let Some(dot) = DotProd::detect() {
+        tables.push(Kernels {
+            name: "neon+dotprod",
+            qconv: qconv::Kernel::neon_dot(dot),
+            ..t
+        });
+    }
+}
 
 /// Converts 8 pixels (Y, and chroma already repeated per pixel) with the
 /// Q13 formula of [`YuvCoeffs`] in 32-bit lanes; returns R, G, B.
@@ -97,7 +121,8 @@ fn yuyv_to_rgb(
             && src.len() >= stride * (height - 1) + row
             && dst.len() >= width * height * 3
     );
-    // SAFETY: NEON is part of aarch64; sizes checked above.
+    // SAFETY: only `plug` reaches this function, after detecting NEON;
+    // sizes checked above.
     unsafe { yuyv_neon(src, stride, width, height, k, dst) }
 }
 
@@ -143,7 +168,8 @@ fn nv12_to_rgb(
     assert!(y.len() >= y_stride * (height - 1) + width);
     assert!(uv.len() >= uv_stride * (height.div_ceil(2) - 1) + uv_row);
     assert!(dst.len() >= width * height * 3);
-    // SAFETY: NEON is part of aarch64; sizes checked above.
+    // SAFETY: only `plug` reaches this function, after detecting NEON;
+    // sizes checked above.
     unsafe { nv12_neon(y, y_stride, uv, uv_stride, width, height, k, dst) }
 }
 
@@ -190,7 +216,8 @@ fn grey_to_rgb(
             && src.len() >= stride * (height - 1) + width
             && dst.len() >= width * height * 3
     );
-    // SAFETY: NEON is part of aarch64; sizes checked above.
+    // SAFETY: only `plug` reaches this function, after detecting NEON;
+    // sizes checked above.
     unsafe { grey_neon(src, stride, width, height, k, dst) }
 }
 
@@ -221,7 +248,7 @@ unsafe fn grey_neon(
 }
 
 fn blend_span(span: &mut [u8], color: [u8; 3], alpha: u8) {
-    // SAFETY: NEON is part of aarch64.
+    // SAFETY: only `plug` reaches this function, after detecting NEON.
     unsafe { blend_neon(span, color, alpha) }
 }
 
@@ -284,8 +311,9 @@ fn resize_normalize(
     norm: &Normalize,
     out: &mut [f32],
 ) {
-    crate::infer::preprocess::check_resize_args(rgb, width, height, roi, out_w, out_h, out);
-    // SAFETY: NEON is part of aarch64; sizes checked above.
+    check_resize_args(rgb, width, height, roi, out_w, out_h, out);
+    // SAFETY: only `plug` reaches this function, after detecting NEON;
+    // sizes checked above.
     unsafe { resize_neon(rgb, width, roi, out_w, out_h, norm, out) }
 }
 
@@ -383,7 +411,8 @@ fn logits_to_mask(
 ) {
     assert_eq!(logits.len(), lw * lh, "logits size");
     assert_eq!(out.len(), out_w * out_h, "mask size");
-    // SAFETY: NEON is part of aarch64; sizes checked above.
+    // SAFETY: only `plug` reaches this function, after detecting NEON;
+    // sizes checked above.
     unsafe { mask_neon(logits, lw, lh, threshold, out_w, out_h, out) }
 }
 

@@ -1,32 +1,58 @@
-//! AVX2 kernels (x86_64). Only reachable through [`KERNELS`], which
-//! `kernels::native()` hands out after `is_x86_feature_detected!("avx2")`.
+//! AVX2 kernels (x86_64) and the x86_64 tables: [`plug`] adds them, with
+//! the operators' AVX2 + FMA and VNNI kernels, after detecting the features.
 //!
-//! Each public entry is a safe function that checks its buffer sizes with
-//! `assert!` (the dispatching wrappers have already checked them, so these
-//! never fire in use) and then calls a `#[target_feature(enable = "avx2")]`
-//! body. Vector loads and stores stay inside the ranges those asserts
-//! establish; the comments at each loop say why.
+//! The entries below are private: [`plug`] is the only place that puts them
+//! in a table, after [`Avx2Fma::detect`]. Each one checks its buffer sizes
+//! with `assert!` (the dispatching wrappers have already checked them, so
+//! these never fire in use) and then calls a
+//! `#[target_feature(enable = "avx2")]` body. Vector loads and stores stay
+//! inside the ranges those asserts establish; the comments at each loop say
+//! why.
 
 use std::arch::x86_64::*;
 
-use super::scalar::{self, blend_channel};
+use super::cpu::{Avx2Fma, Avx512Vnni, AvxVnni};
+use super::scalar::{self, bilinear_tap, blend_channel, check_resize_args};
 use super::{Kernels, YuvCoeffs};
 use crate::frame::Rect;
-use crate::infer::preprocess::{bilinear_tap, Normalize};
+use crate::infer::ops::{attention, conv1x1, qconv, upsample};
+use crate::infer::preprocess::Normalize;
 
-/// The AVX2 table.
-pub static KERNELS: Kernels = Kernels {
-    name: "avx2",
-    yuyv_to_rgb,
-    nv12_to_rgb,
-    grey_to_rgb,
-    resize_normalize,
-    logits_to_mask,
-    blend_span,
-};
-
-fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2")
+/// Appends this CPU's x86_64 tables to `tables` (whose first entry is the
+/// generic table): AVX2 + FMA for everything, then the same with the int8
+/// conv on AVX-VNNI and on AVX-512 VNNI, each where the CPU has it.
+pub(super) fn plug(tables: &mut Vec<Kernels>) {
+    let Some(avx2) = Avx2Fma::detect() else {
+        return;
+    };
+    let t = Kernels {
+        name: "avx2",
+        yuyv_to_rgb,
+        nv12_to_rgb,
+        grey_to_rgb,
+        resize_normalize,
+        logits_to_mask,
+        blend_span,
+        attention: attention::Kernel::avx2(avx2),
+        conv1x1: conv1x1::Kernel::avx2(avx2),
+        upsample: upsample::RowKernels::avx2(avx2),
+        qconv: qconv::Kernel::avx2(avx2),
+    };
+    tables.push(t);
+    if let Some(vnni) = AvxVnni::detect() {
+        tables.push(Kernels {
+            name: "avx2+avxvnni",
+            qconv: qconv::Kernel::avx_vnni(vnni),
+            ..t
+        });
+    }
+    if let Some(vnni) = Avx512Vnni::detect() {
+        tables.push(Kernels {
+            name: "avx2+avx512vnni",
+            qconv: qconv::Kernel::avx512_vnni(vnni),
+            ..t
+        });
+    }
 }
 
 /// Broadcast YUV coefficients.
@@ -116,8 +142,8 @@ fn yuyv_to_rgb(
             && src.len() >= stride * (height - 1) + row
             && dst.len() >= width * height * 3
     );
-    assert!(has_avx2());
-    // SAFETY: AVX2 is present (checked above); sizes checked above.
+    // SAFETY: only `plug` reaches this function, after detecting AVX2;
+    // sizes checked above.
     unsafe { yuyv_avx2(src, stride, width, height, k, dst) }
 }
 
@@ -174,8 +200,8 @@ fn nv12_to_rgb(
     assert!(y.len() >= y_stride * (height - 1) + width);
     assert!(uv.len() >= uv_stride * (height.div_ceil(2) - 1) + uv_row);
     assert!(dst.len() >= width * height * 3);
-    assert!(has_avx2());
-    // SAFETY: AVX2 is present; sizes checked above.
+    // SAFETY: only `plug` reaches this function, after detecting AVX2;
+    // sizes checked above.
     unsafe { nv12_avx2(y, y_stride, uv, uv_stride, width, height, k, dst) }
 }
 
@@ -231,8 +257,8 @@ fn grey_to_rgb(
             && src.len() >= stride * (height - 1) + width
             && dst.len() >= width * height * 3
     );
-    assert!(has_avx2());
-    // SAFETY: AVX2 is present; sizes checked above.
+    // SAFETY: only `plug` reaches this function, after detecting AVX2;
+    // sizes checked above.
     unsafe { grey_avx2(src, stride, width, height, k, dst) }
 }
 
@@ -264,8 +290,7 @@ unsafe fn grey_avx2(
 }
 
 fn blend_span(span: &mut [u8], color: [u8; 3], alpha: u8) {
-    assert!(has_avx2());
-    // SAFETY: AVX2 is present.
+    // SAFETY: only `plug` reaches this function, after detecting AVX2.
     unsafe { blend_avx2(span, color, alpha) }
 }
 
@@ -337,13 +362,13 @@ fn resize_normalize(
     norm: &Normalize,
     out: &mut [f32],
 ) {
-    crate::infer::preprocess::check_resize_args(rgb, width, height, roi, out_w, out_h, out);
+    check_resize_args(rgb, width, height, roi, out_w, out_h, out);
     assert!(
         width * height * 3 < i32::MAX as usize,
         "frame too large for 32-bit offsets"
     );
-    assert!(has_avx2());
-    // SAFETY: AVX2 is present; sizes checked above.
+    // SAFETY: only `plug` reaches this function, after detecting AVX2;
+    // sizes checked above.
     unsafe { resize_avx2(rgb, width, roi, out_w, out_h, norm, out) }
 }
 
@@ -443,8 +468,8 @@ fn logits_to_mask(
     assert_eq!(logits.len(), lw * lh, "logits size");
     assert_eq!(out.len(), out_w * out_h, "mask size");
     assert!(lw < i32::MAX as usize);
-    assert!(has_avx2());
-    // SAFETY: AVX2 is present; sizes checked above.
+    // SAFETY: only `plug` reaches this function, after detecting AVX2;
+    // sizes checked above.
     unsafe { mask_avx2(logits, lw, lh, threshold, out_w, out_h, out) }
 }
 

@@ -27,7 +27,11 @@ use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, simd_allowed, SharedOut};
+use super::{for_each_block, SharedOut};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::cpu::Avx2Fma;
+#[cfg(target_arch = "aarch64")]
+use crate::kernels::cpu::Neon;
 
 /// Where one operand's logical axes are in its tensor, as element strides.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -109,7 +113,7 @@ impl EvalOp for Attention {
             let dst = view.as_slice_mut::<f32>()?;
             let shared = SharedOut(dst.as_mut_ptr());
             let blocks: usize = self.batch.iter().product();
-            let kernel = kernel();
+            let kernel = crate::kernels::best().attention();
             for_each_block(blocks, |b| self.run_block(kernel, b, q, k, v, shared));
         }
         Ok(tvec!(out.into_tvalue()))
@@ -165,7 +169,7 @@ impl Attention {
                     vt[e * n + j] = v[at(ov, j, self.v.rows, e, self.v.depth)];
                 }
             }
-            kernel(qs, kt, vt, m, n, d, dv, row, o);
+            kernel.attend(qs, kt, vt, m, n, d, dv, row, o);
             for i in 0..m {
                 for e in 0..dv {
                     // SAFETY: blocks differ in at least one batch coordinate, so
@@ -195,12 +199,8 @@ impl TypedOp for Attention {
     as_op!();
 }
 
-/// Attends every query of one block.
-///
-/// `qs`: `m x d` queries, already multiplied by the scale; `kt`: `d x n`
-/// keys, transposed; `vt`: `dv x n` values, transposed; `row`: `n` floats
-/// of scratch; `out`: `m x dv` results.
-pub type Kernel = fn(
+/// Attends every query of one block (see [`Kernel::attend`]).
+type AttendFn = fn(
     qs: &[f32],
     kt: &[f32],
     vt: &[f32],
@@ -212,18 +212,71 @@ pub type Kernel = fn(
     out: &mut [f32],
 );
 
-/// The kernel this process uses: SIMD where the CPU has it, unless
-/// `LGMS_KERNELS=scalar`.
-pub fn kernel() -> Kernel {
-    match simd_kernel() {
-        Some((_, k)) if simd_allowed() => k,
-        _ => attend_scalar,
+/// One implementation of the attention kernel: the scalar reference, or a
+/// SIMD one that only a proof of its CPU features builds. The tables of
+/// [`crate::kernels`] hold one each.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernel {
+    name: &'static str,
+    attend: AttendFn,
+}
+
+impl Kernel {
+    /// The reference kernel.
+    pub const SCALAR: Kernel = Kernel {
+        name: "scalar",
+        attend: attend_scalar,
+    };
+
+    /// The AVX2 + FMA kernel.
+    #[cfg(target_arch = "x86_64")]
+    pub fn avx2(_: Avx2Fma) -> Kernel {
+        Kernel {
+            name: "avx2",
+            attend: x86::attend,
+        }
+    }
+
+    /// The NEON kernel.
+    #[cfg(target_arch = "aarch64")]
+    pub fn neon(_: Neon) -> Kernel {
+        Kernel {
+            name: "neon",
+            attend: neon::attend,
+        }
+    }
+
+    /// `"scalar"`, `"avx2"` or `"neon"`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Attends every query of one block.
+    ///
+    /// `qs`: `m x d` queries, already multiplied by the scale; `kt`: `d x n`
+    /// keys, transposed; `vt`: `dv x n` values, transposed; `row`: `n`
+    /// floats of scratch; `out`: `m x dv` results. Panics if a slice is
+    /// shorter than that.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend(
+        &self,
+        qs: &[f32],
+        kt: &[f32],
+        vt: &[f32],
+        m: usize,
+        n: usize,
+        d: usize,
+        dv: usize,
+        row: &mut [f32],
+        out: &mut [f32],
+    ) {
+        (self.attend)(qs, kt, vt, m, n, d, dv, row, out)
     }
 }
 
 /// The reference kernel (and the fallback).
 #[allow(clippy::too_many_arguments)]
-pub fn attend_scalar(
+fn attend_scalar(
     qs: &[f32],
     kt: &[f32],
     vt: &[f32],
@@ -328,8 +381,8 @@ mod x86 {
     ) {
         assert!(qs.len() >= m * d && kt.len() >= d * n && vt.len() >= dv * n);
         assert!(row.len() >= n && out.len() >= m * dv);
-        assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
-        // SAFETY: features checked above; slice bounds asserted above.
+        // SAFETY: only `Kernel::avx2` reaches this function, with the proof
+        // of AVX2 and FMA; slice bounds asserted above.
         unsafe { attend_avx2(qs, kt, vt, m, n, d, dv, row, out) }
     }
 
@@ -346,80 +399,84 @@ mod x86 {
         row: &mut [f32],
         out: &mut [f32],
     ) {
-        let body = n / 8 * 8;
-        let rp = row.as_mut_ptr();
-        for i in 0..m {
-            let q = &qs[i * d..(i + 1) * d];
-            // Scores, 8 keys per step: row[j] = sum_t q[t] * kt[t][j].
-            let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
-            let mut j = 0;
-            while j < body {
-                let mut acc = _mm256_setzero_ps();
-                for (t, &qt) in q.iter().enumerate() {
-                    // j + 8 <= body <= n: in row t of kt.
-                    let k = _mm256_loadu_ps(kt.as_ptr().add(t * n + j));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(qt), k, acc);
-                }
-                _mm256_storeu_ps(rp.add(j), acc);
-                vmax = _mm256_max_ps(vmax, acc);
-                j += 8;
-            }
-            let mut max = hmax(vmax);
-            for j in body..n {
-                let s: f32 = q
-                    .iter()
-                    .enumerate()
-                    .map(|(t, &qt)| qt * kt[t * n + j])
-                    .sum();
-                row[j] = s;
-                max = max.max(s);
-            }
-            // Probabilities (unnormalised) and their sum.
-            let vm = _mm256_set1_ps(max);
-            let mut vsum = _mm256_setzero_ps();
-            let mut j = 0;
-            while j < body {
-                let p = exp8(_mm256_sub_ps(_mm256_loadu_ps(rp.add(j)), vm));
-                _mm256_storeu_ps(rp.add(j), p);
-                vsum = _mm256_add_ps(vsum, p);
-                j += 8;
-            }
-            let mut sum = hsum(vsum);
-            for r in &mut row[body..n] {
-                *r = (*r - max).exp();
-                sum += *r;
-            }
-            let inv = 1.0 / sum;
-            // Weighted values, one output depth at a time along the keys.
-            for e in 0..dv {
-                let vrow = vt.as_ptr().add(e * n);
-                let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        // SAFETY: `attend` asserted every slice length used below; each vector access
+        // is at `j + 8 <= body <= n` within a row of `n` (or `m x d`) values.
+        unsafe {
+            let body = n / 8 * 8;
+            let rp = row.as_mut_ptr();
+            for i in 0..m {
+                let q = &qs[i * d..(i + 1) * d];
+                // Scores, 8 keys per step: row[j] = sum_t q[t] * kt[t][j].
+                let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
                 let mut j = 0;
-                while j + 16 <= body {
-                    a0 = _mm256_fmadd_ps(
-                        _mm256_loadu_ps(rp.add(j)),
-                        _mm256_loadu_ps(vrow.add(j)),
-                        a0,
-                    );
-                    a1 = _mm256_fmadd_ps(
-                        _mm256_loadu_ps(rp.add(j + 8)),
-                        _mm256_loadu_ps(vrow.add(j + 8)),
-                        a1,
-                    );
-                    j += 16;
+                while j < body {
+                    let mut acc = _mm256_setzero_ps();
+                    for (t, &qt) in q.iter().enumerate() {
+                        // j + 8 <= body <= n: in row t of kt.
+                        let k = _mm256_loadu_ps(kt.as_ptr().add(t * n + j));
+                        acc = _mm256_fmadd_ps(_mm256_set1_ps(qt), k, acc);
+                    }
+                    _mm256_storeu_ps(rp.add(j), acc);
+                    vmax = _mm256_max_ps(vmax, acc);
+                    j += 8;
                 }
-                if j < body {
-                    a0 = _mm256_fmadd_ps(
-                        _mm256_loadu_ps(rp.add(j)),
-                        _mm256_loadu_ps(vrow.add(j)),
-                        a0,
-                    );
+                let mut max = hmax(vmax);
+                for j in body..n {
+                    let s: f32 = q
+                        .iter()
+                        .enumerate()
+                        .map(|(t, &qt)| qt * kt[t * n + j])
+                        .sum();
+                    row[j] = s;
+                    max = max.max(s);
                 }
-                let mut acc = hsum(_mm256_add_ps(a0, a1));
-                for jj in body..n {
-                    acc += row[jj] * vt[e * n + jj];
+                // Probabilities (unnormalised) and their sum.
+                let vm = _mm256_set1_ps(max);
+                let mut vsum = _mm256_setzero_ps();
+                let mut j = 0;
+                while j < body {
+                    let p = exp8(_mm256_sub_ps(_mm256_loadu_ps(rp.add(j)), vm));
+                    _mm256_storeu_ps(rp.add(j), p);
+                    vsum = _mm256_add_ps(vsum, p);
+                    j += 8;
                 }
-                out[i * dv + e] = acc * inv;
+                let mut sum = hsum(vsum);
+                for r in &mut row[body..n] {
+                    *r = (*r - max).exp();
+                    sum += *r;
+                }
+                let inv = 1.0 / sum;
+                // Weighted values, one output depth at a time along the keys.
+                for e in 0..dv {
+                    let vrow = vt.as_ptr().add(e * n);
+                    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                    let mut j = 0;
+                    while j + 16 <= body {
+                        a0 = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(rp.add(j)),
+                            _mm256_loadu_ps(vrow.add(j)),
+                            a0,
+                        );
+                        a1 = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(rp.add(j + 8)),
+                            _mm256_loadu_ps(vrow.add(j + 8)),
+                            a1,
+                        );
+                        j += 16;
+                    }
+                    if j < body {
+                        a0 = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(rp.add(j)),
+                            _mm256_loadu_ps(vrow.add(j)),
+                            a0,
+                        );
+                    }
+                    let mut acc = hsum(_mm256_add_ps(a0, a1));
+                    for jj in body..n {
+                        acc += row[jj] * vt[e * n + jj];
+                    }
+                    out[i * dv + e] = acc * inv;
+                }
             }
         }
     }
@@ -466,7 +523,8 @@ mod neon {
     ) {
         assert!(qs.len() >= m * d && kt.len() >= d * n && vt.len() >= dv * n);
         assert!(row.len() >= n && out.len() >= m * dv);
-        // SAFETY: NEON is checked by the dispatcher; slice bounds asserted above.
+        // SAFETY: only `Kernel::neon` reaches this function, with the proof
+        // of NEON; slice bounds asserted above.
         unsafe { attend_neon(qs, kt, vt, m, n, d, dv, row, out) }
     }
 
@@ -483,81 +541,71 @@ mod neon {
         row: &mut [f32],
         out: &mut [f32],
     ) {
-        let body = n / 4 * 4;
-        let rp = row.as_mut_ptr();
-        for i in 0..m {
-            let q = &qs[i * d..(i + 1) * d];
-            let mut vmax = vdupq_n_f32(f32::NEG_INFINITY);
-            let mut j = 0;
-            while j < body {
-                let mut acc = vdupq_n_f32(0.0);
-                for (t, &qt) in q.iter().enumerate() {
-                    // j + 4 <= body <= n: in row t of kt.
-                    acc = vfmaq_n_f32(acc, vld1q_f32(kt.as_ptr().add(t * n + j)), qt);
-                }
-                vst1q_f32(rp.add(j), acc);
-                vmax = vmaxq_f32(vmax, acc);
-                j += 4;
-            }
-            let mut max = vmaxvq_f32(vmax);
-            for j in body..n {
-                let s: f32 = q
-                    .iter()
-                    .enumerate()
-                    .map(|(t, &qt)| qt * kt[t * n + j])
-                    .sum();
-                row[j] = s;
-                max = max.max(s);
-            }
-            let vm = vdupq_n_f32(max);
-            let mut vsum = vdupq_n_f32(0.0);
-            let mut j = 0;
-            while j < body {
-                let p = exp4(vsubq_f32(vld1q_f32(rp.add(j)), vm));
-                vst1q_f32(rp.add(j), p);
-                vsum = vaddq_f32(vsum, p);
-                j += 4;
-            }
-            let mut sum = vaddvq_f32(vsum);
-            for r in &mut row[body..n] {
-                *r = (*r - max).exp();
-                sum += *r;
-            }
-            let inv = 1.0 / sum;
-            for e in 0..dv {
-                let vrow = vt.as_ptr().add(e * n);
-                let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        // SAFETY: `attend` asserted every slice length used below; each vector access
+        // is at `j + 4 <= body <= n` within a row of `n` (or `m x d`) values.
+        unsafe {
+            let body = n / 4 * 4;
+            let rp = row.as_mut_ptr();
+            for i in 0..m {
+                let q = &qs[i * d..(i + 1) * d];
+                let mut vmax = vdupq_n_f32(f32::NEG_INFINITY);
                 let mut j = 0;
-                while j + 8 <= body {
-                    a0 = vfmaq_f32(a0, vld1q_f32(rp.add(j)), vld1q_f32(vrow.add(j)));
-                    a1 = vfmaq_f32(a1, vld1q_f32(rp.add(j + 4)), vld1q_f32(vrow.add(j + 4)));
-                    j += 8;
+                while j < body {
+                    let mut acc = vdupq_n_f32(0.0);
+                    for (t, &qt) in q.iter().enumerate() {
+                        // j + 4 <= body <= n: in row t of kt.
+                        acc = vfmaq_n_f32(acc, vld1q_f32(kt.as_ptr().add(t * n + j)), qt);
+                    }
+                    vst1q_f32(rp.add(j), acc);
+                    vmax = vmaxq_f32(vmax, acc);
+                    j += 4;
                 }
-                if j < body {
-                    a0 = vfmaq_f32(a0, vld1q_f32(rp.add(j)), vld1q_f32(vrow.add(j)));
+                let mut max = vmaxvq_f32(vmax);
+                for j in body..n {
+                    let s: f32 = q
+                        .iter()
+                        .enumerate()
+                        .map(|(t, &qt)| qt * kt[t * n + j])
+                        .sum();
+                    row[j] = s;
+                    max = max.max(s);
                 }
-                let mut acc = vaddvq_f32(vaddq_f32(a0, a1));
-                for jj in body..n {
-                    acc += row[jj] * vt[e * n + jj];
+                let vm = vdupq_n_f32(max);
+                let mut vsum = vdupq_n_f32(0.0);
+                let mut j = 0;
+                while j < body {
+                    let p = exp4(vsubq_f32(vld1q_f32(rp.add(j)), vm));
+                    vst1q_f32(rp.add(j), p);
+                    vsum = vaddq_f32(vsum, p);
+                    j += 4;
                 }
-                out[i * dv + e] = acc * inv;
+                let mut sum = vaddvq_f32(vsum);
+                for r in &mut row[body..n] {
+                    *r = (*r - max).exp();
+                    sum += *r;
+                }
+                let inv = 1.0 / sum;
+                for e in 0..dv {
+                    let vrow = vt.as_ptr().add(e * n);
+                    let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+                    let mut j = 0;
+                    while j + 8 <= body {
+                        a0 = vfmaq_f32(a0, vld1q_f32(rp.add(j)), vld1q_f32(vrow.add(j)));
+                        a1 = vfmaq_f32(a1, vld1q_f32(rp.add(j + 4)), vld1q_f32(vrow.add(j + 4)));
+                        j += 8;
+                    }
+                    if j < body {
+                        a0 = vfmaq_f32(a0, vld1q_f32(rp.add(j)), vld1q_f32(vrow.add(j)));
+                    }
+                    let mut acc = vaddvq_f32(vaddq_f32(a0, a1));
+                    for jj in body..n {
+                        acc += row[jj] * vt[e * n + jj];
+                    }
+                    out[i * dv + e] = acc * inv;
+                }
             }
         }
     }
-}
-
-/// This CPU's SIMD kernel and its name, if the build has one (tests and
-/// benches compare it with [`attend_scalar`]).
-pub fn simd_kernel() -> Option<(&'static str, Kernel)> {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        return Some(("avx2", x86::attend));
-    }
-    #[cfg(target_arch = "aarch64")]
-    if std::arch::is_aarch64_feature_detected!("neon") {
-        return Some(("neon", neon::attend));
-    }
-    None
 }
 
 // ---------------------------------------------------------------------------
@@ -892,7 +940,7 @@ mod tests {
     #[test]
     fn exp_kernels_match_std_exp() {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if crate::kernels::cpu::Avx2Fma::detect().is_some() {
             use std::arch::x86_64::*;
             let mut worst = 0f32;
             for i in 0..20000 {

@@ -27,7 +27,11 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, parallelism, simd_allowed};
+use super::{for_each_block, parallelism};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::cpu::Avx2Fma;
+#[cfg(target_arch = "aarch64")]
+use crate::kernels::cpu::Neon;
 
 /// Images with fewer pixels are left to tract.
 pub const MIN_PIXELS: usize = 128 * 128;
@@ -91,7 +95,7 @@ impl EvalOp for Conv1x1 {
         {
             let mut view = out.try_as_plain_ram_mut()?;
             let dst = view.as_slice_mut::<f32>()?;
-            let k = kernel();
+            let k = crate::kernels::best().conv1x1();
             let (i, o, p) = (self.i, self.o, self.p);
             // One block of output channels per thread (multiples of 4, the
             // kernels' register block): each owns whole output rows, and
@@ -107,7 +111,7 @@ impl EvalOp for Conv1x1 {
             for_each_block(blocks.len(), |n| {
                 let mut guard = blocks[n].lock().unwrap_or_else(|e| e.into_inner());
                 let (oc0, ref mut rows) = *guard;
-                k(w, b, x, i, p, oc0, rows.len() / p, rows);
+                k.conv(w, b, x, i, p, oc0, rows.len() / p, rows);
             });
         }
         Ok(tvec!(out.into_tvalue()))
@@ -124,39 +128,73 @@ impl TypedOp for Conv1x1 {
     as_op!();
 }
 
-/// Computes output channels `oc0..oc0+n` into `rows` (`n x p`), walking
-/// the pixels in tiles of [`tile`]`(i)`.
-///
-/// `w`: `o x i` (all channels); `b`: `o`; `x`: `i x p`.
-pub type Kernel =
+/// Computes output channels `oc0..oc0+n` (see [`Kernel::conv`]).
+type ConvFn =
     fn(w: &[f32], b: &[f32], x: &[f32], i: usize, p: usize, oc0: usize, n: usize, rows: &mut [f32]);
 
-/// The kernel this process uses.
-pub fn kernel() -> Kernel {
-    if simd_allowed() {
-        if let Some((_, k)) = simd_kernel() {
-            return k;
-        }
-    }
-    conv_scalar
+/// One implementation of the 1x1 convolution kernel: the scalar reference,
+/// or a SIMD one that only a proof of its CPU features builds. The tables
+/// of [`crate::kernels`] hold one each.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernel {
+    name: &'static str,
+    conv: ConvFn,
 }
 
-/// This CPU's SIMD kernel, if the build has one.
-pub fn simd_kernel() -> Option<(&'static str, Kernel)> {
+impl Kernel {
+    /// The reference kernel.
+    pub const SCALAR: Kernel = Kernel {
+        name: "scalar",
+        conv: conv_scalar,
+    };
+
+    /// The AVX2 + FMA kernel.
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        return Some(("avx2", x86::conv));
+    pub fn avx2(_: Avx2Fma) -> Kernel {
+        Kernel {
+            name: "avx2",
+            conv: x86::conv,
+        }
     }
+
+    /// The NEON kernel.
     #[cfg(target_arch = "aarch64")]
-    if std::arch::is_aarch64_feature_detected!("neon") {
-        return Some(("neon", neon::conv));
+    pub fn neon(_: Neon) -> Kernel {
+        Kernel {
+            name: "neon",
+            conv: neon::conv,
+        }
     }
-    None
+
+    /// `"scalar"`, `"avx2"` or `"neon"`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Computes output channels `oc0..oc0+n` into `rows` (`n x p`), walking
+    /// the pixels in tiles of [`tile`]`(i)`.
+    ///
+    /// `w`: `o x i` (all channels); `b`: `o`; `x`: `i x p`. Panics if a
+    /// slice is shorter than that.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv(
+        &self,
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        i: usize,
+        p: usize,
+        oc0: usize,
+        n: usize,
+        rows: &mut [f32],
+    ) {
+        (self.conv)(w, b, x, i, p, oc0, n, rows)
+    }
 }
 
 /// The reference kernel.
 #[allow(clippy::too_many_arguments)]
-pub fn conv_scalar(
+fn conv_scalar(
     w: &[f32],
     b: &[f32],
     x: &[f32],
@@ -217,8 +255,8 @@ mod x86 {
         rows: &mut [f32],
     ) {
         check(w, b, x, i, p, oc0, n, rows);
-        assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
-        // SAFETY: features checked; sizes asserted by `check`.
+        // SAFETY: only `Kernel::avx2` reaches this function, with the proof
+        // of AVX2 and FMA; sizes asserted by `check`.
         unsafe { conv_avx2(w, b, x, i, p, oc0, n, rows) }
     }
 
@@ -234,39 +272,56 @@ mod x86 {
         n: usize,
         rows: &mut [f32],
     ) {
-        let n4 = n / 4 * 4;
-        let (xp, wp) = (x.as_ptr(), w.as_ptr());
-        let tl = tile(i);
-        for t0 in (0..p).step_by(tl) {
-            let end = (t0 + tl).min(p);
-            let body = t0 + (end - t0) / 16 * 16;
-            for r0 in (0..n4).step_by(4) {
-                let oc = oc0 + r0;
-                let mut q = t0;
-                while q < body {
-                    // 4 channels x 16 pixels; q + 16 <= body <= p in every row.
-                    let mut acc = [_mm256_setzero_ps(); 8];
-                    for r in 0..4 {
-                        acc[2 * r] = _mm256_set1_ps(b[oc + r]);
-                        acc[2 * r + 1] = acc[2 * r];
-                    }
-                    for c in 0..i {
-                        let x0 = _mm256_loadu_ps(xp.add(c * p + q));
-                        let x1 = _mm256_loadu_ps(xp.add(c * p + q + 8));
+        // SAFETY: `conv` checked the sizes: `w` holds `(oc0 + n) * i` weights, `x`
+        // `i * p` values, `rows` `n * p`; every vector access is at a pixel
+        // `q + 16 <= body <= p` of a row `c < i` or `r < n`.
+        unsafe {
+            let n4 = n / 4 * 4;
+            let (xp, wp) = (x.as_ptr(), w.as_ptr());
+            let tl = tile(i);
+            for t0 in (0..p).step_by(tl) {
+                let end = (t0 + tl).min(p);
+                let body = t0 + (end - t0) / 16 * 16;
+                for r0 in (0..n4).step_by(4) {
+                    let oc = oc0 + r0;
+                    let mut q = t0;
+                    while q < body {
+                        // 4 channels x 16 pixels; q + 16 <= body <= p in every row.
+                        let mut acc = [_mm256_setzero_ps(); 8];
                         for r in 0..4 {
-                            let wv = _mm256_broadcast_ss(&*wp.add((oc + r) * i + c));
-                            acc[2 * r] = _mm256_fmadd_ps(wv, x0, acc[2 * r]);
-                            acc[2 * r + 1] = _mm256_fmadd_ps(wv, x1, acc[2 * r + 1]);
+                            acc[2 * r] = _mm256_set1_ps(b[oc + r]);
+                            acc[2 * r + 1] = acc[2 * r];
                         }
+                        for c in 0..i {
+                            let x0 = _mm256_loadu_ps(xp.add(c * p + q));
+                            let x1 = _mm256_loadu_ps(xp.add(c * p + q + 8));
+                            for r in 0..4 {
+                                let wv = _mm256_broadcast_ss(&*wp.add((oc + r) * i + c));
+                                acc[2 * r] = _mm256_fmadd_ps(wv, x0, acc[2 * r]);
+                                acc[2 * r + 1] = _mm256_fmadd_ps(wv, x1, acc[2 * r + 1]);
+                            }
+                        }
+                        for r in 0..4 {
+                            let dst = rows.as_mut_ptr().add((r0 + r) * p + q);
+                            _mm256_storeu_ps(dst, acc[2 * r]);
+                            _mm256_storeu_ps(dst.add(8), acc[2 * r + 1]);
+                        }
+                        q += 16;
                     }
-                    for r in 0..4 {
-                        let dst = rows.as_mut_ptr().add((r0 + r) * p + q);
-                        _mm256_storeu_ps(dst, acc[2 * r]);
-                        _mm256_storeu_ps(dst.add(8), acc[2 * r + 1]);
+                    for r in r0..r0 + 4 {
+                        conv_row(
+                            w,
+                            b,
+                            x,
+                            i,
+                            p,
+                            oc0 + r,
+                            body..end,
+                            &mut rows[r * p..(r + 1) * p],
+                        );
                     }
-                    q += 16;
                 }
-                for r in r0..r0 + 4 {
+                for r in n4..n {
                     conv_row(
                         w,
                         b,
@@ -274,22 +329,10 @@ mod x86 {
                         i,
                         p,
                         oc0 + r,
-                        body..end,
+                        t0..end,
                         &mut rows[r * p..(r + 1) * p],
                     );
                 }
-            }
-            for r in n4..n {
-                conv_row(
-                    w,
-                    b,
-                    x,
-                    i,
-                    p,
-                    oc0 + r,
-                    t0..end,
-                    &mut rows[r * p..(r + 1) * p],
-                );
             }
         }
     }
@@ -313,7 +356,8 @@ mod neon {
         rows: &mut [f32],
     ) {
         check(w, b, x, i, p, oc0, n, rows);
-        // SAFETY: NEON is baseline on aarch64; sizes asserted by `check`.
+        // SAFETY: only `Kernel::neon` reaches this function, with the proof
+        // of NEON; sizes asserted by `check`.
         unsafe { conv_neon(w, b, x, i, p, oc0, n, rows) }
     }
 
@@ -329,47 +373,64 @@ mod neon {
         n: usize,
         rows: &mut [f32],
     ) {
-        let n4 = n / 4 * 4;
-        let xp = x.as_ptr();
-        let tl = tile(i);
-        for t0 in (0..p).step_by(tl) {
-            let end = (t0 + tl).min(p);
-            let body = t0 + (end - t0) / 16 * 16;
-            for r0 in (0..n4).step_by(4) {
-                let oc = oc0 + r0;
-                let mut q = t0;
-                while q < body {
-                    // 4 channels x 16 pixels (4 vectors each): 16 accumulators.
-                    let mut acc = [vdupq_n_f32(0.0); 16];
-                    for r in 0..4 {
-                        for v in 0..4 {
-                            acc[4 * r + v] = vdupq_n_f32(b[oc + r]);
-                        }
-                    }
-                    for c in 0..i {
-                        let row = xp.add(c * p + q);
-                        let xs = [
-                            vld1q_f32(row),
-                            vld1q_f32(row.add(4)),
-                            vld1q_f32(row.add(8)),
-                            vld1q_f32(row.add(12)),
-                        ];
+        // SAFETY: `conv` checked the sizes: `w` holds `(oc0 + n) * i` weights, `x`
+        // `i * p` values, `rows` `n * p`; every vector access is at a pixel
+        // `q + 16 <= body <= p` of a row `c < i` or `r < n`.
+        unsafe {
+            let n4 = n / 4 * 4;
+            let xp = x.as_ptr();
+            let tl = tile(i);
+            for t0 in (0..p).step_by(tl) {
+                let end = (t0 + tl).min(p);
+                let body = t0 + (end - t0) / 16 * 16;
+                for r0 in (0..n4).step_by(4) {
+                    let oc = oc0 + r0;
+                    let mut q = t0;
+                    while q < body {
+                        // 4 channels x 16 pixels (4 vectors each): 16 accumulators.
+                        let mut acc = [vdupq_n_f32(0.0); 16];
                         for r in 0..4 {
-                            let wv = w[(oc + r) * i + c];
                             for v in 0..4 {
-                                acc[4 * r + v] = vfmaq_n_f32(acc[4 * r + v], xs[v], wv);
+                                acc[4 * r + v] = vdupq_n_f32(b[oc + r]);
                             }
                         }
-                    }
-                    for r in 0..4 {
-                        let dst = rows.as_mut_ptr().add((r0 + r) * p + q);
-                        for v in 0..4 {
-                            vst1q_f32(dst.add(4 * v), acc[4 * r + v]);
+                        for c in 0..i {
+                            let row = xp.add(c * p + q);
+                            let xs = [
+                                vld1q_f32(row),
+                                vld1q_f32(row.add(4)),
+                                vld1q_f32(row.add(8)),
+                                vld1q_f32(row.add(12)),
+                            ];
+                            for r in 0..4 {
+                                let wv = w[(oc + r) * i + c];
+                                for v in 0..4 {
+                                    acc[4 * r + v] = vfmaq_n_f32(acc[4 * r + v], xs[v], wv);
+                                }
+                            }
                         }
+                        for r in 0..4 {
+                            let dst = rows.as_mut_ptr().add((r0 + r) * p + q);
+                            for v in 0..4 {
+                                vst1q_f32(dst.add(4 * v), acc[4 * r + v]);
+                            }
+                        }
+                        q += 16;
                     }
-                    q += 16;
+                    for r in r0..r0 + 4 {
+                        conv_row(
+                            w,
+                            b,
+                            x,
+                            i,
+                            p,
+                            oc0 + r,
+                            body..end,
+                            &mut rows[r * p..(r + 1) * p],
+                        );
+                    }
                 }
-                for r in r0..r0 + 4 {
+                for r in n4..n {
                     conv_row(
                         w,
                         b,
@@ -377,22 +438,10 @@ mod neon {
                         i,
                         p,
                         oc0 + r,
-                        body..end,
+                        t0..end,
                         &mut rows[r * p..(r + 1) * p],
                     );
                 }
-            }
-            for r in n4..n {
-                conv_row(
-                    w,
-                    b,
-                    x,
-                    i,
-                    p,
-                    oc0 + r,
-                    t0..end,
-                    &mut rows[r * p..(r + 1) * p],
-                );
             }
         }
     }

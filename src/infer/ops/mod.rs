@@ -1,6 +1,6 @@
 //! Our own tract operators, substituted into the loaded model where tract's
-//! stock graph is slow for LGMSNet (issue 6; `lgms-edge bench --profile`
-//! shows where).
+//! stock graph is slow for LGMSNet (`lgms-edge bench --profile` shows
+//! where).
 //!
 //! [`substitute`] pattern-matches the decluttered graph, before
 //! `into_optimized`, and swaps each match for one fused operator:
@@ -15,10 +15,12 @@
 //!   DequantizeLinear` as one int8 convolution (AVX2 `vpmaddubsw`, NEON
 //!   `sdot`), f32 in and out.
 //!
-//! Each operator has scalar, AVX2 and NEON kernels (chosen once per process,
-//! `LGMS_KERNELS=scalar` forces the scalar ones, as for the pixel kernels)
-//! and runs its independent blocks on tract's thread pool when the model was
-//! loaded with more than one thread. `tests/ops.rs` checks the substituted
+//! Each operator has scalar, AVX2 and NEON kernels (the int8 conv also
+//! AVX-VNNI, AVX-512 VNNI and NEON `sdot`), next to the operator; they run
+//! from the one kernel table of [`crate::kernels`], chosen once per process
+//! (`LGMS_KERNELS=scalar` forces the scalar ones, as for the pixel kernels).
+//! Each operator runs its independent blocks on tract's thread pool when the
+//! model was loaded with more than one thread. `tests/ops.rs` checks the substituted
 //! model against the stock graph; `lgms-edge bench --stock` times the stock
 //! graph for comparison.
 
@@ -26,7 +28,6 @@ use tract_onnx::prelude::*;
 
 pub mod attention;
 pub mod conv1x1;
-pub mod graphs;
 pub mod qconv;
 pub mod upsample;
 pub mod wide_sum;
@@ -84,11 +85,6 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     })
 }
 
-/// Whether the SIMD kernels may be used (`LGMS_KERNELS=scalar` says no).
-fn simd_allowed() -> bool {
-    crate::kernels::best().name != "scalar"
-}
-
 /// Runs `f(i)` for `i in 0..n`, on tract's thread pool when the running
 /// plan has a multi-threaded executor, else in order on this thread.
 /// `f` gets disjoint work by index; results come back through its captures.
@@ -125,6 +121,7 @@ struct SharedOut(*mut f32);
 // SAFETY: only used by `for_each_block` callers that write disjoint index
 // ranges per block, and only while the owning tensor is alive.
 unsafe impl Send for SharedOut {}
+// SAFETY: as for `Send`: blocks share the pointer, never an element.
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {

@@ -21,7 +21,11 @@ use tract_onnx::tract_core::internal::{EvalContext, EvalOp, Op, StaticName, Type
 use tract_onnx::tract_core::ops::nn::resize::{CoordTransformer, Interpolator, Resize};
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, simd_allowed, SharedOut};
+use super::{for_each_block, SharedOut};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::cpu::Avx2Fma;
+#[cfg(target_arch = "aarch64")]
+use crate::kernels::cpu::Neon;
 
 /// `[N, C, H, W]` -> `[N, C, 2H, 2W]`, bilinear, half-pixel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -61,7 +65,7 @@ impl EvalOp for Upsample2x {
             let mut view = out.try_as_plain_ram_mut()?;
             let dst = view.as_slice_mut::<f32>()?;
             let shared = SharedOut(dst.as_mut_ptr());
-            let k = kernels();
+            let k = crate::kernels::best().upsample();
             for_each_block(n * c, |p| {
                 let src = &x[p * h * w..(p + 1) * h * w];
                 // SAFETY: plane p owns output values [p*4hw, (p+1)*4hw), disjoint
@@ -88,57 +92,52 @@ impl TypedOp for Upsample2x {
 }
 
 /// Widens one row: `out[2j] = .75 x[j] + .25 x[j-1]`, `out[2j+1] = .75 x[j] + .25 x[j+1]`.
-pub type WidenFn = fn(src: &[f32], out: &mut [f32]);
+type WidenFn = fn(src: &[f32], out: &mut [f32]);
 /// `out[i] = .75 a[i] + .25 b[i]`.
-pub type BlendFn = fn(a: &[f32], b: &[f32], out: &mut [f32]);
+type BlendFn = fn(a: &[f32], b: &[f32], out: &mut [f32]);
 
-/// The row kernels of one implementation.
-#[derive(Clone, Copy)]
+/// The row kernels of one implementation: the scalar reference, or SIMD
+/// ones that only a proof of their CPU features builds. The tables of
+/// [`crate::kernels`] hold one each.
+#[derive(Debug, Clone, Copy)]
 pub struct RowKernels {
-    /// Name (`scalar`, `avx2`, `neon`).
-    pub name: &'static str,
-    /// Row widening.
-    pub widen: WidenFn,
-    /// Row blend.
-    pub blend: BlendFn,
+    name: &'static str,
+    widen: WidenFn,
+    blend: BlendFn,
 }
 
-/// The reference kernels.
-pub const SCALAR: RowKernels = RowKernels {
-    name: "scalar",
-    widen: widen_scalar,
-    blend: blend_scalar,
-};
+impl RowKernels {
+    /// The reference kernels.
+    pub const SCALAR: RowKernels = RowKernels {
+        name: "scalar",
+        widen: widen_scalar,
+        blend: blend_scalar,
+    };
 
-/// The kernels this process uses (SIMD unless `LGMS_KERNELS=scalar`).
-pub fn kernels() -> RowKernels {
-    if simd_allowed() {
-        if let Some(k) = simd_kernels() {
-            return k;
-        }
-    }
-    SCALAR
-}
-
-/// This CPU's SIMD row kernels, if the build has some.
-pub fn simd_kernels() -> Option<RowKernels> {
+    /// The AVX2 + FMA kernels.
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        return Some(RowKernels {
+    pub fn avx2(_: Avx2Fma) -> RowKernels {
+        RowKernels {
             name: "avx2",
             widen: x86::widen,
             blend: x86::blend,
-        });
+        }
     }
+
+    /// The NEON kernels.
     #[cfg(target_arch = "aarch64")]
-    if std::arch::is_aarch64_feature_detected!("neon") {
-        return Some(RowKernels {
+    pub fn neon(_: Neon) -> RowKernels {
+        RowKernels {
             name: "neon",
             widen: neon::widen,
             blend: neon::blend,
-        });
+        }
     }
-    None
+
+    /// `"scalar"`, `"avx2"` or `"neon"`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
 }
 
 /// Upsamples one `h x w` plane into `4hw` values, with `rows` as scratch.
@@ -201,55 +200,63 @@ mod x86 {
 
     pub(super) fn widen(src: &[f32], out: &mut [f32]) {
         assert!(out.len() >= 2 * src.len() && !src.is_empty());
-        assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
-        // SAFETY: features checked; bounds asserted above.
+        // SAFETY: only `RowKernels::avx2` reaches this function, with the
+        // proof of AVX2 and FMA; bounds asserted above.
         unsafe { widen_avx2(src, out) }
     }
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn widen_avx2(src: &[f32], out: &mut [f32]) {
-        let w = src.len();
-        let (c75, c25) = (_mm256_set1_ps(0.75), _mm256_set1_ps(0.25));
-        // Pixels 1..w-1 in blocks of 8 with both neighbours inside the row;
-        // the borders (and the tail) go through the scalar formula.
-        let mut j = 1;
-        while j + 9 <= w {
-            let p = src.as_ptr().add(j);
-            let x = _mm256_mul_ps(_mm256_loadu_ps(p), c75);
-            let even = _mm256_fmadd_ps(_mm256_loadu_ps(p.sub(1)), c25, x);
-            let odd = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(1)), c25, x);
-            // Interleave even/odd: lanes (e0 o0 e1 o1 ...).
-            let lo = _mm256_unpacklo_ps(even, odd);
-            let hi = _mm256_unpackhi_ps(even, odd);
-            let q = out.as_mut_ptr().add(2 * j);
-            _mm256_storeu_ps(q, _mm256_permute2f128_ps::<0x20>(lo, hi));
-            _mm256_storeu_ps(q.add(8), _mm256_permute2f128_ps::<0x31>(lo, hi));
-            j += 8;
+        // SAFETY: `widen` asserted `out.len() >= 2 * w`; the loads are at pixels
+        // `j - 1 ..= j + 8 < w` and the stores at `2j .. 2j + 16 <= 2w`.
+        unsafe {
+            let w = src.len();
+            let (c75, c25) = (_mm256_set1_ps(0.75), _mm256_set1_ps(0.25));
+            // Pixels 1..w-1 in blocks of 8 with both neighbours inside the row;
+            // the borders (and the tail) go through the scalar formula.
+            let mut j = 1;
+            while j + 9 <= w {
+                let p = src.as_ptr().add(j);
+                let x = _mm256_mul_ps(_mm256_loadu_ps(p), c75);
+                let even = _mm256_fmadd_ps(_mm256_loadu_ps(p.sub(1)), c25, x);
+                let odd = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(1)), c25, x);
+                // Interleave even/odd: lanes (e0 o0 e1 o1 ...).
+                let lo = _mm256_unpacklo_ps(even, odd);
+                let hi = _mm256_unpackhi_ps(even, odd);
+                let q = out.as_mut_ptr().add(2 * j);
+                _mm256_storeu_ps(q, _mm256_permute2f128_ps::<0x20>(lo, hi));
+                _mm256_storeu_ps(q.add(8), _mm256_permute2f128_ps::<0x31>(lo, hi));
+                j += 8;
+            }
+            widen_pixels(src, out, (0..1).chain(j..w));
         }
-        widen_pixels(src, out, (0..1).chain(j..w));
     }
 
     pub(super) fn blend(a: &[f32], b: &[f32], out: &mut [f32]) {
         let n = out.len();
         assert!(a.len() >= n && b.len() >= n);
-        assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
-        // SAFETY: features checked; bounds asserted above.
+        // SAFETY: only `RowKernels::avx2` reaches this function, with the
+        // proof of AVX2 and FMA; bounds asserted above.
         unsafe { blend_avx2(a, b, out) }
     }
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn blend_avx2(a: &[f32], b: &[f32], out: &mut [f32]) {
-        let n = out.len();
-        let (c75, c25) = (_mm256_set1_ps(0.75), _mm256_set1_ps(0.25));
-        let mut i = 0;
-        while i + 8 <= n {
-            let x = _mm256_mul_ps(_mm256_loadu_ps(a.as_ptr().add(i)), c75);
-            let y = _mm256_fmadd_ps(_mm256_loadu_ps(b.as_ptr().add(i)), c25, x);
-            _mm256_storeu_ps(out.as_mut_ptr().add(i), y);
-            i += 8;
-        }
-        for k in i..n {
-            out[k] = 0.75 * a[k] + 0.25 * b[k];
+        // SAFETY: `blend` asserted `a` and `b` hold `n` values; every access is at
+        // `i + 8 <= n`.
+        unsafe {
+            let n = out.len();
+            let (c75, c25) = (_mm256_set1_ps(0.75), _mm256_set1_ps(0.25));
+            let mut i = 0;
+            while i + 8 <= n {
+                let x = _mm256_mul_ps(_mm256_loadu_ps(a.as_ptr().add(i)), c75);
+                let y = _mm256_fmadd_ps(_mm256_loadu_ps(b.as_ptr().add(i)), c25, x);
+                _mm256_storeu_ps(out.as_mut_ptr().add(i), y);
+                i += 8;
+            }
+            for k in i..n {
+                out[k] = 0.75 * a[k] + 0.25 * b[k];
+            }
         }
     }
 }
@@ -262,49 +269,59 @@ mod neon {
 
     pub(super) fn widen(src: &[f32], out: &mut [f32]) {
         assert!(out.len() >= 2 * src.len() && !src.is_empty());
-        // SAFETY: NEON is baseline on aarch64; bounds asserted above.
+        // SAFETY: only `RowKernels::neon` reaches this function, with the
+        // proof of NEON; bounds asserted above.
         unsafe { widen_neon(src, out) }
     }
 
     #[target_feature(enable = "neon")]
     unsafe fn widen_neon(src: &[f32], out: &mut [f32]) {
-        let w = src.len();
-        let (c75, c25) = (vdupq_n_f32(0.75), vdupq_n_f32(0.25));
-        let mut j = 1;
-        while j + 5 <= w {
-            let p = src.as_ptr().add(j);
-            let x = vmulq_f32(vld1q_f32(p), c75);
-            let even = vfmaq_f32(x, vld1q_f32(p.sub(1)), c25);
-            let odd = vfmaq_f32(x, vld1q_f32(p.add(1)), c25);
-            // vst2q interleaves: e0 o0 e1 o1 ...
-            vst2q_f32(out.as_mut_ptr().add(2 * j), float32x4x2_t(even, odd));
-            j += 4;
+        // SAFETY: `widen` asserted `out.len() >= 2 * w`; the loads are at pixels
+        // `j - 1 ..= j + 4 < w` and the stores at `2j .. 2j + 8 <= 2w`.
+        unsafe {
+            let w = src.len();
+            let (c75, c25) = (vdupq_n_f32(0.75), vdupq_n_f32(0.25));
+            let mut j = 1;
+            while j + 5 <= w {
+                let p = src.as_ptr().add(j);
+                let x = vmulq_f32(vld1q_f32(p), c75);
+                let even = vfmaq_f32(x, vld1q_f32(p.sub(1)), c25);
+                let odd = vfmaq_f32(x, vld1q_f32(p.add(1)), c25);
+                // vst2q interleaves: e0 o0 e1 o1 ...
+                vst2q_f32(out.as_mut_ptr().add(2 * j), float32x4x2_t(even, odd));
+                j += 4;
+            }
+            widen_pixels(src, out, (0..1).chain(j..w));
         }
-        widen_pixels(src, out, (0..1).chain(j..w));
     }
 
     pub(super) fn blend(a: &[f32], b: &[f32], out: &mut [f32]) {
         let n = out.len();
         assert!(a.len() >= n && b.len() >= n);
-        // SAFETY: NEON is baseline on aarch64; bounds asserted above.
+        // SAFETY: only `RowKernels::neon` reaches this function, with the
+        // proof of NEON; bounds asserted above.
         unsafe { blend_neon(a, b, out) }
     }
 
     #[target_feature(enable = "neon")]
     unsafe fn blend_neon(a: &[f32], b: &[f32], out: &mut [f32]) {
-        let n = out.len();
-        let (c75, c25) = (vdupq_n_f32(0.75), vdupq_n_f32(0.25));
-        let mut i = 0;
-        while i + 4 <= n {
-            let x = vmulq_f32(vld1q_f32(a.as_ptr().add(i)), c75);
-            vst1q_f32(
-                out.as_mut_ptr().add(i),
-                vfmaq_f32(x, vld1q_f32(b.as_ptr().add(i)), c25),
-            );
-            i += 4;
-        }
-        for k in i..n {
-            out[k] = 0.75 * a[k] + 0.25 * b[k];
+        // SAFETY: `blend` asserted `a` and `b` hold `n` values; every access is at
+        // `i + 4 <= n`.
+        unsafe {
+            let n = out.len();
+            let (c75, c25) = (vdupq_n_f32(0.75), vdupq_n_f32(0.25));
+            let mut i = 0;
+            while i + 4 <= n {
+                let x = vmulq_f32(vld1q_f32(a.as_ptr().add(i)), c75);
+                vst1q_f32(
+                    out.as_mut_ptr().add(i),
+                    vfmaq_f32(x, vld1q_f32(b.as_ptr().add(i)), c25),
+                );
+                i += 4;
+            }
+            for k in i..n {
+                out[k] = 0.75 * a[k] + 0.25 * b[k];
+            }
         }
     }
 }

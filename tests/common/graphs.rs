@@ -1,6 +1,10 @@
 //! Small tract graphs in the shape each of our operators replaces, as
 //! tract's decluttering leaves them: for the tests (`tests/ops.rs`, stock
-//! against substituted) and the timing example (`examples/ops_timing.rs`).
+//! against substituted) and the timing example (`examples/ops_timing.rs`),
+//! which include this file with `#[path]` (it is not part of the library).
+
+// Each includer uses its own subset.
+#![allow(dead_code)]
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -95,7 +99,7 @@ pub fn conv1x1(i: usize, o: usize, h: usize, w: usize, seed: u64) -> TractResult
 
 /// A quantised convolution as tract declutters ONNX `QuantizeLinear ->
 /// QLinearConv -> DequantizeLinear` (u8 activations, i8 weights, "same"
-/// padding): what [`super::qconv`] replaces. Weights are pseudo-random in
+/// padding): what `lgms_edge::infer::ops::qconv` replaces. Weights are pseudo-random in
 /// `-wmax..=wmax` (63: 7-bit, 127: 8-bit); `per_channel` gives each output
 /// channel its own scale; `g` channel groups.
 #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,282 @@
+//! Finds the quantised convs that [`super::QConv`] replaces, in the
+//! decluttered graph, and swaps them (see the module doc of [`super`]).
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
+
+use super::{Plan, QConv};
+
+/// Reads a constant input as `T` values.
+fn const_vec<T: Datum + Copy>(model: &TypedModel, outlet: OutletId) -> Option<Vec<T>> {
+    let k = model.outlet_fact(outlet).ok()?.konst.clone()?;
+    if k.datum_type() != T::datum_type() {
+        return None;
+    }
+    let view = k.try_as_plain_ram().ok()?;
+    Some(view.as_slice::<T>().ok()?.to_vec())
+}
+
+/// The 256-entry table of a u8 -> u8 `LookupTable` node (tract's
+/// declutter folds `DequantizeLinear -> element-wise op -> QuantizeLinear`
+/// into one).
+fn u8_table(model: &TypedModel, id: usize) -> Option<Vec<u8>> {
+    use tract_onnx::tract_core::ops::quant::LookupTable;
+    let node = model.node(id);
+    let lut = node
+        .op_as::<ElementWiseOp>()?
+        .0
+        .downcast_ref::<LookupTable>()?;
+    let out = model.outlet_fact(OutletId::new(id, 0)).ok()?;
+    let table = lut.table.table();
+    (out.datum_type == u8::datum_type() && table.len() == 256).then(|| table.to_vec())
+}
+
+/// The single consumer of `id`'s output, if it has exactly one and is not
+/// a model output.
+fn single_successor(model: &TypedModel, id: usize) -> Option<usize> {
+    let succ = &model.node(id).outputs[0].successors;
+    (succ.len() == 1 && !model.outputs.contains(&OutletId::new(id, 0))).then(|| succ[0].node)
+}
+
+/// The quantised conv's geometry: `(k, cin, h, w, weights, cout, groups)`
+/// with the `[cout, cin / groups, k, k]` weights, from tract's `Conv` or,
+/// for 1x1, its quantised `EinSum`.
+#[allow(clippy::type_complexity)]
+fn conv_geometry(
+    model: &TypedModel,
+    id: usize,
+) -> Option<(usize, usize, usize, usize, Vec<i8>, usize, usize)> {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    let node = model.node(id);
+    if node.inputs.len() != 9 {
+        return None;
+    }
+    let xs: TVec<usize> = model
+        .outlet_fact(node.inputs[0])
+        .ok()?
+        .shape
+        .as_concrete()?
+        .into();
+    let (cin, h, w) = match xs.as_slice() {
+        &[1, c, h, w] | &[c, h, w] => (c, h, w),
+        _ => return None,
+    };
+    let wshape: TVec<usize> = model
+        .outlet_fact(node.inputs[1])
+        .ok()?
+        .shape
+        .as_concrete()?
+        .into();
+    let weights = const_vec::<i8>(model, node.inputs[1])?;
+    if let Some(conv) = node.op_as::<Conv>() {
+        let ps = &conv.pool_spec;
+        let g = conv.group;
+        if conv.q_params != Some(u8::datum_type())
+            || (g > 1 && ((cin / g) % 4 != 0 || cin % g != 0))
+            || conv.kernel_fmt != KernelFormat::OIHW
+            || ps.data_format != DataFormat::NCHW
+            || xs.len() != 4
+        {
+            return None;
+        }
+        let k = *ps.kernel_shape.first()?;
+        let pad = k / 2;
+        let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&s| s == 1));
+        let same = |v: &TVec<usize>| v.len() == 2 && v.iter().all(|&p| p == pad);
+        let padding_ok = match &ps.padding {
+            PaddingSpec::Explicit(b, a) | PaddingSpec::ExplicitOnnxPool(b, a, _) => {
+                same(b) && same(a)
+            }
+            PaddingSpec::Valid => k == 1,
+            PaddingSpec::SameUpper | PaddingSpec::SameLower => true,
+        };
+        let cout = *wshape.first()?;
+        if ps.kernel_shape.len() != 2
+            || ps.kernel_shape[1] != k
+            || k % 2 == 0
+            || !ones(&ps.strides)
+            || !ones(&ps.dilations)
+            || !padding_ok
+            || wshape.as_slice() != [cout, cin / g, k, k]
+            || cout % g != 0
+            || (cout / g) % 4 != 0 && g > 1
+        {
+            return None;
+        }
+        return Some((k, cin, h, w, weights, cout, g));
+    }
+    // A 1x1 conv: tract declutters it to an EinSum of the image with the
+    // [O, I] weights (the batch axis kept or dropped on either side).
+    let es = node.op_as::<EinSum>()?;
+    let expr = es.axes.to_string();
+    let (ins, out) = expr.split_once("->")?;
+    let ins = ins.strip_prefix('N').unwrap_or(ins);
+    if es.q_params != Some(u8::datum_type()) || !matches!(out, "NOHW" | "OHW") {
+        return None;
+    }
+    match (ins, wshape.as_slice()) {
+        ("IHW,OI,O,,,O,O,,", &[cout, i]) if i == cin => Some((1, cin, h, w, weights, cout, 1)),
+        // One output channel: tract drops the weights' O axis.
+        ("IHW,I,,,,O,O,,", &[i]) if i == cin => Some((1, cin, h, w, weights, 1, 1)),
+        _ => None,
+    }
+}
+
+struct Found {
+    plan: Plan,
+    /// The operator's input (f32 before a fused QuantizeLinear, or u8).
+    x: OutletId,
+    /// The node whose output the op replaces (the conv, a table after it,
+    /// or the DequantizeLinear).
+    last: usize,
+    /// Its shape.
+    out_shape: TVec<usize>,
+}
+
+fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
+    let node = model.node(id);
+    let (k, cin, h, w, weights, cout, groups) = conv_geometry(model, id)?;
+    // Input: u8, maybe from a table, maybe from a QuantizeLinearU8 of f32.
+    let mut x = node.inputs[0];
+    let lut_in = u8_table(model, x.node);
+    if lut_in.is_some() {
+        x = model.node(x.node).inputs[0];
+    }
+    let mut quantize_input = None;
+    let qnode = model.node(x.node);
+    if let Some(q) = qnode
+        .op_as::<ElementWiseOp>()
+        .and_then(|e| e.0.downcast_ref::<QuantizeLinearU8>())
+    {
+        let src = *qnode.inputs.first()?;
+        if model.outlet_fact(src).ok()?.datum_type == f32::datum_type() {
+            // tract's quantisation exactly (it multiplies by 1/scale).
+            quantize_input = Some((q.scale, q.zero_point as i32));
+            x = src;
+        }
+    }
+    if quantize_input.is_none() && model.outlet_fact(x).ok()?.datum_type != u8::datum_type() {
+        return None;
+    }
+    // Output: u8, maybe through a table, maybe into a DequantizeLinearF32.
+    let mut last = id;
+    let mut lut_out = None;
+    if let Some(s) = single_successor(model, last) {
+        lut_out = u8_table(model, s);
+        if lut_out.is_some() {
+            last = s;
+        }
+    }
+    let mut dequantize_output = None;
+    if let Some(s) = single_successor(model, last) {
+        if let Some(dq) = model.node(s).op_as::<DequantizeLinearF32>() {
+            dequantize_output = Some((dq.zero_point, dq.scale));
+            last = s;
+        }
+    }
+    let out_fact = model.outlet_fact(OutletId::new(last, 0)).ok()?;
+    let out_shape: TVec<usize> = out_fact.shape.as_concrete()?.into();
+    let out_dt = if dequantize_output.is_some() {
+        f32::datum_type()
+    } else {
+        u8::datum_type()
+    };
+    if out_shape.iter().product::<usize>() != cout * h * w || out_fact.datum_type != out_dt {
+        return None;
+    }
+    // The constants: bias, x0, x_scale, k0, k_scale, y0, y_scale.
+    let bias = const_vec::<i32>(model, node.inputs[2])?;
+    let x0 = const_vec::<i32>(model, node.inputs[3])?;
+    let x_scale = const_vec::<f32>(model, node.inputs[4])?;
+    let k0 = const_vec::<i32>(model, node.inputs[5])?;
+    let k_scale = const_vec::<f32>(model, node.inputs[6])?;
+    let y0 = const_vec::<i32>(model, node.inputs[7])?;
+    let y_scale = const_vec::<f32>(model, node.inputs[8])?;
+    let (&x0, &x_scale, &y0, &y_scale) = match (&x0[..], &x_scale[..], &y0[..], &y_scale[..]) {
+        ([a], [b], [c], [d]) => (a, b, c, d),
+        _ => return None,
+    };
+    if k0.iter().any(|&z| z != 0) {
+        return None;
+    }
+    let bias = match bias.len() {
+        n if n == cout => Some(bias),
+        // No bias (tract's placeholder is a scalar zero).
+        0 => None,
+        1 if bias[0] == 0 => None,
+        _ => return None,
+    };
+    let plan = Plan::new(
+        (cin, cout, k, h, w, groups),
+        &weights,
+        bias.as_deref(),
+        x_scale,
+        x0,
+        &k_scale,
+        y_scale,
+        y0,
+    )
+    .ok()?;
+    Some(Found {
+        plan: Plan {
+            quantize_input,
+            lut_in,
+            lut_out,
+            dequantize_output,
+            ..plan
+        },
+        x,
+        last,
+        out_shape,
+    })
+}
+
+/// Replaces every matching quantised conv; returns how many.
+pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    let native = crate::kernels::native().map(|k| k.qconv());
+    if native.is_none_or(|k| k.name() == "scalar") {
+        // No int8 SIMD here (an aarch64 core without dotprod, such as the
+        // Pi 4's Cortex-A72): tract's arm64 int8 kernels beat our scalar one.
+        return Ok(0);
+    }
+    let kernel = crate::kernels::best().qconv();
+    let mut replaced = 0;
+    let candidates: Vec<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| n.op_is::<Conv>() || n.op_is::<EinSum>())
+        .map(|n| n.id)
+        .collect();
+    for id in candidates {
+        let Some(found) = match_at(model, id) else {
+            continue;
+        };
+        if kernel.needs_7bit() && !found.plan.fits_7bit {
+            log::warn!(
+                "{}: 8-bit weights would saturate the {} int8 kernel; left to tract \
+                 (fix: quantise with 7-bit weights, lgms_models/quantize.py's default)",
+                model.node(id).name,
+                kernel.name
+            );
+            continue;
+        }
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, found.x)?;
+        let name = format!("{}.lgms_qconv", model.node(id).name);
+        let op = QConv {
+            plan: Arc::new(found.plan),
+            out_shape: found.out_shape,
+        };
+        let out = patch.wire_node(name, op, &[x])?;
+        patch.shunt_outside(model, OutletId::new(found.last, 0), out[0])?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}

@@ -1,0 +1,391 @@
+//! The int8 convolution prepared once at load: packed weights, zero-point
+//! and requantisation constants, the padded input layout; and the run that
+//! fills the input buffer and calls a kernel per block.
+
+use anyhow::bail;
+
+use super::super::{for_each_block, SharedOut};
+use super::{Kernel, CO, PX};
+
+/// Everything the operator needs, prepared once at load.
+#[derive(Debug)]
+pub struct Plan {
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Channel groups (1: a dense conv).
+    pub groups: usize,
+    /// Kernel size (odd; padding `k / 2` on every side).
+    pub k: usize,
+    /// Image height.
+    pub h: usize,
+    /// Image width.
+    pub w: usize,
+    /// Input zero point (of the quantisation the conv sees).
+    pub x_zp: i32,
+    /// f32 input quantised here, `q = round_ties_even(x * inv_scale) + zp`:
+    /// `Some((inv_scale, zp))`; `None` when the input is already u8.
+    pub quantize_input: Option<(f32, i32)>,
+    /// Table applied to the quantised input (tract's fused element-wise op).
+    pub lut_in: Option<Vec<u8>>,
+    /// Table applied to the requantised output.
+    pub lut_out: Option<Vec<u8>>,
+    /// Weights `[cout/4][k*k][cin/4][4 out][4 in]`, zero-padded.
+    pub weights: Vec<i8>,
+    /// Sum of each output channel's weights (for the zero-point term).
+    pub wsum: Vec<i32>,
+    /// Bias per output channel, in accumulator units.
+    pub bias: Vec<i32>,
+    /// `x_scale * w_scale[o] / y_scale` per output channel.
+    pub mult: Vec<f32>,
+    /// Output zero point (requantisation).
+    pub y_zp: i32,
+    /// f32 output dequantised here, `(q - zp) * scale`: `Some((zp, scale))`;
+    /// `None` for a u8 output.
+    pub dequantize_output: Option<(i32, f32)>,
+    /// Whether every adjacent input-channel weight pair has `|w0| + |w1| <= 128`.
+    pub fits_7bit: bool,
+}
+
+impl Plan {
+    /// Builds the plan from ONNX-style parameters. `geometry`: `(cin, cout,
+    /// k, h, w, groups)`; `w`: `[cout, cin / groups, k, k]`; `w_scale`: one
+    /// value or one per output channel; `bias`: none or one per output
+    /// channel. With `groups > 1`, each group's channel counts must be
+    /// multiples of 4 (a 4-channel block never straddles two groups).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        (cin, cout, k, h, w_px, groups): (usize, usize, usize, usize, usize, usize),
+        w: &[i8],
+        bias: Option<&[i32]>,
+        x_scale: f32,
+        x_zp: i32,
+        w_scale: &[f32],
+        y_scale: f32,
+        y_zp: i32,
+    ) -> anyhow::Result<Plan> {
+        if k % 2 == 0 || cin == 0 || cout == 0 || h == 0 || w_px == 0 || groups == 0 {
+            bail!("int8 conv: unsupported geometry {cin}->{cout} channels, {k}x{k} kernel, {h}x{w_px} image, {groups} groups");
+        }
+        if groups > 1
+            && (cin % groups != 0
+                || cout % groups != 0
+                || (cin / groups) % 4 != 0
+                || (cout / groups) % 4 != 0)
+        {
+            bail!("int8 conv: {groups} groups of {cin}->{cout} channels: each group needs multiples of 4");
+        }
+        let cin_g = cin / groups;
+        if w.len() != cout * cin_g * k * k {
+            bail!("int8 conv: {} weights for {cout}x{cin_g}x{k}x{k}", w.len());
+        }
+        if w_scale.len() != 1 && w_scale.len() != cout {
+            bail!(
+                "int8 conv: {} weight scales for {cout} channels",
+                w_scale.len()
+            );
+        }
+        if bias.is_some_and(|b| b.len() != cout) {
+            bail!("int8 conv: bias length differs from {cout} channels");
+        }
+        // Input-channel quads per output block: the block's group only.
+        let (cin4, cout4, taps) = (cin_g.div_ceil(4), cout.div_ceil(4), k * k);
+        let mut weights = vec![0i8; cout4 * taps * cin4 * 16];
+        let mut wsum = vec![0i32; cout];
+        for o in 0..cout {
+            for i in 0..cin_g {
+                for t in 0..taps {
+                    let v = w[(o * cin_g + i) * taps + t];
+                    wsum[o] += v as i32;
+                    weights[(((o / 4) * taps + t) * cin4 + i / 4) * 16 + (o % 4) * 4 + i % 4] = v;
+                }
+            }
+        }
+        let fits_7bit = weights
+            .chunks_exact(2)
+            .all(|p| (p[0] as i32).abs() + (p[1] as i32).abs() <= 128);
+        let ws = |o: usize| w_scale[if w_scale.len() == 1 { 0 } else { o }];
+        Ok(Plan {
+            cin,
+            cout,
+            groups,
+            k,
+            h,
+            w: w_px,
+            x_zp,
+            quantize_input: Some((1.0 / x_scale, x_zp)),
+            lut_in: None,
+            lut_out: None,
+            weights,
+            wsum,
+            bias: bias.map(<[i32]>::to_vec).unwrap_or_else(|| vec![0; cout]),
+            mult: (0..cout).map(|o| x_scale * ws(o) / y_scale).collect(),
+            y_zp,
+            dequantize_output: Some((y_zp, y_scale)),
+            fits_7bit,
+        })
+    }
+
+    fn pad(&self) -> usize {
+        self.k / 2
+    }
+    /// Pixels per padded row: room for the last 16-pixel segment and the taps.
+    fn row_px(&self) -> usize {
+        self.w.div_ceil(PX) * PX + 2 * self.pad()
+    }
+    /// Bytes per 4-channel plane.
+    fn plane(&self) -> usize {
+        (self.h + 2 * self.pad()) * self.row_px() * 4
+    }
+    /// Bytes of the quantised input buffer.
+    pub fn buf_len(&self) -> usize {
+        self.cin.div_ceil(4) * self.plane()
+    }
+    fn taps(&self) -> Vec<usize> {
+        let row = self.row_px() * 4;
+        (0..self.k * self.k)
+            .map(|t| (t / self.k) * row + (t % self.k) * 4)
+            .collect()
+    }
+
+    /// Quantises (or copies) `x` (`[cin, h, w]`) into `buf` in `kernel`'s
+    /// encoding, padding with the zero point.
+    fn fill(&self, x: Input<'_>, buf: &mut [u8], kernel: Kernel) {
+        assert!(x.len() >= self.cin * self.h * self.w && buf.len() >= self.buf_len());
+        #[cfg(target_arch = "x86_64")]
+        if kernel.avx2.is_some() {
+            // SAFETY: `avx2` holds the proof that this CPU has AVX2 and FMA.
+            return unsafe { self.fill_avx2(x, buf, kernel) };
+        }
+        self.fill_body(x, buf, kernel)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    /// [`Plan::fill_body`] compiled for AVX2 + FMA.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fill_avx2(&self, x: Input<'_>, buf: &mut [u8], kernel: Kernel) {
+        self.fill_body(x, buf, kernel)
+    }
+
+    #[inline(always)]
+    fn fill_body(&self, x: Input<'_>, buf: &mut [u8], kernel: Kernel) {
+        let flip = if kernel.signed { 0x80 } else { 0 };
+        let zp = self.x_zp as u8 ^ flip;
+        let (pad, row, plane, hw, w) = (
+            self.pad(),
+            self.row_px(),
+            self.plane(),
+            self.h * self.w,
+            self.w,
+        );
+        // One image row of each of 4 channels, then interleaved: both
+        // loops vectorise (the strided byte stores of a direct loop did not).
+        let mut tmp = vec![[0u8; 4]; w];
+        let mut line = vec![0u8; w];
+        let blocks = buf[..self.buf_len()].chunks_mut(plane).enumerate();
+        for (c4, dst_plane) in blocks {
+            for y in 0..self.h {
+                for q in 0..4 {
+                    let c = c4 * 4 + q;
+                    if c >= self.cin {
+                        // Padding channel (zero weights): any value will do.
+                        line.fill(self.x_zp as u8);
+                    } else {
+                        let src = c * hw + y * w;
+                        match (x, self.quantize_input) {
+                            (Input::F32(x), Some((inv, zp))) => {
+                                let zp = zp as f32;
+                                for (d, &v) in line.iter_mut().zip(&x[src..src + w]) {
+                                    *d = (round_even(v * inv) + zp).clamp(0.0, 255.0) as u8;
+                                }
+                            }
+                            (Input::U8(x), _) => line.copy_from_slice(&x[src..src + w]),
+                            (Input::F32(_), None) => unreachable!("f32 input without quantisation"),
+                        }
+                        if let Some(t) = &self.lut_in {
+                            line.iter_mut().for_each(|v| *v = t[*v as usize]);
+                        }
+                    }
+                    for (t, &v) in tmp.iter_mut().zip(&line) {
+                        t[q] = v ^ flip;
+                    }
+                }
+                // The padded row: zero point left, the pixels, zero point
+                // right (padding and the last segment's overrun).
+                let line_start = (y + pad) * row * 4;
+                let padded = &mut dst_plane[line_start..line_start + row * 4];
+                padded[..pad * 4].fill(zp);
+                padded[pad * 4..(pad + w) * 4].copy_from_slice(tmp.as_flattened());
+                padded[(pad + w) * 4..].fill(zp);
+            }
+            // Padding rows above and below.
+            dst_plane[..pad * row * 4].fill(zp);
+            dst_plane[(pad + self.h) * row * 4..].fill(zp);
+        }
+    }
+
+    /// Computes output channel block `cb` (4 channels), row `y`, from the
+    /// quantised input, into `out` (`[cout, h, w]` f32).
+    ///
+    /// # Safety
+    /// `out` must point to `cout * h * w` values (f32, or u8 when the plan
+    /// has no dequantisation) that no other thread writes at the same
+    /// (channel, row).
+    unsafe fn row(
+        &self,
+        buf: &[u8],
+        cb: usize,
+        y: usize,
+        taps: &[usize],
+        kernel: Kernel,
+        out: SharedOut,
+    ) {
+        // The requantisation loops are plain Rust; compiled for AVX2 they
+        // run 8 lanes wide instead of baseline SSE2's 4, with vroundps-free
+        // rounding (see `round_even`).
+        #[cfg(target_arch = "x86_64")]
+        if kernel.avx2.is_some() {
+            // SAFETY: `avx2` holds the proof that this CPU has AVX2 and FMA;
+            // the caller's guarantee on `out` passes on.
+            return unsafe { self.row_avx2(buf, cb, y, taps, kernel, out) };
+        }
+        // SAFETY: the caller's guarantee on `out` passes on.
+        unsafe { self.row_body(buf, cb, y, taps, kernel, out) }
+    }
+
+    /// [`Plan::row_body`] compiled for AVX2 + FMA.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `out` as for [`Plan::row`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn row_avx2(
+        &self,
+        buf: &[u8],
+        cb: usize,
+        y: usize,
+        taps: &[usize],
+        kernel: Kernel,
+        out: SharedOut,
+    ) {
+        // SAFETY: the caller's guarantee on `out` passes on.
+        unsafe { self.row_body(buf, cb, y, taps, kernel, out) }
+    }
+
+    /// # Safety
+    /// `out` as for [`Plan::row`].
+    #[inline(always)]
+    unsafe fn row_body(
+        &self,
+        buf: &[u8],
+        cb: usize,
+        y: usize,
+        taps: &[usize],
+        kernel: Kernel,
+        out: SharedOut,
+    ) {
+        let (row, plane) = (self.row_px() * 4, self.plane());
+        let cin4 = (self.cin / self.groups).div_ceil(4);
+        let wlen = taps.len() * cin4 * 16;
+        // This block's group starts at input plane `group * cin4`.
+        let first_plane = (cb * CO) / (self.cout / self.groups) * cin4;
+        let wb = &self.weights[cb * wlen..(cb + 1) * wlen];
+        let zp = if kernel.signed {
+            self.x_zp - 128
+        } else {
+            self.x_zp
+        };
+        let mut acc = [0i32; CO * PX];
+        for x0 in (0..self.w).step_by(PX) {
+            let base = first_plane * plane + y * row + x0 * 4;
+            (kernel.tile)(buf, base, taps, plane, cin4, wb, &mut acc);
+            let n = PX.min(self.w - x0);
+            for r in 0..CO.min(self.cout - cb * CO) {
+                let o = cb * CO + r;
+                let (corr, m) = (self.bias[o] - zp * self.wsum[o], self.mult[o]);
+                let yzp = self.y_zp as f32;
+                // Fixed-size loops: vectorised by the compiler.
+                let mut q = [0f32; PX];
+                for (q, &a) in q.iter_mut().zip(&acc[r * PX..(r + 1) * PX]) {
+                    *q = (round_even((a + corr) as f32 * m) + yzp).clamp(0.0, 255.0);
+                }
+                if let Some(t) = &self.lut_out {
+                    q.iter_mut().for_each(|v| *v = t[*v as usize] as f32);
+                }
+                let at = (o * self.h + y) * self.w + x0;
+                match self.dequantize_output {
+                    Some((zp, scale)) => {
+                        // SAFETY: `at + n` is inside the `cout * h * w` values
+                        // of `out`, and only this block writes channel `o`, row `y`.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(at), n) };
+                        for (d, &v) in dst.iter_mut().zip(&q) {
+                            *d = (v - zp as f32) * scale;
+                        }
+                    }
+                    None => {
+                        // SAFETY: as above, in the u8 output.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut((out.ptr() as *mut u8).add(at), n)
+                        };
+                        for (d, &v) in dst.iter_mut().zip(&q) {
+                            *d = v as u8;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole convolution, f32 `x` (`[cin, h, w]`) into f32 `out`
+    /// (`[cout, h, w]`), with `kernel`; `buf` is scratch of
+    /// [`Plan::buf_len`] bytes. Needs a plan with f32 input and output.
+    pub fn run(&self, x: &[f32], buf: &mut [u8], out: &mut [f32], kernel: Kernel) {
+        assert!(self.quantize_input.is_some() && self.dequantize_output.is_some());
+        assert!(out.len() >= self.cout * self.h * self.w);
+        self.run_any(Input::F32(x), buf, SharedOut(out.as_mut_ptr()), kernel);
+    }
+
+    /// `out` holds `cout * h * w` values of the plan's output type.
+    pub(super) fn run_any(&self, x: Input<'_>, buf: &mut [u8], out: SharedOut, kernel: Kernel) {
+        self.fill(x, buf, kernel);
+        let buf = &*buf;
+        let taps = self.taps();
+        let cout4 = self.cout.div_ceil(4);
+        for_each_block(cout4 * self.h, |n| {
+            // SAFETY: block n owns channels 4*(n / h).. of row n % h; the
+            // caller guarantees `out`'s size and that it outlives the loop.
+            unsafe { self.row(buf, n / self.h, n % self.h, &taps, kernel, out) }
+        });
+    }
+}
+
+/// Rounds half to even, as ONNX quantisation does, for `|v| < 2^22`:
+/// adding and subtracting 1.5 * 2^23 leaves the f32 rounding (ties to even)
+/// to the hardware. Larger values land far outside 0..=255 either way and
+/// are clamped by every caller. (`f32::round_ties_even` is a libm call on
+/// baseline x86_64, which has no SSE4.1 `roundps`, and does not vectorise.)
+#[inline(always)]
+fn round_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC) - MAGIC
+}
+
+/// The operator's input, quantised here or already u8.
+#[derive(Clone, Copy)]
+pub(super) enum Input<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8]),
+}
+
+impl Input<'_> {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Input::F32(x) => x.len(),
+            Input::U8(x) => x.len(),
+        }
+    }
+}
