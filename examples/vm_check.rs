@@ -17,11 +17,12 @@ use embedded_graphics::primitives::Rectangle;
 
 use lgms_edge::config::{CaptureConfig, OverlayConfig};
 use lgms_edge::frame::{Frame, Mask, Rect};
-use lgms_edge::overlay::{FrameTarget, HudInfo, Overlay, OverlayState, OverlayStyle};
+use lgms_edge::overlay::no_signal::NO_SIGNAL_BG;
+use lgms_edge::overlay::{HudInfo, Overlay, OverlayState, OverlayStyle, RgbTarget};
 use lgms_edge::sink::display::panel::{letterbox, PanelFormat};
 use lgms_edge::sink::record::Y4mRecorder;
 use lgms_edge::sink::Sink;
-use lgms_edge::source::reconnect::{Reconnecting, NO_SIGNAL_BG};
+use lgms_edge::source::reconnect::Reconnecting;
 use lgms_edge::source::replay::{Pace, ReplayOptions, Y4mReplay};
 use lgms_edge::source::v4l2::V4l2Source;
 use lgms_edge::source::FrameSource;
@@ -316,7 +317,7 @@ fn overlay_frame(w: u32, h: u32) -> (Frame, Frame, Rectangle) {
         now: Instant::now(),
         model_failed: false,
     };
-    let mut t = FrameTarget::for_frame(&mut f).expect("frame buffer matches its size");
+    let mut t = RgbTarget::for_frame(&mut f).expect("frame buffer matches its size");
     let state = overlay.draw(&mut t, Some(&mask), &hud);
     assert!(matches!(state, Ok(OverlayState::Live { .. })), "{state:?}");
     let boxr = Rectangle::new(

@@ -24,6 +24,7 @@ pub mod overlay;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+mod sys;
 pub mod tools;
 
 pub use error::{Error, Result};
