@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lgms_edge::config::OverlayConfig;
 use lgms_edge::frame::{Frame, Mask, Rect};
-use lgms_edge::overlay::{draw_mask, FrameTarget, HudInfo, Overlay, OverlayStyle};
+use lgms_edge::overlay::{draw_mask, HudInfo, Overlay, OverlayStyle, RgbTarget};
 
 /// A grey, ultrasound-like frame: a soft vertical gradient with banding.
 fn gradient(w: u32, h: u32) -> Frame {
@@ -69,14 +69,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut overlay = Overlay::new(style);
     let mut f = base.clone();
-    overlay.draw(&mut FrameTarget::for_frame(&mut f)?, Some(&mask), &hud)?;
+    overlay.draw(&mut RgbTarget::for_frame(&mut f)?, Some(&mask), &hud)?;
     save(&f, &out.join("overlay_live.png"))?;
     let mut f = base.clone();
     let err = HudInfo {
         model_failed: true,
         ..hud
     };
-    overlay.draw(&mut FrameTarget::for_frame(&mut f)?, Some(&mask), &err)?;
+    overlay.draw(&mut RgbTarget::for_frame(&mut f)?, Some(&mask), &err)?;
     save(&f, &out.join("overlay_error.png"))?;
 
     // 256x256, live and paused.
@@ -87,25 +87,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now: m2.captured + Duration::from_millis(20),
         ..hud
     };
-    overlay.draw(&mut FrameTarget::for_frame(&mut f)?, Some(&m2), &live_small)?;
+    overlay.draw(&mut RgbTarget::for_frame(&mut f)?, Some(&m2), &live_small)?;
     save(&f, &out.join("overlay_live_small.png"))?;
     let mut f = small.clone();
     let paused = HudInfo {
         now: m2.captured + Duration::from_millis(412),
         ..hud
     };
-    overlay.draw(&mut FrameTarget::for_frame(&mut f)?, Some(&m2), &paused)?;
+    overlay.draw(&mut RgbTarget::for_frame(&mut f)?, Some(&m2), &paused)?;
     save(&f, &out.join("overlay_paused.png"))?;
 
     // Timing: each case draws onto a fresh copy of the frame; the copy is
     // not counted.
     let iters = 500;
     let mut f = base.clone();
-    let mut time = |name: &str, draw: &mut dyn FnMut(&mut FrameTarget<'_>)| {
+    let mut time = |name: &str, draw: &mut dyn FnMut(&mut RgbTarget<'_>)| {
         let mut runs = Vec::with_capacity(iters);
         for _ in 0..iters {
             f.copy_from(&base);
-            let mut t = FrameTarget::for_frame(&mut f).expect("frame buffer matches its size");
+            let mut t = RgbTarget::for_frame(&mut f).expect("frame buffer matches its size");
             let start = Instant::now();
             draw(&mut t);
             runs.push(start.elapsed());

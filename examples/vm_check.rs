@@ -17,7 +17,7 @@ use embedded_graphics::primitives::Rectangle;
 
 use lgms_edge::config::{CaptureConfig, OverlayConfig};
 use lgms_edge::frame::{Frame, Mask, Rect};
-use lgms_edge::overlay::{FrameTarget, HudInfo, Overlay, OverlayState, OverlayStyle};
+use lgms_edge::overlay::{HudInfo, Overlay, OverlayState, OverlayStyle, RgbTarget};
 use lgms_edge::sink::display::panel::{letterbox, PanelFormat};
 use lgms_edge::sink::record::Y4mRecorder;
 use lgms_edge::sink::Sink;
@@ -317,7 +317,7 @@ fn overlay_frame(w: u32, h: u32) -> (Frame, Frame, Rectangle) {
         now: Instant::now(),
         model_failed: false,
     };
-    let mut t = FrameTarget::for_frame(&mut f).expect("frame buffer matches its size");
+    let mut t = RgbTarget::for_frame(&mut f).expect("frame buffer matches its size");
     let state = overlay.draw(&mut t, Some(&mask), &hud);
     assert!(matches!(state, Ok(OverlayState::Live { .. })), "{state:?}");
     let boxr = Rectangle::new(

@@ -57,6 +57,7 @@ pub mod overlay;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+mod sys;
 pub mod tools;
 pub mod y4m;
 

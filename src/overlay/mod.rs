@@ -1,12 +1,19 @@
-//! The overlay: the mask's alpha-blended fill and outline, and a HUD, drawn
-//! through embedded-graphics [`DrawTarget`]s.
+//! The overlay: everything drawn on a composited frame, through
+//! embedded-graphics [`DrawTarget`]s.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`target`] | the one RGB target, [`RgbTarget`] (frames and display memory alike), and the [`Blend`] and [`Scaled`] adapters |
+//! | [`mask`] | the mask's alpha-blended fill and outline |
+//! | [`hud`] | rate, latency, model and state as text |
+//! | [`no_signal`] | the NO SIGNAL screen the compositor shows when the source is silent |
 //!
 //! Why embedded-graphics: the same drawing code must land on our in-memory
-//! [`Frame`] (through [`FrameTarget`]) and, on a cart,
-//! straight onto a framebuffer or DRM buffer whose size is known only at run
-//! time. Everything here is generic over [`BlendTarget`], a `DrawTarget` that
-//! can also alpha-blend a horizontal run of pixels; a new display only has to
-//! implement that one method on top of `DrawTarget`.
+//! [`Frame`](crate::frame::Frame) and, on a cart, on a framebuffer or DRM
+//! buffer whose size is known only at run time. Both are an [`RgbTarget`];
+//! the overlay itself is generic over [`BlendTarget`] (a `DrawTarget` that
+//! can also alpha-blend a run of pixels), so the tests draw it on the strict
+//! `MockDisplay` too.
 //!
 //! Why the overlay *pauses*: a mask that is older than `max_mask_age` no
 //! longer matches the anatomy on screen, and drawing it would show the
@@ -16,414 +23,29 @@
 //! state lines are drawn even with the HUD switched off, because a missing
 //! overlay without an explanation reads as "nothing found". The fixed label
 //! [`LABEL`] is always drawn.
-//!
-//! Nothing here allocates per frame: HUD lines are formatted into fixed-size
-//! `heapless::String`s on the stack.
 
 #![deny(unsafe_code)]
 
-use std::fmt::Write as _;
+pub mod hud;
+pub mod mask;
+pub mod no_signal;
+pub mod target;
+
 use std::time::{Duration, Instant};
 
-use embedded_graphics::mono_font::ascii::{FONT_6X10, FONT_9X15};
-use embedded_graphics::mono_font::{MonoFont, MonoTextStyle};
 use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
-use embedded_graphics::primitives::Rectangle;
-use embedded_graphics::text::{Baseline, Text};
 
 use crate::config::OverlayConfig;
-use crate::frame::{Frame, Mask};
-use crate::{Error, Result};
+use crate::frame::Mask;
+use hud::{hud_lines, layout, panel_size, text_panel, Layout, TEXT};
+
+pub use hud::HudInfo;
+pub use mask::{draw_mask, outline_color};
+pub use target::{blend, Blend, BlendTarget, Channel, PanelFormat, RgbTarget, Scaled};
 
 /// The fixed label drawn on every composited frame, HUD or not.
 pub const LABEL: &str = "AI overlay - not for diagnosis";
-
-// ---------------------------------------------------------------------------
-// Blending
-// ---------------------------------------------------------------------------
-
-/// Blends one 8-bit channel: `round((alpha * over + (255 - alpha) * under) / 255)`.
-///
-/// Integer only. Rounding is to the nearest integer (ties cannot occur, as
-/// 255 is odd), so `alpha = 0` gives `under` exactly and `alpha = 255` gives
-/// `over` exactly. The division by 255 uses the shift form
-/// `(v + 128 + ((v + 128) >> 8)) >> 8`, which equals `(v + 127) / 255` for
-/// every `v` in `0..=255 * 255` (checked exhaustively in the tests).
-#[inline]
-pub fn blend_channel(under: u8, over: u8, alpha: u8) -> u8 {
-    let a = u32::from(alpha);
-    let v = a * u32::from(over) + (255 - a) * u32::from(under) + 128;
-    ((v + (v >> 8)) >> 8) as u8
-}
-
-/// Blends `over` onto `under` with opacity `alpha` (0: `under`, 255: `over`),
-/// channel by channel with [`blend_channel`].
-#[inline]
-pub fn blend(under: Rgb888, over: Rgb888, alpha: u8) -> Rgb888 {
-    Rgb888::new(
-        blend_channel(under.r(), over.r(), alpha),
-        blend_channel(under.g(), over.g(), alpha),
-        blend_channel(under.b(), over.b(), alpha),
-    )
-}
-
-/// A [`DrawTarget`] that can also blend colours over what it already shows.
-///
-/// The overlay's drawing code is generic over this trait, so it draws the same
-/// on a [`FrameTarget`] as on a framebuffer or DRM buffer. Implementations
-/// must follow the embedded-graphics convention: pixels outside the target
-/// are silently skipped, never a panic or an error.
-pub trait BlendTarget: DrawTarget<Color = Rgb888> {
-    /// Blends `color` with opacity `alpha` (see [`blend`]) over the `len`
-    /// pixels from `start` to the right, on row `start.y`.
-    fn blend_hline(
-        &mut self,
-        start: Point,
-        len: u32,
-        color: Rgb888,
-        alpha: u8,
-    ) -> Result<(), Self::Error>;
-}
-
-/// Adapter that makes every pixel drawn through it alpha-blended, so that any
-/// embedded-graphics drawable (a rectangle, text) can be drawn translucent.
-pub struct Blend<'a, T> {
-    target: &'a mut T,
-    alpha: u8,
-}
-
-impl<'a, T: BlendTarget> Blend<'a, T> {
-    /// Draws on `target` with opacity `alpha` (0: invisible, 255: opaque).
-    pub fn new(target: &'a mut T, alpha: u8) -> Self {
-        Blend { target, alpha }
-    }
-}
-
-impl<T: BlendTarget> Dimensions for Blend<'_, T> {
-    fn bounding_box(&self) -> Rectangle {
-        self.target.bounding_box()
-    }
-}
-
-impl<T: BlendTarget> DrawTarget for Blend<'_, T> {
-    type Color = Rgb888;
-    type Error = T::Error;
-
-    fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Self::Error>
-    where
-        I: IntoIterator<Item = Pixel<Rgb888>>,
-    {
-        for Pixel(p, c) in pixels {
-            self.target.blend_hline(p, 1, c, self.alpha)?;
-        }
-        Ok(())
-    }
-
-    fn fill_solid(&mut self, area: &Rectangle, color: Rgb888) -> Result<(), Self::Error> {
-        let area = area.intersection(&self.target.bounding_box());
-        if area.is_zero_sized() {
-            return Ok(());
-        }
-        for y in area.rows() {
-            self.target.blend_hline(
-                Point::new(area.top_left.x, y),
-                area.size.width,
-                color,
-                self.alpha,
-            )?;
-        }
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------
-// FrameTarget
-// ---------------------------------------------------------------------------
-
-/// A [`DrawTarget`] over a packed RGB8 buffer (3 bytes a pixel, rows without
-/// padding), such as [`Frame::rgb`].
-///
-/// Out-of-bounds pixels are silently clipped. `fill_solid` and
-/// `fill_contiguous` write rows directly instead of going pixel by pixel.
-pub struct FrameTarget<'a> {
-    rgb: &'a mut [u8],
-    width: u32,
-    height: u32,
-}
-
-impl<'a> FrameTarget<'a> {
-    /// Wraps `rgb`, which must hold exactly `width * height * 3` bytes.
-    pub fn new(rgb: &'a mut [u8], width: u32, height: u32) -> Result<Self> {
-        let want = width as usize * height as usize * 3;
-        if rgb.len() != want {
-            return Err(Error::invalid(
-                "overlay target",
-                format!(
-                    "buffer holds {} bytes but a {width}x{height} RGB frame needs {want}; \
-                     fix: size the buffer width*height*3",
-                    rgb.len()
-                ),
-            ));
-        }
-        Ok(FrameTarget { rgb, width, height })
-    }
-
-    /// Wraps a [`Frame`]'s pixels (fails if its buffer does not match its size).
-    pub fn for_frame(frame: &'a mut Frame) -> Result<Self> {
-        FrameTarget::new(&mut frame.rgb, frame.width, frame.height)
-    }
-
-    /// The colour at `p`, or `None` outside the buffer.
-    pub fn pixel(&self, p: Point) -> Option<Rgb888> {
-        self.index(p)
-            .map(|i| Rgb888::new(self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]))
-    }
-
-    /// Byte offset of pixel `p`, or `None` outside the buffer.
-    #[inline]
-    fn index(&self, p: Point) -> Option<usize> {
-        if p.x < 0 || p.y < 0 || p.x as u32 >= self.width || p.y as u32 >= self.height {
-            return None;
-        }
-        Some((p.y as usize * self.width as usize + p.x as usize) * 3)
-    }
-
-    /// The bytes of the clipped run `x0..x0 + len` on row `y` (empty when
-    /// the run misses the buffer).
-    fn span_mut(&mut self, x0: i32, y: i32, len: u32) -> &mut [u8] {
-        if y < 0 || y as u32 >= self.height || len == 0 {
-            return &mut [];
-        }
-        let start = i64::from(x0).max(0);
-        let end = (i64::from(x0) + i64::from(len)).min(i64::from(self.width));
-        if start >= end {
-            return &mut [];
-        }
-        let row = y as usize * self.width as usize;
-        &mut self.rgb[(row + start as usize) * 3..(row + end as usize) * 3]
-    }
-}
-
-impl OriginDimensions for FrameTarget<'_> {
-    fn size(&self) -> Size {
-        Size::new(self.width, self.height)
-    }
-}
-
-impl DrawTarget for FrameTarget<'_> {
-    type Color = Rgb888;
-    type Error = core::convert::Infallible;
-
-    fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Self::Error>
-    where
-        I: IntoIterator<Item = Pixel<Rgb888>>,
-    {
-        for Pixel(p, c) in pixels {
-            if let Some(i) = self.index(p) {
-                self.rgb[i..i + 3].copy_from_slice(&[c.r(), c.g(), c.b()]);
-            }
-        }
-        Ok(())
-    }
-
-    fn fill_contiguous<I>(&mut self, area: &Rectangle, colors: I) -> Result<(), Self::Error>
-    where
-        I: IntoIterator<Item = Rgb888>,
-    {
-        let clipped = area.intersection(&self.bounding_box());
-        if clipped != *area {
-            // Partly outside: the colours of clipped pixels must still be
-            // consumed in order, which the per-pixel path does.
-            return self.draw_iter(area.points().zip(colors).map(|(p, c)| Pixel(p, c)));
-        }
-        let mut colors = colors.into_iter();
-        for y in area.rows() {
-            let span = self.span_mut(area.top_left.x, y, area.size.width);
-            for px in span.chunks_exact_mut(3) {
-                let Some(c) = colors.next() else {
-                    return Ok(());
-                };
-                px.copy_from_slice(&[c.r(), c.g(), c.b()]);
-            }
-        }
-        Ok(())
-    }
-
-    fn fill_solid(&mut self, area: &Rectangle, color: Rgb888) -> Result<(), Self::Error> {
-        let rgb = [color.r(), color.g(), color.b()];
-        for y in area.rows() {
-            for px in self
-                .span_mut(area.top_left.x, y, area.size.width)
-                .chunks_exact_mut(3)
-            {
-                px.copy_from_slice(&rgb);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl BlendTarget for FrameTarget<'_> {
-    fn blend_hline(
-        &mut self,
-        start: Point,
-        len: u32,
-        color: Rgb888,
-        alpha: u8,
-    ) -> Result<(), Self::Error> {
-        let over = [color.r(), color.g(), color.b()];
-        for px in self.span_mut(start.x, start.y, len).chunks_exact_mut(3) {
-            for (under, over) in px.iter_mut().zip(over) {
-                *under = blend_channel(*under, over, alpha);
-            }
-        }
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Mask drawing
-// ---------------------------------------------------------------------------
-
-/// Draws `mask` at its `roi` (frame coordinates) on `target`.
-///
-/// Every set pixel is blended with `fill` at opacity `alpha`, except, when
-/// `outline` is given, the mask's boundary pixels, which are drawn opaque in
-/// the outline colour instead. A boundary pixel is a set pixel within
-/// `outline_width` steps (4-neighbour steps, i.e. Manhattan distance; the
-/// width is clamped to 1..=2) of an unset pixel or of the roi's edge; with
-/// width 1 that is a set pixel with a 4-neighbour outside the mask. Each
-/// target pixel is touched at most once, and only pixels inside the target's
-/// bounding box are drawn (the overlay clips itself, so it also works on
-/// strict targets). A mask whose data is shorter than its roi draws nothing
-/// (logged: it is a bug upstream).
-pub fn draw_mask<T: BlendTarget>(
-    target: &mut T,
-    mask: &Mask,
-    fill: Rgb888,
-    alpha: u8,
-    outline: Option<Rgb888>,
-    outline_width: u32,
-) -> Result<(), T::Error> {
-    /// Offsets within Manhattan distance 1, then those at distance 2.
-    const NEAR: [(isize, isize); 12] = [
-        (-1, 0),
-        (1, 0),
-        (0, -1),
-        (0, 1),
-        (-2, 0),
-        (2, 0),
-        (0, -2),
-        (0, 2),
-        (-1, -1),
-        (1, -1),
-        (-1, 1),
-        (1, 1),
-    ];
-    let roi = mask.roi;
-    let (w, h) = (roi.w as usize, roi.h as usize);
-    if w == 0 || h == 0 {
-        return Ok(());
-    }
-    if mask.data.len() < w * h {
-        log::error!(
-            "mask of frame {} holds {} bytes for a {}x{} roi; not drawn",
-            mask.frame_id,
-            mask.data.len(),
-            w,
-            h
-        );
-        return Ok(());
-    }
-    let bb = target.bounding_box();
-    let Some(br) = bb.bottom_right() else {
-        return Ok(());
-    };
-    // Mask columns and rows that land inside the target, in i64 so that no
-    // roi position can overflow.
-    let (rx, ry) = (i64::from(roi.x), i64::from(roi.y));
-    let mx0 = (i64::from(bb.top_left.x) - rx).clamp(0, w as i64) as usize;
-    let mx1 = (i64::from(br.x) + 1 - rx).clamp(0, w as i64) as usize;
-    let my0 = (i64::from(bb.top_left.y) - ry).clamp(0, h as i64) as usize;
-    let my1 = (i64::from(br.y) + 1 - ry).clamp(0, h as i64) as usize;
-    let near = match (outline, outline_width) {
-        (None, _) => &NEAR[..0],
-        (Some(_), 0 | 1) => &NEAR[..4],
-        (Some(_), _) => &NEAR[..],
-    };
-    // Unset, or outside the roi.
-    let outside = |mx: isize, my: isize| {
-        mx < 0
-            || my < 0
-            || mx as usize >= w
-            || my as usize >= h
-            || mask.data[my as usize * w + mx as usize] == 0
-    };
-
-    for my in my0..my1 {
-        let row = |r: usize| &mask.data[r * w..(r + 1) * w];
-        let cur = row(my);
-        // Rows at distance 1 and 2, for the fast path (empty when absent,
-        // and then the fast path is not taken).
-        let up1 = if my >= 1 { row(my - 1) } else { &[] };
-        let up2 = if my >= 2 { row(my - 2) } else { &[] };
-        let dn1 = if my + 1 < h { row(my + 1) } else { &[] };
-        let dn2 = if my + 2 < h { row(my + 2) } else { &[] };
-        let k = near.len().min(8) / 4; // 0, 1 or 2
-        let is_edge = |mx: usize| match k {
-            0 => false,
-            // Away from the roi's edges every neighbour is in the roi: plain
-            // loads (most mask pixels take this path).
-            1 if my >= 1 && my + 1 < h && mx >= 1 && mx + 1 < w => {
-                cur[mx - 1] == 0 || cur[mx + 1] == 0 || up1[mx] == 0 || dn1[mx] == 0
-            }
-            2 if my >= 2 && my + 2 < h && mx >= 2 && mx + 2 < w => {
-                cur[mx - 2..=mx + 2].contains(&0)
-                    || up1[mx - 1..=mx + 1].contains(&0)
-                    || dn1[mx - 1..=mx + 1].contains(&0)
-                    || up2[mx] == 0
-                    || dn2[mx] == 0
-            }
-            _ => near
-                .iter()
-                .any(|&(dx, dy)| outside(mx as isize + dx, my as isize + dy)),
-        };
-        // Fits in i32: it lies inside the target's bounding box.
-        let y = (ry + my as i64) as i32;
-        let mut mx = mx0;
-        while mx < mx1 {
-            if cur[mx] == 0 {
-                mx += 1;
-                continue;
-            }
-            let start = mx;
-            let edge = is_edge(mx);
-            mx += 1;
-            while mx < mx1 && cur[mx] != 0 && is_edge(mx) == edge {
-                mx += 1;
-            }
-            let p = Point::new((rx + start as i64) as i32, y);
-            let len = (mx - start) as u32;
-            match outline {
-                Some(c) if edge => target.fill_solid(&Rectangle::new(p, Size::new(len, 1)), c)?,
-                _ if alpha > 0 => target.blend_hline(p, len, fill, alpha)?,
-                _ => {}
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A brighter, paler version of `fill` for the outline, so the edge reads
-/// on both dark and bright anatomy without a second hue.
-pub fn outline_color(fill: Rgb888) -> Rgb888 {
-    blend(fill, Rgb888::WHITE, 110)
-}
-
-// ---------------------------------------------------------------------------
-// State and HUD
-// ---------------------------------------------------------------------------
 
 /// What the overlay shows for the current frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,23 +97,6 @@ impl OverlayState {
     }
 }
 
-/// Per-frame numbers for the HUD.
-#[derive(Debug, Clone, Copy)]
-pub struct HudInfo<'a> {
-    /// Displayed frames per second.
-    pub fps: f32,
-    /// End-to-end latency (capture to display) in ms, if measured yet.
-    pub latency_ms: Option<f32>,
-    /// Model name, e.g. `"lgmsnet"` (cut to fit the line).
-    pub model: &'a str,
-    /// Model precision, e.g. `"fp32"` or `"int8"`.
-    pub precision: &'a str,
-    /// When the frame is composed: the mask's age is measured against this.
-    pub now: Instant,
-    /// The model has failed; the AI is off.
-    pub model_failed: bool,
-}
-
 /// How the overlay looks (see [`OverlayStyle::from_config`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OverlayStyle {
@@ -518,146 +123,6 @@ impl OverlayStyle {
             outline: cfg.outline.then(|| outline_color(color)),
             hud: cfg.hud,
             max_mask_age,
-        }
-    }
-}
-
-/// Longest HUD line kept; longer text (a long model name) is cut.
-const LINE_CAP: usize = 48;
-
-/// One HUD line, formatted without allocating; text past [`LINE_CAP`] is cut.
-#[derive(Default)]
-struct Line(heapless::String<LINE_CAP>);
-
-impl std::fmt::Write for Line {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        for c in s.chars() {
-            if self.0.push(c).is_err() {
-                break;
-            }
-        }
-        Ok(())
-    }
-}
-
-const TEXT: Rgb888 = Rgb888::new(235, 238, 240);
-const TEXT_DIM: Rgb888 = Rgb888::new(170, 178, 186);
-const AMBER: Rgb888 = Rgb888::new(255, 186, 40);
-const RED: Rgb888 = Rgb888::new(255, 90, 80);
-const PANEL: Rgb888 = Rgb888::new(12, 16, 20);
-const PANEL_ALPHA: u8 = 200;
-
-/// The state line and its colour.
-fn state_line(state: OverlayState) -> (Line, Rgb888) {
-    let mut l = Line::default();
-    let color = match state {
-        OverlayState::Live { age_ms } => {
-            let _ = write!(l, "mask {age_ms} ms old");
-            TEXT_DIM
-        }
-        OverlayState::Paused { age_ms } => {
-            let _ = write!(l, "overlay paused (mask {age_ms} ms old)");
-            AMBER
-        }
-        OverlayState::NoMask => {
-            let _ = write!(l, "overlay paused (no mask yet)");
-            AMBER
-        }
-        OverlayState::ModelError => {
-            let _ = write!(l, "AI OFF: model error");
-            RED
-        }
-    };
-    (l, color)
-}
-
-/// The HUD's lines for `state`: with `hud` on, rate/latency, model and
-/// state; with it off, only the state line, and only when not live.
-fn hud_lines(hud_on: bool, state: OverlayState, hud: &HudInfo<'_>) -> ([(Line, Rgb888); 3], usize) {
-    let mut lines: [(Line, Rgb888); 3] = Default::default();
-    if !hud_on {
-        if state.draws_mask() {
-            return (lines, 0);
-        }
-        lines[0] = state_line(state);
-        return (lines, 1);
-    }
-    let _ = write!(lines[0].0, "{:.1} fps  ", hud.fps);
-    match hud.latency_ms {
-        Some(ms) => {
-            let _ = write!(lines[0].0, "latency {ms:.0} ms");
-        }
-        None => {
-            let _ = write!(lines[0].0, "latency -- ms");
-        }
-    }
-    lines[0].1 = TEXT;
-    let _ = write!(lines[1].0, "{} {}", hud.model, hud.precision);
-    lines[1].1 = TEXT;
-    lines[2] = state_line(state);
-    (lines, 3)
-}
-
-/// Draws `lines` on a translucent dark panel whose top-left corner is
-/// `top_left`.
-fn text_panel<T: BlendTarget>(
-    target: &mut T,
-    top_left: Point,
-    lines: &[(&str, Rgb888)],
-    font: &MonoFont<'_>,
-    pad: u32,
-) -> Result<(), T::Error> {
-    let size = panel_size(lines.iter().map(|(s, _)| *s), font, pad);
-    Blend::new(target, PANEL_ALPHA).fill_solid(&Rectangle::new(top_left, size), PANEL)?;
-    let step = font.character_size.height + LINE_GAP;
-    for (i, (text, color)) in lines.iter().enumerate() {
-        let at = top_left + Point::new(pad as i32, (pad + i as u32 * step) as i32);
-        Text::with_baseline(text, at, MonoTextStyle::new(font, *color), Baseline::Top)
-            .draw(target)?;
-    }
-    Ok(())
-}
-
-const LINE_GAP: u32 = 2;
-
-fn panel_size<'s>(
-    lines: impl Iterator<Item = &'s str> + Clone,
-    font: &MonoFont<'_>,
-    pad: u32,
-) -> Size {
-    let n = lines.clone().count() as u32;
-    let chars = lines.map(|s| s.chars().count()).max().unwrap_or(0) as u32;
-    let cw = font.character_size.width + font.character_spacing;
-    let ch = font.character_size.height;
-    Size::new(
-        chars * cw + 2 * pad,
-        n * ch + n.saturating_sub(1) * LINE_GAP + 2 * pad,
-    )
-}
-
-/// Sizes for a target of this size: larger text and a 2 px outline from
-/// about VGA up, where 1 px is hard to see at viewing distance.
-struct Layout {
-    font: &'static MonoFont<'static>,
-    pad: u32,
-    margin: i32,
-    outline_width: u32,
-}
-
-fn layout(size: Size) -> Layout {
-    if size.width >= 560 && size.height >= 360 {
-        Layout {
-            font: &FONT_9X15,
-            pad: 5,
-            margin: 8,
-            outline_width: 2,
-        }
-    } else {
-        Layout {
-            font: &FONT_6X10,
-            pad: 3,
-            margin: 4,
-            outline_width: 1,
         }
     }
 }
@@ -748,285 +213,18 @@ impl Overlay {
 
 #[cfg(test)]
 mod tests {
+    use super::hud::tests::info;
+    use super::mask::tests::mask_from;
+    use super::target::tests::frame_of;
     use super::*;
-    use crate::frame::Rect;
-    use embedded_graphics::mock_display::MockDisplay;
-
-    /// The strict mock display, made blendable: the blended colour (over
-    /// black where nothing is drawn yet) goes through `draw_iter`, so the
-    /// mock still fails on overdraw and on out-of-bounds drawing.
-    impl BlendTarget for MockDisplay<Rgb888> {
-        fn blend_hline(
-            &mut self,
-            start: Point,
-            len: u32,
-            color: Rgb888,
-            alpha: u8,
-        ) -> Result<(), Self::Error> {
-            for i in 0..len as i32 {
-                let p = start + Point::new(i, 0);
-                let under = self.get_pixel(p).unwrap_or(Rgb888::BLACK);
-                Pixel(p, blend(under, color, alpha)).draw(self)?;
-            }
-            Ok(())
-        }
-    }
-
-    /// A mask over a roi at (x, y) from ASCII art: `#` set, anything else unset.
-    fn mask_from(x: u32, y: u32, rows: &[&str]) -> Mask {
-        let roi = Rect {
-            x,
-            y,
-            w: rows[0].len() as u32,
-            h: rows.len() as u32,
-        };
-        let mut m = Mask::new(roi);
-        for (my, r) in rows.iter().enumerate() {
-            for (mx, c) in r.bytes().enumerate() {
-                m.data[my * roi.w as usize + mx] = u8::from(c == b'#');
-            }
-        }
-        m
-    }
-
-    fn frame_of(w: u32, h: u32, c: [u8; 3]) -> Frame {
-        let mut f = Frame::new(w, h);
-        for px in f.rgb.chunks_exact_mut(3) {
-            px.copy_from_slice(&c);
-        }
-        f
-    }
+    use crate::frame::{Frame, Rect};
+    use embedded_graphics::primitives::Rectangle;
 
     /// Number of pixels that differ between two equal-sized frames inside `r`.
     fn changed_in(a: &Frame, b: &Frame, r: Rectangle) -> usize {
         r.points()
             .filter(|p| a.pixel(p.x as u32, p.y as u32) != b.pixel(p.x as u32, p.y as u32))
             .count()
-    }
-
-    const HOLE: [&str; 7] = [
-        "........", ".######.", ".######.", ".##..##.", ".######.", ".######.", "........",
-    ];
-
-    #[test]
-    fn outline_is_boundary_and_fill_is_interior() {
-        let mut d = MockDisplay::<Rgb888>::new();
-        draw_mask(
-            &mut d,
-            &mask_from(0, 0, &HOLE),
-            Rgb888::RED,
-            255,
-            Some(Rgb888::GREEN),
-            1,
-        )
-        .unwrap();
-        d.assert_pattern(&[
-            "        ", " GGGGGG ", " GRGGRG ", " GG  GG ", " GRGGRG ", " GGGGGG ",
-        ]);
-    }
-
-    #[test]
-    fn fill_only_covers_every_set_pixel_at_roi_offset() {
-        let mut d = MockDisplay::<Rgb888>::new();
-        draw_mask(&mut d, &mask_from(3, 2, &HOLE), Rgb888::RED, 255, None, 1).unwrap();
-        d.assert_pattern(&[
-            "          ",
-            "          ",
-            "          ",
-            "    RRRRRR",
-            "    RRRRRR",
-            "    RR  RR",
-            "    RRRRRR",
-            "    RRRRRR",
-        ]);
-    }
-
-    #[test]
-    fn roi_edge_counts_as_outside() {
-        let mut d = MockDisplay::<Rgb888>::new();
-        draw_mask(
-            &mut d,
-            &mask_from(1, 1, &["###", "###", "###"]),
-            Rgb888::RED,
-            255,
-            Some(Rgb888::BLUE),
-            1,
-        )
-        .unwrap();
-        d.assert_pattern(&["    ", " BBB", " BRB", " BBB"]);
-    }
-
-    #[test]
-    fn outline_two_wide() {
-        let mut d = MockDisplay::<Rgb888>::new();
-        let m = mask_from(0, 0, &["########"; 8]);
-        draw_mask(&mut d, &m, Rgb888::RED, 255, Some(Rgb888::GREEN), 2).unwrap();
-        d.assert_pattern(&[
-            "GGGGGGGG", "GGGGGGGG", "GGRRRRGG", "GGRRRRGG", "GGRRRRGG", "GGRRRRGG", "GGGGGGGG",
-            "GGGGGGGG",
-        ]);
-        // Manhattan distance: an inner corner two steps away diagonally
-        // counts, so a lone hole gets a diamond-shaped ring.
-        let mut hole = ["#########"; 9];
-        hole[4] = "####.####";
-        let mut d = MockDisplay::<Rgb888>::new();
-        draw_mask(
-            &mut d,
-            &mask_from(0, 0, &hole),
-            Rgb888::RED,
-            255,
-            Some(Rgb888::GREEN),
-            2,
-        )
-        .unwrap();
-        d.assert_pattern(&[
-            "GGGGGGGGG",
-            "GGGGGGGGG",
-            "GGRRGRRGG",
-            "GGRGGGRGG",
-            "GGGG GGGG",
-            "GGRGGGRGG",
-            "GGRRGRRGG",
-            "GGGGGGGGG",
-            "GGGGGGGGG",
-        ]);
-    }
-
-    #[test]
-    fn mask_beyond_target_is_clipped() {
-        // The mock panics on any out-of-bounds pixel: drawing must clip itself.
-        let mut d = MockDisplay::<Rgb888>::new();
-        let m = mask_from(60, 62, &["########"; 4]);
-        draw_mask(&mut d, &m, Rgb888::RED, 255, Some(Rgb888::GREEN), 1).unwrap();
-        assert_eq!(d.get_pixel(Point::new(60, 62)), Some(Rgb888::GREEN));
-        assert_eq!(d.get_pixel(Point::new(61, 63)), Some(Rgb888::RED));
-        // Clipped at the target's edge, which is not the mask's edge.
-        assert_eq!(d.get_pixel(Point::new(63, 63)), Some(Rgb888::RED));
-        assert_eq!(
-            d.affected_area(),
-            Rectangle::new(Point::new(60, 62), Size::new(4, 2))
-        );
-
-        let far = mask_from(u32::MAX - 4, u32::MAX - 4, &["###"; 3]);
-        let mut d = MockDisplay::<Rgb888>::new();
-        draw_mask(&mut d, &far, Rgb888::RED, 255, Some(Rgb888::GREEN), 1).unwrap();
-        assert_eq!(d.affected_area().size, Size::zero());
-    }
-
-    #[test]
-    fn short_mask_data_draws_nothing() {
-        let mut m = mask_from(0, 0, &["##", "##"]);
-        m.data.truncate(3);
-        let mut d = MockDisplay::<Rgb888>::new();
-        draw_mask(&mut d, &m, Rgb888::RED, 255, None, 1).unwrap();
-        assert_eq!(d.affected_area().size, Size::zero());
-    }
-
-    #[test]
-    fn blend_channel_matches_rounded_formula_everywhere() {
-        for a in 0..=255u32 {
-            for u in 0..=255u32 {
-                for o in 0..=255u32 {
-                    let want = (a * o + (255 - a) * u + 127) / 255;
-                    let got = blend_channel(u as u8, o as u8, a as u8);
-                    assert_eq!(u32::from(got), want, "alpha {a} under {u} over {o}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn blend_on_frame_bytes_at_known_alphas() {
-        let under = [200u8, 100, 0];
-        let over = Rgb888::new(0, 220, 120);
-        for (alpha, want) in [
-            (0u8, [200u8, 100, 0]),
-            (255, [0, 220, 120]),
-            (128, [100, 160, 60]),
-        ] {
-            let mut f = frame_of(3, 1, under);
-            let mut t = FrameTarget::for_frame(&mut f).unwrap();
-            t.blend_hline(Point::new(1, 0), 1, over, alpha).unwrap();
-            assert_eq!(f.pixel(1, 0), want, "alpha {alpha}");
-            assert_eq!(f.pixel(0, 0), under);
-            assert_eq!(f.pixel(2, 0), under);
-        }
-        // Black under white at half: 128 (127.5 rounds up? no: 32767/255).
-        assert_eq!(
-            blend(Rgb888::BLACK, Rgb888::WHITE, 128),
-            Rgb888::new(128, 128, 128)
-        );
-    }
-
-    #[test]
-    fn frame_target_rejects_wrong_buffer() {
-        let mut buf = vec![0u8; 10];
-        let e = FrameTarget::new(&mut buf, 2, 2).err().unwrap().to_string();
-        assert!(e.contains("2x2") && e.contains("12"), "{e}");
-    }
-
-    #[test]
-    fn frame_target_fills_match_per_pixel_drawing_and_clip() {
-        let areas = [
-            Rectangle::new(Point::new(1, 1), Size::new(3, 2)),
-            Rectangle::new(Point::new(-2, -1), Size::new(4, 3)),
-            Rectangle::new(Point::new(4, 3), Size::new(10, 10)),
-            Rectangle::new(Point::new(-10, 2), Size::new(30, 1)),
-            Rectangle::new(Point::new(50, 50), Size::new(3, 3)),
-        ];
-        for area in areas {
-            let colors = || (0..).map(|i: u32| Rgb888::new(i as u8, (i * 7) as u8, 3));
-            let mut fast = Frame::new(6, 5);
-            let mut slow = Frame::new(6, 5);
-            {
-                let mut t = FrameTarget::for_frame(&mut fast).unwrap();
-                t.fill_contiguous(&area, colors()).unwrap();
-                let mut s = FrameTarget::for_frame(&mut slow).unwrap();
-                s.draw_iter(area.points().zip(colors()).map(|(p, c)| Pixel(p, c)))
-                    .unwrap();
-            }
-            assert_eq!(fast.rgb, slow.rgb, "fill_contiguous {area:?}");
-
-            let c = Rgb888::new(9, 8, 7);
-            let mut fast = Frame::new(6, 5);
-            let mut slow = Frame::new(6, 5);
-            FrameTarget::for_frame(&mut fast)
-                .unwrap()
-                .fill_solid(&area, c)
-                .unwrap();
-            FrameTarget::for_frame(&mut slow)
-                .unwrap()
-                .draw_iter(area.points().map(|p| Pixel(p, c)))
-                .unwrap();
-            assert_eq!(fast.rgb, slow.rgb, "fill_solid {area:?}");
-        }
-        // Some area above drew something: the comparison is not vacuous.
-        let mut f = Frame::new(6, 5);
-        FrameTarget::for_frame(&mut f)
-            .unwrap()
-            .fill_solid(&areas[1], Rgb888::WHITE)
-            .unwrap();
-        assert_eq!(f.pixel(1, 1), [255; 3]);
-        assert_eq!(f.pixel(2, 1), [0; 3]);
-    }
-
-    #[test]
-    fn blend_adapter_blends_and_clips() {
-        let mut f = frame_of(4, 4, [0, 0, 0]);
-        let mut t = FrameTarget::for_frame(&mut f).unwrap();
-        Blend::new(&mut t, 128)
-            .fill_solid(
-                &Rectangle::new(Point::new(2, -3), Size::new(9, 5)),
-                Rgb888::WHITE,
-            )
-            .unwrap();
-        Blend::new(&mut t, 255)
-            .draw_iter([Pixel(Point::new(-1, 0), Rgb888::RED)])
-            .unwrap();
-        assert_eq!(f.pixel(2, 0), [128; 3]);
-        assert_eq!(f.pixel(3, 1), [128; 3]);
-        assert_eq!(f.pixel(1, 0), [0; 3]);
-        assert_eq!(f.pixel(2, 2), [0; 3]);
     }
 
     fn style(hud: bool) -> OverlayStyle {
@@ -1036,17 +234,6 @@ mod tests {
             outline: Some(Rgb888::WHITE),
             hud,
             max_mask_age: Duration::from_millis(150),
-        }
-    }
-
-    fn info(now: Instant) -> HudInfo<'static> {
-        HudInfo {
-            fps: 29.97,
-            latency_ms: Some(41.6),
-            model: "lgmsnet",
-            precision: "int8",
-            now,
-            model_failed: false,
         }
     }
 
@@ -1074,41 +261,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn state_lines_say_what_happened() {
-        let s = |st| state_line(st).0 .0;
-        assert_eq!(
-            s(OverlayState::Paused { age_ms: 500 }).as_str(),
-            "overlay paused (mask 500 ms old)"
-        );
-        assert_eq!(
-            s(OverlayState::NoMask).as_str(),
-            "overlay paused (no mask yet)"
-        );
-        assert_eq!(s(OverlayState::ModelError).as_str(), "AI OFF: model error");
-        assert_eq!(
-            s(OverlayState::Live { age_ms: 33 }).as_str(),
-            "mask 33 ms old"
-        );
-        let (lines, n) = hud_lines(
-            true,
-            OverlayState::Live { age_ms: 33 },
-            &info(Instant::now()),
-        );
-        assert_eq!(n, 3);
-        assert_eq!(lines[0].0 .0.as_str(), "30.0 fps  latency 42 ms");
-        assert_eq!(lines[1].0 .0.as_str(), "lgmsnet int8");
-    }
-
-    #[test]
-    fn long_model_name_is_cut_not_a_panic() {
-        let long = "m".repeat(200);
-        let mut h = info(Instant::now());
-        h.model = &long;
-        let (lines, _) = hud_lines(true, OverlayState::NoMask, &h);
-        assert_eq!(lines[1].0 .0.len(), LINE_CAP);
-    }
-
     /// Region of the top-left HUD panel and of the bottom-left label on a
     /// 256x256 frame (small font, margin 4).
     const HUD_AREA: Rectangle = Rectangle::new(Point::new(0, 0), Size::new(200, 50));
@@ -1132,7 +284,7 @@ mod tests {
         hud: &HudInfo<'_>,
     ) -> (Frame, OverlayState) {
         let mut f = frame_of(256, 256, [90, 90, 90]);
-        let mut t = FrameTarget::for_frame(&mut f).unwrap();
+        let mut t = RgbTarget::for_frame(&mut f).unwrap();
         let state = Overlay::new(style).draw(&mut t, mask, hud).unwrap();
         (f, state)
     }
@@ -1192,7 +344,7 @@ mod tests {
         let m = mask_from(0, 0, &["###"; 3]);
         for (w, h) in [(0, 0), (1, 1), (16, 16), (64, 20), (256, 256), (640, 480)] {
             let mut f = Frame::new(w, h);
-            let mut t = FrameTarget::for_frame(&mut f).unwrap();
+            let mut t = RgbTarget::for_frame(&mut f).unwrap();
             for hud in [true, false] {
                 Overlay::new(style(hud))
                     .draw(&mut t, Some(&m), &info(m.captured))

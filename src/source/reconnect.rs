@@ -12,11 +12,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use embedded_graphics::mono_font::{ascii::FONT_10X20, MonoTextStyle};
-use embedded_graphics::pixelcolor::Rgb888;
-use embedded_graphics::prelude::*;
-use embedded_graphics::text::{Alignment, Text};
-
 use crate::frame::Frame;
 use crate::source::backoff::Backoff;
 use crate::source::FrameSource;
@@ -201,90 +196,6 @@ impl FrameSource for Reconnecting {
                 self.next_try.saturating_duration_since(Instant::now())
             ),
         })
-    }
-}
-
-// The pipeline's compositor still calls this to draw its NO SIGNAL
-// screen; the overlay module's NO SIGNAL drawing replaces it.
-
-/// Background of the NO SIGNAL screen (dark grey, so that a black panel
-/// and a NO SIGNAL screen are told apart).
-pub const NO_SIGNAL_BG: [u8; 3] = [32, 32, 32];
-/// Colour of the NO SIGNAL text.
-pub const NO_SIGNAL_FG: [u8; 3] = [255, 255, 255];
-
-/// Paints the NO SIGNAL screen into `frame` (resized to `size`, buffer reused).
-pub fn draw_no_signal(
-    frame: &mut Frame,
-    size: (u32, u32),
-    label: &str,
-    attempts: u32,
-    lost_at: Option<Instant>,
-) {
-    let (w, h) = size;
-    frame.width = w;
-    frame.height = h;
-    frame.rgb.resize(w as usize * h as usize * 3, 0);
-    for px in frame.rgb.chunks_exact_mut(3) {
-        px.copy_from_slice(&NO_SIGNAL_BG);
-    }
-    // The title is the font's glyphs scaled up to about half the width.
-    let scale = (w / 2 / (9 * 10)).clamp(1, 8);
-    let white = MonoTextStyle::new(&FONT_10X20, Rgb888::new(255, 255, 255));
-    let mut big = Canvas { frame, scale };
-    let centre = Point::new((w / 2 / scale) as i32, (h / 2 / scale) as i32);
-    // Drawing into an in-memory frame cannot fail (Infallible).
-    let _ = Text::with_alignment("NO SIGNAL", centre, white, Alignment::Center).draw(&mut big);
-    let secs = lost_at.map_or(0, |t| t.elapsed().as_secs());
-    let detail = format!("{label} - retry {attempts}, {secs} s");
-    let mut small = Canvas { frame, scale: 1 };
-    let y = (h / 2 + 20 * scale) as i32 + 10;
-    let _ = Text::with_alignment(
-        &detail,
-        Point::new((w / 2) as i32, y),
-        MonoTextStyle::new(&FONT_10X20, Rgb888::new(200, 200, 200)),
-        Alignment::Center,
-    )
-    .draw(&mut small);
-}
-
-/// Draws into a frame with each drawn pixel a `scale` x `scale` block.
-struct Canvas<'a> {
-    frame: &'a mut Frame,
-    scale: u32,
-}
-
-impl OriginDimensions for Canvas<'_> {
-    fn size(&self) -> Size {
-        Size::new(
-            self.frame.width / self.scale,
-            self.frame.height / self.scale,
-        )
-    }
-}
-
-impl DrawTarget for Canvas<'_> {
-    type Color = Rgb888;
-    type Error = std::convert::Infallible;
-
-    fn draw_iter<I>(&mut self, pixels: I) -> std::result::Result<(), Self::Error>
-    where
-        I: IntoIterator<Item = Pixel<Self::Color>>,
-    {
-        let (w, h, k) = (self.frame.width, self.frame.height, self.scale);
-        for Pixel(p, c) in pixels {
-            if p.x < 0 || p.y < 0 {
-                continue;
-            }
-            let (x0, y0) = (p.x as u32 * k, p.y as u32 * k);
-            for y in y0..(y0 + k).min(h) {
-                for x in x0..(x0 + k).min(w) {
-                    let i = (y as usize * w as usize + x as usize) * 3;
-                    self.frame.rgb[i..i + 3].copy_from_slice(&[c.r(), c.g(), c.b()]);
-                }
-            }
-        }
-        Ok(())
     }
 }
 

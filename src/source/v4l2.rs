@@ -13,8 +13,9 @@
 //! buffer and keeps only the newest: stale frames are given back unconverted
 //! and counted, so the pipeline always sees what the scanner shows now.
 //!
-//! All `unsafe` of the capture path is in this file: ioctls on the device
-//! descriptor and the mapping of the driver's buffers.
+//! The ioctls go through the crate's one `sys::xioctl`, typed by request;
+//! the rest of the capture path's `unsafe` (the mapping of the driver's
+//! buffers, poll, the clock) is in this file.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -29,6 +30,7 @@ use crate::frame::Frame;
 use crate::sink::record::SharedRecorder;
 use crate::source::pixfmt::{fourcc_name, Converter, PixelFormat};
 use crate::source::FrameSource;
+use crate::sys::{xioctl, Ioctl, IOC_READ, IOC_WRITE};
 use crate::{Error, Result};
 
 // ---- Kernel UAPI (linux/videodev2.h), x86_64 and aarch64 layouts. ----
@@ -153,38 +155,18 @@ const _: () = assert!(std::mem::size_of::<RequestBuffers>() == 20);
 const _: () = assert!(std::mem::size_of::<Buffer>() == 88);
 const _: () = assert!(std::mem::size_of::<StreamParm>() == 204);
 
-const fn ioc(dir: u64, nr: u64, size: usize) -> u64 {
-    (dir << 30) | ((size as u64) << 16) | ((b'V' as u64) << 8) | nr
-}
-const RW: u64 = 3;
-const VIDIOC_QUERYCAP: u64 = ioc(2, 0, std::mem::size_of::<Capability>());
-const VIDIOC_S_FMT: u64 = ioc(RW, 5, std::mem::size_of::<Format>());
-const VIDIOC_REQBUFS: u64 = ioc(RW, 8, std::mem::size_of::<RequestBuffers>());
-const VIDIOC_QUERYBUF: u64 = ioc(RW, 9, std::mem::size_of::<Buffer>());
-const VIDIOC_QBUF: u64 = ioc(RW, 15, std::mem::size_of::<Buffer>());
-const VIDIOC_DQBUF: u64 = ioc(RW, 17, std::mem::size_of::<Buffer>());
-const VIDIOC_STREAMON: u64 = ioc(1, 18, 4);
-const VIDIOC_STREAMOFF: u64 = ioc(1, 19, 4);
-const VIDIOC_G_PARM: u64 = ioc(RW, 21, std::mem::size_of::<StreamParm>());
-const VIDIOC_S_PARM: u64 = ioc(RW, 22, std::mem::size_of::<StreamParm>());
-const _: () = assert!(VIDIOC_S_FMT == 0xc0d0_5605 && VIDIOC_DQBUF == 0xc058_5611);
-
-/// Runs one ioctl, retrying on EINTR.
-fn xioctl<T>(fd: &File, request: u64, arg: &mut T) -> std::io::Result<()> {
-    loop {
-        // SAFETY: every request code above is built from the size of the
-        // exact `repr(C)` struct passed with it, so the kernel reads and
-        // writes within `*arg`; `fd` is an open descriptor owned by `File`.
-        let r = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg as *mut T) };
-        if r != -1 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
+const RW: u64 = IOC_READ | IOC_WRITE;
+const VIDIOC_QUERYCAP: Ioctl<Capability> = Ioctl::sized(IOC_READ, b'V', 0);
+const VIDIOC_S_FMT: Ioctl<Format> = Ioctl::sized(RW, b'V', 5);
+const VIDIOC_REQBUFS: Ioctl<RequestBuffers> = Ioctl::sized(RW, b'V', 8);
+const VIDIOC_QUERYBUF: Ioctl<Buffer> = Ioctl::sized(RW, b'V', 9);
+const VIDIOC_QBUF: Ioctl<Buffer> = Ioctl::sized(RW, b'V', 15);
+const VIDIOC_DQBUF: Ioctl<Buffer> = Ioctl::sized(RW, b'V', 17);
+const VIDIOC_STREAMON: Ioctl<i32> = Ioctl::sized(IOC_WRITE, b'V', 18);
+const VIDIOC_STREAMOFF: Ioctl<i32> = Ioctl::sized(IOC_WRITE, b'V', 19);
+const VIDIOC_G_PARM: Ioctl<StreamParm> = Ioctl::sized(RW, b'V', 21);
+const VIDIOC_S_PARM: Ioctl<StreamParm> = Ioctl::sized(RW, b'V', 22);
+const _: () = assert!(VIDIOC_S_FMT.code() == 0xc0d0_5605 && VIDIOC_DQBUF.code() == 0xc058_5611);
 
 fn zeroed<T: Copy>() -> T {
     // SAFETY: only used for the plain-integer UAPI structs above, for which

@@ -16,7 +16,7 @@ use crate::frame::{Frame, Mask, Rect};
 use crate::infer::engine::Engine;
 use crate::infer::model::{LoadOptions, Model};
 use crate::infer::profile::OpProfile;
-use crate::overlay::{FrameTarget, HudInfo, Overlay, OverlayStyle};
+use crate::overlay::{HudInfo, Overlay, OverlayStyle, RgbTarget};
 use crate::pipeline::stats::{Report, Stage, StageRecorder};
 use crate::sink::{NullSink, Sink};
 use crate::source::phantom::PhantomSource;
@@ -101,7 +101,7 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
             now: frame.captured,
             model_failed: false,
         };
-        let mut target = FrameTarget::for_frame(&mut frame)?;
+        let mut target = RgbTarget::for_frame(&mut frame)?;
         if let Err(never) = overlay.draw(&mut target, Some(&mask), &hud) {
             match never {}
         }

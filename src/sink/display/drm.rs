@@ -28,7 +28,7 @@ use embedded_graphics::primitives::Rectangle;
 use memmap2::{MmapMut, MmapOptions};
 
 use crate::frame::Frame;
-use crate::sink::display::panel::{PanelFormat, PanelView, Scaler};
+use crate::sink::display::panel::{read_back, PanelFormat, RgbTarget, Scaler};
 use crate::sink::Sink;
 use crate::{Error, Result};
 
@@ -231,11 +231,11 @@ impl DrmSink {
         })
     }
 
-    fn view(&mut self, i: usize) -> Result<PanelView<'_>> {
+    fn view(&mut self, i: usize) -> Result<RgbTarget<'_>> {
         let (w, h) = self.mode.size();
         let b = &mut self.bufs[i];
         let pitch = b.db.pitch() as usize;
-        PanelView::new(
+        RgbTarget::with_format(
             &mut b.map[..],
             u32::from(w),
             u32::from(h),
@@ -293,7 +293,7 @@ impl DrmSink {
     /// The colour now scanned out at (x, y), read back from the shown buffer.
     pub fn shown_pixel(&mut self, x: u32, y: u32) -> Result<[u8; 3]> {
         let shown = self.shown;
-        Ok(self.view(shown)?.pixel(x, y))
+        read_back(&self.view(shown)?, x, y)
     }
 
     /// Frames shown so far.
@@ -320,7 +320,7 @@ impl Sink for DrmSink {
             self.clear(target)?;
         }
         let scaler = std::mem::take(&mut self.scaler);
-        let drawn = self.view(target).map(|mut v| v.blit(frame, &scaler));
+        let drawn = self.view(target).map(|mut v| scaler.blit(frame, &mut v));
         self.scaler = scaler;
         drawn?;
         let fb = self.bufs[target].fb;

@@ -12,7 +12,9 @@
 //! (`KDSETMODE`), so the kernel's text console does not draw its cursor
 //! over the video; it is switched back on drop.
 //!
-//! All `unsafe` of the framebuffer path is in this file: ioctls and the mapping.
+//! The ioctls go through the crate's one `sys::xioctl`, typed by request;
+//! the rest of the framebuffer path's `unsafe` (the mapping, the console's
+//! `KDSETMODE`, which takes its argument by value) is in this file.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -24,8 +26,9 @@ use embedded_graphics::primitives::Rectangle;
 use memmap2::{MmapMut, MmapOptions};
 
 use crate::frame::Frame;
-use crate::sink::display::panel::{Channel, PanelFormat, PanelView, Scaler};
+use crate::sink::display::panel::{read_back, Channel, PanelFormat, RgbTarget, Scaler};
 use crate::sink::Sink;
+use crate::sys::{xioctl, Ioctl, IOC_WRITE};
 use crate::{Error, Result};
 
 // ---- Kernel UAPI (linux/fb.h). ----
@@ -90,32 +93,26 @@ const _: () = assert!(std::mem::size_of::<VarScreenInfo>() == 160);
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<FixScreenInfo>() == 80);
 
-const FBIOGET_VSCREENINFO: u64 = 0x4600;
-const FBIOPUT_VSCREENINFO: u64 = 0x4601;
-const FBIOGET_FSCREENINFO: u64 = 0x4602;
-const FBIOPAN_DISPLAY: u64 = 0x4606;
-const FBIO_WAITFORVSYNC: u64 = 0x4004_4620;
+// The framebuffer's requests predate sizes in ioctl codes. linux/fb.h
+// defines each with a struct fb_var_screeninfo or fb_fix_screeninfo,
+// whose layouts the structs above have (sizes asserted above, offsets in
+// the tests).
+// SAFETY: FBIOGET_VSCREENINFO writes one fb_var_screeninfo.
+const FBIOGET_VSCREENINFO: Ioctl<VarScreenInfo> = unsafe { Ioctl::unchecked(0x4600) };
+// SAFETY: FBIOPUT_VSCREENINFO reads and writes one fb_var_screeninfo.
+const FBIOPUT_VSCREENINFO: Ioctl<VarScreenInfo> = unsafe { Ioctl::unchecked(0x4601) };
+// SAFETY: FBIOGET_FSCREENINFO writes one fb_fix_screeninfo.
+const FBIOGET_FSCREENINFO: Ioctl<FixScreenInfo> = unsafe { Ioctl::unchecked(0x4602) };
+// SAFETY: FBIOPAN_DISPLAY reads one fb_var_screeninfo.
+const FBIOPAN_DISPLAY: Ioctl<VarScreenInfo> = unsafe { Ioctl::unchecked(0x4606) };
+const FBIO_WAITFORVSYNC: Ioctl<u32> = Ioctl::sized(IOC_WRITE, b'F', 0x20);
+const _: () = assert!(FBIO_WAITFORVSYNC.code() == 0x4004_4620);
 const FB_TYPE_PACKED_PIXELS: u32 = 0;
 const FB_VISUAL_TRUECOLOR: u32 = 2;
 const FB_VISUAL_DIRECTCOLOR: u32 = 4;
 const KDSETMODE: u64 = 0x4B3A;
 const KD_TEXT: libc::c_int = 0;
 const KD_GRAPHICS: libc::c_int = 1;
-
-fn xioctl<T>(fd: &File, request: u64, arg: *mut T) -> std::io::Result<()> {
-    loop {
-        // SAFETY: callers pass the `repr(C)` struct (or int) each request
-        // code expects, alive for the call; `fd` is an open descriptor.
-        let r = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) };
-        if r != -1 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
 
 fn get_var(file: &File) -> std::io::Result<VarScreenInfo> {
     let mut var = VarScreenInfo::default();
@@ -306,10 +303,10 @@ impl FbSink {
         self.frames
     }
 
-    fn page(&mut self, page: u32) -> Result<PanelView<'_>> {
+    fn page(&mut self, page: u32) -> Result<RgbTarget<'_>> {
         let bytes = self.stride * self.height as usize;
         let start = bytes * page as usize;
-        PanelView::new(
+        RgbTarget::with_format(
             &mut self.map[start..start + bytes],
             self.width,
             self.height,
@@ -321,7 +318,7 @@ impl FbSink {
     /// The colour now on screen at (x, y), read back from the shown page.
     pub fn shown_pixel(&mut self, x: u32, y: u32) -> Result<[u8; 3]> {
         let shown = self.shown;
-        Ok(self.page(shown)?.pixel(x, y))
+        read_back(&self.page(shown)?, x, y)
     }
 
     fn pan(&mut self, page: u32) -> Result<()> {
@@ -378,7 +375,7 @@ impl Sink for FbSink {
                 let all = Rectangle::new(Point::zero(), view.size());
                 let _ = view.fill_solid(&all, Rgb888::BLACK);
             }
-            view.blit(frame, &scaler);
+            scaler.blit(frame, &mut view);
         });
         std::mem::swap(&mut self.scaler, &mut scaler);
         drawn?;

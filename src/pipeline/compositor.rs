@@ -1,0 +1,261 @@
+//! The display thread: shows every frame the source produces, at its pace,
+//! with the newest mask drawn only when it belongs to the frame.
+//!
+//! The mask-age gate: a mask is drawn only when `frame.captured -
+//! mask.captured <= max_mask_age`, so a late mask is never painted on a
+//! frame it does not belong to ([`crate::overlay::OverlayState`] says what
+//! is shown instead). When no frame has come for a while, the compositor
+//! shows the NO SIGNAL screen ([`crate::overlay::no_signal`], the only NO
+//! SIGNAL path) at the source's pace instead of freezing on the last frame.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::slots::{lock, Shared};
+use super::{FrameRecord, Options, RecordState};
+use crate::frame::{Frame, Mask};
+use crate::overlay::no_signal::draw_no_signal;
+use crate::overlay::{HudInfo, Overlay, OverlayState, OverlayStyle, RgbTarget};
+use crate::pipeline::stats::{Stage, StageRecorder};
+use crate::sink::Sink;
+use crate::Result;
+
+/// What the compositor counted.
+pub(super) struct CompositorResult {
+    pub(super) rec: StageRecorder,
+    pub(super) frames_out: u64,
+    pub(super) dropped: u64,
+    pub(super) with_mask: u64,
+    pub(super) stale: u64,
+    pub(super) no_mask: u64,
+    pub(super) records: Vec<FrameRecord>,
+}
+
+/// Names for the HUD, split once from the segmenter's label.
+struct HudText<'a> {
+    model: &'a str,
+    precision: &'a str,
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Runs the display loop until the source is done or the run stops:
+/// frames of `width` x `height` arriving every `period` go to `sink`.
+pub(super) fn compositor_loop(
+    shared: &Shared,
+    sink: &mut dyn Sink,
+    opts: &Options,
+    label: &str,
+    source_name: &str,
+    period: Duration,
+    width: u32,
+    height: u32,
+) -> Result<CompositorResult> {
+    let mut out = CompositorResult {
+        rec: StageRecorder::new(opts.stat_capacity),
+        frames_out: 0,
+        dropped: 0,
+        with_mask: 0,
+        stale: 0,
+        no_mask: 0,
+        records: Vec::with_capacity(if opts.keep_records {
+            opts.frames.min(1 << 20) as usize
+        } else {
+            0
+        }),
+    };
+    let mut overlay = Overlay::new(OverlayStyle::from_config(&opts.overlay, opts.max_mask_age));
+    let text = match label.rsplit_once(' ') {
+        Some((model, precision)) => HudText { model, precision },
+        None => HudText {
+            model: label,
+            precision: "",
+        },
+    };
+    let mut frame = Frame::new(width, height);
+    let mut mask: Option<Mask> = None;
+    let mut last_gen = 0u64;
+    let mut fps_meter = FpsMeter::new();
+    let mut last_e2e_ms: Option<f32> = None;
+    // Without a frame for this long the screen says NO SIGNAL instead of freezing.
+    let no_signal_after = (period * 3).max(Duration::from_millis(300));
+    let mut last_frame_at = Instant::now();
+    let mut lost_at: Option<Instant> = None;
+    let mut no_signal_frames = 0u32;
+
+    loop {
+        let mut no_signal = false;
+        {
+            let mut slot = lock(&shared.frames);
+            loop {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return Ok(out);
+                }
+                if slot.gen > last_gen {
+                    break;
+                }
+                if slot.done {
+                    return Ok(out);
+                }
+                let waited = last_frame_at.elapsed();
+                let wait_for = if lost_at.is_some() {
+                    period
+                } else {
+                    no_signal_after
+                };
+                if waited >= wait_for {
+                    no_signal = true;
+                    break;
+                }
+                slot = shared
+                    .frame_cv
+                    .wait_timeout(slot, (wait_for - waited).min(Duration::from_millis(50)))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            if !no_signal {
+                out.dropped += slot.gen - last_gen - 1;
+                last_gen = slot.gen;
+                frame.copy_from(&slot.frame);
+            }
+        }
+        last_frame_at = Instant::now();
+        let t0 = last_frame_at;
+        let mut record = FrameRecord {
+            frame_id: frame.id,
+            mask_frame_id: None,
+            mask_age_ms: None,
+            state: RecordState::NoMask,
+            shown_at: t0,
+        };
+        if no_signal {
+            // Keep the display alive at the source's pace with a clear state,
+            // rather than freezing on the last frame.
+            no_signal_frames += 1;
+            let since = *lost_at.get_or_insert(t0);
+            if no_signal_frames == 1 {
+                let reason = lock(&shared.source_error).clone();
+                log::warn!(
+                    "no frame from {source_name} for {no_signal_after:?}: showing NO SIGNAL{}",
+                    reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                );
+            }
+            draw_no_signal(
+                &mut frame,
+                (width, height),
+                source_name,
+                no_signal_frames,
+                t0.saturating_duration_since(since),
+            );
+            record.state = RecordState::NoSignal;
+        } else {
+            if lost_at.take().is_some() {
+                log::info!("{source_name}: frames are arriving again");
+                no_signal_frames = 0;
+            }
+            let model_failed;
+            {
+                let slot = lock(&shared.masks);
+                if let Some(m) = slot.mask.as_ref() {
+                    match mask.as_mut() {
+                        Some(mine) if mine.frame_id == m.frame_id => {}
+                        Some(mine) => mine.copy_from(m),
+                        None => mask = Some(m.clone()),
+                    }
+                }
+                model_failed = slot.error.is_some();
+            }
+            let hud = HudInfo {
+                fps: fps_meter.fps() as f32,
+                latency_ms: last_e2e_ms,
+                model: text.model,
+                precision: text.precision,
+                // The mask's age is measured against the capture of the frame
+                // it would be drawn on: that is what "wrong frame" means.
+                now: frame.captured,
+                model_failed,
+            };
+            let mut target = RgbTarget::for_frame(&mut frame)?;
+            let state = match overlay.draw(&mut target, mask.as_ref(), &hud) {
+                Ok(s) => s,
+                Err(never) => match never {},
+            };
+            record.mask_age_ms = match state {
+                OverlayState::Live { .. } | OverlayState::Paused { .. } => mask.as_ref().map(|m| {
+                    frame
+                        .captured
+                        .saturating_duration_since(m.captured)
+                        .as_secs_f64()
+                        * 1e3
+                }),
+                _ => None,
+            };
+            record.state = match state {
+                OverlayState::Live { .. } => RecordState::Drawn,
+                OverlayState::Paused { .. } => RecordState::Stale,
+                OverlayState::ModelError => RecordState::ModelError,
+                OverlayState::NoMask => RecordState::NoMask,
+            };
+            if state.draws_mask() {
+                record.mask_frame_id = mask.as_ref().map(|m| m.frame_id);
+            }
+            match record.state {
+                RecordState::Drawn => out.with_mask += 1,
+                RecordState::Stale => out.stale += 1,
+                _ => out.no_mask += 1,
+            }
+        }
+        let t1 = Instant::now();
+        sink.write(&frame)?;
+        let t2 = Instant::now();
+        out.rec.record(Stage::Compose, t1 - t0);
+        out.rec.record(Stage::Display, t2 - t1);
+        if !no_signal {
+            let e2e = t2.saturating_duration_since(frame.captured);
+            out.rec.record(Stage::EndToEnd, e2e);
+            last_e2e_ms = Some((e2e.as_secs_f64() * 1e3) as f32);
+            out.frames_out += 1;
+            if let Some(w) = &opts.watchdog {
+                let mut w = lock(w);
+                if out.frames_out == 1 {
+                    w.ready();
+                } else {
+                    w.frame_shown();
+                }
+            }
+        }
+        fps_meter.tick(t2);
+        record.shown_at = t2;
+        if opts.keep_records {
+            out.records.push(record);
+        }
+    }
+}
+
+/// Frames per second over a sliding window of recent frames.
+struct FpsMeter {
+    times: heapless::Deque<Instant, 32>,
+}
+
+impl FpsMeter {
+    fn new() -> Self {
+        FpsMeter {
+            times: heapless::Deque::new(),
+        }
+    }
+
+    fn tick(&mut self, t: Instant) {
+        if self.times.is_full() {
+            self.times.pop_front();
+        }
+        let _ = self.times.push_back(t);
+    }
+
+    fn fps(&self) -> f64 {
+        match (self.times.front(), self.times.back()) {
+            (Some(a), Some(b)) if self.times.len() > 1 && b > a => {
+                (self.times.len() - 1) as f64 / (*b - *a).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}

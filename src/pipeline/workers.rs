@@ -1,0 +1,153 @@
+//! The threads that fill the slots: the capture thread (the source's frames
+//! into the frame slot) and the inference workers (the newest unclaimed
+//! frame into a mask, published if newer than the one in the mask slot).
+//!
+//! Neither ever stops the video: a failing source or model is logged, noted
+//! in the shared state for the compositor to show, and retried with backoff.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::slots::{lock, Shared};
+use crate::frame::{Frame, Mask, Rect};
+use crate::infer::Segmenter;
+use crate::pipeline::stats::{Stage, StageRecorder};
+use crate::source::backoff::Backoff;
+use crate::source::FrameSource;
+
+/// The capture thread: publishes each frame of `source` (of `width` x
+/// `height`) until it ends, `limit` frames were published (0: no limit) or
+/// the run stops. Returns its capture times and the frame count.
+pub(super) fn capture_loop(
+    source: &mut dyn FrameSource,
+    shared: &Shared,
+    limit: u64,
+    cap: usize,
+    width: u32,
+    height: u32,
+) -> (StageRecorder, u64) {
+    let mut rec = StageRecorder::new(cap);
+    let mut local = Frame::new(width, height);
+    let mut count = 0u64;
+    let mut failures = 0u32;
+    while !shared.stop.load(Ordering::SeqCst) && (limit == 0 || count < limit) {
+        let t0 = Instant::now();
+        match source.next_frame(&mut local) {
+            Ok(true) => {
+                rec.record(Stage::Capture, t0.elapsed());
+                if failures > 0 {
+                    log::info!("source {} is delivering frames again", source.name());
+                    *lock(&shared.source_error) = None;
+                    failures = 0;
+                }
+                if (local.width, local.height) != (width, height) {
+                    // A source must not change size mid-stream; drop the frame
+                    // rather than hand every stage a buffer it did not size for.
+                    log::warn!(
+                        "source frame {} is {}x{}, expected {width}x{height}; dropped",
+                        local.id,
+                        local.width,
+                        local.height
+                    );
+                    continue;
+                }
+                let mut slot = lock(&shared.frames);
+                std::mem::swap(&mut slot.frame, &mut local);
+                slot.gen += 1;
+                drop(slot);
+                shared.frame_cv.notify_all();
+                count += 1;
+            }
+            Ok(false) => break,
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_power_of_two() {
+                    log::error!(
+                        "source {}: {e} (failure {failures}, retrying)",
+                        source.name()
+                    );
+                }
+                *lock(&shared.source_error) = Some(e.to_string());
+                let backoff = Backoff::PIPELINE.delay(failures);
+                sleep_unless_stopped(&shared.stop, backoff);
+            }
+        }
+    }
+    lock(&shared.frames).done = true;
+    shared.frame_cv.notify_all();
+    (rec, count)
+}
+
+fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(20)));
+    }
+}
+
+/// An inference worker: segments the newest unclaimed frame's `roi` with
+/// `seg` until the source is done or the run stops. Returns its stage times.
+pub(super) fn worker_loop(
+    mut seg: Box<dyn Segmenter>,
+    shared: &Shared,
+    roi: Rect,
+    cap: usize,
+    width: u32,
+    height: u32,
+) -> StageRecorder {
+    let mut rec = StageRecorder::new(cap);
+    let mut frame = Frame::new(width, height);
+    let mut mask = Mask::new(roi);
+    let mut failures = 0u32;
+    loop {
+        {
+            let mut slot = lock(&shared.frames);
+            loop {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return rec;
+                }
+                if slot.gen > slot.claimed {
+                    break;
+                }
+                if slot.done {
+                    return rec;
+                }
+                slot = shared
+                    .frame_cv
+                    .wait_timeout(slot, Duration::from_millis(100))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            slot.claimed = slot.gen;
+            frame.copy_from(&slot.frame);
+        }
+        match seg.segment(&frame, roi, &mut mask, &mut rec) {
+            Ok(()) => {
+                shared.inferences.fetch_add(1, Ordering::SeqCst);
+                let mut slot = lock(&shared.masks);
+                slot.error = None;
+                match slot.mask.as_mut() {
+                    Some(m) if m.frame_id >= mask.frame_id => {}
+                    Some(m) => std::mem::swap(m, &mut mask),
+                    None => slot.mask = Some(mask.clone()),
+                }
+                failures = 0;
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_power_of_two() {
+                    log::error!(
+                        "inference failed on frame {}: {e} (failure {failures}, retrying)",
+                        frame.id
+                    );
+                }
+                lock(&shared.masks).error = Some(e.to_string());
+                sleep_unless_stopped(&shared.stop, Backoff::PIPELINE.delay(failures));
+            }
+        }
+    }
+}
