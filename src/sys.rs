@@ -117,6 +117,12 @@ mod tests {
         let f = std::fs::File::open("/dev/null").unwrap();
         let mut v = 0u32;
         let e = xioctl(&f, Ioctl::<u32>::sized(IOC_READ, b'V', 0), &mut v).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        // The kernel answers ENOTTY; qemu-user (the aarch64 tests) answers
+        // ENOSYS for an ioctl it does not translate. Either way: an error,
+        // returned at once.
+        assert!(
+            matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::ENOSYS)),
+            "{e:?}"
+        );
     }
 }
