@@ -60,6 +60,18 @@ pub fn build_segmenters(cfg: &Config) -> Result<(Arc<Model>, Workers)> {
 pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
     let (_model, segs) = build_segmenters(cfg)?;
     let source = crate::source::open(cfg)?;
+    // The ROI is checked against the source's size before the sink is
+    // opened, so a bad config never truncates an existing display file.
+    let (width, height) = source.size();
+    if let Some(roi) = cfg.roi.filter(|r| !r.fits_in(width, height)) {
+        return Err(Error::config(
+            &cfg.origin,
+            format!(
+                "roi {roi:?} does not fit the {width}x{height} frames of {}; fix: a roi inside the frame, or none for the whole frame",
+                source.name()
+            ),
+        ));
+    }
     let mut sink = crate::sink::open(cfg, source.frame_rate())?;
     log::info!(
         "running {} -> {} with {} worker(s), masks drawn up to {} ms old",

@@ -368,3 +368,32 @@ fn errors_name_their_cause_once() {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+#[test]
+fn roi_outside_the_frame_names_the_config_and_leaves_the_display_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let display = dir.path().join("shown.y4m");
+    std::fs::write(&display, b"an earlier run's video").unwrap();
+    let cfg = dir.path().join("roi.toml");
+    let model = root().join("tests/fixtures/tiny_dark.onnx");
+    std::fs::write(
+        &cfg,
+        format!(
+            "display = {:?}\nframes = 2\nroi = {{ x = 80, y = 0, w = 64, h = 64 }}\n\
+             [phantom]\nwidth = 96\nheight = 64\n[model]\npath = {:?}\n",
+            display.display().to_string(),
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    fails_with(out, &["roi.toml", "roi", "96x64", "fix"]);
+    assert_eq!(
+        std::fs::read(&display).unwrap(),
+        b"an earlier run's video",
+        "the display file was touched before the config was checked"
+    );
+}

@@ -144,16 +144,16 @@ pub fn run(
     opts: &Options,
 ) -> Result<RunResult> {
     if segmenters.is_empty() {
-        return Err(Error::config(
-            "<pipeline>",
-            "no inference worker; fix: model.workers >= 1",
+        return Err(Error::invalid(
+            "pipeline",
+            "no inference worker; fix: give it at least one segmenter (model.workers >= 1)",
         ));
     }
     let (width, height) = source.size();
     let roi = opts.roi.unwrap_or(Rect::full(width, height));
     if !roi.fits_in(width, height) {
-        return Err(Error::config(
-            "<pipeline>",
+        return Err(Error::invalid(
+            "pipeline",
             format!(
                 "roi {roi:?} does not fit the {width}x{height} source; fix the roi in the config"
             ),

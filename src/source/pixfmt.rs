@@ -222,7 +222,7 @@ pub fn decode_jpeg(data: &[u8], dst: &mut Frame) -> Result<()> {
     let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
     let mut dec = zune_jpeg::JpegDecoder::new_with_options(data, opts);
     dec.decode_headers()
-        .map_err(|e| Error::invalid("JPEG frame", format!("bad header: {e:?}")))?;
+        .map_err(|e| Error::invalid_from("JPEG frame", "bad header", e))?;
     let (w, h) = dec
         .dimensions()
         .ok_or_else(|| Error::invalid("JPEG frame", "no dimensions in the header"))?;
@@ -237,7 +237,7 @@ pub fn decode_jpeg(data: &[u8], dst: &mut Frame) -> Result<()> {
     }
     dst.rgb.resize(w * h * 3, 0);
     dec.decode_into(&mut dst.rgb)
-        .map_err(|e| Error::invalid("JPEG frame", format!("cannot decode: {e:?}")))
+        .map_err(|e| Error::invalid_from("JPEG frame", "cannot decode", e))
 }
 
 #[cfg(test)]
