@@ -3,8 +3,11 @@
 //!
 //! A request code is typed with the argument it takes ([`Ioctl<T>`]), so the
 //! call is safe: the promise an ioctl needs, that the kernel reads and writes
-//! only within `*arg`, is made once, where the code is defined, instead of at
-//! every call.
+//! only within `*arg`, is made once per argument type ([`IoctlArg`], an
+//! `unsafe` trait) or per untyped code ([`Ioctl::unchecked`]), instead of at
+//! every call. The one other ioctl of the crate, the console's `KDSETMODE`
+//! in the framebuffer display, takes its argument by value, not by pointer,
+//! and is made there.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -29,14 +32,39 @@ impl<T> Clone for Ioctl<T> {
 
 impl<T> Copy for Ioctl<T> {}
 
-impl<T> Ioctl<T> {
+/// A plain-data argument of the crate's ioctls (a kernel UAPI struct or an
+/// integer).
+///
+/// # Safety
+///
+/// Implementors promise that all-zero bytes are a valid value of the type,
+/// and that for every request the crate issues with it the kernel reads
+/// and writes only the `size_of::<Self>()` bytes behind the pointer: no
+/// pointer inside it is followed (the crate's V4L2 buffers are
+/// `V4L2_MEMORY_MMAP`, never `USERPTR` or multi-planar).
+pub(crate) unsafe trait IoctlArg: Copy {}
+
+// SAFETY: an integer has no pointer, and zero is a valid integer.
+unsafe impl IoctlArg for i32 {}
+// SAFETY: as for i32.
+unsafe impl IoctlArg for u32 {}
+
+/// The all-zero value of an ioctl argument: what the kernel expects in
+/// the reserved fields of a UAPI struct.
+pub(crate) fn zeroed<T: IoctlArg>() -> T {
+    // SAFETY: `IoctlArg` promises that all-zero bytes are a valid `T`.
+    unsafe { std::mem::zeroed() }
+}
+
+impl<T: IoctlArg> Ioctl<T> {
     /// A request whose code encodes its direction (`IOC_READ | IOC_WRITE`
     /// bits), type, number and the size of `T`, as Linux's `_IOC` does.
     ///
-    /// Safe for any `T`: the kernel copies the argument in and out by the
-    /// size in the code (`video_usercopy` for V4L2, `_IOC_SIZE` generally),
-    /// which is `size_of::<T>()`. Whether `T` is the struct the driver means
-    /// is a question of right answers, not of memory safety.
+    /// Safe: the kernel copies the argument in and out by the size in the
+    /// code (`video_usercopy` for V4L2, `_IOC_SIZE` generally), which is
+    /// `size_of::<T>()`, and [`IoctlArg`] promises it follows no pointer
+    /// inside. Whether `T` is the struct the driver means is a question of
+    /// right answers, not of memory safety.
     pub(crate) const fn sized(dir: u64, ty: u8, nr: u8) -> Self {
         let size = std::mem::size_of::<T>();
         assert!(size < 1 << 14, "ioctl argument too large for _IOC");
@@ -45,7 +73,9 @@ impl<T> Ioctl<T> {
             arg: PhantomData,
         }
     }
+}
 
+impl<T> Ioctl<T> {
     /// A request of an older interface whose code does not encode the
     /// argument's size (such as the framebuffer's `FBIOGET_VSCREENINFO`).
     ///
@@ -101,6 +131,10 @@ pub(crate) fn xioctl<F: AsFd, T>(fd: &F, request: Ioctl<T>, arg: &mut T) -> std:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // SAFETY: bytes have no pointer, and zero bytes are valid; only the
+    // code is computed from it here, no ioctl is issued.
+    unsafe impl IoctlArg for [u8; 208] {}
 
     #[test]
     fn sized_codes_match_the_kernel_headers() {

@@ -122,7 +122,10 @@ impl Header {
         let mut chroma = Chroma::C420;
         let mut range = None;
         for f in fields.filter(|f| !f.is_empty()) {
-            let (tag, val) = f.split_at(1);
+            // A field starting with a non-ASCII character is no tag we know.
+            let Some((tag, val)) = f.split_at_checked(1) else {
+                continue;
+            };
             let number = |what: &str| {
                 val.parse::<u32>().map_err(|_| {
                     bad(format!(
@@ -614,6 +617,9 @@ mod tests {
                 "{line}: {e}"
             );
         }
+        // A field that starts with a multi-byte character is skipped, not a panic.
+        let h = parse("YUV4MPEG2 W2 H2 \u{e9}t\u{e9}").unwrap();
+        assert_eq!((h.width, h.height), (2, 2));
         let e = Header::parse(b"YUV4MPEG2 \xff", Path::new("x.y4m")).unwrap_err();
         assert!(e.to_string().contains("x.y4m"), "{e}");
     }

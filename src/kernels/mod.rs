@@ -302,6 +302,9 @@ pub fn best() -> &'static Kernels {
     static BEST: OnceLock<&'static Kernels> = OnceLock::new();
     BEST.get_or_init(|| {
         let forced = std::env::var("LGMS_KERNELS").ok();
+        if let Some(v) = forced.as_deref().filter(|v| *v != "scalar") {
+            log::warn!("LGMS_KERNELS={v:?} is not a choice; fix: LGMS_KERNELS=scalar (the reference kernels) or unset it; using the fastest table");
+        }
         match (forced.as_deref(), native()) {
             (Some("scalar"), _) | (_, None) => scalar(),
             (_, Some(k)) => k,
@@ -339,6 +342,84 @@ pub fn cpu_report() -> CpuReport {
         features: cpu_features(),
         kernels: best().name,
     }
+}
+
+/// `stride * (rows - 1) + row`: the bytes a strided image of `rows` rows
+/// needs (none for no rows). `None` on overflow.
+fn strided_len(stride: usize, rows: usize, row: usize) -> Option<usize> {
+    match rows.checked_sub(1) {
+        None => Some(0),
+        Some(r) => r.checked_mul(stride)?.checked_add(row),
+    }
+}
+
+/// `a * b * c`, `None` on overflow.
+fn volume(a: usize, b: usize, c: usize) -> Option<usize> {
+    a.checked_mul(b)?.checked_mul(c)
+}
+
+// The buffer checks every SIMD wrapper makes before its `unsafe` call, in
+// checked arithmetic: the tables' methods are public, so sizes come from
+// safe code and a wrapped product must never pass a check. They panic, as
+// documented on the methods (a caller's bug; the stages check with clear
+// errors first).
+
+/// YUYV: `stride >= row`, `src` holds `height` rows, `dst` the RGB output.
+pub(crate) fn assert_yuyv(src: &[u8], stride: usize, width: usize, height: usize, dst: &[u8]) {
+    let row = width.div_ceil(2).checked_mul(4);
+    assert!(
+        row.is_some_and(
+            |row| stride >= row && strided_len(stride, height, row).is_some_and(|n| src.len() >= n)
+        ) && volume(width, height, 3).is_some_and(|n| dst.len() >= n),
+        "YUYV buffers too small for {width}x{height} (stride {stride})"
+    );
+}
+
+/// NV12: both planes hold their rows, `dst` the RGB output.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn assert_nv12(
+    y: &[u8],
+    y_stride: usize,
+    uv: &[u8],
+    uv_stride: usize,
+    width: usize,
+    height: usize,
+    dst: &[u8],
+) {
+    let uv_row = width.div_ceil(2).checked_mul(2);
+    assert!(
+        y_stride >= width
+            && strided_len(y_stride, height, width).is_some_and(|n| y.len() >= n)
+            && uv_row.is_some_and(|row| uv_stride >= row
+                && strided_len(uv_stride, height.div_ceil(2), row).is_some_and(|n| uv.len() >= n))
+            && volume(width, height, 3).is_some_and(|n| dst.len() >= n),
+        "NV12 buffers too small for {width}x{height}"
+    );
+}
+
+/// GREY: `src` holds `height` rows, `dst` the RGB output.
+pub(crate) fn assert_grey(src: &[u8], stride: usize, width: usize, height: usize, dst: &[u8]) {
+    assert!(
+        stride >= width
+            && strided_len(stride, height, width).is_some_and(|n| src.len() >= n)
+            && volume(width, height, 3).is_some_and(|n| dst.len() >= n),
+        "GREY buffers too small for {width}x{height} (stride {stride})"
+    );
+}
+
+/// Logits -> mask: a non-empty `lw` x `lh` logit map and an `out_w` x
+/// `out_h` mask, exactly.
+pub(crate) fn assert_logits(
+    logits: &[f32],
+    lw: usize,
+    lh: usize,
+    out: &[u8],
+    out_w: usize,
+    out_h: usize,
+) {
+    assert!(lw > 0 && lh > 0, "empty logit map {lw}x{lh}");
+    assert_eq!(Some(logits.len()), volume(lw, lh, 1), "logits size");
+    assert_eq!(Some(out.len()), volume(out_w, out_h, 1), "mask size");
 }
 
 fn need(what: &str, have: usize, want: usize) -> Result<()> {
@@ -489,6 +570,39 @@ pub fn blend_span(span: &mut [u8], color: [u8; 3], alpha: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sizes from safe code that would wrap unchecked products or reach
+    /// past the buffers: every table must refuse them (panic), never read
+    /// out of bounds.
+    #[test]
+    fn every_table_refuses_wrapping_or_empty_sizes() {
+        let k = YuvCoeffs::new(YuvMatrix::Bt601, YuvRange::Limited);
+        let huge = (1usize << (usize::BITS - 1)) + 1;
+        for t in supported() {
+            let refused =
+                |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+            assert!(
+                refused(&|| t.yuyv_to_rgb(&[0; 16], 16, 8, huge, &k, &mut [0; 48])),
+                "{}",
+                t.name
+            );
+            assert!(
+                refused(&|| t.grey_to_rgb(&[0; 16], 16, 8, huge, &k, &mut [0; 48])),
+                "{}",
+                t.name
+            );
+            assert!(
+                refused(&|| t.nv12_to_rgb(&[0; 16], 8, &[0; 16], 8, 8, huge, &k, &mut [0; 48])),
+                "{}",
+                t.name
+            );
+            assert!(
+                refused(&|| t.logits_to_mask(&[], 0, 5, 0.0, 8, 1, &mut [0; 8])),
+                "{}",
+                t.name
+            );
+        }
+    }
 
     #[test]
     fn coefficients_are_the_standard_ones() {

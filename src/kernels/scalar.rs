@@ -174,8 +174,10 @@ pub fn check_resize_args(
         roi.fits_in(width as u32, height as u32),
         "roi outside frame"
     );
-    assert_eq!(rgb.len(), width * height * 3, "frame buffer size");
-    assert_eq!(out.len(), 3 * out_w * out_h, "tensor size");
+    // Checked products: a wrapped size must never pass.
+    let volume = |a: usize, b: usize| a.checked_mul(b).and_then(|n| n.checked_mul(3));
+    assert_eq!(Some(rgb.len()), volume(width, height), "frame buffer size");
+    assert_eq!(Some(out.len()), volume(out_w, out_h), "tensor size");
 }
 
 /// Crops `roi` out of a packed RGB frame, resizes it bilinearly to
@@ -241,8 +243,7 @@ pub fn logits_to_mask(
     out_h: usize,
     out: &mut [u8],
 ) {
-    assert_eq!(logits.len(), lw * lh, "logits size");
-    assert_eq!(out.len(), out_w * out_h, "mask size");
+    super::assert_logits(logits, lw, lh, out, out_w, out_h);
     let sx = lw as f32 / out_w as f32;
     let sy = lh as f32 / out_h as f32;
     for oy in 0..out_h {

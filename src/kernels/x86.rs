@@ -136,12 +136,7 @@ fn yuyv_to_rgb(
     k: &YuvCoeffs,
     dst: &mut [u8],
 ) {
-    let row = width.div_ceil(2) * 4;
-    assert!(
-        stride >= row
-            && src.len() >= stride * (height - 1) + row
-            && dst.len() >= width * height * 3
-    );
+    super::assert_yuyv(src, stride, width, height, dst);
     // SAFETY: only `plug` reaches this function, after detecting AVX2;
     // sizes checked above.
     unsafe { yuyv_avx2(src, stride, width, height, k, dst) }
@@ -195,11 +190,7 @@ fn nv12_to_rgb(
     k: &YuvCoeffs,
     dst: &mut [u8],
 ) {
-    let uv_row = width.div_ceil(2) * 2;
-    assert!(y_stride >= width && uv_stride >= uv_row);
-    assert!(y.len() >= y_stride * (height - 1) + width);
-    assert!(uv.len() >= uv_stride * (height.div_ceil(2) - 1) + uv_row);
-    assert!(dst.len() >= width * height * 3);
+    super::assert_nv12(y, y_stride, uv, uv_stride, width, height, dst);
     // SAFETY: only `plug` reaches this function, after detecting AVX2;
     // sizes checked above.
     unsafe { nv12_avx2(y, y_stride, uv, uv_stride, width, height, k, dst) }
@@ -252,11 +243,7 @@ fn grey_to_rgb(
     k: &YuvCoeffs,
     dst: &mut [u8],
 ) {
-    assert!(
-        stride >= width
-            && src.len() >= stride * (height - 1) + width
-            && dst.len() >= width * height * 3
-    );
+    super::assert_grey(src, stride, width, height, dst);
     // SAFETY: only `plug` reaches this function, after detecting AVX2;
     // sizes checked above.
     unsafe { grey_avx2(src, stride, width, height, k, dst) }
@@ -465,8 +452,7 @@ fn logits_to_mask(
     out_h: usize,
     out: &mut [u8],
 ) {
-    assert_eq!(logits.len(), lw * lh, "logits size");
-    assert_eq!(out.len(), out_w * out_h, "mask size");
+    super::assert_logits(logits, lw, lh, out, out_w, out_h);
     assert!(lw < i32::MAX as usize);
     // SAFETY: only `plug` reaches this function, after detecting AVX2;
     // sizes checked above.

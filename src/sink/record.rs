@@ -105,12 +105,14 @@ impl Y4mRecorder {
             _ => return self.record_rgb(decoded),
         };
         let need = format.frame_len(stride, height).unwrap_or(0);
-        let min = need.saturating_sub(stride - format.min_stride(width).unwrap_or(stride));
-        if data.len() < min {
+        let row = format.min_stride(width).unwrap_or(stride);
+        // The last line may lack its padding, never its pixels.
+        let min = need.saturating_sub(stride.saturating_sub(row));
+        if stride < row || data.len() < min {
             return Err(Error::invalid(
                 format!("recording {:?}", self.out.path()),
                 format!(
-                    "raw {} frame has {} bytes, expected {need}",
+                    "raw {} frame has {} bytes with {stride} per line, expected {need} with at least {row} per line",
                     format.name(),
                     data.len()
                 ),
@@ -297,6 +299,22 @@ mod tests {
         let mut r = Y4mRecorder::create(&path, 15.0, 1 << 20).unwrap();
         r.record_rgb(&frame(4, 2, 0)).unwrap();
         assert!(r.record_rgb(&frame(2, 2, 0)).is_err());
+    }
+
+    #[test]
+    fn odd_width_nv12_without_room_for_its_chroma_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Y4mRecorder::create(dir.path().join("o.y4m"), 15.0, 1 << 20).unwrap();
+        // 5x2 NV12 with a 5-byte stride: the CbCr row needs 6 bytes.
+        let data = [128u8; 5 * 2 + 5];
+        let e = r
+            .record_raw(PixelFormat::Nv12, 5, &data, &frame(5, 2, 0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("o.y4m") && e.contains("at least 6 per line"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -67,7 +67,7 @@ mod tests {
     }
 
     #[test]
-    fn pipeline_policy_is_50ms_shifted_by_failures_capped_at_5() {
+    fn pipeline_policy_doubles_from_100ms_to_1_6s() {
         for failures in 1..40u32 {
             assert_eq!(
                 Backoff::PIPELINE.delay(failures),

@@ -87,7 +87,9 @@ impl PixelFormat {
         let w = width as usize;
         match self {
             PixelFormat::Yuyv => Some(w * 2),
-            PixelFormat::Nv12 | PixelFormat::Grey => Some(w),
+            // The interleaved CbCr row of an odd width has one more byte.
+            PixelFormat::Nv12 => Some(w.div_ceil(2) * 2),
+            PixelFormat::Grey => Some(w),
             PixelFormat::Rgb24 | PixelFormat::Bgr24 => Some(w * 3),
             PixelFormat::Mjpeg => None,
         }

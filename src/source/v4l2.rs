@@ -30,7 +30,7 @@ use crate::frame::Frame;
 use crate::sink::record::SharedRecorder;
 use crate::source::pixfmt::{fourcc_name, Converter, PixelFormat};
 use crate::source::FrameSource;
-use crate::sys::{xioctl, Ioctl, IOC_READ, IOC_WRITE};
+use crate::sys::{xioctl, zeroed, Ioctl, IoctlArg, IOC_READ, IOC_WRITE};
 use crate::{Error, Result};
 
 // ---- Kernel UAPI (linux/videodev2.h), x86_64 and aarch64 layouts. ----
@@ -168,12 +168,20 @@ const VIDIOC_G_PARM: Ioctl<StreamParm> = Ioctl::sized(RW, b'V', 21);
 const VIDIOC_S_PARM: Ioctl<StreamParm> = Ioctl::sized(RW, b'V', 22);
 const _: () = assert!(VIDIOC_S_FMT.code() == 0xc0d0_5605 && VIDIOC_DQBUF.code() == 0xc058_5611);
 
-fn zeroed<T: Copy>() -> T {
-    // SAFETY: only used for the plain-integer UAPI structs above, for which
-    // all-zero bytes are a valid value (and what the kernel expects in
-    // reserved fields).
-    unsafe { std::mem::zeroed() }
-}
+// SAFETY (the five impls): each is a `#[repr(C)]` copy of its UAPI struct
+// made of integers and integer arrays, for which all-zero bytes are valid;
+// the only pointers the kernel could follow are `v4l2_buffer.m.userptr` /
+// `m.planes`, unused with the MMAP, single-planar buffers this module asks
+// for (`V4L2_MEMORY_MMAP`, `V4L2_BUF_TYPE_VIDEO_CAPTURE`).
+unsafe impl IoctlArg for Capability {}
+// SAFETY: see above.
+unsafe impl IoctlArg for Format {}
+// SAFETY: see above.
+unsafe impl IoctlArg for RequestBuffers {}
+// SAFETY: see above.
+unsafe impl IoctlArg for Buffer {}
+// SAFETY: see above.
+unsafe impl IoctlArg for StreamParm {}
 
 fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());

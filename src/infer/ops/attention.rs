@@ -37,38 +37,38 @@ use crate::kernels::cpu::Neon;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Layout {
     /// Stride of each batch axis (0 where the operand is broadcast).
-    pub batch: TVec<isize>,
+    pub(crate) batch: TVec<isize>,
     /// Stride between rows: queries for Q and the output, keys for K and V.
-    pub rows: isize,
+    pub(crate) rows: isize,
     /// Stride along the head depth.
-    pub depth: isize,
+    pub(crate) depth: isize,
 }
 
 /// `out[b, i, e] = sum_j softmax_j(scale * q[b, i] . k[b, j]) * v[b, j, e]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Attention {
     /// Sizes of the batch axes (offsets x heads for LGMSNet).
-    pub batch: TVec<usize>,
+    pub(crate) batch: TVec<usize>,
     /// Queries per block.
-    pub m: usize,
+    pub(crate) m: usize,
     /// Keys (and values) per block.
-    pub n: usize,
+    pub(crate) n: usize,
     /// Depth of Q and K.
-    pub d: usize,
+    pub(crate) d: usize,
     /// Depth of V and of the output.
-    pub dv: usize,
+    pub(crate) dv: usize,
     /// `f32::to_bits` of the score scale (bits, so that the op is `Eq + Hash`).
-    pub scale_bits: u32,
+    pub(crate) scale_bits: u32,
     /// Operand layouts.
-    pub q: Layout,
+    pub(crate) q: Layout,
     /// Operand layouts.
-    pub k: Layout,
+    pub(crate) k: Layout,
     /// Operand layouts.
-    pub v: Layout,
+    pub(crate) v: Layout,
     /// Output layout, in a dense tensor of `out_shape`.
-    pub out: Layout,
+    pub(crate) out: Layout,
     /// Shape of the output (the shape the second EinSum produced).
-    pub out_shape: TVec<usize>,
+    pub(crate) out_shape: TVec<usize>,
 }
 
 impl Op for Attention {

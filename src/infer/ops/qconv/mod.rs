@@ -125,7 +125,21 @@ impl Kernel {
 
 /// Every read a kernel makes is inside `x` and `w`.
 fn check(x: &[u8], base: usize, taps: &[usize], plane: usize, cin4: usize, w: &[i8]) {
+    // Checked arithmetic: a wrapped offset must never pass.
     let last = taps.iter().max().copied().unwrap_or(0);
-    assert!(cin4 > 0 && base + last + (cin4 - 1) * plane + PX * 4 <= x.len());
-    assert!(w.len() >= taps.len() * cin4 * 16);
+    let end = cin4
+        .checked_sub(1)
+        .and_then(|c| c.checked_mul(plane))
+        .and_then(|n| n.checked_add(base))
+        .and_then(|n| n.checked_add(last))
+        .and_then(|n| n.checked_add(PX * 4));
+    assert!(
+        end.is_some_and(|e| e <= x.len()),
+        "int8 conv input too small"
+    );
+    let weights = taps.len().checked_mul(cin4).and_then(|n| n.checked_mul(16));
+    assert!(
+        weights.is_some_and(|n| w.len() >= n),
+        "int8 conv weights too small"
+    );
 }

@@ -17,9 +17,9 @@ use super::plan::{Input, Plan};
 #[derive(Debug, Clone)]
 pub struct QConv {
     /// Shared by the op's clones.
-    pub plan: Arc<Plan>,
+    pub(crate) plan: Arc<Plan>,
     /// The replaced DequantizeLinear's output shape (`cout * h * w` values).
-    pub out_shape: TVec<usize>,
+    pub(crate) out_shape: TVec<usize>,
 }
 
 impl PartialEq for QConv {

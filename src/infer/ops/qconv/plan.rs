@@ -11,41 +11,41 @@ use super::{Kernel, CO, PX};
 #[derive(Debug)]
 pub struct Plan {
     /// Input channels.
-    pub cin: usize,
+    pub(crate) cin: usize,
     /// Output channels.
-    pub cout: usize,
+    pub(crate) cout: usize,
     /// Channel groups (1: a dense conv).
-    pub groups: usize,
+    pub(crate) groups: usize,
     /// Kernel size (odd; padding `k / 2` on every side).
-    pub k: usize,
+    pub(crate) k: usize,
     /// Image height.
-    pub h: usize,
+    pub(crate) h: usize,
     /// Image width.
-    pub w: usize,
+    pub(crate) w: usize,
     /// Input zero point (of the quantisation the conv sees).
-    pub x_zp: i32,
+    pub(crate) x_zp: i32,
     /// f32 input quantised here, `q = round_ties_even(x * inv_scale) + zp`:
     /// `Some((inv_scale, zp))`; `None` when the input is already u8.
-    pub quantize_input: Option<(f32, i32)>,
+    pub(crate) quantize_input: Option<(f32, i32)>,
     /// Table applied to the quantised input (tract's fused element-wise op).
-    pub lut_in: Option<Vec<u8>>,
+    pub(crate) lut_in: Option<Vec<u8>>,
     /// Table applied to the requantised output.
-    pub lut_out: Option<Vec<u8>>,
+    pub(crate) lut_out: Option<Vec<u8>>,
     /// Weights `[cout/4][k*k][cin/4][4 out][4 in]`, zero-padded.
-    pub weights: Vec<i8>,
+    pub(crate) weights: Vec<i8>,
     /// Sum of each output channel's weights (for the zero-point term).
-    pub wsum: Vec<i32>,
+    pub(crate) wsum: Vec<i32>,
     /// Bias per output channel, in accumulator units.
-    pub bias: Vec<i32>,
+    pub(crate) bias: Vec<i32>,
     /// `x_scale * w_scale[o] / y_scale` per output channel.
-    pub mult: Vec<f32>,
+    pub(crate) mult: Vec<f32>,
     /// Output zero point (requantisation).
-    pub y_zp: i32,
+    pub(crate) y_zp: i32,
     /// f32 output dequantised here, `(q - zp) * scale`: `Some((zp, scale))`;
     /// `None` for a u8 output.
-    pub dequantize_output: Option<(i32, f32)>,
+    pub(crate) dequantize_output: Option<(i32, f32)>,
     /// Whether every adjacent input-channel weight pair has `|w0| + |w1| <= 128`.
-    pub fits_7bit: bool,
+    pub(crate) fits_7bit: bool,
 }
 
 impl Plan {
