@@ -422,14 +422,20 @@ pub(crate) fn assert_logits(
     assert_eq!(Some(out.len()), volume(out_w, out_h, 1), "mask size");
 }
 
-fn need(what: &str, have: usize, want: usize) -> Result<()> {
-    if have < want {
-        return Err(Error::invalid(
+/// `want`: the size from [`strided_len`] or [`volume`]; `None` (a size past
+/// the address space, from an absurd stride) is refused like a short buffer.
+fn need(what: &str, have: usize, want: Option<usize>) -> Result<()> {
+    match want {
+        Some(want) if have >= want => Ok(()),
+        Some(want) => Err(Error::invalid(
             what,
             format!("buffer holds {have} bytes, needs at least {want}; fix: size it for the frame's width, height and stride"),
-        ));
+        )),
+        None => Err(Error::invalid(
+            what,
+            format!("buffer holds {have} bytes, and the stride asks for more than memory holds; fix: pass the driver's bytesperline"),
+        )),
     }
-    Ok(())
 }
 
 fn check_image(width: usize, height: usize) -> Result<()> {
@@ -461,8 +467,8 @@ pub fn yuyv_to_rgb(
             format!("{stride} < {row} bytes per row; fix: pass the driver's bytesperline"),
         ));
     }
-    need("YUYV frame", src.len(), stride * (height - 1) + row)?;
-    need("RGB output", dst.len(), width * height * 3)?;
+    need("YUYV frame", src.len(), strided_len(stride, height, row))?;
+    need("RGB output", dst.len(), volume(width, height, 3))?;
     best().yuyv_to_rgb(
         src,
         stride,
@@ -496,13 +502,17 @@ pub fn nv12_to_rgb(
             format!("Y stride {y_stride} / CbCr stride {uv_stride} too small for width {width}; fix: pass the driver's bytesperline"),
         ));
     }
-    need("NV12 Y plane", y.len(), y_stride * (height - 1) + width)?;
+    need(
+        "NV12 Y plane",
+        y.len(),
+        strided_len(y_stride, height, width),
+    )?;
     need(
         "NV12 CbCr plane",
         uv.len(),
-        uv_stride * (height.div_ceil(2) - 1) + uv_row,
+        strided_len(uv_stride, height.div_ceil(2), uv_row),
     )?;
-    need("RGB output", dst.len(), width * height * 3)?;
+    need("RGB output", dst.len(), volume(width, height, 3))?;
     let k = YuvCoeffs::new(matrix, range);
     best().nv12_to_rgb(y, y_stride, uv, uv_stride, width, height, &k, dst);
     Ok(())
@@ -524,8 +534,8 @@ pub fn grey_to_rgb(
             format!("{stride} < width {width}; fix: pass the driver's bytesperline"),
         ));
     }
-    need("GREY frame", src.len(), stride * (height - 1) + width)?;
-    need("RGB output", dst.len(), width * height * 3)?;
+    need("GREY frame", src.len(), strided_len(stride, height, width))?;
+    need("RGB output", dst.len(), volume(width, height, 3))?;
     let k = YuvCoeffs::new(YuvMatrix::Bt601, range);
     best().grey_to_rgb(src, stride, width, height, &k, dst);
     Ok(())
@@ -650,6 +660,9 @@ mod tests {
         let e =
             yuyv_to_rgb(&[0; 8], 2, 2, 3, YuvMatrix::Bt601, YuvRange::Full, &mut rgb).unwrap_err();
         assert!(e.to_string().contains("stride"), "{e}");
+        // A stride whose frame would pass the end of memory: an error, not a panic.
+        let e = grey_to_rgb(&[0; 4], 2, 3, usize::MAX / 2, YuvRange::Full, &mut rgb).unwrap_err();
+        assert!(e.to_string().contains("GREY frame"), "{e}");
         let e = grey_to_rgb(&[0; 4], 2, 2, 2, YuvRange::Full, &mut rgb[..11]).unwrap_err();
         assert!(e.to_string().contains("RGB output"), "{e}");
         let e = nv12_to_rgb(

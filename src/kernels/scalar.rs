@@ -175,9 +175,16 @@ pub fn check_resize_args(
         "roi outside frame"
     );
     // Checked products: a wrapped size must never pass.
-    let volume = |a: usize, b: usize| a.checked_mul(b).and_then(|n| n.checked_mul(3));
-    assert_eq!(Some(rgb.len()), volume(width, height), "frame buffer size");
-    assert_eq!(Some(out.len()), volume(out_w, out_h), "tensor size");
+    assert_eq!(
+        Some(rgb.len()),
+        super::volume(width, height, 3),
+        "frame buffer size"
+    );
+    assert_eq!(
+        Some(out.len()),
+        super::volume(out_w, out_h, 3),
+        "tensor size"
+    );
 }
 
 /// Crops `roi` out of a packed RGB frame, resizes it bilinearly to
