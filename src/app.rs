@@ -2,15 +2,18 @@
 //! where the concrete source, engine workers and sink are chosen
 //! (explicitly, no registration magic).
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, DisplaySpec, RecordMode, SourceSpec};
 use crate::infer::engine::Engine;
 use crate::infer::model::{LoadOptions, Model, Precision};
 use crate::infer::Segmenter;
 use crate::pipeline::watchdog::Watchdog;
 use crate::pipeline::{self, Options, RunResult};
+use crate::source::replay::Pace;
 use crate::{Error, Result};
 
 /// `SCHED_FIFO` priority of capture and display under systemd (the unit's
@@ -57,11 +60,17 @@ pub fn build_segmenters(cfg: &Config) -> Result<(Arc<Model>, Workers)> {
 }
 
 /// Runs the whole pipeline described by `cfg` until it ends or `stop` is set.
+///
+/// Everything that can be checked is checked before any output is touched:
+/// the output paths (distinct, writable), then the model, then the ROI
+/// against the source's size. Output files are created by the pipeline's
+/// first frame; a stop during the model load ends the run before it starts.
 pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
+    check_outputs(cfg)?;
+    let load_started = Instant::now();
     let (_model, segs) = build_segmenters(cfg)?;
+    let load_s = load_started.elapsed().as_secs_f64();
     let source = crate::source::open(cfg)?;
-    // The ROI is checked against the source's size before the sink is
-    // opened, so a bad config never truncates an existing display file.
     let (width, height) = source.size();
     if let Some(roi) = cfg.roi.filter(|r| !r.fits_in(width, height)) {
         return Err(Error::config(
@@ -73,12 +82,18 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
         ));
     }
     let mut sink = crate::sink::open(cfg, source.frame_rate())?;
+    let file_source = matches!(cfg.source, SourceSpec::File(_));
+    let lossless = file_source && cfg.capture.pace == Pace::Fast;
     log::info!(
-        "running {} -> {} with {} worker(s), masks drawn up to {} ms old",
+        "running {} -> {} with {} worker(s), {}; model loaded in {load_s:.2} s",
         source.name(),
         sink.name(),
         segs.len(),
-        cfg.max_mask_age.as_millis()
+        if lossless {
+            "every frame with its own mask".to_string()
+        } else {
+            format!("masks drawn up to {} ms old", cfg.max_mask_age.as_millis())
+        }
     );
     // Under systemd (the cart's kiosk unit) capture and display ask for
     // real-time priority; the unit's LimitRTPRIO decides whether they get it.
@@ -93,13 +108,130 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
         keep_records: false,
         watchdog: watchdog.map(|w| Arc::new(Mutex::new(w))),
         realtime_priority,
+        lossless,
+        strict: cfg.capture.strict,
+        live: !file_source,
         ..Options::default()
     };
-    let result = pipeline::run(source, segs, sink.as_mut(), &opts)?;
+    let mut result = pipeline::run(source, segs, sink.as_mut(), &opts)?;
+    result.report.load_s = load_s;
     if let Some(path) = &cfg.stats_json {
-        write_json(path, &result.report)?;
+        // The run is over and its report is still printed: a file that can
+        // no longer be written (checked writable at the start) is logged.
+        if let Err(e) = write_json(path, &result.report) {
+            log::error!("{e}; the statistics are in the printed report only");
+        }
     }
     Ok(result)
+}
+
+/// Checks the output paths before anything is loaded or written: the
+/// display file or folder, the recording and the statistics are distinct
+/// and can be written (an existing file is opened without truncation, a
+/// new one's nearest existing folder must be writable).
+pub fn check_outputs(cfg: &Config) -> Result<()> {
+    let mut outputs: Vec<(&str, &Path)> = Vec::new();
+    match &cfg.display {
+        DisplaySpec::Y4m(p) | DisplaySpec::Gif(p) | DisplaySpec::PngDir(p) => {
+            outputs.push(("display", p))
+        }
+        DisplaySpec::Null | DisplaySpec::Device(_) => {}
+    }
+    if cfg.record != RecordMode::None {
+        outputs.push(("record_path", &cfg.record_path));
+    }
+    if let Some(p) = &cfg.stats_json {
+        outputs.push(("stats_json", p));
+    }
+    if let SourceSpec::File(src) = &cfg.source {
+        for (key, p) in &outputs {
+            if same_path(src, p) {
+                return Err(Error::config(
+                    &cfg.origin,
+                    format!("{key} {p:?} is the source file; fix: write the output elsewhere"),
+                ));
+            }
+        }
+    }
+    for (i, (key, p)) in outputs.iter().enumerate() {
+        if let Some((other, _)) = outputs[..i].iter().find(|(_, q)| same_path(p, q)) {
+            return Err(Error::config(
+                &cfg.origin,
+                format!(
+                    "{other} and {key} are the same path {p:?}; fix: give each output its own file"
+                ),
+            ));
+        }
+        let folder = matches!(cfg.display, DisplaySpec::PngDir(_)) && *key == "display";
+        writable(p, folder).map_err(|why| {
+            Error::config(&cfg.origin, format!("{key} {p:?} cannot be written: {why}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same file, existing or not.
+fn same_path(a: &Path, b: &Path) -> bool {
+    let abs = |p: &Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    abs(a) == abs(b)
+}
+
+/// `Ok` when `path` (a file, or a folder when `folder`) can be written
+/// without creating or changing anything now; `Err` says why not and the fix.
+fn writable(path: &Path, folder: bool) -> std::result::Result<(), String> {
+    if path.exists() {
+        if folder {
+            if !path.is_dir() {
+                return Err("it is not a folder; fix: point it at a folder".into());
+            }
+            return access_w(path);
+        }
+        if path.is_dir() {
+            return Err("it is a folder; fix: name a file".into());
+        }
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| format!("{e}; fix: check its permissions"));
+    }
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        let d = if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        };
+        if d.exists() {
+            if !d.is_dir() {
+                return Err(format!(
+                    "{d:?} is not a folder; fix: a path inside a folder"
+                ));
+            }
+            return access_w(d);
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+fn access_w(dir: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| "the path holds a NUL byte".to_string())?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{dir:?} is not writable ({}); fix: check its permissions or choose another folder",
+            std::io::Error::last_os_error()
+        ))
+    }
 }
 
 /// Writes any serialisable value as pretty JSON, creating the folder.

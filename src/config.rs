@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::frame::Rect;
+use crate::frame::{Limits, Rect};
 use crate::infer::model::Precision;
 use crate::source::phantom::PhantomKind;
 use crate::source::pixfmt::PixelFormat;
@@ -99,6 +99,31 @@ pub struct CaptureConfig {
     /// File replay: start again at the end instead of ending the run.
     #[serde(default, rename = "loop")]
     pub looping: bool,
+    /// File replay: the first damaged frame ends the run with an error,
+    /// instead of being skipped and counted (`frames_corrupt`).
+    #[serde(default)]
+    pub strict: bool,
+    /// Widest frame any file, device or generator may declare; checked
+    /// before anything is allocated for it.
+    #[serde(default = "default_max_side")]
+    pub max_width: u32,
+    /// Tallest frame, as `max_width`.
+    #[serde(default = "default_max_side")]
+    pub max_height: u32,
+}
+
+fn default_max_side() -> u32 {
+    Limits::DEFAULT.max_width
+}
+
+impl CaptureConfig {
+    /// The frame size limits these settings ask for.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_width: self.max_width,
+            max_height: self.max_height,
+        }
+    }
 }
 
 fn default_capture_format() -> PixelFormat {
@@ -128,6 +153,9 @@ impl Default for CaptureConfig {
             timeout_ms: default_timeout_ms(),
             pace: default_pace(),
             looping: false,
+            strict: false,
+            max_width: default_max_side(),
+            max_height: default_max_side(),
         }
     }
 }
@@ -431,10 +459,16 @@ impl RawConfig {
             return Err(bad(format!("overlay.alpha = {}; fix: use 0..=1", o.alpha)));
         }
         let c = &self.capture;
-        if c.width < 16 || c.height < 16 || c.width > 8192 || c.height > 8192 {
+        if !(16..=65536).contains(&c.max_width) || !(16..=65536).contains(&c.max_height) {
             return Err(bad(format!(
-                "capture size {}x{} is out of range; fix: use 16..=8192 pixels per side",
-                c.width, c.height
+                "capture.max_width/max_height = {}x{} is out of range; fix: use 16..=65536 pixels per side",
+                c.max_width, c.max_height
+            )));
+        }
+        if c.width < 16 || c.height < 16 || c.width > c.max_width || c.height > c.max_height {
+            return Err(bad(format!(
+                "capture size {}x{} is out of range; fix: use 16..={}x{} pixels (capture.max_width/max_height)",
+                c.width, c.height, c.max_width, c.max_height
             )));
         }
         if !(c.fps > 0.0 && c.fps <= 240.0) {

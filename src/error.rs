@@ -107,6 +107,19 @@ pub enum Error {
         /// What happened, and the fix.
         reason: String,
     },
+    /// One frame of a file is unreadable (damaged, cut, of another size);
+    /// the source has already moved past it, so the next call reads the
+    /// frame after it. Corruption in a file is not a lost signal: the run
+    /// skips and counts such frames, or stops on the first one in strict mode.
+    #[error("source {source_name}: {position} is corrupt ({reason}); skipped")]
+    CorruptFrame {
+        /// Which source.
+        source_name: String,
+        /// Where in the source: a frame number, a file name, a byte offset.
+        position: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A sink or display failed.
     #[error("output {sink}: {reason}")]
     Sink {
@@ -193,6 +206,19 @@ impl Error {
         Error::Inference {
             model: model.into(),
             source: source.into(),
+        }
+    }
+
+    /// An [`Error::CorruptFrame`]: `position` of `source_name` is unreadable.
+    pub fn corrupt_frame(
+        source_name: impl Into<String>,
+        position: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::CorruptFrame {
+            source_name: source_name.into(),
+            position: position.into(),
+            reason: reason.into(),
         }
     }
 

@@ -41,6 +41,54 @@ impl Rect {
     }
 }
 
+/// The largest frame any decoder or generator accepts, checked against a
+/// file's or a flag's dimensions before anything is allocated for them, so
+/// that no input (a corrupt header, a typo) can make the process abort on
+/// allocation. `[capture] max_width` / `max_height` change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Widest frame accepted, in pixels.
+    pub max_width: u32,
+    /// Tallest frame accepted, in pixels.
+    pub max_height: u32,
+}
+
+impl Limits {
+    /// 8192 x 8192: four times 4K UHD, about 200 MB as RGB.
+    pub const DEFAULT: Limits = Limits {
+        max_width: 8192,
+        max_height: 8192,
+    };
+
+    /// Checks a `width` x `height` frame that `what` (a file, a flag)
+    /// declares: both sides 1 or more and within the limits.
+    pub fn check(&self, what: &str, width: u64, height: u64) -> crate::Result<()> {
+        if width == 0 || height == 0 {
+            return Err(crate::Error::invalid(
+                what,
+                format!("size {width}x{height} has no pixels; fix: a frame of at least 1x1"),
+            ));
+        }
+        if width > u64::from(self.max_width) || height > u64::from(self.max_height) {
+            return Err(crate::Error::invalid(
+                what,
+                format!(
+                    "size {width}x{height} is over the {}x{} limit; fix: a smaller frame, or raise \
+                     capture.max_width/max_height if this size is real",
+                    self.max_width, self.max_height
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
 /// One video frame, packed RGB, 8 bits per channel, no row padding.
 #[derive(Debug, Clone)]
 pub struct Frame {

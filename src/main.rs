@@ -239,12 +239,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGINT/SIGTERM set the flag; the pipeline then stops cleanly and reports.
+/// The first SIGINT/SIGTERM sets the flag: the pipeline stops within a
+/// second, abandoning an inference in flight, and reports. A second one
+/// exits at once (status 130), e.g. during a long model load.
 fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
-    ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))
-        .context("installing the signal handler")?;
+    ctrlc::set_handler(move || {
+        if s.swap(true, Ordering::SeqCst) {
+            eprintln!("lgms-edge: second signal, exiting now");
+            std::process::exit(130);
+        }
+        eprintln!("lgms-edge: stopping (a second signal exits at once)");
+    })
+    .context("installing the signal handler")?;
     Ok(stop)
 }
 
@@ -277,8 +285,10 @@ fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     raw.model.precision = read_metadata(&model)?.precision()?;
     let cfg = raw.validate_flags().context("checking the demo's flags")?;
     let stop = stop_flag()?;
-    let result = app::run(&cfg, stop)?;
-    if !a.no_gif {
+    let result = app::run(&cfg, stop.clone())?;
+    if stop.load(Ordering::SeqCst) {
+        log::info!("stopped by a signal: no GIF is written");
+    } else if !a.no_gif {
         log::info!("writing {:?} from the video", a.out.join("demo.gif"));
         lgms_edge::sink::y4m_to_gif(&a.out.join("demo.y4m"), &a.out.join("demo.gif"), 2)?;
     }

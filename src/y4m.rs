@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::frame::Frame;
+use crate::frame::{Frame, Limits};
 use crate::kernels::{self, YuvCoeffs, YuvMatrix, YuvRange};
 use crate::{Error, Result};
 
@@ -25,8 +25,8 @@ use crate::{Error, Result};
 const MAX_HEADER: u64 = 4096;
 /// Longest `FRAME` line accepted (the tag plus optional parameters).
 const MAX_FRAME_LINE: u64 = 1024;
-/// Largest frame side accepted.
-const MAX_SIDE: u32 = 16384;
+/// What starts every frame.
+const MARKER: &[u8] = b"FRAME";
 
 /// Chroma subsampling of a stream (the `C` tag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,12 +170,10 @@ impl Header {
             }
         }
         let (w, h) = match (w, h) {
-            (Some(w), Some(h)) if (1..=MAX_SIDE).contains(&w) && (1..=MAX_SIDE).contains(&h) => {
-                (w, h)
-            }
+            (Some(w), Some(h)) if w > 0 && h > 0 => (w, h),
             _ => {
                 return Err(bad(format!(
-                    "the header has a bad size W{} H{}; fix: write both, 1..={MAX_SIDE} pixels",
+                    "the header has a bad size W{} H{}; fix: write both, 1 pixel or more",
                     w.map_or("?".into(), |w| w.to_string()),
                     h.map_or("?".into(), |h| h.to_string()),
                 )))
@@ -240,6 +238,17 @@ pub enum Next {
     Truncated,
 }
 
+/// What comes after a frame that no marker follows.
+enum Follows {
+    /// A whole frame with a marker line of the usual length, then a marker
+    /// or the end: the marker in between is damaged in place.
+    DamagedMarker,
+    /// Less than a frame is left: a damaged tail, for the next read.
+    ShortTail,
+    /// Neither: bytes were lost or added inside the frame just read.
+    Misaligned,
+}
+
 /// Reads a Y4M file frame by frame, into buffers it owns.
 pub struct Reader {
     path: PathBuf,
@@ -251,11 +260,21 @@ pub struct Reader {
     /// Interleaved chroma for the kernels (NV12 CbCr or YUYV rows).
     scratch: Vec<u8>,
     frames_read: u64,
+    frames_corrupt: u64,
+    /// The frame after the last one read has a damaged marker but the
+    /// usual length (this many bytes): the next read skips it whole.
+    next_damaged: Option<u64>,
 }
 
 impl Reader {
-    /// Opens `path` and parses its header.
+    /// Opens `path` and parses its header, within the default [`Limits`].
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_limited(path, &Limits::DEFAULT)
+    }
+
+    /// Opens `path` and parses its header; a frame size over `limits` is
+    /// an error before any frame buffer is allocated.
+    pub fn open_limited(path: &Path, limits: &Limits) -> Result<Self> {
         let file =
             File::open(path).map_err(|e| Error::io(format!("opening Y4M video {path:?}"), e))?;
         let mut file = BufReader::new(file);
@@ -273,6 +292,11 @@ impl Reader {
             ));
         }
         let header = Header::parse(&line, path)?;
+        limits.check(
+            &format!("Y4M file {path:?}"),
+            header.width.into(),
+            header.height.into(),
+        )?;
         Ok(Reader {
             path: path.to_path_buf(),
             file,
@@ -282,6 +306,8 @@ impl Reader {
             line: Vec::with_capacity(64),
             scratch: Vec::new(),
             frames_read: 0,
+            frames_corrupt: 0,
+            next_damaged: None,
         })
     }
 
@@ -290,9 +316,14 @@ impl Reader {
         &self.header
     }
 
-    /// Frames read since the start (or the last [`Reader::rewind`]).
+    /// Whole frames read since the start (or the last [`Reader::rewind`]).
     pub fn frames_read(&self) -> u64 {
         self.frames_read
+    }
+
+    /// Damaged frames skipped since the start (or the last [`Reader::rewind`]).
+    pub fn frames_corrupt(&self) -> u64 {
+        self.frames_corrupt
     }
 
     /// The planes of the last frame read (Y, U, V).
@@ -301,37 +332,172 @@ impl Reader {
     }
 
     /// Reads the next `FRAME` line and planes.
+    ///
+    /// A damaged frame (no `FRAME` marker, a marker line that does not end,
+    /// or a frame not followed by the next marker, i.e. bytes lost or added)
+    /// is an [`Error::CorruptFrame`] naming its number and byte offset; the
+    /// reader then stands at the next marker it finds (or the end), so the
+    /// following call goes on with the next whole frame.
     pub fn read_frame(&mut self) -> Result<Next> {
+        let index = self.frames_read + self.frames_corrupt;
+        let start = self.position()?;
+        if let Some(whole) = self.next_damaged.take() {
+            // Damaged in place (checked when the frame before it was read):
+            // the frame has the usual length, so it is skipped whole.
+            self.file
+                .seek(SeekFrom::Start(start + whole))
+                .map_err(|e| self.io_err(e))?;
+            return Err(self.corrupt(index, start, "its FRAME marker is damaged"));
+        }
         self.line.clear();
         let n = self
             .file
             .by_ref()
             .take(MAX_FRAME_LINE)
             .read_until(b'\n', &mut self.line)
-            .map_err(|e| Error::io(format!("reading Y4M video {:?}", self.path), e))?;
+            .map_err(|e| self.io_err(e))?;
         if n == 0 {
             return Ok(Next::End);
         }
-        if !self.line.starts_with(b"FRAME") {
-            return Err(Error::invalid(
-                format!("Y4M file {:?}", self.path),
-                format!(
-                    "frame {} does not start with FRAME (corrupt file); fix: re-record or re-convert it",
-                    self.frames_read
-                ),
-            ));
+        let ended = self.line.ends_with(b"\n");
+        if !self.line.starts_with(MARKER) {
+            if !ended && MARKER.starts_with(&self.line) {
+                return Ok(Next::Truncated);
+            }
+            return Err(self.skip_damaged(index, start, "it does not start with FRAME"));
         }
-        if !self.line.ends_with(b"\n") {
+        if !ended {
+            if n as u64 == MAX_FRAME_LINE {
+                return Err(self.skip_damaged(index, start, "its FRAME line does not end"));
+            }
             return Ok(Next::Truncated);
         }
         match self.file.read_exact(&mut self.planes) {
-            Ok(()) => {
-                self.frames_read += 1;
-                Ok(Next::Frame)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Next::Truncated),
-            Err(e) => Err(Error::io(format!("reading Y4M video {:?}", self.path), e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Next::Truncated),
+            Err(e) => return Err(self.io_err(e)),
         }
+        if self.at_marker_or_end()? {
+            self.frames_read += 1;
+            return Ok(Next::Frame);
+        }
+        // Not followed by a marker: either the next frame's marker is
+        // damaged in place (this frame is whole), or bytes were lost or
+        // added inside this frame (it is not).
+        match self.what_follows()? {
+            Follows::DamagedMarker => {
+                self.next_damaged = Some(self.line.len() as u64 + self.planes.len() as u64);
+                self.frames_read += 1;
+                return Ok(Next::Frame);
+            }
+            Follows::ShortTail => {
+                self.frames_read += 1;
+                return Ok(Next::Frame);
+            }
+            Follows::Misaligned => {}
+        }
+        Err(self.skip_damaged(
+            index,
+            start,
+            "it is not followed by the next FRAME marker (bytes lost or added)",
+        ))
+    }
+
+    fn position(&mut self) -> Result<u64> {
+        self.file.stream_position().map_err(|e| self.io_err(e))
+    }
+
+    fn io_err(&self, e: std::io::Error) -> Error {
+        Error::io(format!("reading Y4M video {:?}", self.path), e)
+    }
+
+    fn corrupt(&mut self, index: u64, offset: u64, reason: &str) -> Error {
+        self.frames_corrupt += 1;
+        Error::corrupt_frame(
+            format!("Y4M file {:?}", self.path),
+            format!("frame {index} (byte {offset})"),
+            reason,
+        )
+    }
+
+    /// The frame at `start` is damaged: moves to the first marker after
+    /// its own and returns the error for it.
+    fn skip_damaged(&mut self, index: u64, start: u64, reason: &str) -> Error {
+        let found = self
+            .file
+            .seek(SeekFrom::Start(start + 1))
+            .and_then(|_| self.seek_to_marker());
+        if let Err(e) = found {
+            return self.io_err(e);
+        }
+        self.corrupt(index, start, reason)
+    }
+
+    /// Moves to the next `FRAME` marker, or to the end when there is none.
+    fn seek_to_marker(&mut self) -> std::io::Result<()> {
+        let mut pos = self.file.stream_position()?;
+        let mut matched = 0;
+        loop {
+            let buf = self.file.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            for (i, &b) in buf.iter().enumerate() {
+                // No proper prefix of "FRAME" is also a suffix of it, so a
+                // mismatch restarts the match at this byte.
+                matched = if b == MARKER[matched] {
+                    matched + 1
+                } else {
+                    usize::from(b == MARKER[0])
+                };
+                if matched == MARKER.len() {
+                    let at = pos + i as u64 + 1 - MARKER.len() as u64;
+                    self.file.seek(SeekFrom::Start(at))?;
+                    return Ok(());
+                }
+            }
+            let len = buf.len();
+            self.file.consume(len);
+            pos += len as u64;
+        }
+    }
+
+    /// True when the next bytes begin a marker (as far as they go) or the
+    /// file ends here.
+    fn at_marker_or_end(&mut self) -> Result<bool> {
+        let path = &self.path;
+        let buf = self
+            .file
+            .fill_buf()
+            .map_err(|e| Error::io(format!("reading Y4M video {path:?}"), e))?;
+        let k = buf.len().min(MARKER.len());
+        Ok(buf[..k] == MARKER[..k])
+    }
+
+    /// What follows a frame that is not followed by a marker. The position
+    /// is left where it was.
+    fn what_follows(&mut self) -> Result<Follows> {
+        let here = self.position()?;
+        let whole = self.line.len() as u64 + self.planes.len() as u64;
+        let probe = self
+            .file
+            .seek(SeekFrom::Start(here + whole))
+            .map_err(|e| self.io_err(e))
+            .and_then(|_| {
+                let end = self.file.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+                if here + whole > end {
+                    return Ok(Follows::ShortTail);
+                }
+                Ok(if self.at_marker_or_end()? {
+                    Follows::DamagedMarker
+                } else {
+                    Follows::Misaligned
+                })
+            });
+        self.file
+            .seek(SeekFrom::Start(here))
+            .map_err(|e| self.io_err(e))?;
+        probe
     }
 
     /// Goes back to the first frame.
@@ -340,6 +506,8 @@ impl Reader {
             .seek(SeekFrom::Start(self.data_start))
             .map_err(|e| Error::io(format!("rewinding {:?}", self.path), e))?;
         self.frames_read = 0;
+        self.frames_corrupt = 0;
+        self.next_damaged = None;
         Ok(())
     }
 
@@ -429,7 +597,7 @@ pub fn rgb_to_planes_444(frame: &Frame, planes: &mut [u8]) {
 /// the frame in flight), stopping at a size cap.
 pub struct Writer {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: Option<BufWriter<File>>,
     header: Option<Header>,
     max_bytes: u64,
     written: u64,
@@ -438,26 +606,40 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Creates (truncates) `path` and its folder; nothing is written before
-    /// the first frame. Frames that would take the file past `max_bytes`
-    /// are not written (use `u64::MAX` for no cap).
+    /// A writer for `path`. The file (and its folder) is created, or
+    /// truncated, at the first frame: a run that ends before its first
+    /// frame leaves an existing file alone and writes no empty one. Frames
+    /// that would take the file past `max_bytes` are not written (use
+    /// `u64::MAX` for no cap).
     pub fn create(path: impl Into<PathBuf>, max_bytes: u64) -> Result<Self> {
-        let path = path.into();
-        if let Some(p) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(p)
-                .map_err(|e| Error::io(format!("creating output folder {p:?}"), e))?;
-        }
-        let file =
-            File::create(&path).map_err(|e| Error::io(format!("creating video {path:?}"), e))?;
         Ok(Writer {
-            path,
-            out: BufWriter::new(file),
+            path: path.into(),
+            out: None,
             header: None,
             max_bytes,
             written: 0,
             frames: 0,
             stopped: false,
         })
+    }
+
+    fn open(&mut self) -> Result<&mut BufWriter<File>> {
+        if self.out.is_none() {
+            let path = &self.path;
+            if let Some(p) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(p)
+                    .map_err(|e| Error::io(format!("creating output folder {p:?}"), e))?;
+            }
+            let file =
+                File::create(path).map_err(|e| Error::io(format!("creating video {path:?}"), e))?;
+            self.out = Some(BufWriter::new(file));
+        }
+        Ok(self.out.as_mut().expect("opened above"))
+    }
+
+    /// Stops the file: later frames are not written.
+    pub fn stop(&mut self) {
+        self.stopped = true;
     }
 
     /// The file being written.
@@ -530,15 +712,20 @@ impl Writer {
             );
             return Ok(false);
         }
-        let io_err = |e| Error::io(format!("writing video {:?}", self.path), e);
+        let out = self.open()?;
+        let wrote = (|| {
+            if let Some(l) = &line {
+                out.write_all(l.as_bytes())?;
+            }
+            out.write_all(b"FRAME\n")?;
+            out.write_all(planes)?;
+            out.flush()
+        })();
+        wrote.map_err(|e| Error::io(format!("writing video {:?}", self.path), e))?;
         if let Some(l) = line {
-            self.out.write_all(l.as_bytes()).map_err(io_err)?;
             self.written += l.len() as u64;
             self.header = Some(*header);
         }
-        self.out.write_all(b"FRAME\n").map_err(io_err)?;
-        self.out.write_all(planes).map_err(io_err)?;
-        self.out.flush().map_err(io_err)?;
         self.written += 6 + planes.len() as u64;
         self.frames += 1;
         Ok(true)
@@ -546,9 +733,12 @@ impl Writer {
 
     /// Flushes the file.
     pub fn flush(&mut self) -> Result<()> {
-        self.out
-            .flush()
-            .map_err(|e| Error::io(format!("flushing video {:?}", self.path), e))
+        match self.out.as_mut() {
+            Some(out) => out
+                .flush()
+                .map_err(|e| Error::io(format!("flushing video {:?}", self.path), e)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -606,7 +796,6 @@ mod tests {
             ("YUV4MPEG2 W2 H2 C420p10", "C420p10"),
             ("YUV4MPEG2 W2", "bad size"),
             ("YUV4MPEG2 W0 H2", "bad size"),
-            ("YUV4MPEG2 W99999 H2", "bad size"),
             ("YUV4MPEG2 Wx H2", "bad width"),
             ("YUV4MPEG2 W2 H2 F30", "bad frame rate"),
             ("YUV4MPEG2 W2 H2 F0:1", "bad frame rate"),
@@ -685,6 +874,94 @@ mod tests {
         r.read_frame().unwrap();
         let e = r.read_frame().unwrap_err().to_string();
         assert!(e.contains("v.y4m") && e.contains("FRAME"), "{e}");
+    }
+
+    /// Ten 4x2 mono frames, frame n filled with n; returns the path and bytes.
+    fn ten_frames(dir: &Path) -> (PathBuf, Vec<u8>) {
+        let h = Header::new(4, 2, 10.0, Chroma::Mono, YuvRange::Full);
+        let planes: Vec<Vec<u8>> = (0..10u8).map(|n| vec![n; 8]).collect();
+        let refs: Vec<&[u8]> = planes.iter().map(|p| p.as_slice()).collect();
+        let path = write_file(dir, &h, &refs);
+        let bytes = std::fs::read(&path).unwrap();
+        (path, bytes)
+    }
+
+    /// Reads to the end: (values of the whole frames, damaged-frame errors).
+    fn read_all(path: &Path) -> (Vec<u8>, Vec<String>) {
+        let mut r = Reader::open(path).unwrap();
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for _ in 0..100 {
+            match r.read_frame() {
+                Ok(Next::Frame) => good.push(r.planes()[0]),
+                Ok(_) => return (good, bad),
+                Err(e) => {
+                    assert!(matches!(e, Error::CorruptFrame { .. }), "{e}");
+                    bad.push(e.to_string());
+                }
+            }
+        }
+        panic!("no end after 100 reads: {good:?} {bad:?}");
+    }
+
+    #[test]
+    fn a_damaged_marker_skips_only_its_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut bytes) = ten_frames(dir.path());
+        let header = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+        // Frame 4's marker, damaged in place.
+        let at = header + 4 * (6 + 8);
+        bytes[at..at + 5].copy_from_slice(b"FR\0ME");
+        std::fs::write(&path, &bytes).unwrap();
+        let (good, bad) = read_all(&path);
+        assert_eq!(good, [0, 1, 2, 3, 5, 6, 7, 8, 9]);
+        assert_eq!(bad.len(), 1);
+        assert!(
+            bad[0].contains("frame 4") && bad[0].contains("v.y4m"),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn lost_or_added_bytes_resynchronise_at_the_next_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, bytes) = ten_frames(dir.path());
+        let header = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+        // Three bytes added inside frame 2, three lost inside frame 6.
+        let mut changed = bytes.clone();
+        let f6 = header + 6 * 14 + 8;
+        changed.drain(f6..f6 + 3);
+        let f2 = header + 2 * 14 + 8;
+        changed.splice(f2..f2, [7u8, 7, 7]);
+        std::fs::write(&path, &changed).unwrap();
+        let (good, bad) = read_all(&path);
+        assert_eq!(good, [0, 1, 3, 4, 5, 7, 8, 9], "{bad:?}");
+        assert_eq!(bad.len(), 2, "{bad:?}");
+    }
+
+    #[test]
+    fn sizes_over_the_limit_are_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.y4m");
+        std::fs::write(&path, b"YUV4MPEG2 W100000 H100000 C444\nFRAME\n").unwrap();
+        let e = Reader::open(&path).err().unwrap().to_string();
+        assert!(e.contains("huge.y4m") && e.contains("8192x8192"), "{e}");
+        let small = Limits {
+            max_width: 64,
+            max_height: 64,
+        };
+        std::fs::write(&path, b"YUV4MPEG2 W65 H2 C444\n").unwrap();
+        assert!(Reader::open_limited(&path, &small).is_err());
+        assert!(Reader::open(&path).is_ok());
+    }
+
+    #[test]
+    fn a_writer_that_never_wrote_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/never.y4m");
+        let mut w = Writer::create(&path, u64::MAX).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        assert!(!path.exists() && !dir.path().join("sub").exists());
     }
 
     #[test]

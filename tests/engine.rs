@@ -352,3 +352,40 @@ fn corrupt_model_keeps_its_cause() {
     let cause = e.source().expect("tract's error").to_string();
     assert!(e.to_string().contains(&cause), "{e} / {cause}");
 }
+
+/// A copy of the tiny model with `sidecar` metadata next to it.
+fn with_sidecar(dir: &Path, sidecar: &str) -> PathBuf {
+    let p = dir.join("m.onnx");
+    std::fs::copy(fixture("tiny_dark.onnx"), &p).unwrap();
+    std::fs::write(dir.join("m.onnx.json"), sidecar).unwrap();
+    p
+}
+
+/// Non-finite logits are a failing model, never a mask.
+#[test]
+fn nan_or_infinite_logits_are_an_inference_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A denormal pixel scale turns every bright pixel into infinity.
+    let p = with_sidecar(dir.path(), r#"{"lgms.max_pixel_value": "1e-45"}"#);
+    let mut engine = Engine::new(load(&p).unwrap()).unwrap();
+    let mut frame = Frame::new(32, 32);
+    frame.rgb.fill(200);
+    let roi = Rect::full(32, 32);
+    let mut mask = Mask::new(roi);
+    let e = engine
+        .segment(&frame, roi, &mut mask, &mut StageRecorder::new(4))
+        .unwrap_err();
+    assert!(matches!(e, Error::Inference { .. }), "{e:?}");
+    assert!(e.to_string().contains("NaN or infinite"), "{e}");
+}
+
+/// A resize filter the runtime does not implement is refused, not ignored.
+#[test]
+fn an_unimplemented_resize_filter_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = with_sidecar(dir.path(), r#"{"lgms.resize": "lanczos"}"#);
+    let e = load(&p).unwrap_err().to_string();
+    assert!(e.contains("lgms.resize") && e.contains("lanczos"), "{e}");
+    let p = with_sidecar(dir.path(), r#"{"lgms.resize": "bilinear"}"#);
+    load(&p).unwrap();
+}

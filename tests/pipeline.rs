@@ -376,3 +376,188 @@ fn watchdog_pings_while_frames_flow_and_stops_during_no_signal() {
         "pings continued through NO SIGNAL (longest gap {longest:?})"
     );
 }
+
+fn fast_phantom(frames: u64) -> Box<dyn FrameSource> {
+    let p = Phantom::new(PhantomKind::Ultrasound, 96, 64, 5).unwrap();
+    Box::new(
+        PhantomSource::new(p, 30.0)
+            .unwrap()
+            .paced(false)
+            .limit(Some(frames)),
+    )
+}
+
+fn slow_dark(delay_ms: u64, fail_first: u32) -> Vec<Box<dyn Segmenter>> {
+    vec![Box::new(SlowDark {
+        delay: Duration::from_millis(delay_ms),
+        fail_first,
+        calls: 0,
+    })]
+}
+
+fn lossless() -> Options {
+    Options {
+        lossless: true,
+        live: false,
+        ..opts(150)
+    }
+}
+
+#[test]
+fn lossless_replay_shows_every_frame_with_its_own_mask() {
+    let n = 20;
+    let mut sink = CollectSink::default();
+    // Inference (30 ms) is far slower than the unpaced source: without
+    // back-pressure most frames would be overwritten before being shown.
+    let r = pipeline::run(fast_phantom(n), slow_dark(30, 0), &mut sink, &lossless()).unwrap();
+    let rep = &r.report;
+    assert_eq!(sink.ids, (0..n).collect::<Vec<_>>(), "{}", rep.to_text());
+    assert_eq!((rep.frames_in, rep.frames_dropped), (n, 0));
+    assert_eq!((rep.inferences, rep.frames_with_mask), (n, n));
+    for rec in &r.records {
+        assert_eq!(rec.state, RecordState::Drawn, "{rec:?}");
+        assert_eq!(rec.mask_frame_id, Some(rec.frame_id), "{rec:?}");
+    }
+}
+
+#[test]
+fn lossless_replay_with_a_failing_model_never_borrows_another_frames_mask() {
+    let n = 8;
+    let mut sink = CollectSink::default();
+    let r = pipeline::run(fast_phantom(n), slow_dark(5, 2), &mut sink, &lossless()).unwrap();
+    let states: Vec<RecordState> = r.records.iter().map(|r| r.state).collect();
+    assert_eq!(states.len(), n as usize, "{states:?}");
+    // The failures are shown as such; every later frame gets its own mask.
+    assert_eq!(&states[..2], [RecordState::ModelError; 2], "{states:?}");
+    for rec in &r.records[2..] {
+        assert_eq!(rec.mask_frame_id, Some(rec.frame_id), "{rec:?}");
+    }
+}
+
+/// Frames from the phantom, with frames `bad` reported damaged (as a file
+/// source does), ending after `total`.
+struct Damaged {
+    inner: Box<dyn FrameSource>,
+    bad: Vec<u64>,
+    total: u64,
+    read: u64,
+}
+
+impl FrameSource for Damaged {
+    fn name(&self) -> String {
+        "damaged file".into()
+    }
+    fn size(&self) -> (u32, u32) {
+        self.inner.size()
+    }
+    fn frame_rate(&self) -> f64 {
+        self.inner.frame_rate()
+    }
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<bool> {
+        if self.read == self.total {
+            return Ok(false);
+        }
+        self.read += 1;
+        if self.bad.contains(&(self.read - 1)) {
+            return Err(Error::corrupt_frame(
+                "damaged file",
+                format!("frame {}", self.read - 1),
+                "injected",
+            ));
+        }
+        self.inner.next_frame(frame)
+    }
+}
+
+fn damaged(bad: &[u64], total: u64) -> Box<dyn FrameSource> {
+    Box::new(Damaged {
+        inner: fast_phantom(total),
+        bad: bad.to_vec(),
+        total,
+        read: 0,
+    })
+}
+
+#[test]
+fn damaged_frames_of_a_file_are_skipped_counted_and_the_run_ends() {
+    let mut sink = CollectSink::default();
+    let r = pipeline::run(
+        damaged(&[3, 5], 10),
+        slow_dark(1, 0),
+        &mut sink,
+        &lossless(),
+    )
+    .unwrap();
+    let rep = &r.report;
+    assert_eq!(rep.frames_corrupt, 2, "{}", rep.to_text());
+    assert_eq!(rep.frames_out, 8, "{}", rep.to_text());
+    assert_eq!(
+        rep.frames_in,
+        rep.frames_out + rep.frames_dropped + rep.frames_corrupt
+    );
+    assert!(r.records.iter().all(|r| r.state != RecordState::NoSignal));
+    assert!(rep.to_text().contains("2 corrupt"), "{}", rep.to_text());
+    // Strict: the first damaged frame ends the run with its error.
+    let strict = Options {
+        strict: true,
+        ..lossless()
+    };
+    let e = pipeline::run(damaged(&[3], 10), slow_dark(1, 0), &mut sink, &strict)
+        .err()
+        .expect("strict fails")
+        .to_string();
+    assert!(e.contains("frame 3") && e.contains("corrupt"), "{e}");
+}
+
+#[test]
+fn a_file_that_fails_to_read_ends_the_run_instead_of_showing_no_signal() {
+    let (src, segs) = unplugged_for_900ms();
+    let mut sink = CollectSink::default();
+    let o = Options {
+        live: false,
+        ..opts(150)
+    };
+    let t0 = Instant::now();
+    let e = pipeline::run(Box::new(src), segs, &mut sink, &o)
+        .err()
+        .expect("a read error of a file ends the run");
+    assert!(e.to_string().contains("unplugged"), "{e}");
+    assert!(t0.elapsed() < Duration::from_millis(800), "no retrying");
+}
+
+#[test]
+fn stop_abandons_an_inference_in_flight_and_accounts_for_every_frame() {
+    let p = Phantom::new(PhantomKind::Ultrasound, 96, 64, 2).unwrap();
+    let src = Box::new(PhantomSource::new(p, 30.0).unwrap());
+    // Each inference takes 20 s: joining the worker would take that long.
+    let segs = slow_dark(20_000, 0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let o = Options {
+        stop: stop.clone(),
+        ..opts(150)
+    };
+    let s2 = stop.clone();
+    let stopped_at = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        s2.store(true, Ordering::SeqCst);
+        Instant::now()
+    });
+    let mut sink = CollectSink::default();
+    let r = pipeline::run(src, segs, &mut sink, &o).unwrap();
+    let ended = Instant::now();
+    let stopped_at = stopped_at.join().unwrap();
+    // The stop takes the grace period at most (plus scheduling), far from 20 s.
+    let took = ended.saturating_duration_since(stopped_at);
+    assert!(took < Duration::from_secs(3), "stop took {took:?}");
+    let rep = &r.report;
+    assert!(rep.frames_out > 5, "{}", rep.to_text());
+    assert_eq!(
+        rep.frames_in,
+        rep.frames_out + rep.frames_dropped + rep.frames_corrupt,
+        "{}",
+        rep.to_text()
+    );
+    assert_eq!(rep.inferences, 0);
+    // The output rate is over the streaming interval: about the source's 30 fps.
+    assert!(rep.fps > 15.0 && rep.fps < 45.0, "{}", rep.to_text());
+}

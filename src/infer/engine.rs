@@ -113,6 +113,17 @@ impl Engine {
                 .map_err(|e| inference_error(&self.model.info().name, e))?;
             self.logits.copy_from_slice(out);
         }
+        // A NaN or infinite logit would threshold to an arbitrary mask:
+        // it is a failing model, shown as such, not a mask.
+        if let Some(bad) = self.logits.iter().position(|l| !l.is_finite()) {
+            return Err(Error::inference(
+                self.model.info().name.clone(),
+                format!(
+                    "output value {bad} is {} (NaN or infinite logits); fix: check the model's weights and its precision on this board",
+                    self.logits[bad]
+                ),
+            ));
+        }
         Ok(())
     }
 

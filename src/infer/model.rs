@@ -499,6 +499,18 @@ impl Metadata {
         if std.iter().any(|&s| s <= 0.0) {
             return Err(self.err("lgms.std", "has a value <= 0"));
         }
+        // The runtime resizes bilinearly, as the authors' training did; a
+        // model that asks for another filter would get different inputs.
+        if let Some(r) = self.get("lgms.resize") {
+            if !r.eq_ignore_ascii_case("bilinear") {
+                return Err(self.err(
+                    "lgms.resize",
+                    format!(
+                        "= {r:?}, but the runtime resizes bilinearly only; set it to \"bilinear\""
+                    ),
+                ));
+            }
+        }
         let max_pixel_value = self.f32("lgms.max_pixel_value")?;
         if max_pixel_value <= 0.0 {
             return Err(self.err("lgms.max_pixel_value", "must be > 0"));

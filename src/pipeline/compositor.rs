@@ -29,6 +29,9 @@ pub(super) struct CompositorResult {
     pub(super) stale: u64,
     pub(super) no_mask: u64,
     pub(super) records: Vec<FrameRecord>,
+    /// When the first and the last camera frame were handed to the sink.
+    pub(super) first_shown: Option<Instant>,
+    pub(super) last_shown: Option<Instant>,
 }
 
 /// Names for the HUD, split once from the segmenter's label.
@@ -62,6 +65,8 @@ pub(super) fn compositor_loop(
         } else {
             0
         }),
+        first_shown: None,
+        last_shown: None,
     };
     let mut overlay = Overlay::new(OverlayStyle::from_config(&opts.overlay, opts.max_mask_age));
     let text = match label.rsplit_once(' ') {
@@ -95,6 +100,16 @@ pub(super) fn compositor_loop(
                 }
                 if slot.done {
                     return Ok(out);
+                }
+                if opts.lossless {
+                    // A file replayed frame by frame: waiting is not a lost
+                    // signal, the next frame comes once this one is shown.
+                    slot = shared
+                        .frame_cv
+                        .wait_timeout(slot, Duration::from_millis(50))
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                    continue;
                 }
                 let waited = last_frame_at.elapsed();
                 let wait_for = if lost_at.is_some() {
@@ -154,7 +169,20 @@ pub(super) fn compositor_loop(
             }
             let model_failed;
             {
-                let slot = lock(&shared.masks);
+                let mut slot = lock(&shared.masks);
+                if opts.lossless {
+                    // Every frame waits for its own inference (or its failure).
+                    while slot.finished.is_none_or(|f| f < frame.id) {
+                        if shared.stop.load(Ordering::SeqCst) {
+                            return Ok(out);
+                        }
+                        slot = shared
+                            .mask_cv
+                            .wait_timeout(slot, Duration::from_millis(50))
+                            .map(|(g, _)| g)
+                            .unwrap_or_else(|p| p.into_inner().0);
+                    }
+                }
                 if let Some(m) = slot.mask.as_ref() {
                     match mask.as_mut() {
                         Some(mine) if mine.frame_id == m.frame_id => {}
@@ -174,13 +202,18 @@ pub(super) fn compositor_loop(
                 now: frame.captured,
                 model_failed,
             };
+            // Lossless replay: only the frame's own mask is ever drawn on it.
+            let frame_id = frame.id;
+            let drawn = mask
+                .as_ref()
+                .filter(|m| !opts.lossless || m.frame_id == frame_id);
             let mut target = RgbTarget::for_frame(&mut frame)?;
-            let state = match overlay.draw(&mut target, mask.as_ref(), &hud) {
+            let state = match overlay.draw(&mut target, drawn, &hud) {
                 Ok(s) => s,
                 Err(never) => match never {},
             };
             record.mask_age_ms = match state {
-                OverlayState::Live { .. } | OverlayState::Paused { .. } => mask.as_ref().map(|m| {
+                OverlayState::Live { .. } | OverlayState::Paused { .. } => drawn.map(|m| {
                     frame
                         .captured
                         .saturating_duration_since(m.captured)
@@ -196,7 +229,7 @@ pub(super) fn compositor_loop(
                 OverlayState::NoMask => RecordState::NoMask,
             };
             if state.draws_mask() {
-                record.mask_frame_id = mask.as_ref().map(|m| m.frame_id);
+                record.mask_frame_id = drawn.map(|m| m.frame_id);
             }
             match record.state {
                 RecordState::Drawn => out.with_mask += 1,
@@ -207,6 +240,12 @@ pub(super) fn compositor_loop(
         let t1 = Instant::now();
         sink.write(&frame)?;
         let t2 = Instant::now();
+        if !no_signal {
+            lock(&shared.frames).shown = last_gen;
+            shared.frame_cv.notify_all();
+            out.first_shown.get_or_insert(t2);
+            out.last_shown = Some(t2);
+        }
         out.rec.record(Stage::Compose, t1 - t0);
         out.rec.record(Stage::Display, t2 - t1);
         if !no_signal {

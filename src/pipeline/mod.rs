@@ -39,7 +39,7 @@ pub mod watchdog;
 mod workers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::OverlayConfig;
@@ -49,7 +49,7 @@ use crate::pipeline::compositor::compositor_loop;
 use crate::pipeline::slots::{lock, Shared};
 use crate::pipeline::stats::{Report, StageRecorder};
 use crate::pipeline::watchdog::Watchdog;
-use crate::pipeline::workers::{capture_loop, worker_loop};
+use crate::pipeline::workers::{capture_loop, worker_loop, CaptureMode};
 use crate::sink::Sink;
 use crate::source::FrameSource;
 use crate::{Error, Result};
@@ -78,6 +78,16 @@ pub struct Options {
     /// `SCHED_FIFO` priority for the capture thread and the compositor (the
     /// calling thread) where permitted; inference threads stay normal.
     pub realtime_priority: Option<i32>,
+    /// Every frame is shown, each with its own mask: the source waits for
+    /// the frame before it to be shown (file replay at `pace = "fast"`).
+    /// Otherwise only the newest frame counts, as with a camera.
+    pub lossless: bool,
+    /// A damaged frame of a file ends the run with an error instead of
+    /// being skipped and counted.
+    pub strict: bool,
+    /// The source is a live device: its errors are a lost signal (NO
+    /// SIGNAL, retried). A file's read errors end the run.
+    pub live: bool,
 }
 
 impl Default for Options {
@@ -92,6 +102,9 @@ impl Default for Options {
             stat_capacity: 100_000,
             watchdog: None,
             realtime_priority: None,
+            lossless: false,
+            strict: false,
+            live: true,
         }
     }
 }
@@ -163,34 +176,53 @@ pub fn run(
     let period = Duration::from_secs_f64(1.0 / fps);
     let label = segmenters[0].label();
     let source_name = source.name();
-    let shared = Arc::new(Shared::new(width, height, opts.stop.clone()));
+    let shared = Arc::new(Shared::new(
+        width,
+        height,
+        opts.stop.clone(),
+        opts.stat_capacity,
+    ));
     let started = Instant::now();
+    // Every thread reports here when it ends, so that the end of the run
+    // waits for them with a deadline instead of joining a worker that is
+    // in the middle of a long inference.
+    let (done_tx, done_rx) = mpsc::channel::<Ended>();
 
-    let capture = {
+    let mode = CaptureMode {
+        limit: opts.frames,
+        lossless: opts.lossless,
+        strict: opts.strict,
+        live: opts.live,
+    };
+    {
         let shared = shared.clone();
-        let limit = opts.frames;
         let cap = opts.stat_capacity;
         let rt = opts.realtime_priority;
+        let tx = done_tx.clone();
         std::thread::Builder::new()
             .name("capture".into())
             .spawn(move || {
                 if let Some(p) = rt {
                     crate::pipeline::watchdog::try_realtime(p);
                 }
-                capture_loop(&mut *source, &shared, limit, cap, width, height)
+                let rec = capture_loop(&mut *source, &shared, mode, cap, width, height);
+                let _ = tx.send(Ended::Capture(Box::new(rec)));
             })
-            .map_err(|e| Error::io("starting the capture thread", e))?
-    };
-    let mut workers = Vec::new();
+            .map_err(|e| Error::io("starting the capture thread", e))?;
+    }
+    let n_workers = segmenters.len();
     for (i, seg) in segmenters.into_iter().enumerate() {
         let shared = shared.clone();
-        let cap = opts.stat_capacity;
-        let h = std::thread::Builder::new()
+        let tx = done_tx.clone();
+        std::thread::Builder::new()
             .name(format!("infer-{i}"))
-            .spawn(move || worker_loop(seg, &shared, roi, cap, width, height))
+            .spawn(move || {
+                worker_loop(seg, &shared, roi, width, height);
+                let _ = tx.send(Ended::Worker);
+            })
             .map_err(|e| Error::io("starting an inference thread", e))?;
-        workers.push(h);
     }
+    drop(done_tx);
 
     if let Some(p) = opts.realtime_priority {
         crate::pipeline::watchdog::try_realtime(p);
@@ -206,42 +238,66 @@ pub fn run(
         height,
     );
 
-    // Whatever ended the compositor, everyone else stops now.
+    // Whatever ended the compositor, everyone else stops now. A thread that
+    // has not ended by the deadline (an inference in flight, a device read)
+    // is left behind: its result is abandoned, the run's is not.
     if let Some(w) = &opts.watchdog {
         lock(w).stopping();
     }
     shared.stop.store(true, Ordering::SeqCst);
     shared.frame_cv.notify_all();
+    shared.mask_cv.notify_all();
     let mut rec = StageRecorder::new(opts.stat_capacity);
-    let frames_in = match capture.join() {
-        Ok((r, n)) => {
-            rec.merge(&r);
-            n
+    let deadline = Instant::now() + STOP_GRACE;
+    let mut pending = 1 + n_workers;
+    while pending > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match done_rx.recv_timeout(left) {
+            Ok(Ended::Capture(r)) => rec.merge(&r),
+            Ok(Ended::Worker) => {}
+            // A thread that panicked drops its sender without a message.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                log::error!("a pipeline thread ended without reporting (it panicked)");
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                log::warn!(
+                    "{pending} pipeline thread(s) still busy {STOP_GRACE:?} after the stop (an inference in flight); their results are abandoned"
+                );
+                break;
+            }
         }
-        Err(_) => {
-            log::error!("capture thread panicked");
-            0
-        }
-    };
-    for w in workers {
-        match w.join() {
-            Ok(r) => rec.merge(&r),
-            Err(_) => log::error!("an inference thread panicked"),
-        }
+        pending -= 1;
     }
+    rec.merge(&lock(&shared.worker_stats));
     let comp = comp?;
     rec.merge(&comp.rec);
     let finish = sink.finish();
     let duration_s = started.elapsed().as_secs_f64();
     let inferences = shared.inferences.load(Ordering::SeqCst);
+    let good = shared.frames_good.load(Ordering::SeqCst);
+    let corrupt = shared.frames_corrupt.load(Ordering::SeqCst);
+    let streaming_s = match (comp.first_shown, comp.last_shown) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let fps = if comp.frames_out > 1 && streaming_s > 0.0 {
+        (comp.frames_out - 1) as f64 / streaming_s
+    } else {
+        0.0
+    };
     let report = Report {
         model: label,
         source: source_name,
+        load_s: 0.0,
         duration_s,
-        frames_in,
+        frames_in: good + corrupt,
         frames_out: comp.frames_out,
-        frames_dropped: comp.dropped,
-        fps: comp.frames_out as f64 / duration_s.max(1e-9),
+        // Published but never shown: skipped while the compositor was
+        // behind, or still in the slot when the run stopped.
+        frames_dropped: good.saturating_sub(comp.frames_out),
+        frames_corrupt: corrupt,
+        fps,
         inferences,
         inference_fps: inferences as f64 / duration_s.max(1e-9),
         frames_with_mask: comp.with_mask,
@@ -249,9 +305,22 @@ pub fn run(
         frames_no_mask: comp.no_mask,
         stages: Report::stage_reports(&rec),
     };
+    if let Some(e) = lock(&shared.fatal).take() {
+        finish?;
+        return Err(e);
+    }
     finish?;
     Ok(RunResult {
         report,
         records: comp.records,
     })
+}
+
+/// How long the end of a run waits for its threads after the stop.
+pub const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// What a pipeline thread sends when it ends.
+enum Ended {
+    Capture(Box<StageRecorder>),
+    Worker,
 }

@@ -123,6 +123,12 @@ impl Samples {
         })
     }
 
+    /// Forgets every sample, keeping the buffer.
+    pub fn clear(&mut self) {
+        self.values.clear();
+        self.seen = 0;
+    }
+
     fn merge(&mut self, other: &Samples) {
         for &ms in &other.values {
             self.push_ms(ms);
@@ -173,6 +179,11 @@ impl StageRecorder {
         &self.stages[stage.index()]
     }
 
+    /// Forgets every sample, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.stages.iter_mut().for_each(Samples::clear);
+    }
+
     /// Adds another recorder's samples to this one.
     pub fn merge(&mut self, other: &StageRecorder) {
         for (a, b) in self.stages.iter_mut().zip(other.stages.iter()) {
@@ -198,15 +209,24 @@ pub struct Report {
     pub model: String,
     /// Source name.
     pub source: String,
-    /// Wall-clock duration of the run, seconds.
+    /// Loading and optimising the model before the run, seconds (not part
+    /// of `duration_s`).
+    pub load_s: f64,
+    /// Wall-clock duration of the run, from starting the threads to the
+    /// end of the last frame, seconds.
     pub duration_s: f64,
-    /// Frames read from the source.
+    /// Frames read from the source: `frames_out + frames_dropped +
+    /// frames_corrupt`.
     pub frames_in: u64,
     /// Frames written to the display or sink.
     pub frames_out: u64,
-    /// Frames the source produced that the compositor never saw (it was behind).
+    /// Frames the source produced that were never shown: the compositor was
+    /// behind, or the run stopped before showing them.
     pub frames_dropped: u64,
-    /// Output frames per second.
+    /// Damaged frames of a file source, skipped.
+    pub frames_corrupt: u64,
+    /// Output frames per second over the streaming interval: from the
+    /// first frame shown to the last.
     pub fps: f64,
     /// Inferences completed.
     pub inferences: u64,
@@ -251,14 +271,16 @@ impl Report {
         let _ = writeln!(s, "source: {}", self.source);
         let _ = writeln!(
             s,
-            "frames: {} in, {} out, {} dropped in {:.2} s -> {:.2} fps output, {:.2} inferences/s",
+            "frames: {} in, {} out, {} dropped, {} corrupt in {:.2} s -> {:.2} fps output, {:.2} inferences/s",
             self.frames_in,
             self.frames_out,
             self.frames_dropped,
+            self.frames_corrupt,
             self.duration_s,
             self.fps,
             self.inference_fps
         );
+        let _ = writeln!(s, "model load: {:.2} s (before the run)", self.load_s);
         let _ = writeln!(
             s,
             "overlay: {} frames with mask, {} paused (mask too old), {} before first mask",

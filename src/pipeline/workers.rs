@@ -14,23 +14,39 @@ use crate::infer::Segmenter;
 use crate::pipeline::stats::{Stage, StageRecorder};
 use crate::source::backoff::Backoff;
 use crate::source::FrameSource;
+use crate::Error;
+
+/// How the capture thread treats its source.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CaptureMode {
+    /// Stop after this many frames published (0: no limit).
+    pub(super) limit: u64,
+    /// Wait for each frame to be shown before publishing the next
+    /// (lossless file replay) instead of overwriting it.
+    pub(super) lossless: bool,
+    /// A damaged frame ends the run instead of being skipped.
+    pub(super) strict: bool,
+    /// A live device: read errors are a lost signal, retried with backoff.
+    /// For a file they end the run.
+    pub(super) live: bool,
+}
 
 /// The capture thread: publishes each frame of `source` (of `width` x
-/// `height`) until it ends, `limit` frames were published (0: no limit) or
-/// the run stops. Returns its capture times and the frame count.
+/// `height`) until it ends, `mode.limit` frames were published or the run
+/// stops. Returns its capture times; counts go to `shared`.
 pub(super) fn capture_loop(
     source: &mut dyn FrameSource,
     shared: &Shared,
-    limit: u64,
+    mode: CaptureMode,
     cap: usize,
     width: u32,
     height: u32,
-) -> (StageRecorder, u64) {
+) -> StageRecorder {
     let mut rec = StageRecorder::new(cap);
     let mut local = Frame::new(width, height);
     let mut count = 0u64;
     let mut failures = 0u32;
-    while !shared.stop.load(Ordering::SeqCst) && (limit == 0 || count < limit) {
+    while !shared.stop.load(Ordering::SeqCst) && (mode.limit == 0 || count < mode.limit) {
         let t0 = Instant::now();
         match source.next_frame(&mut local) {
             Ok(true) => {
@@ -41,24 +57,55 @@ pub(super) fn capture_loop(
                     failures = 0;
                 }
                 if (local.width, local.height) != (width, height) {
-                    // A source must not change size mid-stream; drop the frame
+                    // A source must not change size mid-stream; skip the frame
                     // rather than hand every stage a buffer it did not size for.
                     log::warn!(
-                        "source frame {} is {}x{}, expected {width}x{height}; dropped",
+                        "source frame {} is {}x{}, expected {width}x{height}; skipped",
                         local.id,
                         local.width,
                         local.height
                     );
+                    shared.frames_corrupt.fetch_add(1, Ordering::SeqCst);
+                    local = Frame::new(width, height);
                     continue;
                 }
                 let mut slot = lock(&shared.frames);
+                if mode.lossless {
+                    // Back-pressure: the previous frame is shown (with its
+                    // own mask) before this one replaces it.
+                    while slot.shown < slot.gen && !shared.stop.load(Ordering::SeqCst) {
+                        slot = shared
+                            .frame_cv
+                            .wait_timeout(slot, Duration::from_millis(50))
+                            .map(|(g, _)| g)
+                            .unwrap_or_else(|p| p.into_inner().0);
+                    }
+                    if shared.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
                 std::mem::swap(&mut slot.frame, &mut local);
                 slot.gen += 1;
                 drop(slot);
                 shared.frame_cv.notify_all();
+                shared.frames_good.fetch_add(1, Ordering::SeqCst);
                 count += 1;
             }
             Ok(false) => break,
+            Err(e @ Error::CorruptFrame { .. }) => {
+                shared.frames_corrupt.fetch_add(1, Ordering::SeqCst);
+                if mode.strict {
+                    log::error!("{e} (strict: the run ends)");
+                    *lock(&shared.fatal) = Some(e);
+                    break;
+                }
+                log::warn!("{e}");
+            }
+            Err(e) if !mode.live => {
+                log::error!("source {}: {e} (the run ends)", source.name());
+                *lock(&shared.fatal) = Some(e);
+                break;
+            }
             Err(e) => {
                 failures += 1;
                 if failures == 1 || failures.is_power_of_two() {
@@ -75,7 +122,7 @@ pub(super) fn capture_loop(
     }
     lock(&shared.frames).done = true;
     shared.frame_cv.notify_all();
-    (rec, count)
+    rec
 }
 
 fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) {
@@ -90,16 +137,17 @@ fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) {
 }
 
 /// An inference worker: segments the newest unclaimed frame's `roi` with
-/// `seg` until the source is done or the run stops. Returns its stage times.
+/// `seg` until the source is done or the run stops. Its stage times go to
+/// `shared.worker_stats` after each frame.
 pub(super) fn worker_loop(
     mut seg: Box<dyn Segmenter>,
     shared: &Shared,
     roi: Rect,
-    cap: usize,
     width: u32,
     height: u32,
-) -> StageRecorder {
-    let mut rec = StageRecorder::new(cap);
+) {
+    // One frame's samples: three stages, a few samples each.
+    let mut rec = StageRecorder::new(8);
     let mut frame = Frame::new(width, height);
     let mut mask = Mask::new(roi);
     let mut failures = 0u32;
@@ -108,13 +156,13 @@ pub(super) fn worker_loop(
             let mut slot = lock(&shared.frames);
             loop {
                 if shared.stop.load(Ordering::SeqCst) {
-                    return rec;
+                    return;
                 }
                 if slot.gen > slot.claimed {
                     break;
                 }
                 if slot.done {
-                    return rec;
+                    return;
                 }
                 slot = shared
                     .frame_cv
@@ -125,7 +173,10 @@ pub(super) fn worker_loop(
             slot.claimed = slot.gen;
             frame.copy_from(&slot.frame);
         }
-        match seg.segment(&frame, roi, &mut mask, &mut rec) {
+        let result = seg.segment(&frame, roi, &mut mask, &mut rec);
+        lock(&shared.worker_stats).merge(&rec);
+        rec.clear();
+        match result {
             Ok(()) => {
                 shared.inferences.fetch_add(1, Ordering::SeqCst);
                 let mut slot = lock(&shared.masks);
@@ -135,6 +186,9 @@ pub(super) fn worker_loop(
                     Some(m) => std::mem::swap(m, &mut mask),
                     None => slot.mask = Some(mask.clone()),
                 }
+                slot.finished = slot.finished.max(Some(frame.id));
+                drop(slot);
+                shared.mask_cv.notify_all();
                 failures = 0;
             }
             Err(e) => {
@@ -145,7 +199,12 @@ pub(super) fn worker_loop(
                         frame.id
                     );
                 }
-                lock(&shared.masks).error = Some(e.to_string());
+                {
+                    let mut slot = lock(&shared.masks);
+                    slot.error = Some(e.to_string());
+                    slot.finished = slot.finished.max(Some(frame.id));
+                }
+                shared.mask_cv.notify_all();
                 sleep_unless_stopped(&shared.stop, Backoff::PIPELINE.delay(failures));
             }
         }

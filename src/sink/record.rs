@@ -37,7 +37,8 @@ pub struct Y4mRecorder {
 }
 
 impl Y4mRecorder {
-    /// Creates (truncates) `path`; nothing is written before the first frame.
+    /// A recorder for `path`; the file is created (or truncated) at the
+    /// first frame.
     pub fn create(path: impl Into<PathBuf>, fps: f64, max_bytes: u64) -> Result<Self> {
         Ok(Y4mRecorder {
             out: Writer::create(path, max_bytes)?,
@@ -82,7 +83,26 @@ impl Y4mRecorder {
     pub fn record_rgb(&mut self, frame: &Frame) -> Result<bool> {
         let header = self.begin(frame.width, frame.height, Chroma::C444, YuvRange::Full);
         y4m::rgb_to_planes_444(frame, &mut self.planes);
-        self.out.write_frame(&header, &self.planes)
+        self.write(&header)
+    }
+
+    /// Writes the planes. A write error (a full disk, a removed card) stops
+    /// the recording with an error in the log; it never stops the video,
+    /// so it is not returned.
+    fn write(&mut self, header: &Header) -> Result<bool> {
+        match self.out.write_frame(header, &self.planes) {
+            Ok(written) => Ok(written),
+            Err(e @ Error::Io { .. }) => {
+                self.out.stop();
+                log::error!(
+                    "recording {:?} stopped after {} frames: {e}; the video goes on",
+                    self.out.path(),
+                    self.out.frames()
+                );
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Records a raw frame in its native layout where Y4M has one (YUYV,
@@ -158,7 +178,7 @@ impl Y4mRecorder {
             }
             Chroma::C444 => unreachable!("RGB input is recorded by record_rgb"),
         }
-        self.out.write_frame(&header, &self.planes)
+        self.write(&header)
     }
 }
 

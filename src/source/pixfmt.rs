@@ -210,27 +210,28 @@ impl Converter {
                     }
                 }
             }
-            PixelFormat::Mjpeg => decode_jpeg(src, dst)?,
+            PixelFormat::Mjpeg => decode_jpeg(src, dst, "MJPEG frame")?,
         }
         Ok(())
     }
 }
 
-/// Decodes a JPEG (an MJPEG buffer or an image file) into `dst`, which
-/// must already have the expected size; a JPEG of another size is an error.
-pub fn decode_jpeg(data: &[u8], dst: &mut Frame) -> Result<()> {
+/// Decodes a JPEG (an MJPEG buffer or an image file, named `what` in
+/// errors) into `dst`, which must already have the expected size; a JPEG
+/// of another size is an error, found before any pixel is decoded.
+pub fn decode_jpeg(data: &[u8], dst: &mut Frame, what: &str) -> Result<()> {
     use zune_jpeg::zune_core::colorspace::ColorSpace;
     use zune_jpeg::zune_core::options::DecoderOptions;
     let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
     let mut dec = zune_jpeg::JpegDecoder::new_with_options(data, opts);
     dec.decode_headers()
-        .map_err(|e| Error::invalid_from("JPEG frame", "bad header", e))?;
+        .map_err(|e| Error::invalid_from(what, "bad header", e))?;
     let (w, h) = dec
         .dimensions()
-        .ok_or_else(|| Error::invalid("JPEG frame", "no dimensions in the header"))?;
+        .ok_or_else(|| Error::invalid(what, "no dimensions in the header"))?;
     if (w as u32, h as u32) != (dst.width, dst.height) {
         return Err(Error::invalid(
-            "JPEG frame",
+            what,
             format!(
                 "size {w}x{h}, expected {}x{}; fix: set the capture size to the stream's size",
                 dst.width, dst.height
@@ -239,7 +240,7 @@ pub fn decode_jpeg(data: &[u8], dst: &mut Frame) -> Result<()> {
     }
     dst.rgb.resize(w * h * 3, 0);
     dec.decode_into(&mut dst.rgb)
-        .map_err(|e| Error::invalid_from("JPEG frame", "cannot decode", e))
+        .map_err(|e| Error::invalid_from(what, "cannot decode", e))
 }
 
 #[cfg(test)]

@@ -55,6 +55,7 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
             "--frames 0 measures nothing; fix: use e.g. --frames 50",
         ));
     }
+    let load_started = Instant::now();
     let model = Model::load(
         &cfg.model.path,
         &LoadOptions {
@@ -64,6 +65,7 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
     )?;
     let label = format!("{} {}", model.info().name, model.info().precision);
     let mut engine = Engine::new(model.clone())?;
+    let load_s = load_started.elapsed().as_secs_f64();
     let mut source = unpaced_source(cfg)?;
     let mut sink: Box<dyn Sink> = if opts.use_display {
         crate::sink::open(cfg, source.frame_rate())?
@@ -78,6 +80,7 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
     let (model_name, precision) = (model.info().name.clone(), model.info().precision.name());
     let mut rec = StageRecorder::new(opts.frames as usize);
     let mut done = 0u64;
+    let mut corrupt = 0u64;
     let mut started = Instant::now();
     let total = opts.warmup + opts.frames;
     for i in 0..total {
@@ -86,9 +89,18 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
             started = Instant::now();
         }
         let t0 = Instant::now();
-        if !source.next_frame(&mut frame)? {
-            log::warn!("source ended after {i} frames");
-            break;
+        match source.next_frame(&mut frame) {
+            Ok(true) => {}
+            Ok(false) => {
+                log::warn!("source ended after {i} frames");
+                break;
+            }
+            Err(e @ Error::CorruptFrame { .. }) => {
+                log::warn!("{e}");
+                corrupt += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
         }
         let t1 = Instant::now();
         engine.segment(&frame, roi, &mut mask, &mut rec)?;
@@ -123,10 +135,12 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
     let report = Report {
         model: label,
         source: source.name(),
+        load_s,
         duration_s,
-        frames_in: done,
+        frames_in: done + corrupt,
         frames_out: done,
         frames_dropped: 0,
+        frames_corrupt: corrupt,
         fps,
         inferences: done,
         inference_fps: fps,

@@ -30,6 +30,8 @@ pub fn write_dataset(
             "nothing to write; fix: use --count 1 or more",
         ));
     }
+    // Before any folder or buffer is made for it.
+    super::check_size(width, height)?;
     let images = out_dir.join("images");
     let masks = out_dir.join("masks");
     for dir in [&images, &masks] {

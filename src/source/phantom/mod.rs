@@ -80,6 +80,17 @@ pub const MIN_SIDE: u32 = 32;
 /// See [`MIN_SIDE`].
 pub const MAX_SIDE: u32 = 4096;
 
+/// Checks a phantom frame size before anything is allocated for it.
+pub fn check_size(width: u32, height: u32) -> Result<()> {
+    if !(MIN_SIDE..=MAX_SIDE).contains(&width) || !(MIN_SIDE..=MAX_SIDE).contains(&height) {
+        return Err(Error::invalid(
+            format!("phantom size {width}x{height}"),
+            format!("out of range; fix: use {MIN_SIDE}..={MAX_SIDE} pixels per side"),
+        ));
+    }
+    Ok(())
+}
+
 /// A deterministic generator of frames and their ground-truth masks.
 pub struct Phantom {
     kind: PhantomKind,
@@ -109,12 +120,7 @@ impl Phantom {
     /// Builds a phantom sequence: geometry, tissue and lesions are fixed by
     /// `seed`; frames are then rendered by [`Phantom::render`].
     pub fn new(kind: PhantomKind, width: u32, height: u32, seed: u64) -> Result<Self> {
-        if !(MIN_SIDE..=MAX_SIDE).contains(&width) || !(MIN_SIDE..=MAX_SIDE).contains(&height) {
-            return Err(Error::invalid(
-                format!("phantom size {width}x{height}"),
-                format!("out of range; fix: use {MIN_SIDE}..={MAX_SIDE} pixels per side"),
-            ));
-        }
+        check_size(width, height)?;
         let inner = match kind {
             PhantomKind::Ultrasound => {
                 Inner::Ultrasound(Box::new(Ultrasound::new(width, height, seed)))

@@ -21,6 +21,9 @@ pub struct ImageFolder {
     opts: ReplayOptions,
     delivery: Delivery,
     pos: usize,
+    /// Frames delivered since the last pass began (a looping folder whose
+    /// images all became unreadable ends instead of spinning).
+    good_in_pass: u64,
     scratch: Vec<u8>,
     pub(super) rec: Option<Y4mRecorder>,
 }
@@ -57,15 +60,34 @@ impl ImageFolder {
             opts,
             delivery: Delivery::new(&opts, opts.fps),
             pos: 0,
+            good_in_pass: 0,
             scratch: Vec::new(),
             rec: None,
         };
+        // The first image that decodes sets the size; damaged ones before
+        // it are skipped (and counted) when playback reaches them.
         let mut first = Frame::new(0, 0);
-        let p = s.files[0].clone();
-        s.load(&p, &mut first)?;
-        s.width = first.width;
-        s.height = first.height;
-        Ok(s)
+        let mut first_err = None;
+        for i in 0..s.files.len() {
+            let p = s.files[i].clone();
+            match s.load(&p, &mut first) {
+                Ok(()) => {
+                    s.width = first.width;
+                    s.height = first.height;
+                    return Ok(s);
+                }
+                Err(e) if s.opts.strict => return Err(e),
+                Err(e) => {
+                    log::warn!("{e}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let why = first_err.map(|e| e.to_string()).unwrap_or_default();
+        Err(source_err(
+            dir,
+            format!("none of its {} images can be read (first: {why}); fix: point source at a folder of readable PNG/JPEG frames", s.files.len()),
+        ))
     }
 
     /// Decodes one image into `frame` (its size taken from the image).
@@ -82,15 +104,33 @@ impl ImageFolder {
                 .map_err(|e| Error::io(format!("reading image {path:?}"), e))?;
             let (w, h) =
                 jpeg_size(&self.scratch).ok_or_else(|| bad("not a readable JPEG".into()))?;
+            self.opts
+                .limits
+                .check(&format!("image {path:?}"), w.into(), h.into())?;
             frame.width = w;
             frame.height = h;
-            return decode_jpeg(&self.scratch, frame);
+            return decode_jpeg(&self.scratch, frame, &format!("image {path:?}"));
         }
         use image::ImageDecoder;
         let file = File::open(path).map_err(|e| Error::io(format!("reading image {path:?}"), e))?;
-        let dec = image::codecs::png::PngDecoder::new(BufReader::new(file))
-            .map_err(|e| bad(e.to_string()))?;
+        // The decoder checks the header's size against the limits before it
+        // allocates anything for the pixels.
+        let lim = self.opts.limits;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(lim.max_width);
+        limits.max_image_height = Some(lim.max_height);
+        limits.max_alloc = Some(u64::from(lim.max_width) * u64::from(lim.max_height) * 8);
+        let dec = image::codecs::png::PngDecoder::with_limits(BufReader::new(file), limits)
+            .map_err(|e| match e {
+                image::ImageError::Limits(_) => bad(format!(
+                    "its header's size is over the {}x{} limit; fix: a smaller image, or raise \
+                     capture.max_width/max_height if this size is real",
+                    lim.max_width, lim.max_height
+                )),
+                e => bad(e.to_string()),
+            })?;
         let (w, h) = dec.dimensions();
+        lim.check(&format!("image {path:?}"), w.into(), h.into())?;
         let ct = dec.color_type();
         self.scratch.resize(dec.total_bytes() as usize, 0);
         dec.read_image(&mut self.scratch)
@@ -148,25 +188,42 @@ impl FrameSource for ImageFolder {
 
     fn next_frame(&mut self, frame: &mut Frame) -> Result<bool> {
         if self.pos == self.files.len() {
-            if !self.opts.looping {
+            if !self.opts.looping || self.good_in_pass == 0 {
                 return Ok(false);
             }
             self.pos = 0;
+            self.good_in_pass = 0;
         }
         let path = std::mem::take(&mut self.files[self.pos]);
         let loaded = self.load(&path, frame);
         self.files[self.pos] = path;
-        loaded?;
-        if (frame.width, frame.height) != (self.width, self.height) {
-            return Err(source_err(
-                &self.files[self.pos],
-                format!(
-                    "image is {}x{}, the folder's first is {}x{}; fix: give every frame one size",
-                    frame.width, frame.height, self.width, self.height
-                ),
+        let index = self.pos;
+        self.pos += 1;
+        let reason = match loaded {
+            Err(e) => Some(e.to_string()),
+            Ok(()) if (frame.width, frame.height) != (self.width, self.height) => Some(format!(
+                "it is {}x{}, the folder's first image is {}x{}; fix: give every frame one size",
+                frame.width, frame.height, self.width, self.height
+            )),
+            Ok(()) => None,
+        };
+        if let Some(reason) = reason {
+            // Leave the frame at the stream's size for whoever reuses it.
+            frame.width = self.width;
+            frame.height = self.height;
+            frame
+                .rgb
+                .resize(self.width as usize * self.height as usize * 3, 0);
+            let name = self.files[index]
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            return Err(Error::corrupt_frame(
+                self.name(),
+                format!("image {index} ({name})"),
+                reason,
             ));
         }
-        self.pos += 1;
+        self.good_in_pass += 1;
         self.delivery.deliver(frame);
         if let Some(rec) = self.rec.as_mut() {
             rec.record_rgb(frame)?;
@@ -179,6 +236,7 @@ impl FrameSource for ImageFolder {
 mod tests {
     use super::*;
     use crate::source::replay::tests::{drain, fast, pattern};
+    use crate::source::replay::ReplayOptions;
 
     #[test]
     fn image_folder_in_name_order_with_size_check() {
@@ -226,5 +284,124 @@ mod tests {
         assert!(e.contains("f4.png") && e.contains("2x2"), "{e}");
         let empty = tempfile::tempdir().unwrap();
         assert!(ImageFolder::open(empty.path(), fast(false)).is_err());
+    }
+
+    fn save(dir: &Path, name: &str, w: u32, h: u32, n: u8) {
+        let f = pattern(w, h, n);
+        image::save_buffer(dir.join(name), &f.rgb, w, h, image::ExtendedColorType::Rgb8).unwrap();
+    }
+
+    /// CRC-32 (ISO-HDLC), as PNG chunks carry it.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    /// A valid PNG whose header claims `w` x `h` (its data is a 1x1 image's).
+    fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        image::write_buffer_with_format(
+            &mut buf,
+            &[0, 0, 0],
+            1,
+            1,
+            image::ExtendedColorType::Rgb8,
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+        let mut png = buf.into_inner();
+        // Signature (8), IHDR length (4), "IHDR" (4), width, height, ...
+        png[16..20].copy_from_slice(&w.to_be_bytes());
+        png[20..24].copy_from_slice(&h.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        png
+    }
+
+    #[test]
+    fn damaged_images_are_skipped_and_named_and_the_folder_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        save(d, "f0.png", 5, 3, 0);
+        save(d, "f1.png", 5, 3, 1);
+        let whole = std::fs::read(d.join("f1.png")).unwrap();
+        std::fs::write(d.join("f2.png"), &whole[..whole.len() / 2]).unwrap();
+        std::fs::write(d.join("f3.png"), b"\x89PNG garbage").unwrap();
+        std::fs::write(d.join("f4.png"), b"").unwrap();
+        save(d, "f5.png", 2, 2, 5);
+        std::fs::write(d.join("f6.jpg"), b"\xff\xd8 not a jpeg").unwrap();
+        std::fs::write(d.join("f7.png"), png_claiming(100_000, 100_000)).unwrap();
+        save(d, "f8.png", 5, 3, 3);
+        let mut s = ImageFolder::open(d, fast(false)).unwrap();
+        let mut f = Frame::new(1, 1);
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            match s.next_frame(&mut f) {
+                Ok(true) => good.push(f.rgb[2] / 40),
+                Ok(false) => break,
+                Err(e) => {
+                    assert!(matches!(e, Error::CorruptFrame { .. }), "{e}");
+                    assert_eq!((f.width, f.height), (5, 3));
+                    bad.push(e.to_string());
+                }
+            }
+        }
+        assert_eq!(good, [0, 1, 3], "{bad:#?}");
+        assert_eq!(bad.len(), 6, "{bad:#?}");
+        for (i, name) in [(2, "f2.png"), (5, "f5.png"), (6, "f6.jpg"), (7, "f7.png")] {
+            assert!(
+                bad.iter()
+                    .any(|b| b.contains(&format!("image {i} ({name})"))),
+                "{name}: {bad:#?}"
+            );
+        }
+        assert!(bad.iter().any(|b| b.contains("2x2")), "{bad:#?}");
+        assert!(
+            bad.iter().any(|b| b.contains("8192x8192 limit")),
+            "{bad:#?}"
+        );
+    }
+
+    #[test]
+    fn the_first_readable_image_sets_the_size_and_strict_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a.png"), b"").unwrap();
+        save(d, "b.png", 6, 4, 1);
+        let s = ImageFolder::open(d, fast(false)).unwrap();
+        assert_eq!(s.size(), (6, 4));
+        let strict = ReplayOptions {
+            strict: true,
+            ..fast(false)
+        };
+        let e = ImageFolder::open(d, strict).err().unwrap().to_string();
+        assert!(e.contains("a.png"), "{e}");
+        std::fs::remove_file(d.join("b.png")).unwrap();
+        let e = ImageFolder::open(d, fast(false)).err().unwrap().to_string();
+        assert!(
+            e.contains("none of its 1 images") && e.contains("fix"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_looping_folder_whose_images_all_fail_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), "a.png", 4, 4, 1);
+        let mut s = ImageFolder::open(dir.path(), fast(true)).unwrap();
+        std::fs::write(dir.path().join("a.png"), b"gone bad").unwrap();
+        let mut f = Frame::new(1, 1);
+        assert!(s.next_frame(&mut f).is_err());
+        assert!(!s.next_frame(&mut f).unwrap());
     }
 }

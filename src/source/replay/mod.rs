@@ -20,7 +20,7 @@ pub use raw::RawReplay;
 pub use y4m::Y4mReplay;
 
 use crate::config::CaptureConfig;
-use crate::frame::Frame;
+use crate::frame::{Frame, Limits};
 use crate::sink::record::Y4mRecorder;
 use crate::source::pacing::Pacer;
 use crate::source::pixfmt::PixelFormat;
@@ -46,6 +46,11 @@ pub struct ReplayOptions {
     pub looping: bool,
     /// Frame rate for kinds that do not carry one (folders, raw dumps).
     pub fps: f64,
+    /// Largest frame accepted, checked before decoding.
+    pub limits: Limits,
+    /// A damaged frame is an error that ends the run, instead of being
+    /// skipped and counted.
+    pub strict: bool,
 }
 
 impl ReplayOptions {
@@ -55,6 +60,8 @@ impl ReplayOptions {
             pace: c.pace,
             looping: c.looping,
             fps: c.fps,
+            limits: c.limits(),
+            strict: c.strict,
         }
     }
 }
@@ -148,6 +155,8 @@ pub(crate) mod tests {
             pace: Pace::Fast,
             looping,
             fps: 30.0,
+            limits: Limits::DEFAULT,
+            strict: false,
         }
     }
 

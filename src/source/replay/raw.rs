@@ -144,8 +144,8 @@ mod tests {
         std::fs::write(&path, [7u8; 4 * 6]).unwrap();
         let opts = ReplayOptions {
             pace: Pace::Realtime,
-            looping: false,
             fps: 50.0,
+            ..crate::source::replay::tests::fast(false)
         };
         let mut s = RawReplay::open(&path, PixelFormat::Grey, 2, 2, opts).unwrap();
         assert_eq!(s.frames_in_file(), 6);

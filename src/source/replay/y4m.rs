@@ -23,7 +23,7 @@ pub struct Y4mReplay {
 impl Y4mReplay {
     /// Opens and parses the header; errors name the file and the bad field.
     pub fn open(path: &Path, opts: ReplayOptions) -> Result<Self> {
-        let reader = Reader::open(path)?;
+        let reader = Reader::open_limited(path, &opts.limits)?;
         let fps = reader.header().fps();
         Ok(Y4mReplay {
             path: path.to_path_buf(),
