@@ -151,11 +151,7 @@ fn capture(format: &str) -> Check {
     let stats = src.stats();
     drop(src);
     // The input recording replays to the frames that were captured.
-    let opts = ReplayOptions {
-        pace: Pace::Fast,
-        looping: false,
-        fps: 15.0,
-    };
+    let opts = ReplayOptions::new(Pace::Fast, 15.0);
     let mut rep = Y4mReplay::open(Path::new(&rec_path), opts).map_err(|e| e.to_string())?;
     let mut r = Frame::new(1, 1);
     let mut n = 0;
@@ -186,11 +182,7 @@ fn capture(format: &str) -> Check {
 /// covers the top and bottom left corners, so some row between must show
 /// them all), in every one of its frames after the first few.
 fn bars_in(path: &str) -> Check {
-    let opts = ReplayOptions {
-        pace: Pace::Fast,
-        looping: false,
-        fps: 15.0,
-    };
+    let opts = ReplayOptions::new(Pace::Fast, 15.0);
     let mut rep = Y4mReplay::open(Path::new(path), opts).map_err(|e| e.to_string())?;
     let mut f = Frame::new(1, 1);
     let (mut n, mut with_bars) = (0, 0);

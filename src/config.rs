@@ -18,6 +18,9 @@ use crate::source::pixfmt::PixelFormat;
 use crate::source::replay::Pace;
 use crate::{Error, Result};
 
+/// The most threads per inference worker (`model.threads`).
+pub const MAX_THREADS: usize = 256;
+
 /// What the config file holds. Every key has a default except `model.path`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -448,9 +451,9 @@ impl RawConfig {
                 m.workers
             )));
         }
-        if m.threads == 0 || m.threads > 256 {
+        if m.threads == 0 || m.threads > MAX_THREADS {
             return Err(bad(format!(
-                "model.threads = {}; fix: use 1..=256",
+                "model.threads = {}; fix: use 1..={MAX_THREADS}",
                 m.threads
             )));
         }

@@ -397,3 +397,181 @@ fn roi_outside_the_frame_names_the_config_and_leaves_the_display_alone() {
         "the display file was touched before the config was checked"
     );
 }
+
+/// A config in `dir` running the tiny model on `source` with `extra` keys.
+fn tiny_config(dir: &std::path::Path, name: &str, extra: &str) -> PathBuf {
+    let cfg = dir.join(name);
+    let model = root().join("tests/fixtures/tiny_dark.onnx");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{extra}\n[model]\npath = {:?}\n",
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn outputs_are_checked_before_any_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let display = dir.path().join("shown.y4m");
+    std::fs::write(&display, b"an earlier run's video").unwrap();
+    let d = display.display().to_string();
+    // The recording would overwrite the display.
+    let cfg = tiny_config(
+        dir.path(),
+        "same.toml",
+        &format!("display = {d:?}\nrecord = \"input\"\nrecord_path = {d:?}\nframes = 2"),
+    );
+    let out = bin()
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    fails_with(
+        out,
+        &["same.toml", "display and record_path", "shown.y4m", "fix"],
+    );
+    // Statistics that could not be written are found before the run.
+    let cfg = tiny_config(
+        dir.path(),
+        "stats.toml",
+        &format!(
+            "display = {d:?}\nstats_json = {:?}\nframes = 2",
+            format!("{d}/s.json")
+        ),
+    );
+    let out = bin()
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    fails_with(out, &["stats.toml", "stats_json", "not a folder", "fix"]);
+    assert_eq!(std::fs::read(&display).unwrap(), b"an earlier run's video");
+}
+
+#[test]
+fn a_damaged_file_replays_to_its_end_counting_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ten 64x48 grey frames; frame 4's marker damaged in place.
+    let mut y4m = b"YUV4MPEG2 W64 H48 F10:1 Cmono\n".to_vec();
+    for n in 0..10u8 {
+        y4m.extend(if n == 4 {
+            &b"FRXME\n"[..]
+        } else {
+            &b"FRAME\n"[..]
+        });
+        y4m.extend(std::iter::repeat_n(n * 20, 64 * 48));
+    }
+    let src = dir.path().join("in.y4m");
+    std::fs::write(&src, &y4m).unwrap();
+    let shown = dir.path().join("out.y4m");
+    let stats = dir.path().join("s.json");
+    let cfg = tiny_config(
+        dir.path(),
+        "replay.toml",
+        &format!(
+            "source = {:?}\ndisplay = {:?}\nstats_json = {:?}\n[capture]\npace = \"fast\"",
+            src.display().to_string(),
+            shown.display().to_string(),
+            stats.display().to_string()
+        ),
+    );
+    let out = bin()
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = succeeds(&out);
+    assert!(
+        text.contains("10 in, 9 out, 0 dropped, 1 corrupt"),
+        "{text}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("frame 4") && err.contains("in.y4m"), "{err}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(json["frames_corrupt"], 1);
+    // Lossless replay: every frame shown carries its own mask.
+    assert_eq!(json["frames_with_mask"], 9);
+    let written = std::fs::read(&shown).unwrap();
+    assert_eq!(written.windows(6).filter(|w| w == b"FRAME\n").count(), 9);
+    // Strict: the damaged frame is an error.
+    let cfg = tiny_config(
+        dir.path(),
+        "strict.toml",
+        &format!(
+            "source = {:?}\ndisplay = \"null\"\n[capture]\npace = \"fast\"\nstrict = true",
+            src.display().to_string()
+        ),
+    );
+    let out = bin()
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    fails_with(out, &["in.y4m", "frame 4", "corrupt"]);
+}
+
+#[test]
+fn absurd_sizes_and_wrong_kinds_of_path_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "phantom",
+            "--count",
+            "1",
+            "--size",
+            "100000x100000",
+            "--out",
+        ])
+        .arg(dir.path().join("p"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    fails_with(out, &["100000x100000", "fix"]);
+    assert!(
+        !dir.path().join("p").exists(),
+        "nothing made before the check"
+    );
+    let out = bin().arg("info").arg(dir.path()).output().unwrap();
+    fails_with(out, &["is a folder", "fix"]);
+    let cfg = tiny_config(dir.path(), "gone.toml", "source = \"no/such/folder\"");
+    let out = bin()
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    fails_with(out, &["no/such/folder", "does not exist", "fix"]);
+}
+
+#[test]
+fn a_signal_ends_an_endless_run_with_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(
+        dir.path(),
+        "endless.toml",
+        "display = \"null\"\n[phantom]\nwidth = 96\nheight = 64\nfps = 30",
+    );
+    let child = bin()
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let pid = child.id() as i32;
+    // SAFETY: `pid` is our own child, still running (it never ends alone).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let t0 = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let text = succeeds(&out);
+    // Under qemu-user the tiny model may still be loading at the signal.
+    if std::env::var_os("LGMS_EMULATED").is_none() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(3),
+            "took {:?}",
+            t0.elapsed()
+        );
+    }
+    assert!(
+        text.contains(" out, ") && text.contains("model load:"),
+        "{text}"
+    );
+}

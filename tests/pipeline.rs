@@ -503,8 +503,7 @@ fn damaged_frames_of_a_file_are_skipped_counted_and_the_run_ends() {
         ..lossless()
     };
     let e = pipeline::run(damaged(&[3], 10), slow_dark(1, 0), &mut sink, &strict)
-        .err()
-        .expect("strict fails")
+        .expect_err("strict fails")
         .to_string();
     assert!(e.contains("frame 3") && e.contains("corrupt"), "{e}");
 }
@@ -519,8 +518,7 @@ fn a_file_that_fails_to_read_ends_the_run_instead_of_showing_no_signal() {
     };
     let t0 = Instant::now();
     let e = pipeline::run(Box::new(src), segs, &mut sink, &o)
-        .err()
-        .expect("a read error of a file ends the run");
+        .expect_err("a read error of a file ends the run");
     assert!(e.to_string().contains("unplugged"), "{e}");
     assert!(t0.elapsed() < Duration::from_millis(800), "no retrying");
 }

@@ -115,11 +115,7 @@ pub struct Model {
 impl Model {
     /// Loads, checks and optimises an ONNX model.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Arc<Model>> {
-        if !path.is_file() {
-            return Err(Error::ModelNotFound {
-                path: path.to_path_buf(),
-            });
-        }
+        check_model_path(path)?;
         let corrupt = |e: TractError| Error::model_corrupt(path, e);
         let onnx = onnx();
         let proto = onnx.proto_model_for_path(path).map_err(corrupt)?;
@@ -370,15 +366,28 @@ pub struct Metadata {
     map: BTreeMap<String, String>,
 }
 
-/// Reads a model's metadata without building its graph: the ONNX protobuf
-/// is decoded, not translated or optimised, so knowing a model's precision
-/// costs no model load.
-pub fn read_metadata(path: &Path) -> Result<Metadata> {
+/// A model path must name an existing file: a folder is told apart from a
+/// missing file.
+fn check_model_path(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::invalid(
+            format!("model {path:?}"),
+            "is a folder, not a model file; fix: pass the .onnx file (e.g. models/lgmsnet-phantom-us.f32.onnx)",
+        ));
+    }
     if !path.is_file() {
         return Err(Error::ModelNotFound {
             path: path.to_path_buf(),
         });
     }
+    Ok(())
+}
+
+/// Reads a model's metadata without building its graph: the ONNX protobuf
+/// is decoded, not translated or optimised, so knowing a model's precision
+/// costs no model load.
+pub fn read_metadata(path: &Path) -> Result<Metadata> {
+    check_model_path(path)?;
     let proto = onnx()
         .proto_model_for_path(path)
         .map_err(|e| Error::model_corrupt(path, e))?;

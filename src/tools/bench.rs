@@ -50,6 +50,13 @@ pub struct BenchResult {
 
 /// Runs the bench described by `cfg` (its source, model, ROI, overlay).
 pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
+    if !(1..=crate::config::MAX_THREADS).contains(&cfg.model.threads) {
+        return Err(Error::usage(format!(
+            "--threads {} is out of range; fix: use 1..={} (model.threads' range)",
+            cfg.model.threads,
+            crate::config::MAX_THREADS
+        )));
+    }
     if opts.frames == 0 {
         return Err(Error::usage(
             "--frames 0 measures nothing; fix: use e.g. --frames 50",

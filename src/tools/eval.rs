@@ -162,10 +162,24 @@ fn read_rgb(path: &Path) -> Result<Frame> {
 }
 
 /// Ground truth at the network's size: nearest-neighbour resize, `> 127`.
-fn read_truth(path: &Path, w: usize, h: usize) -> Result<Vec<u8>> {
+/// The mask must have its image's size (`image_wh`): another size means the
+/// pair does not belong together.
+fn read_truth(path: &Path, w: usize, h: usize, image_wh: (u32, u32)) -> Result<Vec<u8>> {
     let img = image::open(path)
         .map_err(|e| Error::invalid_from(format!("mask {path:?}"), "cannot be decoded", e))?
         .to_luma8();
+    if img.dimensions() != image_wh {
+        return Err(Error::invalid(
+            format!("mask {path:?}"),
+            format!(
+                "it is {}x{}, its image is {}x{}; fix: pair each image with its own mask, of the same size",
+                img.width(),
+                img.height(),
+                image_wh.0,
+                image_wh.1
+            ),
+        ));
+    }
     let (mw, mh) = (img.width() as usize, img.height() as usize);
     let mut out = vec![0u8; w * h];
     for y in 0..h {
@@ -218,7 +232,7 @@ pub fn evaluate(
     let mut per_image = Vec::with_capacity(pairs.len());
     for (i, (img, msk)) in pairs.iter().enumerate() {
         let frame = read_rgb(img)?;
-        let truth = read_truth(msk, ow, oh)?;
+        let truth = read_truth(msk, ow, oh, (frame.width, frame.height))?;
         predict(&mut ea, &frame, &mut pa)?;
         let (iou, dice) = iou_dice(&pa, &truth);
         let mut score = ImageScore {
@@ -266,6 +280,19 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mask_of_another_size_than_its_image_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.png");
+        image::save_buffer(&p, &[255; 12], 4, 3, image::ExtendedColorType::L8).unwrap();
+        let e = read_truth(&p, 2, 2, (8, 6)).unwrap_err().to_string();
+        assert!(
+            e.contains("m.png") && e.contains("4x3") && e.contains("8x6"),
+            "{e}"
+        );
+        assert_eq!(read_truth(&p, 2, 2, (4, 3)).unwrap(), [1; 4]);
+    }
 
     #[test]
     fn authors_metric_by_hand() {

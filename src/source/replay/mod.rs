@@ -54,6 +54,18 @@ pub struct ReplayOptions {
 }
 
 impl ReplayOptions {
+    /// Playing once at `pace`, `fps` where the file has no rate, within
+    /// the default limits, skipping damaged frames.
+    pub fn new(pace: Pace, fps: f64) -> Self {
+        ReplayOptions {
+            pace,
+            looping: false,
+            fps,
+            limits: Limits::DEFAULT,
+            strict: false,
+        }
+    }
+
     /// The options a validated `[capture]` table asks for.
     pub fn from_config(c: &CaptureConfig) -> Self {
         ReplayOptions {
@@ -99,6 +111,13 @@ pub fn open(
     rec: Option<Y4mRecorder>,
 ) -> Result<Box<dyn FrameSource>> {
     let opts = ReplayOptions::from_config(capture);
+    if !path.exists() {
+        return Err(source_err(
+            path,
+            "does not exist; fix: point source at an existing image folder, .y4m file or raw dump \
+             (or \"phantom\", or a V4L2 device under /dev)",
+        ));
+    }
     if path.is_dir() {
         let mut s = ImageFolder::open(path, opts)?;
         s.rec = rec;
@@ -152,11 +171,8 @@ pub(crate) mod tests {
 
     pub(crate) fn fast(looping: bool) -> ReplayOptions {
         ReplayOptions {
-            pace: Pace::Fast,
             looping,
-            fps: 30.0,
-            limits: Limits::DEFAULT,
-            strict: false,
+            ..ReplayOptions::new(Pace::Fast, 30.0)
         }
     }
 
@@ -234,6 +250,12 @@ pub(crate) mod tests {
         assert_eq!(frames.len(), 3);
         assert_eq!(frames[2].pixel(0, 0), [255, 255, 255]);
         assert_eq!(frames[2].pixel(1, 0), [0, 0, 0]);
+        std::fs::write(dir.path().join("x.mp4"), b"").unwrap();
         assert!(open(&dir.path().join("x.mp4"), &cap, None).is_err());
+        let e = open(&dir.path().join("gone"), &cap, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("gone") && e.contains("does not exist"), "{e}");
     }
 }
