@@ -12,7 +12,7 @@ export LGMS_EDGE_BIN
 # Python lint: ruff at the version requirements-dev.txt pins.
 RUFF_VERSION := $(shell sed -n 's/^ruff==//p' requirements-dev.txt)
 
-.PHONY: demo test test-rust test-python lint deps-python deps-lint deps-ci ci bench bench-peers help
+.PHONY: demo test test-rust test-python lint deps-python deps-lint deps-ci ci bench bench-peers fuzz soak help
 
 help:
 	@echo "make demo         run the pipeline on the phantom source + bundled model (writes out/)"
@@ -22,6 +22,8 @@ help:
 	@echo "make aarch64      release binary for the boards; make test-aarch64 runs the tests under qemu-user"
 	@echo "make bench        per-stage latency on this machine (lgms-edge bench)"
 	@echo "make bench-peers  the same model through lgms-edge, ONNX Runtime and PyTorch, 1 and 2 threads"
+	@echo "make fuzz         the mutation fuzzing of tests/fuzz.rs, FUZZ_SCALE (40) times the cases make test runs"
+	@echo "make soak         SOAK_FRAMES (100000) frames, resident memory must stay flat"
 	@echo "make model CKPT=… / make train-phantom / make deploy BOARD=rpi5 HOST=user@cart"
 
 demo:
@@ -74,6 +76,21 @@ PEERS_ARGS ?=
 bench-peers: deps-python
 	$(CARGO) build --release --locked
 	$(PYTHON) -m lgms_models.bench_peers --stock $(PEERS_ARGS)
+
+# Mutation fuzzing of the file readers, configs and model metadata:
+# `make test` runs each target's default number of cases (500 Y4M, 500
+# image-folder, 500 MJPEG, 200 raw, 200 config, 100 metadata); this runs
+# FUZZ_SCALE times as many.
+FUZZ_SCALE ?= 40
+fuzz:
+	LGMS_FUZZ_SCALE=$(FUZZ_SCALE) $(CARGO) test --release --locked --test fuzz
+
+# A long lossless run of the tiny model; RSS must stay within
+# SOAK_MAX_GROWTH_KB after the first tenth (CI runs a shorter one).
+SOAK_FRAMES ?= 100000
+SOAK_MAX_GROWTH_KB ?= 1024
+soak: $(LGMS_EDGE_BIN)
+	tests/soak/soak.sh $(SOAK_FRAMES) $(SOAK_MAX_GROWTH_KB)
 
 include models/model.mk
 include tests/vm/vm.mk

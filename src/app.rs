@@ -111,7 +111,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
         lossless,
         strict: cfg.capture.strict,
         live: !file_source,
-        ..Options::default()
+        stat_capacity: cfg.stats_samples,
     };
     let mut result = pipeline::run(source, segs, sink.as_mut(), &opts)?;
     result.report.load_s = load_s;

@@ -40,6 +40,11 @@ pub struct RawConfig {
     /// Where to write the final statistics as JSON, if anywhere.
     #[serde(default)]
     pub stats_json: Option<PathBuf>,
+    /// Latency samples kept per stage for the percentiles (a uniform
+    /// reservoir past that): memory grows until this many frames, then
+    /// stays flat.
+    #[serde(default = "default_stats_samples")]
+    pub stats_samples: usize,
     /// Region of interest: the part of the frame the network sees.
     #[serde(default)]
     pub roi: Option<Rect>,
@@ -65,6 +70,9 @@ pub struct RawConfig {
     pub record_max_mb: u64,
 }
 
+fn default_stats_samples() -> usize {
+    100_000
+}
 fn default_record_path() -> PathBuf {
     "out/record.y4m".into()
 }
@@ -354,6 +362,8 @@ pub struct Config {
     pub frames: u64,
     /// Stats JSON path.
     pub stats_json: Option<PathBuf>,
+    /// Latency samples kept per stage.
+    pub stats_samples: usize,
     /// Region of interest, if any.
     pub roi: Option<Rect>,
     /// Phantom settings.
@@ -396,6 +406,7 @@ impl RawConfig {
             max_mask_age_ms: default_max_mask_age_ms(),
             frames: 0,
             stats_json: None,
+            stats_samples: default_stats_samples(),
             roi: None,
             phantom: PhantomConfig::default(),
             model: ModelConfig::new(model),
@@ -492,6 +503,12 @@ impl RawConfig {
                 c.timeout_ms
             )));
         }
+        if !(100..=10_000_000).contains(&self.stats_samples) {
+            return Err(bad(format!(
+                "stats_samples = {}; fix: use 100..=10000000",
+                self.stats_samples
+            )));
+        }
         let record = self.record;
         if record != RecordMode::None && self.record_max_mb == 0 {
             return Err(bad(
@@ -507,6 +524,7 @@ impl RawConfig {
             max_mask_age: Duration::from_millis(self.max_mask_age_ms),
             frames: self.frames,
             stats_json: self.stats_json,
+            stats_samples: self.stats_samples,
             roi: self.roi,
             phantom: self.phantom,
             model,
