@@ -575,3 +575,35 @@ fn a_signal_ends_an_endless_run_with_its_report() {
         "{text}"
     );
 }
+
+#[test]
+fn a_full_disk_stops_the_recording_not_the_video() {
+    // /dev/full answers every write with ENOSPC, as a full card does.
+    if !std::path::Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shown = dir.path().join("shown.y4m");
+    let cfg = tiny_config(
+        dir.path(),
+        "full.toml",
+        &format!(
+            "display = {:?}\nframes = 12\nrecord = \"input\"\nrecord_path = \"/dev/full\"\n\
+             [phantom]\nwidth = 96\nheight = 64\nfps = 30",
+            shown.display().to_string()
+        ),
+    );
+    let out = bin()
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = succeeds(&out);
+    assert!(text.contains("12 in, 12 out"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("recording \"/dev/full\" stopped") && err.contains("the video goes on"),
+        "{err}"
+    );
+    let video = std::fs::read(&shown).unwrap();
+    assert_eq!(video.windows(6).filter(|w| w == b"FRAME\n").count(), 12);
+}

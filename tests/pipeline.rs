@@ -559,3 +559,46 @@ fn stop_abandons_an_inference_in_flight_and_accounts_for_every_frame() {
     // The output rate is over the streaming interval: about the source's 30 fps.
     assert!(rep.fps > 15.0 && rep.fps < 45.0, "{}", rep.to_text());
 }
+
+/// Fails the writes of frames `from..to`, then works again.
+struct FlakySink {
+    writes: u64,
+    fail: std::ops::Range<u64>,
+    ids: Vec<u64>,
+}
+
+impl Sink for FlakySink {
+    fn name(&self) -> String {
+        "flaky display".into()
+    }
+    fn write(&mut self, frame: &Frame) -> Result<()> {
+        self.writes += 1;
+        if self.fail.contains(&(self.writes - 1)) {
+            return Err(Error::io(
+                "writing the flaky display",
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
+        }
+        self.ids.push(frame.id);
+        Ok(())
+    }
+}
+
+#[test]
+fn display_write_errors_drop_their_frames_and_the_video_goes_on() {
+    let n = 12;
+    let mut sink = FlakySink {
+        writes: 0,
+        fail: 3..6,
+        ids: Vec::new(),
+    };
+    let r = pipeline::run(fast_phantom(n), slow_dark(1, 0), &mut sink, &lossless()).unwrap();
+    let rep = &r.report;
+    assert_eq!(sink.ids, [0, 1, 2, 6, 7, 8, 9, 10, 11], "{}", rep.to_text());
+    assert_eq!(
+        (rep.frames_out, rep.frames_dropped),
+        (9, 3),
+        "{}",
+        rep.to_text()
+    );
+}

@@ -86,6 +86,7 @@ pub(super) fn compositor_loop(
     let mut last_frame_at = Instant::now();
     let mut lost_at: Option<Instant> = None;
     let mut no_signal_frames = 0u32;
+    let mut display_failures = 0u32;
 
     loop {
         let mut no_signal = false;
@@ -238,8 +239,33 @@ pub(super) fn compositor_loop(
             }
         }
         let t1 = Instant::now();
-        sink.write(&frame)?;
+        let written = sink.write(&frame);
         let t2 = Instant::now();
+        if let Err(e) = written {
+            // A display that fails a write (a full disk under a video file,
+            // a display being reset) is tried again with the next frame;
+            // the frame counts as dropped. A display that never comes back
+            // stops the systemd watchdog pings, which restarts the service.
+            display_failures += 1;
+            if display_failures == 1 || display_failures.is_power_of_two() {
+                log::error!(
+                    "display {}: {e} (failure {display_failures}; the next frame is tried)",
+                    sink.name()
+                );
+            }
+            if !no_signal {
+                lock(&shared.frames).shown = last_gen;
+                shared.frame_cv.notify_all();
+            }
+            continue;
+        }
+        if display_failures > 0 {
+            log::info!(
+                "display {} works again after {display_failures} failed frames",
+                sink.name()
+            );
+            display_failures = 0;
+        }
         if !no_signal {
             lock(&shared.frames).shown = last_gen;
             shared.frame_cv.notify_all();
