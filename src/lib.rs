@@ -24,6 +24,7 @@
 //! | [`infer::info`] | What `lgms-edge info` reports about a model |
 //! | [`kernels`] | One kernel table (pixel stages and our operators), scalar reference plus AVX2/VNNI/NEON, chosen once per run |
 //! | [`kernels::cpu`] | CPU feature detection: the proofs a SIMD kernel needs |
+//! | [`measure`] | Lesions of a mask: calibrated area and diameters, steadied over frames |
 //! | [`overlay`] | Drawing the mask and the HUD onto a frame |
 //! | [`overlay::target`] | The one RGB `DrawTarget` and its adapters |
 //! | [`overlay::mask`] | The mask's blended fill and outline |
@@ -55,6 +56,7 @@ pub mod error;
 pub mod frame;
 pub mod infer;
 pub mod kernels;
+pub mod measure;
 pub mod overlay;
 pub mod pipeline;
 pub mod sink;

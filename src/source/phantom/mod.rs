@@ -161,6 +161,17 @@ impl Phantom {
         }
     }
 
+    /// The exact outline of each lesion at frame `t`, `n` points each, in
+    /// frame pixel coordinates (pixel (x, y) samples the point (x, y)): the
+    /// truth that measurements of the rendered mask are checked against.
+    /// Ultrasound only; an endoscopy phantom has none.
+    pub fn lesion_outlines(&self, t: u64, n: usize) -> Vec<Vec<(f64, f64)>> {
+        match &self.inner {
+            Inner::Ultrasound(us) => us.lesion_outlines(t, n),
+            Inner::Endoscopy(_) => Vec::new(),
+        }
+    }
+
     /// True when frame pixel (x, y) is in the imaged field of view (the fan,
     /// or the endoscope's circle). Masks never extend outside it.
     pub fn in_view(&self, x: u32, y: u32) -> bool {

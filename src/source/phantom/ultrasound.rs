@@ -60,6 +60,38 @@ impl Ultrasound {
         self.lesions.len()
     }
 
+    /// The exact outline of each lesion at frame `t`: `n` points on its
+    /// boundary (the zero of the blob's distance, found along rays from its
+    /// centre; the blobs are star-shaped), frame pixel coordinates.
+    pub(super) fn lesion_outlines(&self, t: u64, n: usize) -> Vec<Vec<(f64, f64)>> {
+        self.lesions
+            .iter()
+            .map(|l| {
+                let blob = l.blob.at(t);
+                let (cx, cy) = (f64::from(blob.cx), f64::from(blob.cy));
+                (0..n)
+                    .map(|i| {
+                        let th = std::f64::consts::TAU * i as f64 / n as f64;
+                        let (s, c) = th.sin_cos();
+                        let inside =
+                            |r: f64| blob.eval((cx + r * c) as f32, (cy + r * s) as f32).0 < 0.0;
+                        let (mut lo, mut hi) = (0.0, f64::from(blob.bound) + 2.0);
+                        for _ in 0..40 {
+                            let mid = 0.5 * (lo + hi);
+                            if inside(mid) {
+                                lo = mid;
+                            } else {
+                                hi = mid;
+                            }
+                        }
+                        let r = 0.5 * (lo + hi);
+                        (cx + r * c, cy + r * s)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// True when pixel `i` (row-major) is inside the fan.
     pub(super) fn in_view(&self, i: usize) -> bool {
         self.pix[i].cell != OUTSIDE
