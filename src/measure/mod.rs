@@ -186,7 +186,7 @@ impl Measurer {
                 }
             }
         }
-        out.sort_by(|a, b| b.area_px.cmp(&a.area_px));
+        out.sort_by_key(|l| std::cmp::Reverse(l.area_px));
     }
 
     /// Labels the 8-connected region of `start` with `label`; returns its
@@ -303,16 +303,18 @@ fn farthest_pair(hull: &[(f64, f64)]) -> ((f64, f64), (f64, f64)) {
     (best.1, best.2)
 }
 
+/// A tracked lesion: its latest measurement and its recent (area, long,
+/// short) values, newest last.
+type Track = (Lesion, heapless::Deque<(f64, f64, f64), 16>);
+
 /// Keeps the figures of each lesion steady: the mean over the last
 /// `frames` masks in which the same lesion appears (its centre within half
 /// its short diameter of where it was), restarted when it is not found.
 #[derive(Debug)]
 pub struct Smoother {
     frames: usize,
-    /// Per tracked lesion: its latest measurement and its recent values of
-    /// (area, long, short), newest last.
-    tracks: Vec<(Lesion, heapless::Deque<(f64, f64, f64), 16>)>,
-    next: Vec<(Lesion, heapless::Deque<(f64, f64, f64), 16>)>,
+    tracks: Vec<Track>,
+    next: Vec<Track>,
 }
 
 impl Smoother {
