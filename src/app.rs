@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::config::{Config, DisplaySpec, RecordMode, SourceSpec};
+use crate::frame::Rect;
 use crate::infer::engine::Engine;
 use crate::infer::model::{LoadOptions, Model, Precision};
 use crate::infer::Segmenter;
@@ -112,6 +113,9 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
         strict: cfg.capture.strict,
         live: !file_source,
         stat_capacity: cfg.stats_samples,
+        measure: cfg
+            .measure
+            .settings(cfg.roi.unwrap_or(Rect::full(width, height))),
     };
     let mut result = pipeline::run(source, segs, sink.as_mut(), &opts)?;
     result.report.load_s = load_s;

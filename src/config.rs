@@ -59,6 +59,9 @@ pub struct RawConfig {
     /// V4L2 capture and file replay settings.
     #[serde(default)]
     pub capture: CaptureConfig,
+    /// Lesion measurements and the pixel spacing.
+    #[serde(default)]
+    pub measure: MeasureConfig,
     /// `"none"`, `"input"` (the raw source frames) or `"overlay"` (what is shown).
     #[serde(default, deserialize_with = "named::record")]
     pub record: RecordMode,
@@ -78,6 +81,64 @@ fn default_record_path() -> PathBuf {
 }
 fn default_record_max_mb() -> u64 {
     1024
+}
+
+/// Lesion measurements (`[measure]`): calipers, lengths and areas on screen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureConfig {
+    /// Measure and draw the lesions.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Pixel spacing `[x, y]` in mm of the frame.
+    #[serde(default)]
+    pub mm_per_pixel: Option<[f64; 2]>,
+    /// Or: the scanner's depth setting in mm, shown over the ROI's height
+    /// (square pixels).
+    #[serde(default)]
+    pub depth_mm: Option<f64>,
+    /// Regions smaller than this many pixels are specks, not lesions.
+    #[serde(default = "default_min_area_px")]
+    pub min_area_px: u32,
+    /// Masks each lesion's figures are averaged over (1..=16).
+    #[serde(default = "default_smooth_frames")]
+    pub smooth_frames: usize,
+}
+
+fn default_min_area_px() -> u32 {
+    50
+}
+fn default_smooth_frames() -> usize {
+    5
+}
+
+impl Default for MeasureConfig {
+    fn default() -> Self {
+        MeasureConfig {
+            enabled: true,
+            mm_per_pixel: None,
+            depth_mm: None,
+            min_area_px: default_min_area_px(),
+            smooth_frames: default_smooth_frames(),
+        }
+    }
+}
+
+impl MeasureConfig {
+    /// The settings for frames whose ROI (or whole frame) is `roi`; `None`
+    /// when measuring is off.
+    pub fn settings(&self, roi: Rect) -> Option<crate::measure::Settings> {
+        use crate::measure::Calibration;
+        self.enabled.then(|| crate::measure::Settings {
+            calibration: match (self.mm_per_pixel, self.depth_mm) {
+                (Some([x, y]), _) => Calibration::spacing(x, y),
+                (None, Some(d)) => Calibration::from_depth(d, roi),
+                (None, None) => Calibration::NONE,
+            },
+            min_area_px: self.min_area_px,
+            smooth_frames: self.smooth_frames,
+        })
+    }
 }
 
 /// Settings of V4L2 capture and of file replay (`[capture]`).
@@ -374,6 +435,8 @@ pub struct Config {
     pub overlay: OverlayConfig,
     /// Capture and replay settings (format name checked).
     pub capture: CaptureConfig,
+    /// Measurement settings.
+    pub measure: MeasureConfig,
     /// Recording mode.
     pub record: RecordMode,
     /// Recording file.
@@ -412,6 +475,7 @@ impl RawConfig {
             model: ModelConfig::new(model),
             overlay: OverlayConfig::default(),
             capture: CaptureConfig::default(),
+            measure: MeasureConfig::default(),
             record: RecordMode::default(),
             record_path: default_record_path(),
             record_max_mb: default_record_max_mb(),
@@ -509,6 +573,33 @@ impl RawConfig {
                 self.stats_samples
             )));
         }
+        let ms = &self.measure;
+        if ms.mm_per_pixel.is_some() && ms.depth_mm.is_some() {
+            return Err(bad(
+                "measure.mm_per_pixel and measure.depth_mm both set; fix: give one of them".into(),
+            ));
+        }
+        let spacing_ok = |v: f64| v.is_finite() && v > 0.0 && v < 100.0;
+        if let Some([x, y]) = ms.mm_per_pixel {
+            if !spacing_ok(x) || !spacing_ok(y) {
+                return Err(bad(format!(
+                    "measure.mm_per_pixel = [{x}, {y}]; fix: two spacings in mm per pixel, each 0 < s < 100"
+                )));
+            }
+        }
+        if let Some(d) = ms.depth_mm {
+            if !(d.is_finite() && d > 0.0 && d <= 1000.0) {
+                return Err(bad(format!(
+                    "measure.depth_mm = {d}; fix: the scanner's depth in mm, 0 < depth <= 1000"
+                )));
+            }
+        }
+        if !(1..=16).contains(&ms.smooth_frames) {
+            return Err(bad(format!(
+                "measure.smooth_frames = {}; fix: use 1..=16",
+                ms.smooth_frames
+            )));
+        }
         let record = self.record;
         if record != RecordMode::None && self.record_max_mb == 0 {
             return Err(bad(
@@ -530,6 +621,7 @@ impl RawConfig {
             model,
             overlay: self.overlay,
             capture: self.capture,
+            measure: self.measure,
             record,
             record_path: self.record_path,
             record_max_bytes: self.record_max_mb.saturating_mul(1 << 20),
@@ -661,6 +753,29 @@ mod tests {
     }
 
     #[test]
+    fn measurement_settings_from_spacing_or_depth() {
+        use crate::measure::Calibration;
+        let roi = Rect::full(400, 300);
+        let c = parse("[model]\npath = \"m\"").unwrap();
+        assert_eq!(
+            c.measure.settings(roi).unwrap().calibration,
+            Calibration::NONE
+        );
+        let c = parse("[measure]\ndepth_mm = 60.0\n[model]\npath = \"m\"").unwrap();
+        assert_eq!(
+            c.measure.settings(roi).unwrap().calibration,
+            Calibration::spacing(0.2, 0.2)
+        );
+        let c = parse("[measure]\nmm_per_pixel = [0.1, 0.3]\n[model]\npath = \"m\"").unwrap();
+        assert_eq!(
+            c.measure.settings(roi).unwrap().calibration,
+            Calibration::spacing(0.1, 0.3)
+        );
+        let c = parse("[measure]\nenabled = false\n[model]\npath = \"m\"").unwrap();
+        assert!(c.measure.settings(roi).is_none());
+    }
+
+    #[test]
     fn defaults() {
         let c = parse("[model]\npath = \"m.onnx\"\n").unwrap();
         assert_eq!(c.source, SourceSpec::Phantom);
@@ -698,6 +813,26 @@ mod tests {
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
+        }
+        for (text, key) in [
+            (
+                "[measure]\nmm_per_pixel = [0.1, 0.1]\ndepth_mm = 40.0",
+                "measure.depth_mm",
+            ),
+            (
+                "[measure]\nmm_per_pixel = [0.1, -1.0]",
+                "measure.mm_per_pixel",
+            ),
+            ("[measure]\ndepth_mm = 0.0", "measure.depth_mm"),
+            ("[measure]\nsmooth_frames = 40", "measure.smooth_frames"),
+            ("stats_samples = 5", "stats_samples"),
+            ("[capture]\nmax_width = 4", "capture.max_width"),
+            ("[capture]\nwidth = 9000", "capture size"),
+        ] {
+            let e = parse(&format!("{text}\n[model]\npath=\"m\""))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
         }
         assert!(parse("[model]\npath=\"m\"\nbogus=1").is_err());
         assert!(parse("source = 3").is_err());

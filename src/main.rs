@@ -75,6 +75,10 @@ struct DemoArgs {
     /// a 2-core x86 dev box, so the demo allows older masks than a cart (150).
     #[arg(long, default_value_t = 1500)]
     max_mask_age_ms: u64,
+    /// Pixel spacing for the lesion measurements: the depth in mm that the
+    /// frame's height shows (default: uncalibrated, no mm figures).
+    #[arg(long)]
+    depth_mm: Option<f64>,
     /// Output folder: demo.y4m (and demo.gif unless --no-gif), stats.json.
     #[arg(long, default_value = "out")]
     out: PathBuf,
@@ -281,6 +285,7 @@ fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     raw.phantom.fps = a.fps;
     raw.phantom.seed = a.seed;
     raw.model.workers = a.workers;
+    raw.measure.depth_mm = a.depth_mm;
     // Any bundled model works: its precision is read from its metadata.
     raw.model.precision = read_metadata(&model)?.precision()?;
     let cfg = raw.validate_flags().context("checking the demo's flags")?;

@@ -602,3 +602,45 @@ fn display_write_errors_drop_their_frames_and_the_video_goes_on() {
         rep.to_text()
     );
 }
+
+/// Counts the frames that carry caliper-coloured pixels.
+#[derive(Default)]
+struct CaliperSink {
+    with_calipers: u64,
+}
+
+impl Sink for CaliperSink {
+    fn name(&self) -> String {
+        "calipers".into()
+    }
+    fn write(&mut self, frame: &Frame) -> Result<()> {
+        use embedded_graphics::pixelcolor::RgbColor;
+        let c = lgms_edge::overlay::calipers::CALIPER;
+        let rgb = [c.r(), c.g(), c.b()];
+        if frame.rgb.chunks_exact(3).any(|p| p == rgb) {
+            self.with_calipers += 1;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn measurements_are_drawn_with_the_mask_and_only_then() {
+    let run = |measure: Option<lgms_edge::measure::Settings>| {
+        let mut sink = CaliperSink::default();
+        let o = Options {
+            measure,
+            ..lossless()
+        };
+        let r = pipeline::run(fast_phantom(6), slow_dark(1, 0), &mut sink, &o).unwrap();
+        assert_eq!(r.report.frames_with_mask, 6);
+        sink.with_calipers
+    };
+    let settings = lgms_edge::measure::Settings {
+        calibration: lgms_edge::measure::Calibration::spacing(0.2, 0.2),
+        min_area_px: 20,
+        smooth_frames: 3,
+    };
+    assert_eq!(run(Some(settings)), 6);
+    assert_eq!(run(None), 0);
+}

@@ -52,6 +52,17 @@ impl Calibration {
     }
 }
 
+/// How a run measures: the spacing, the smallest lesion, the smoothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Pixel spacing, or none.
+    pub calibration: Calibration,
+    /// Regions under this many pixels are specks.
+    pub min_area_px: u32,
+    /// Masks averaged per lesion.
+    pub smooth_frames: usize,
+}
+
 /// A straight segment in frame pixel coordinates (for drawing calipers).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Segment {

@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | [`target`] | the one RGB target, [`RgbTarget`] (frames and display memory alike), and the [`Blend`] and [`Scaled`] adapters |
 //! | [`mask`] | the mask's alpha-blended fill and outline |
+//! | [`calipers`] | lesion diameters as calipers with their lengths, the scale bar or *uncalibrated* |
 //! | [`hud`] | rate, latency, model and state as text |
 //! | [`no_signal`] | the NO SIGNAL screen the compositor shows when the source is silent |
 //!
@@ -26,6 +27,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod calipers;
 pub mod hud;
 pub mod mask;
 pub mod no_signal;

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use super::slots::{lock, Shared};
 use super::{FrameRecord, Options, RecordState};
 use crate::frame::{Frame, Mask};
+use crate::measure::{Measurer, Smoother, MAX_LESIONS};
+use crate::overlay::calipers::draw_measurements;
 use crate::overlay::no_signal::draw_no_signal;
 use crate::overlay::{HudInfo, Overlay, OverlayState, OverlayStyle, RgbTarget};
 use crate::pipeline::stats::{Stage, StageRecorder};
@@ -87,6 +89,14 @@ pub(super) fn compositor_loop(
     let mut lost_at: Option<Instant> = None;
     let mut no_signal_frames = 0u32;
     let mut display_failures = 0u32;
+    let mut measuring = opts.measure.map(|s| {
+        (
+            Measurer::new(s.min_area_px),
+            Smoother::new(s.smooth_frames),
+            s,
+        )
+    });
+    let mut lesions = Vec::with_capacity(MAX_LESIONS);
 
     loop {
         let mut no_signal = false;
@@ -169,6 +179,7 @@ pub(super) fn compositor_loop(
                 no_signal_frames = 0;
             }
             let model_failed;
+            let mut fresh_mask = false;
             {
                 let mut slot = lock(&shared.masks);
                 if opts.lossless {
@@ -187,8 +198,14 @@ pub(super) fn compositor_loop(
                 if let Some(m) = slot.mask.as_ref() {
                     match mask.as_mut() {
                         Some(mine) if mine.frame_id == m.frame_id => {}
-                        Some(mine) => mine.copy_from(m),
-                        None => mask = Some(m.clone()),
+                        Some(mine) => {
+                            mine.copy_from(m);
+                            fresh_mask = true;
+                        }
+                        None => {
+                            mask = Some(m.clone());
+                            fresh_mask = true;
+                        }
                     }
                 }
                 model_failed = slot.error.is_some();
@@ -208,11 +225,29 @@ pub(super) fn compositor_loop(
             let drawn = mask
                 .as_ref()
                 .filter(|m| !opts.lossless || m.frame_id == frame_id);
+            // Each new mask is measured once (in the display thread, so that
+            // the smoothing sees the masks in order).
+            if let (true, Some((m, smoother, settings)), Some(mk)) =
+                (fresh_mask, measuring.as_mut(), mask.as_ref())
+            {
+                m.measure(mk, settings.calibration, &mut lesions);
+                smoother.smooth(&mut lesions);
+            }
             let mut target = RgbTarget::for_frame(&mut frame)?;
             let state = match overlay.draw(&mut target, drawn, &hud) {
                 Ok(s) => s,
                 Err(never) => match never {},
             };
+            if let Some((_, _, settings)) = &measuring {
+                let shown = if state.draws_mask() {
+                    &lesions[..]
+                } else {
+                    &[]
+                };
+                if let Err(never) = draw_measurements(&mut target, shown, settings.calibration) {
+                    match never {}
+                }
+            }
             record.mask_age_ms = match state {
                 OverlayState::Live { .. } | OverlayState::Paused { .. } => drawn.map(|m| {
                     frame

@@ -88,6 +88,8 @@ pub struct Options {
     /// The source is a live device: its errors are a lost signal (NO
     /// SIGNAL, retried). A file's read errors end the run.
     pub live: bool,
+    /// Lesion measurements drawn with the mask, or none.
+    pub measure: Option<crate::measure::Settings>,
 }
 
 impl Default for Options {
@@ -105,6 +107,7 @@ impl Default for Options {
             lossless: false,
             strict: false,
             live: true,
+            measure: None,
         }
     }
 }
