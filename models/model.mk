@@ -24,7 +24,13 @@ TRAIN_ARGS    ?=
 RUN_DIR       ?= models/runs/$(MODEL_NAME)
 PHANTOM_DESC   = lgms-edge phantom --kind $(PHANTOM_KIND): train $(TRAIN_COUNT) frames seed $(TRAIN_SEED), val $(VAL_COUNT) frames seed $(VAL_SEED)
 
-.PHONY: model model-random model-parity model-test phantom-data train-phantom
+# model-int8 / model-f16: the accuracy gate on the user's own frames.
+CALIB      ?=
+GATE       ?= 0.97
+FORCE      ?=
+GATE_ARGS  ?=
+
+.PHONY: model model-random model-parity model-test phantom-data train-phantom model-int8 model-f16
 
 # The Python side takes its phantom frames (random models' BN statistics,
 # export checks, parity vectors, int8 calibration without --calib) from the
@@ -41,6 +47,24 @@ model-random: $(LGMS_EDGE_BIN)
 	$(PYTHON) -m lgms_models.quantize --model models/lgmsnet-random.f32.onnx --out models/lgmsnet-random.int8.onnx --frames 16
 	$(PYTHON) -m lgms_models.quantize --model models/lgmsnet-random.f32.onnx --out models/lgmsnet-random.int8-perchannel.onnx --frames 16 --per-channel
 	$(PYTHON) -m lgms_models.parity --model models/lgmsnet-random.f32.onnx --random-seed 0
+
+# int8 that is only written when its masks agree with the f32 model's on
+# held-out frames of CALIB (a picture folder, a .y4m file or an lgms-edge
+# recording), measured through lgms-edge's own int8 path; below GATE (mean
+# mask IoU) it exits non-zero and writes nothing, unless FORCE=1 (then the
+# model is written recorded as failing, and lgms-edge run refuses it).
+# The curve and sensitivities go to $(MODEL_INT8:.onnx=.gate.json).
+model-int8: $(LGMS_EDGE_BIN)
+	@test -n "$(CALIB)" || { echo "usage: make model-int8 MODEL_OUT=x.f32.onnx MODEL_INT8=x.int8.onnx CALIB=frames/ [GATE=0.97] [FORCE=1]"; exit 2; }
+	$(PYTHON) -m lgms_models.gate --model "$(MODEL_OUT)" --out "$(MODEL_INT8)" --calib "$(CALIB)" --gate $(GATE) \
+		--report "$(MODEL_INT8:.onnx=.gate.json)" $(if $(FORCE),--force) $(GATE_ARGS)
+
+# The same gate for f16 (an f32 model converted at load): the record goes
+# into the f32 file's metadata (lgms.gate.f16.*).
+model-f16: $(LGMS_EDGE_BIN)
+	@test -n "$(CALIB)" || { echo "usage: make model-f16 MODEL_OUT=x.f32.onnx CALIB=frames/ [GATE=0.97] [FORCE=1]"; exit 2; }
+	$(PYTHON) -m lgms_models.gate --precision f16 --model "$(MODEL_OUT)" --calib "$(CALIB)" --gate $(GATE) \
+		$(if $(FORCE),--force) $(GATE_ARGS)
 
 # Parity vectors for an exported checkpoint: make model-parity CKPT=... MODEL_OUT=...
 model-parity: $(if $(CKPT),$(LGMS_EDGE_BIN))
