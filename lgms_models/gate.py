@@ -112,10 +112,13 @@ def read_mask(path: str) -> np.ndarray:
 class Frames:
     """The user's frames as lgms-edge feeds them, split into calibration and held-out."""
 
-    def __init__(self, f32_model: str, source: str, work: str, count: int, held_out: float):
+    def __init__(
+        self, f32_model: str, source: str, work: str, count: int, held_out: float, desc: str | None = None
+    ):
         if not os.path.exists(source):
             raise GateError(f"frames {source!r} not found; fix: CALIB=a picture folder or a .y4m file")
         self.source = source
+        self.desc = desc or source
         ref = os.path.join(work, "f32")
         rep = lgms_edge_masks(f32_model, source, ref, inputs=True, limit=count)
         names = rep["names"]
@@ -171,7 +174,7 @@ class Search:
             None,
             per_channel=True,
             method=METHODS[method],
-            calib_desc=f"{len(self.frames.calib)} frames of {self.frames.source}",
+            calib_desc=f"{len(self.frames.calib)} frames of {self.frames.desc}",
             ranges=self.ranges[method],
             keep_f32=keep,
             extra_metadata=extra_metadata,
@@ -242,7 +245,8 @@ def search(s: Search, gate: float, methods: list[str]) -> tuple[dict, list[dict]
         return best, curve, []
     method, base = best["method"], best["mean_iou"]
     schedule = keep_schedule(len(s.convs))
-    scan = min(len(s.convs), s.max_evals - s.evals - len(schedule) - 3)
+    left = s.max_evals - s.evals
+    scan = min(len(s.convs), left - min(len(schedule) + 3, left // 2))
     print(f"  below the gate {gate}: sensitivity of {scan} of {len(s.convs)} convs ({method}, all but one)")
     sens = []
     for i, conv in enumerate(s.convs[: max(scan, 0)]):
@@ -289,7 +293,7 @@ def record(precision: str, passed: bool, best: dict, gate: float, frames: Frames
         p + "min_iou": f"{best['min_iou']:.6f}",
         p + "gate": repr(gate),
         p + "held_out_frames": str(len(frames.held_names)),
-        p + "held_out_source": f"{frames.source} (frames {frames.held_names[0]}..{frames.held_names[-1]})",
+        p + "held_out_source": f"{frames.desc} (frames {frames.held_names[0]}..{frames.held_names[-1]})",
         p + "held_out_sha256": frames.sha256,
         p + "kept_f32": ",".join(best.get("kept_f32", [])),
         p + "measured_with": measured_with,
@@ -336,7 +340,7 @@ def run_int8(a, frames: Frames, work: str) -> int:
         "ort_agreement_mean_iou": ort,
         "best": best,
         "f32_ms": frames.f32_ms,
-        "held_out": {"frames": frames.held_names, "source": frames.source, "sha256": frames.sha256},
+        "held_out": {"frames": frames.held_names, "source": frames.desc, "sha256": frames.sha256},
         "calibration_frames": frames.calib_names,
         "evaluations": s.evals,
         "curve": curve,
@@ -409,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True, help="the f32 ONNX model (lgms_models.export)")
     ap.add_argument("--out", help="the int8 model to write (int8 only)")
     ap.add_argument("--calib", required=True, help="frames: picture folder, .y4m file or lgms-edge recording")
+    ap.add_argument("--calib-desc", help="how the frames were made, for the record (default: --calib)")
     ap.add_argument("--precision", choices=("int8", "f16"), default="int8")
     ap.add_argument("--gate", type=float, default=DEFAULT_GATE, help="mean mask IoU vs f32 to reach")
     ap.add_argument("--frames", type=int, default=24, help="frames read from --calib (the first ones)")
@@ -425,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < a.held_out < 1:
         ap.error(f"--held-out {a.held_out}: expected a fraction between 0 and 1")
     with tempfile.TemporaryDirectory(prefix="lgms-gate-") as work:
-        frames = Frames(a.model, a.calib, work, a.frames, a.held_out)
+        frames = Frames(a.model, a.calib, work, a.frames, a.held_out, a.calib_desc)
         print(
             f"{len(frames.calib_names) + len(frames.held_names)} frames of {a.calib}: "
             f"{len(frames.calib_names)} calibrate, {len(frames.held_names)} held out "
