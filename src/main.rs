@@ -74,6 +74,9 @@ struct MasksArgs {
     /// Also write each frame's network input (raw little-endian f32, 1x3xHxW).
     #[arg(long)]
     inputs: bool,
+    /// Also write each frame's logits (raw little-endian f32, 1x1xHxW).
+    #[arg(long)]
+    logits: bool,
     /// Run the model converted to f16 (as `model.precision = "f16"` does).
     #[arg(long)]
     f16: bool,
@@ -390,6 +393,7 @@ fn masks_cmd(a: MasksArgs) -> anyhow::Result<ExitCode> {
     let opts = lgms_edge::tools::masks::MasksOptions {
         limit: a.limit,
         write_inputs: a.inputs,
+        write_logits: a.logits,
         f16: a.f16,
     };
     let r = lgms_edge::tools::masks::write_masks(&a.model, &a.frames, &a.out, &opts)?;

@@ -14,7 +14,8 @@
 //! `lgms-edge phantom` writes), each resized as a whole frame; or a Y4M file,
 //! such as a `record = "input"` recording. Output: `OUT/masks/NAME.png`
 //! (0/255, the network's resolution), with `--inputs` also
-//! `OUT/inputs/NAME.f32`, and `OUT/masks.json` (frames, mean inference ms).
+//! `OUT/inputs/NAME.f32`, with `--logits` `OUT/logits/NAME.f32`, and
+//! `OUT/masks.json` (frames, mean inference ms).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,6 +34,8 @@ pub struct MasksOptions {
     pub limit: Option<usize>,
     /// Also write the network inputs (`inputs/NAME.f32`).
     pub write_inputs: bool,
+    /// Also write the logits (`logits/NAME.f32`, raw little-endian f32).
+    pub write_logits: bool,
     /// Run the model converted to f16 at load.
     pub f16: bool,
 }
@@ -182,7 +185,11 @@ pub fn write_masks(
     let mut engine = Engine::new(m.clone())?;
     let masks_dir = out.join("masks");
     let inputs_dir = out.join("inputs");
-    for d in std::iter::once(&masks_dir).chain(opts.write_inputs.then_some(&inputs_dir)) {
+    let logits_dir = out.join("logits");
+    for d in std::iter::once(&masks_dir)
+        .chain(opts.write_inputs.then_some(&inputs_dir))
+        .chain(opts.write_logits.then_some(&logits_dir))
+    {
         std::fs::create_dir_all(d).map_err(|e| Error::io(format!("creating {d:?}"), e))?;
     }
     let limit = opts.limit.unwrap_or(usize::MAX);
@@ -231,6 +238,15 @@ pub fn write_masks(
             first_s = t.elapsed().as_secs_f64();
         } else {
             infer_s += t.elapsed().as_secs_f64();
+        }
+        if opts.write_logits {
+            let bytes: Vec<u8> = engine
+                .logits()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            let p = logits_dir.join(format!("{name}.f32"));
+            std::fs::write(&p, bytes).map_err(|e| Error::io(format!("writing {p:?}"), e))?;
         }
         mask.clear();
         mask.extend(
