@@ -46,6 +46,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -369,7 +370,10 @@ def run_f16(a, frames: Frames, work: str) -> int:
         "ms": rep["mean_infer_ms"],
     }
     passed = best["mean_iou"] >= a.gate
-    how = "lgms-edge masks --f16 (tract's f16 conversion) vs lgms-edge f32 masks"
+    how = (
+        f"lgms-edge masks --f16 (tract's f16 conversion) vs lgms-edge f32 masks on {platform.machine()} "
+        "(f16 arithmetic differs between CPUs: measure on the board's CPU)"
+    )
     md = record("f16", passed, best, a.gate, frames, how)
     report = {"model": a.model, "precision": "f16", "gate": a.gate, "passed": passed, **best}
     report["f32_ms"] = frames.f32_ms

@@ -593,3 +593,23 @@ fn masks_writes_masks_and_inputs_that_reproduce_them() {
         .unwrap();
     fails_with(out, &["empty", "no .f32 inputs"]);
 }
+
+#[test]
+fn run_refuses_f16_without_an_f16_record_in_the_f32_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = declared_model(dir.path(), "f32", &passing_record("0.99"), false);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("precision = \"int8\"", "precision = \"f16\"");
+    std::fs::write(&cfg, text).unwrap();
+    let out = bin().arg("run").arg("--config").arg(&cfg).output().unwrap();
+    // The int8 record says nothing about f16.
+    fails_with(
+        out,
+        &[
+            "runs as f16 without a passing accuracy record",
+            "make model-f16",
+            "lgms.gate.f16",
+        ],
+    );
+}
