@@ -85,7 +85,13 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def lgms_edge_masks(
-    model: str, frames: str, out: str, inputs: bool = False, limit: int | None = None, f16: bool = False
+    model: str,
+    frames: str,
+    out: str,
+    inputs: bool = False,
+    limit: int | None = None,
+    f16: bool = False,
+    step: int = 1,
 ) -> dict:
     """``lgms-edge masks``: masks (and inputs) written under ``out``; its JSON report."""
     cmd = [phantom.require_binary(), "masks", "--model", model, "--frames", frames, "--out", out]
@@ -93,6 +99,8 @@ def lgms_edge_masks(
         cmd.append("--inputs")
     if limit:
         cmd += ["--limit", str(limit)]
+    if step > 1:
+        cmd += ["--step", str(step)]
     if f16:
         cmd.append("--f16")
     env = {**os.environ, "RUST_LOG": "warn"}
@@ -114,14 +122,21 @@ class Frames:
     """The user's frames as lgms-edge feeds them, split into calibration and held-out."""
 
     def __init__(
-        self, f32_model: str, source: str, work: str, count: int, held_out: float, desc: str | None = None
+        self,
+        f32_model: str,
+        source: str,
+        work: str,
+        count: int,
+        held_out: float,
+        desc: str | None = None,
+        step: int = 1,
     ):
         if not os.path.exists(source):
             raise GateError(f"frames {source!r} not found; fix: CALIB=a picture folder or a .y4m file")
         self.source = source
         self.desc = desc or source
         ref = os.path.join(work, "f32")
-        rep = lgms_edge_masks(f32_model, source, ref, inputs=True, limit=count)
+        rep = lgms_edge_masks(f32_model, source, ref, inputs=True, limit=count, step=step)
         names = rep["names"]
         if len(names) < 2:
             raise GateError(f"{source} gave {len(names)} frame(s); the gate needs 2 or more")
@@ -421,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=("int8", "f16"), default="int8")
     ap.add_argument("--gate", type=float, default=DEFAULT_GATE, help="mean mask IoU vs f32 to reach")
     ap.add_argument("--frames", type=int, default=24, help="frames read from --calib (the first ones)")
+    ap.add_argument("--step", type=int, default=1, help="take one frame in STEP (sample a long recording)")
     ap.add_argument("--held-out", type=float, default=0.25, help="fraction held out (the last frames)")
     ap.add_argument("--methods", default="minmax,percentile,entropy", help="calibration methods to try")
     ap.add_argument("--max-evals", type=int, default=60, help="at most this many lgms-edge evaluations")
@@ -434,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < a.held_out < 1:
         ap.error(f"--held-out {a.held_out}: expected a fraction between 0 and 1")
     with tempfile.TemporaryDirectory(prefix="lgms-gate-") as work:
-        frames = Frames(a.model, a.calib, work, a.frames, a.held_out, a.calib_desc)
+        frames = Frames(a.model, a.calib, work, a.frames, a.held_out, a.calib_desc, a.step)
         print(
             f"{len(frames.calib_names) + len(frames.held_names)} frames of {a.calib}: "
             f"{len(frames.calib_names)} calibrate, {len(frames.held_names)} held out "

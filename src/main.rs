@@ -71,6 +71,9 @@ struct MasksArgs {
     /// At most this many frames.
     #[arg(long)]
     limit: Option<usize>,
+    /// Take one frame in this many (a long recording sampled across its length).
+    #[arg(long, default_value_t = 1)]
+    step: usize,
     /// Also write each frame's network input (raw little-endian f32, 1x3xHxW).
     #[arg(long)]
     inputs: bool,
@@ -392,6 +395,7 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
 fn masks_cmd(a: MasksArgs) -> anyhow::Result<ExitCode> {
     let opts = lgms_edge::tools::masks::MasksOptions {
         limit: a.limit,
+        step: a.step,
         write_inputs: a.inputs,
         write_logits: a.logits,
         f16: a.f16,

@@ -579,6 +579,21 @@ fn masks_writes_masks_and_inputs_that_reproduce_them() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.join("masks.json")).unwrap()).unwrap();
     assert_eq!(report["names"], serde_json::json!(["f0", "f1"]));
+    // --step 2 takes one frame in two.
+    let c = dir.path().join("c");
+    let out = bin()
+        .args(["masks", "--step", "2", "--model"])
+        .arg(&model)
+        .arg("--frames")
+        .arg(&frames)
+        .arg("--out")
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(succeeds(&out).contains("2 masks"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.join("masks.json")).unwrap()).unwrap();
+    assert_eq!(report["names"], serde_json::json!(["f0", "f2"]));
     // Nothing to read is an error naming the folder.
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();

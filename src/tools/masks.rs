@@ -32,6 +32,9 @@ use crate::{Error, Result};
 pub struct MasksOptions {
     /// Stop after this many frames.
     pub limit: Option<usize>,
+    /// Take one frame in this many (0 and 1: every frame), so that a long
+    /// recording is sampled across its length, not only its first seconds.
+    pub step: usize,
     /// Also write the network inputs (`inputs/NAME.f32`).
     pub write_inputs: bool,
     /// Also write the logits (`logits/NAME.f32`, raw little-endian f32).
@@ -200,7 +203,8 @@ pub fn write_masks(
     let mut frame = Frame::new(0, 0);
     let mut mask = Vec::with_capacity(oh * ow);
     while names.len() < limit {
-        let i = names.len();
+        let step = opts.step.max(1);
+        let i = names.len() * step;
         let name = match &mut source {
             Frames::Tensors(paths) => {
                 let Some(p) = paths.get(i) else { break };
@@ -219,7 +223,15 @@ pub fn write_masks(
                     let (w, h) = src.size();
                     frame = Frame::new(w, h);
                 }
-                if !src.next_frame(&mut frame)? {
+                // The frames between two taken ones are decoded and dropped.
+                let mut ended = false;
+                for _ in 0..if names.is_empty() { 1 } else { step } {
+                    if !src.next_frame(&mut frame)? {
+                        ended = true;
+                        break;
+                    }
+                }
+                if ended {
                     break;
                 }
                 engine.preprocess(&frame, Rect::full(frame.width, frame.height))?;
