@@ -1,5 +1,9 @@
 """Static int8 quantisation of an exported LGMSNet for tract 0.23.9.
 
+This module quantises without judging the result; ``lgms_models.gate``
+(``make model-int8``) uses it to write int8 models with the accuracy record
+that ``lgms-edge run`` requires, measured on the user's own frames.
+
     python3 -m lgms_models.quantize --model models/lgmsnet.f32.onnx --out models/lgmsnet.int8.onnx \
         [--calib DIR] [--frames 32] [--per-channel]
 

@@ -75,7 +75,7 @@ pub enum Error {
     },
     /// A reduced-precision model without a passing accuracy record
     /// ([`crate::infer::gate`]).
-    #[error("model {path:?} runs as {precision} without a passing accuracy record: {reason}; fix: {fix}, run it as f32, or set allow_ungated = true under [model] in the board file to run it unverified")]
+    #[error("model {path:?} runs as {precision} without a passing accuracy record: {reason}; fix: {fix}, run it as f32, or set allow_ungated = true under [model] in the board file (demo: --allow-ungated) to run it unverified")]
     ModelUngated {
         /// Path of the model.
         path: PathBuf,
