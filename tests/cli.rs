@@ -557,6 +557,28 @@ fn masks_writes_masks_and_inputs_that_reproduce_them() {
             4 * 3 * 32 * 32
         );
     }
+    // --logits: the logits, whose sign is the mask.
+    let d = dir.path().join("d");
+    let out = bin()
+        .args(["masks", "--logits", "--limit", "1", "--model"])
+        .arg(&model)
+        .arg("--frames")
+        .arg(&frames)
+        .arg("--out")
+        .arg(&d)
+        .output()
+        .unwrap();
+    succeeds(&out);
+    let logits: Vec<f32> = std::fs::read(d.join("logits/f0.f32"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let mask = image::open(d.join("masks/f0.png")).unwrap().to_luma8();
+    assert_eq!(logits.len(), 32 * 32);
+    for (l, m) in logits.iter().zip(mask.as_raw()) {
+        assert_eq!(*l > 0.0, *m == 255);
+    }
     // The written inputs, fed back, give the same masks.
     let b = dir.path().join("b");
     let out = bin()

@@ -47,11 +47,17 @@ def large_logit_checkpoint(tmp_path_factory):
     return str(path)
 
 
-def test_valid_checkpoint_with_large_logits_exports(large_logit_checkpoint, tmp_path, capsys):
-    out = str(tmp_path / "large.f32.onnx")
-    report = export.export_checkpoint(out, "large", ckpt=large_logit_checkpoint)  # no SystemExit: exit 0
-    printed = capsys.readouterr().out
-    assert "parity check passed" in printed and "max |logit|" in printed
+@pytest.fixture(scope="module")
+def large_logit_export(large_logit_checkpoint, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("onnx") / "large.f32.onnx")
+    # No SystemExit: the command exits 0.
+    return out, export.export_checkpoint(out, "large", ckpt=large_logit_checkpoint, verbose=False)
+
+
+def test_valid_checkpoint_with_large_logits_exports(large_logit_export):
+    out, report = large_logit_export
+    said = export.gate_message(report["parity"])
+    assert said.startswith("max |diff| ") and "max |logit| " in said and "float64" in said
     gate = report["parity"]
     # Logits around 13, and a difference an absolute 1e-4 gate would reject.
     assert 8 < gate["logit_absmax"] < 30
@@ -74,3 +80,19 @@ def test_wrong_batchnorm_fold_fails(large_logit_checkpoint, tmp_path, monkeypatc
         export.export_checkpoint(
             str(tmp_path / "broken.onnx"), "broken", ckpt=large_logit_checkpoint, verbose=False
         )
+
+
+def test_parity_vectors_scale_their_tolerance_with_the_logits(
+    large_logit_checkpoint, large_logit_export, tmp_path
+):
+    from lgms_models import parity, phantom
+    from lgms_models.lgmsnet import load_checkpoint
+
+    model = build_model()
+    load_checkpoint(model, large_logit_checkpoint)
+    model.eval()
+    rep = parity.write_vectors(large_logit_export[0], model, [("x", phantom.inputs(1, 5)[0])], str(tmp_path))
+    man = rep["manifest"]
+    assert man["logit_absmax"] > 5
+    assert man["tolerance"] == pytest.approx(export.RTOL * man["logit_absmax"])
+    assert rep["gate"]["passed"] and rep["gate"]["tolerance"] == pytest.approx(man["tolerance"])
