@@ -424,6 +424,8 @@ def finish(a, report: dict, passed: bool, write, sens: list[dict]) -> int:
         print(f"{msg}; --force: wrote {target}, recorded as failing (lgms-edge run refuses it)")
         return 0
     print(f"{msg}; no model written (--force writes one recorded as failing)", file=sys.stderr)
+    if report["precision"] == "int8" and os.path.exists(a.out):
+        print(f"note: {a.out} exists from before and is left as it is; `lgms-edge info` shows its own record")
     return 2
 
 
