@@ -22,9 +22,10 @@ Y4M file). Why each step:
   agreement is the mean over held-out frames of the IoU between its mask
   and the f32 mask (the authors' IoU formula). ONNX Runtime's agreement of
   the chosen model is reported beside it.
-* **Search.** Calibration methods first (MinMax, Percentile, Entropy;
-  per-channel weights, per-tensor activations, which is what the int8 conv
-  kernel takes), then mixed precision: each quantised conv's sensitivity is
+* **Search.** Calibration methods first, the first that reaches the gate
+  kept (MinMax, Percentile, Entropy; per-channel weights, per-tensor
+  activations, which is what the int8 conv kernel takes), then mixed
+  precision: each quantised conv's sensitivity is
   the agreement gained by keeping only it in f32 ("all but one"); the most
   sensitive convs are kept in f32 one at a time until the gate is met.
   Every evaluation is one lgms-edge run; ``--max-evals`` bounds them.
@@ -247,18 +248,24 @@ def keep_schedule(n: int) -> list[int]:
 def search(s: Search, gate: float, methods: list[str]) -> tuple[dict, list[dict], list[dict]]:
     """Best candidate, the trade-off curve, and the per-layer sensitivities.
 
-    Methods first; below the gate, the sensitivity of each conv ("all but
-    one") with the best method, then the most sensitive convs kept f32 in
+    Methods first, in order: the first that reaches the gate is kept (MinMax
+    first: its ranges clip nothing, so every int8 runtime rounds the same
+    values; narrower ranges can put runtimes apart). Below the gate, the
+    sensitivity of each conv ("all but one") with the best method, then the most sensitive convs kept f32 in
     growing numbers (``keep_schedule``), the last step refined by bisection.
     The evaluations left for the keep-f32 steps are set aside before the
     sensitivity scan, so a small ``--max-evals`` still tries mixed precision.
     """
     curve: list[dict] = []
-    tried = [s.evaluate(m, [], f"all-int8-{m}") for m in methods if s.budget_left()]
+    tried = []
+    for m in methods:
+        if not s.budget_left():
+            break
+        tried.append(s.evaluate(m, [], f"all-int8-{m}"))
+        curve.append(tried[-1])
+        if tried[-1]["mean_iou"] >= gate:
+            return tried[-1], curve, []
     best = max(tried, key=lambda r: r["mean_iou"])
-    curve.extend(tried)
-    if best["mean_iou"] >= gate:
-        return best, curve, []
     method, base = best["method"], best["mean_iou"]
     schedule = keep_schedule(len(s.convs))
     left = s.max_evals - s.evals
