@@ -24,11 +24,18 @@ import numpy as np
 import torch
 
 from lgms_models import phantom, preprocess
-from lgms_models.export import INPUT_SHAPE, ort_run, random_init, reference_logits
+from lgms_models.export import (
+    INPUT_SHAPE,
+    RTOL,
+    gate_message,
+    logits_gate,
+    ort_run,
+    random_init,
+    reference_logits,
+)
 from lgms_models.lgmsnet import build_model, load_checkpoint
 
 DEFAULT_DIR = "models/parity"
-TOLERANCE = 1e-4
 
 
 def default_vectors(seed: int = 0, images: list[str] | None = None) -> list[tuple[str, np.ndarray]]:
@@ -56,32 +63,44 @@ def write_vectors(
     model: torch.nn.Module,
     vectors: list[tuple[str, np.ndarray]],
     out_dir: str = DEFAULT_DIR,
-    tolerance: float = TOLERANCE,
+    rtol: float = RTOL,
     check_ort: bool = True,
 ) -> dict:
+    """Writes the vectors and the manifest. The manifest's ``tolerance`` (the
+    absolute max |diff| ``lgms-edge parity`` allows) scales with the
+    reference logits: ``rtol * max(1, max |logit|)``, the export gate's rule."""
     os.makedirs(out_dir, exist_ok=True)
     # Start from a clean slate so stale vectors of another model never linger.
     for f in os.listdir(out_dir):
         if f.endswith(".f32"):
             os.remove(os.path.join(out_dir, f))
-    entries, diffs = [], {}
+    entries, diffs, refs, gots = [], {}, [], []
     for name, x in vectors:
         assert x.shape == INPUT_SHAPE and x.dtype == np.float32, (name, x.shape, x.dtype)
         logits = reference_logits(model, x)
         x.astype("<f4").tofile(os.path.join(out_dir, f"{name}.input.f32"))
         logits.astype("<f4").tofile(os.path.join(out_dir, f"{name}.logits.f32"))
         entries.append({"name": name, "input": f"{name}.input.f32", "logits": f"{name}.logits.f32"})
+        refs.append(logits)
         if check_ort:
-            diffs[name] = float(np.abs(ort_run(model_path, x) - logits).max())
+            gots.append(ort_run(model_path, x))
+            diffs[name] = float(np.abs(gots[-1] - logits).max())
+    absmax = max(float(np.abs(r).max()) for r in refs)
     manifest = {
         "model": os.path.relpath(os.path.abspath(model_path), os.getcwd()),
-        "tolerance": tolerance,
+        "tolerance": rtol * max(1.0, absmax),
+        "rtol": rtol,
+        "logit_absmax": absmax,
         "vectors": entries,
     }
     with open(os.path.join(out_dir, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
-    return {"manifest": manifest, "ort_max_abs_diff": diffs}
+    gate = None
+    if check_ort:
+        gate = logits_gate(refs, gots, rtol)
+        gate["compared"] = f"onnxruntime on {model_path} vs PyTorch in float64, {len(refs)} vectors"
+    return {"manifest": manifest, "ort_max_abs_diff": diffs, "gate": gate}
 
 
 def read_vector(path: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -96,7 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     src.add_argument("--random-seed", type=int)
     ap.add_argument("--image", action="append", help="use these image files as inputs (repeatable)")
     ap.add_argument("--out", default=DEFAULT_DIR)
-    ap.add_argument("--tolerance", type=float, default=TOLERANCE)
+    ap.add_argument(
+        "--rtol", type=float, default=RTOL, help="max |diff| <= RTOL * max(1, max |reference logit|)"
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model = build_model()
@@ -105,11 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         random_init(model, a.random_seed)
     model.eval()
-    rep = write_vectors(a.model, model, default_vectors(0, a.image), a.out, a.tolerance)
+    rep = write_vectors(a.model, model, default_vectors(0, a.image), a.out, a.rtol)
     print(json.dumps(rep, indent=2))
-    worst = max(rep["ort_max_abs_diff"].values())
-    if worst > a.tolerance:
-        raise SystemExit(f"onnxruntime differs from the reference by {worst:.3g} > {a.tolerance}")
+    if not rep["gate"]["passed"]:
+        raise SystemExit(f"onnxruntime differs from the reference: {gate_message(rep['gate'])}")
+    print(f"parity vectors written: {gate_message(rep['gate'])}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """Static int8 quantisation of an exported LGMSNet for tract 0.23.9.
 
+This module quantises without judging the result; ``lgms_models.gate``
+(``make model-int8``) uses it to write int8 models with the accuracy record
+that ``lgms-edge run`` requires, measured on the user's own frames.
+
     python3 -m lgms_models.quantize --model models/lgmsnet.f32.onnx --out models/lgmsnet.int8.onnx \
         [--calib DIR] [--frames 32] [--per-channel]
 
@@ -45,16 +49,19 @@ import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
-    QuantFormat,
     QuantType,
-    quantize_static,
+    create_calibrator,
 )
+from onnxruntime.quantization.calibrate import TensorsData
+from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
+from onnxruntime.quantization.quant_utils import QuantizationMode, load_model_with_shape_infer
 
 from lgms_models import phantom, preprocess
 from lgms_models.export import INPUT_NAME, get_metadata, ort_run, set_metadata
@@ -131,10 +138,35 @@ def depthwise_convs(model: onnx.ModelProto) -> list[str]:
     return out
 
 
+def calibrate(
+    model_path: str, frames: list[np.ndarray], method: CalibrationMethod, ops: str = "conv"
+) -> TensorsData:
+    """The activation ranges of ``method`` on ``frames``: computed once and
+    reused by every recipe :func:`quantize` builds from them (the mixed
+    precision search quantises the same model many times)."""
+    with tempfile.TemporaryDirectory(prefix="lgms-calib-") as tmp:
+        calibrator = create_calibrator(
+            Path(model_path),
+            list(RECIPES[ops]),
+            augmented_model_path=os.path.join(tmp, "augmented.onnx"),
+            calibrate_method=method,
+        )
+        calibrator.collect_data(FrameReader(frames))
+        ranges = calibrator.compute_data()
+        del calibrator
+    return ranges
+
+
+def quantizable_convs(model: onnx.ModelProto, ops: str = "conv") -> list[str]:
+    """The Conv nodes the recipe quantises (dense and groups-of-4k convs)."""
+    skip = set(depthwise_convs(model)) if ops == "conv" else set()
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and n.name not in skip]
+
+
 def quantize(
     model_path: str,
     out_path: str,
-    frames: list[np.ndarray],
+    frames: list[np.ndarray] | None,
     per_channel: bool,
     activation_type: QuantType = QuantType.QUInt8,
     weight_type: QuantType = QuantType.QInt8,
@@ -142,27 +174,35 @@ def quantize(
     calib_desc: str = "",
     ops: str = "conv",
     reduce_range: bool = True,
+    ranges: TensorsData | None = None,
+    keep_f32: list[str] | None = None,
+    extra_metadata: dict[str, str] | None = None,
 ) -> dict:
+    """Quantises ``model_path`` into ``out_path``: calibrated on ``frames``,
+    or with the ``ranges`` of an earlier :func:`calibrate`; the convs named in
+    ``keep_f32`` stay f32 (mixed precision)."""
     src = onnx.load(model_path)
-    exclude = averaging_matmuls(src) + (depthwise_convs(src) if ops == "conv" else [])
+    exclude = averaging_matmuls(src) + (depthwise_convs(src) if ops == "conv" else []) + list(keep_f32 or [])
     float_ops = {n.op_type for n in src.graph.node}
     md = get_metadata(src)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_out = os.path.join(tmp, "q.onnx")
-        quantize_static(
-            model_path,
-            tmp_out,
-            FrameReader(frames),
-            quant_format=QuantFormat.QOperator,
-            op_types_to_quantize=list(RECIPES[ops]),
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            activation_type=activation_type,
-            weight_type=weight_type,
-            calibrate_method=method,
-            nodes_to_exclude=exclude,
-        )
-        q = onnx.load(tmp_out)
+    if ranges is None:
+        ranges = calibrate(model_path, frames or [], method, ops)
+    quantizer = ONNXQuantizer(
+        load_model_with_shape_infer(Path(model_path)),
+        per_channel,
+        reduce_range,
+        QuantizationMode.QLinearOps,
+        True,  # static
+        weight_type,
+        activation_type,
+        ranges,
+        [],
+        exclude,
+        list(RECIPES[ops]),
+        {},
+    )
+    quantizer.quantize_model()
+    q = quantizer.model.model
     counts = check_int8_ops(q, float_ops)
     # ORT may declare the contrib domain even when no node uses it; drop it so
     # the file advertises only standard ONNX.
@@ -178,10 +218,12 @@ def quantize(
                 f"{'per-channel' if per_channel else 'per-tensor'} weights "
                 f"{weight_type.name}{' 7-bit' if reduce_range else ''}, "
                 f"activations {activation_type.name}, "
-                f"{method.name} calibration on {calib_desc or f'{len(frames)} frames'}"
+                f"{method.name} calibration on {calib_desc or f'{len(frames or [])} frames'}"
+                + (f", {len(keep_f32)} convs kept f32" if keep_f32 else "")
             ),
         }
     )
+    md.update(extra_metadata or {})
     set_metadata(q, md)
     onnx.checker.check_model(q)
     onnx.save(q, out_path)

@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::config::{Config, DisplaySpec, RecordMode, SourceSpec};
-use crate::frame::Rect;
+use crate::frame::{Frame, Mask, Rect};
 use crate::infer::engine::Engine;
+use crate::infer::gate::{self, GateStatus};
 use crate::infer::model::{LoadOptions, Model, Precision};
 use crate::infer::Segmenter;
+use crate::pipeline::stats::StageRecorder;
 use crate::pipeline::watchdog::Watchdog;
 use crate::pipeline::{self, Options, RunResult};
 use crate::source::replay::Pace;
@@ -53,11 +55,51 @@ pub fn build_segmenters(cfg: &Config) -> Result<(Arc<Model>, Workers)> {
             ),
         ));
     }
+    let info = model.info();
+    let status = gate::check(
+        &cfg.model.path,
+        &info.metadata,
+        info.precision,
+        cfg.model.allow_ungated,
+    )?;
+    if let GateStatus::Passed(r) = &status {
+        log::info!(
+            "{}: {} {}",
+            cfg.model.path.display(),
+            r.precision,
+            r.summary()
+        );
+    }
     let mut segs: Vec<Box<dyn Segmenter>> = Vec::new();
     for _ in 0..cfg.model.workers {
-        segs.push(Box::new(Engine::new(model.clone())?));
+        let engine = Engine::new(model.clone())?;
+        segs.push(if status.unverified() {
+            Box::new(Unverified(engine))
+        } else {
+            Box::new(engine)
+        });
     }
     Ok((model, segs))
+}
+
+/// An engine running a model without a passing accuracy record: its label,
+/// and so the HUD and the report, says "<precision> unverified".
+pub struct Unverified(pub Engine);
+
+impl Segmenter for Unverified {
+    fn label(&self) -> String {
+        format!("{} {}", self.0.label(), crate::overlay::hud::UNVERIFIED)
+    }
+
+    fn segment(
+        &mut self,
+        frame: &Frame,
+        roi: Rect,
+        mask: &mut Mask,
+        rec: &mut StageRecorder,
+    ) -> Result<()> {
+        self.0.segment(frame, roi, mask, rec)
+    }
 }
 
 /// Runs the whole pipeline described by `cfg` until it ends or `stop` is set.

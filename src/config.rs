@@ -320,6 +320,10 @@ pub struct ModelConfig {
     /// Threads per worker inside tract (1 unless built with multi-threaded kernels).
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Run an int8 (or f16) model that has no passing accuracy record
+    /// (`crate::infer::gate`); the HUD then says "int8 unverified".
+    #[serde(default)]
+    pub allow_ungated: bool,
 }
 
 impl ModelConfig {
@@ -330,6 +334,7 @@ impl ModelConfig {
             precision: Precision::default(),
             workers: default_workers(),
             threads: default_threads(),
+            allow_ungated: false,
         }
     }
 }

@@ -73,6 +73,19 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A reduced-precision model without a passing accuracy record
+    /// ([`crate::infer::gate`]).
+    #[error("model {path:?} runs as {precision} without a passing accuracy record: {reason}; fix: {fix}, run it as f32, or set allow_ungated = true under [model] in the board file (demo: --allow-ungated) to run it unverified")]
+    ModelUngated {
+        /// Path of the model.
+        path: PathBuf,
+        /// `int8` or `f16`.
+        precision: &'static str,
+        /// No record, or what the failing record says.
+        reason: String,
+        /// The command that measures and records it.
+        fix: String,
+    },
     /// tract failed while optimising or running the model.
     #[error("inference with model {model:?} failed: {}", Chain(source.as_ref()))]
     Inference {

@@ -19,6 +19,7 @@
 //! | [`infer::preprocess`] | Frame to input tensor with the model's normalisation, logits to mask |
 //! | [`infer::model`] | Loading, checking and optimising a model; its metadata and precision |
 //! | [`infer::engine`] | One worker's tract state: preprocess, infer, postprocess |
+//! | [`infer::gate`] | The accuracy record an int8/f16 model needs before `run` takes it |
 //! | [`infer::ops`] | Our own tract operators (attention, 1x1 conv, upsample, int8 conv, wide sums) |
 //! | [`infer::profile`] | Time per tract operator (`bench --profile`) |
 //! | [`infer::info`] | What `lgms-edge info` reports about a model |
@@ -39,7 +40,7 @@
 //! | [`sink`] | Where composited frames go: the `Sink` trait, the file sinks, `sink::open` for a config |
 //! | [`sink::record`] | Recording input or overlay frames to Y4M |
 //! | [`sink::display`] | Framebuffer and DRM displays ([`sink::display::panel`], [`sink::display::fbdev`], [`sink::display::drm`]) |
-//! | [`tools`] | Beside the pipeline: [`tools::bench`], [`tools::eval`], [`tools::parity`] |
+//! | [`tools`] | Beside the pipeline: [`tools::bench`], [`tools::eval`], [`tools::parity`], [`tools::masks`] |
 //! | [`config`] | The TOML configuration, validated into typed settings |
 //! | [`app`] | Builds the configured source, workers and sink, and runs them |
 //! | [`error`] | The one error type, naming the thing and the fix |

@@ -49,6 +49,40 @@ enum Command {
     Eval(EvalArgs),
     /// Write a synthetic dataset (images/NNNNN.png + masks/NNNNN.png) from the built-in phantom.
     Phantom(PhantomArgs),
+    /// Write the masks a model computes for a set of frames (OUT/masks/NAME.png,
+    /// 0/255 at the network's size) and, with --inputs, the network inputs
+    /// (OUT/inputs/NAME.f32): what the int8 gate measures this runtime with.
+    Masks(MasksArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MasksArgs {
+    /// Model to run (f32, int8; with --f16 an f32 model converted at load).
+    #[arg(long)]
+    model: PathBuf,
+    /// Frames: a folder of pictures of any size (or with images/ inside), a
+    /// .y4m file (e.g. a `record = "input"` recording), or a folder of .f32
+    /// network inputs written by --inputs.
+    #[arg(long)]
+    frames: PathBuf,
+    /// Output folder (masks/, inputs/, masks.json).
+    #[arg(long)]
+    out: PathBuf,
+    /// At most this many frames.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Take one frame in this many (a long recording sampled across its length).
+    #[arg(long, default_value_t = 1)]
+    step: usize,
+    /// Also write each frame's network input (raw little-endian f32, 1x3xHxW).
+    #[arg(long)]
+    inputs: bool,
+    /// Also write each frame's logits (raw little-endian f32, 1x1xHxW).
+    #[arg(long)]
+    logits: bool,
+    /// Run the model converted to f16 (as `model.precision = "f16"` does).
+    #[arg(long)]
+    f16: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +119,9 @@ struct DemoArgs {
     /// Do not write the animated GIF (it is slow to encode).
     #[arg(long)]
     no_gif: bool,
+    /// Run an int8 model without a passing accuracy record (the HUD says "int8 unverified").
+    #[arg(long)]
+    allow_ungated: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -233,6 +270,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval_cmd(a),
         Command::Bench(a) => bench_cmd(a),
         Command::Phantom(a) => run_phantom(a),
+        Command::Masks(a) => masks_cmd(a),
     };
     match result {
         Ok(code) => code,
@@ -286,6 +324,7 @@ fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     raw.phantom.seed = a.seed;
     raw.model.workers = a.workers;
     raw.measure.depth_mm = a.depth_mm;
+    raw.model.allow_ungated = a.allow_ungated;
     // Any bundled model works: its precision is read from its metadata.
     raw.model.precision = read_metadata(&model)?.precision()?;
     let cfg = raw.validate_flags().context("checking the demo's flags")?;
@@ -365,6 +404,26 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = &a.json {
         app::write_json(p, &report)?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn masks_cmd(a: MasksArgs) -> anyhow::Result<ExitCode> {
+    let opts = lgms_edge::tools::masks::MasksOptions {
+        limit: a.limit,
+        step: a.step,
+        write_inputs: a.inputs,
+        write_logits: a.logits,
+        f16: a.f16,
+    };
+    let r = lgms_edge::tools::masks::write_masks(&a.model, &a.frames, &a.out, &opts)?;
+    println!(
+        "{}: {} masks of {} written to {} (mean inference {:.1} ms)",
+        r.label,
+        r.names.len(),
+        r.frames_from,
+        r.out.join("masks").display(),
+        r.mean_infer_ms
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -607,3 +607,256 @@ fn a_full_disk_stops_the_recording_not_the_video() {
     let video = std::fs::read(&shown).unwrap();
     assert_eq!(video.windows(6).filter(|w| w == b"FRAME\n").count(), 12);
 }
+
+/// The tiny test model under `dir`, declared `precision` by a sidecar JSON
+/// with the extra metadata `extra` (an accuracy record), and a board file
+/// running it at that precision; returns (config, stats path).
+fn declared_model(
+    dir: &std::path::Path,
+    precision: &str,
+    extra: &[(&str, &str)],
+    allow_ungated: bool,
+) -> (PathBuf, PathBuf) {
+    let model = dir.join("m.onnx");
+    std::fs::copy(root().join("tests/fixtures/tiny_dark.onnx"), &model).unwrap();
+    let mut md = serde_json::Map::new();
+    md.insert("lgms.precision".into(), precision.into());
+    for (k, v) in extra {
+        md.insert((*k).into(), (*v).into());
+    }
+    std::fs::write(dir.join("m.onnx.json"), serde_json::to_string(&md).unwrap()).unwrap();
+    let cfg = dir.join("c.toml");
+    let stats = dir.join("s.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            "display = \"null\"\nframes = 3\nstats_json = {:?}\n[phantom]\nwidth = 96\nheight = 64\n[model]\npath = {:?}\nprecision = \"int8\"\nallow_ungated = {allow_ungated}\n",
+            stats.display().to_string(),
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    (cfg, stats)
+}
+
+fn passing_record(agreement: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("lgms.gate.int8.passed", "true"),
+        ("lgms.gate.int8.agreement_mean_iou", agreement),
+        ("lgms.gate.int8.min_iou", "0.97"),
+        ("lgms.gate.int8.gate", "0.97"),
+        ("lgms.gate.int8.held_out_frames", "6"),
+        ("lgms.gate.int8.held_out_source", "my-frames/"),
+        ("lgms.gate.int8.held_out_sha256", "ab12cd34ef56ab12cd34"),
+        ("lgms.gate.int8.kept_f32", "/stem/conv/conv.0/Conv"),
+        (
+            "lgms.gate.int8.measured_with",
+            "lgms-edge masks (tract int8)",
+        ),
+    ]
+}
+
+#[test]
+fn run_refuses_an_int8_model_without_a_passing_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = declared_model(dir.path(), "int8", &[], false);
+    let out = bin().arg("run").arg("--config").arg(&cfg).output().unwrap();
+    fails_with(
+        out,
+        &[
+            "m.onnx",
+            "runs as int8 without a passing accuracy record",
+            "make model-int8",
+            "CALIB=",
+            "allow_ungated = true",
+        ],
+    );
+    // A record below its gate is refused too, saying what was reached.
+    let dir = tempfile::tempdir().unwrap();
+    let mut failing = passing_record("0.81");
+    failing[0] = ("lgms.gate.int8.passed", "false");
+    let (cfg, _) = declared_model(dir.path(), "int8", &failing, false);
+    let out = bin().arg("run").arg("--config").arg(&cfg).output().unwrap();
+    fails_with(out, &["FAILED: mean mask IoU vs f32 0.8100", "gate 0.970"]);
+}
+
+#[test]
+fn run_allows_an_ungated_model_when_the_board_says_so_and_says_unverified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, stats) = declared_model(dir.path(), "int8", &[], true);
+    let out = bin().arg("run").arg("--config").arg(&cfg).output().unwrap();
+    let text = succeeds(&out);
+    assert!(text.contains("int8 unverified"), "{text}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert!(
+        json.to_string().contains("int8 unverified"),
+        "the report names the model unverified: {json}"
+    );
+    // With a passing record it runs, and is not called unverified.
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = declared_model(dir.path(), "int8", &passing_record("0.985"), false);
+    let out = bin().arg("run").arg("--config").arg(&cfg).output().unwrap();
+    let text = succeeds(&out);
+    assert!(!text.contains("unverified"), "{text}");
+}
+
+#[test]
+fn info_prints_the_accuracy_record() {
+    let dir = tempfile::tempdir().unwrap();
+    declared_model(dir.path(), "int8", &passing_record("0.985"), false);
+    let out = bin()
+        .arg("info")
+        .arg(dir.path().join("m.onnx"))
+        .output()
+        .unwrap();
+    let text = succeeds(&out);
+    for needle in [
+        "gate int8:    PASSED: mean mask IoU vs f32 0.9850 (min 0.9700) against gate 0.970 on 6 held-out frames of my-frames/ (sha256 ab12cd34ef56)",
+        "layers kept f32: 1 (/stem/conv/conv.0/Conv)",
+        "measured with lgms-edge masks (tract int8)",
+    ] {
+        assert!(text.contains(needle), "lacks {needle:?}: {text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    declared_model(dir.path(), "int8", &[], false);
+    let out = bin()
+        .arg("info")
+        .arg(dir.path().join("m.onnx"))
+        .output()
+        .unwrap();
+    let text = succeeds(&out);
+    assert!(text.contains("gate int8:    no accuracy record"), "{text}");
+    assert!(
+        text.contains("refuses it as int8 unless allow_ungated = true"),
+        "{text}"
+    );
+}
+
+#[test]
+fn masks_writes_masks_and_inputs_that_reproduce_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    // Pictures of different sizes: each is resized as a whole frame.
+    for (i, (w, h)) in [(40u32, 30u32), (64, 64), (50, 20)].into_iter().enumerate() {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 5) as u8, (y * 7) as u8, (i * 80) as u8])
+        });
+        img.save(frames.join(format!("f{i}.png"))).unwrap();
+    }
+    let model = root().join("tests/fixtures/tiny_dark.onnx");
+    let a = dir.path().join("a");
+    let out = bin()
+        .args(["masks", "--inputs", "--model"])
+        .arg(&model)
+        .arg("--frames")
+        .arg(&frames)
+        .arg("--out")
+        .arg(&a)
+        .output()
+        .unwrap();
+    let text = succeeds(&out);
+    assert!(text.contains("3 masks"), "{text}");
+    for n in ["f0", "f1", "f2"] {
+        let m = image::open(a.join("masks").join(format!("{n}.png"))).unwrap();
+        assert_eq!((m.width(), m.height()), (32, 32));
+        assert_eq!(
+            std::fs::metadata(a.join("inputs").join(format!("{n}.f32")))
+                .unwrap()
+                .len(),
+            4 * 3 * 32 * 32
+        );
+    }
+    // --logits: the logits, whose sign is the mask.
+    let d = dir.path().join("d");
+    let out = bin()
+        .args(["masks", "--logits", "--limit", "1", "--model"])
+        .arg(&model)
+        .arg("--frames")
+        .arg(&frames)
+        .arg("--out")
+        .arg(&d)
+        .output()
+        .unwrap();
+    succeeds(&out);
+    let logits: Vec<f32> = std::fs::read(d.join("logits/f0.f32"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let mask = image::open(d.join("masks/f0.png")).unwrap().to_luma8();
+    assert_eq!(logits.len(), 32 * 32);
+    for (l, m) in logits.iter().zip(mask.as_raw()) {
+        assert_eq!(*l > 0.0, *m == 255);
+    }
+    // The written inputs, fed back, give the same masks.
+    let b = dir.path().join("b");
+    let out = bin()
+        .args(["masks", "--limit", "2", "--model"])
+        .arg(&model)
+        .arg("--frames")
+        .arg(a.join("inputs"))
+        .arg("--out")
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(succeeds(&out).contains("2 masks"));
+    for n in ["f0", "f1"] {
+        let name = format!("masks/{n}.png");
+        assert_eq!(
+            std::fs::read(a.join(&name)).unwrap(),
+            std::fs::read(b.join(&name)).unwrap()
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("masks.json")).unwrap()).unwrap();
+    assert_eq!(report["names"], serde_json::json!(["f0", "f1"]));
+    // --step 2 takes one frame in two.
+    let c = dir.path().join("c");
+    let out = bin()
+        .args(["masks", "--step", "2", "--model"])
+        .arg(&model)
+        .arg("--frames")
+        .arg(&frames)
+        .arg("--out")
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(succeeds(&out).contains("2 masks"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.join("masks.json")).unwrap()).unwrap();
+    assert_eq!(report["names"], serde_json::json!(["f0", "f2"]));
+    // Nothing to read is an error naming the folder.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = bin()
+        .args(["masks", "--model"])
+        .arg(&model)
+        .arg("--frames")
+        .arg(&empty)
+        .arg("--out")
+        .arg(dir.path().join("c"))
+        .output()
+        .unwrap();
+    fails_with(out, &["empty", "no .f32 inputs"]);
+}
+
+#[test]
+fn run_refuses_f16_without_an_f16_record_in_the_f32_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = declared_model(dir.path(), "f32", &passing_record("0.99"), false);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("precision = \"int8\"", "precision = \"f16\"");
+    std::fs::write(&cfg, text).unwrap();
+    let out = bin().arg("run").arg("--config").arg(&cfg).output().unwrap();
+    // The int8 record says nothing about f16.
+    fails_with(
+        out,
+        &[
+            "runs as f16 without a passing accuracy record",
+            "make model-f16",
+            "lgms.gate.f16",
+        ],
+    );
+}

@@ -389,3 +389,34 @@ fn an_unimplemented_resize_filter_is_refused() {
     let p = with_sidecar(dir.path(), r#"{"lgms.resize": "bilinear"}"#);
     load(&p).unwrap();
 }
+
+/// The bundled int8 model was written by the gate: it carries a passing
+/// accuracy record measured through lgms-edge at 0.99 or better, so
+/// `lgms-edge run` takes it without `allow_ungated`; the random model's
+/// int8 fixtures carry none and are refused.
+#[test]
+fn bundled_int8_carries_a_passing_accuracy_record() {
+    use lgms_edge::infer::gate::{self, GateRecord, GateStatus};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("models/lgmsnet-phantom-us.int8.onnx");
+    let md = read_metadata(&path).unwrap();
+    let r = GateRecord::from_metadata(&path, md.entries(), Precision::Int8)
+        .unwrap()
+        .expect("a gate record");
+    assert!(
+        r.trusted() && r.gate >= 0.99 && r.agreement >= 0.99,
+        "{r:?}"
+    );
+    assert!(r.held_out_frames >= 4 && r.held_out_sha256.len() == 64);
+    assert!(r.measured_with.contains("lgms-edge"), "{}", r.measured_with);
+    assert!(matches!(
+        gate::check(&path, md.entries(), Precision::Int8, false),
+        Ok(GateStatus::Passed(_))
+    ));
+    let random = root.join("models/lgmsnet-random.int8.onnx");
+    let md = read_metadata(&random).unwrap();
+    assert!(matches!(
+        gate::check(&random, md.entries(), Precision::Int8, false),
+        Err(Error::ModelUngated { .. })
+    ));
+}

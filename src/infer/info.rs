@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::infer::gate::GateRecord;
 use crate::infer::model::{ModelInfo, Precision};
 use crate::kernels::cpu_features;
 
@@ -38,6 +39,50 @@ pub struct InfoReport {
     pub pixel_kernels: &'static str,
     /// Subgraphs running on lgms-edge's own tract operators.
     pub lgms_ops: crate::infer::ops::Substitutions,
+    /// The accuracy records the file carries (int8 in an int8 file, f16 in
+    /// an f32 file), or the reason one is unreadable.
+    pub gates: Vec<GateLine>,
+}
+
+/// One precision's accuracy record as `info` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GateLine {
+    /// The precision the record is for.
+    pub precision: Precision,
+    /// The record, if the file has one.
+    pub record: Option<GateRecord>,
+    /// Why the record could not be read, if so.
+    pub error: Option<String>,
+    /// Whether `lgms-edge run` runs this precision without `allow_ungated`.
+    pub runs_gated: bool,
+}
+
+fn gate_lines(info: &ModelInfo) -> Vec<GateLine> {
+    let wanted: &[Precision] = match info.precision {
+        Precision::F32 => &[Precision::F16],
+        p => &[p],
+    };
+    wanted
+        .iter()
+        .filter_map(|&p| {
+            let read = GateRecord::from_metadata(&info.path, &info.metadata, p);
+            // An f32 file without an f16 record says nothing about f16.
+            if info.precision == Precision::F32 && matches!(read, Ok(None)) {
+                return None;
+            }
+            let (record, error) = match read {
+                Ok(r) => (r, None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            let runs_gated = record.as_ref().is_some_and(GateRecord::trusted);
+            Some(GateLine {
+                precision: p,
+                record,
+                error,
+                runs_gated,
+            })
+        })
+        .collect()
 }
 
 impl InfoReport {
@@ -69,6 +114,7 @@ impl InfoReport {
             cpu_features: cpu_features(),
             pixel_kernels: crate::kernels::best().name,
             lgms_ops: info.substitutions,
+            gates: gate_lines(info),
         }
     }
 
@@ -107,6 +153,26 @@ impl InfoReport {
             o.qconv,
             if self.pixel_kernels == "scalar" { "scalar" } else { "SIMD" }
         );
+        for g in &self.gates {
+            let what = match (&g.record, &g.error) {
+                (Some(r), _) => r.summary(),
+                (None, Some(e)) => format!("unreadable: {e}"),
+                (None, None) => "no accuracy record".to_string(),
+            };
+            let _ = writeln!(s, "gate {}:    {what}", g.precision);
+            if let Some(r) = &g.record {
+                if !r.measured_with.is_empty() {
+                    let _ = writeln!(s, "              measured with {}", r.measured_with);
+                }
+            }
+            if !g.runs_gated {
+                let _ = writeln!(
+                    s,
+                    "              lgms-edge run refuses it as {} unless allow_ungated = true",
+                    g.precision
+                );
+            }
+        }
         let _ = writeln!(s, "metadata:");
         for (k, v) in &self.metadata {
             let _ = writeln!(s, "  {k} = {v}");

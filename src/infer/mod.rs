@@ -5,6 +5,7 @@
 //! out. [`engine::Engine`] is the one that runs tract; tests use stand-ins.
 
 pub mod engine;
+pub mod gate;
 pub mod info;
 pub mod model;
 pub mod ops;

@@ -37,6 +37,11 @@ pub struct HudInfo<'a> {
 /// Longest HUD line kept; longer text (a long model name) is cut.
 pub(super) const LINE_CAP: usize = 48;
 
+/// The word after the precision when the model runs without a passing
+/// accuracy record (`allow_ungated = true`): the HUD then reads e.g.
+/// "lgmsnet int8 unverified".
+pub const UNVERIFIED: &str = "unverified";
+
 /// A line of text formatted without allocating; text past `N` bytes is cut
 /// at a character boundary.
 #[derive(Default)]
@@ -109,8 +114,18 @@ pub(super) fn hud_lines(
         }
     }
     lines[0].1 = TEXT;
-    let _ = write!(lines[1].0, "{} {}", hud.model, hud.precision);
-    lines[1].1 = TEXT;
+    // The precision's word ("unverified" included) is never the part cut:
+    // a long model name gives way to it.
+    let room = LINE_CAP.saturating_sub(hud.precision.chars().count() + 1);
+    for c in hud.model.chars().take(room) {
+        let _ = lines[1].0.write_char(c);
+    }
+    let _ = write!(lines[1].0, " {}", hud.precision);
+    lines[1].1 = if hud.precision.ends_with(UNVERIFIED) {
+        AMBER
+    } else {
+        TEXT
+    };
     lines[2] = state_line(state);
     (lines, 3)
 }
@@ -218,6 +233,25 @@ pub(crate) mod tests {
         assert_eq!(n, 3);
         assert_eq!(lines[0].0 .0.as_str(), "30.0 fps  latency 42 ms");
         assert_eq!(lines[1].0 .0.as_str(), "lgmsnet int8");
+    }
+
+    #[test]
+    fn an_unverified_model_says_so_even_with_a_long_name() {
+        // The compositor splits the label "NAME int8 unverified" at its last space.
+        let mut h = info(Instant::now());
+        h.model = "lgmsnet-random int8";
+        h.precision = UNVERIFIED;
+        let (lines, _) = hud_lines(true, OverlayState::NoMask, &h);
+        assert_eq!(lines[1].0 .0.as_str(), "lgmsnet-random int8 unverified");
+        assert_eq!(lines[1].1, AMBER);
+        let long = format!("{} int8", "m".repeat(200));
+        h.model = &long;
+        let (lines, _) = hud_lines(true, OverlayState::NoMask, &h);
+        assert!(lines[1].0 .0.ends_with(" unverified"));
+        assert_eq!(lines[1].0 .0.len(), LINE_CAP);
+        // A verified model keeps the ordinary colour.
+        let (lines, _) = hud_lines(true, OverlayState::NoMask, &info(Instant::now()));
+        assert_eq!(lines[1].1, TEXT);
     }
 
     #[test]

@@ -285,9 +285,14 @@ def test_calibration_frames_from_a_folder(tmp_path):
 def test_parity_manifest():
     with open(os.path.join(PARITY_DIR, "manifest.json"), encoding="utf-8") as f:
         man = json.load(f)
-    assert set(man) == {"model", "tolerance", "vectors"}
+    # tolerance: the absolute max |diff| lgms-edge parity allows, rtol * max(1, max |logit|).
+    assert (
+        {"model", "tolerance", "vectors"}
+        <= set(man)
+        <= {"model", "tolerance", "rtol", "logit_absmax", "vectors"}
+    )
     assert os.path.isfile(os.path.join(ROOT, man["model"]))
-    assert man["tolerance"] == 1e-4 and 2 <= len(man["vectors"]) <= 3
+    assert 0 < man["tolerance"] <= 1e-3 and 2 <= len(man["vectors"]) <= 3
     for v in man["vectors"]:
         assert os.path.getsize(os.path.join(PARITY_DIR, v["input"])) == 4 * 3 * 256 * 256
         assert os.path.getsize(os.path.join(PARITY_DIR, v["logits"])) == 4 * 256 * 256
