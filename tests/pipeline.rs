@@ -544,9 +544,10 @@ fn stop_abandons_an_inference_in_flight_and_accounts_for_every_frame() {
     let r = pipeline::run(src, segs, &mut sink, &o).unwrap();
     let ended = Instant::now();
     let stopped_at = stopped_at.join().unwrap();
-    // The stop takes the grace period at most (plus scheduling), far from 20 s.
+    // The stop takes the grace period (300 ms) plus scheduling: under a
+    // second, where joining the worker would take 20 s.
     let took = ended.saturating_duration_since(stopped_at);
-    assert!(took < Duration::from_secs(3), "stop took {took:?}");
+    assert!(took < Duration::from_secs(1), "stop took {took:?}");
     let rep = &r.report;
     assert!(rep.frames_out > 5, "{}", rep.to_text());
     assert_eq!(

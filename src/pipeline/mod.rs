@@ -320,7 +320,7 @@ pub fn run(
 }
 
 /// How long the end of a run waits for its threads after the stop.
-pub const STOP_GRACE: Duration = Duration::from_millis(500);
+pub const STOP_GRACE: Duration = Duration::from_millis(300);
 
 /// What a pipeline thread sends when it ends.
 enum Ended {
