@@ -398,6 +398,11 @@ fn roi_outside_the_frame_names_the_config_and_leaves_the_display_alone() {
     );
 }
 
+/// `lgms-edge run -c CFG`, to its end.
+fn run_config(cfg: &std::path::Path) -> Output {
+    bin().arg("run").arg("-c").arg(cfg).output().unwrap()
+}
+
 /// A config in `dir` running the tiny model on `source` with `extra` keys.
 fn tiny_config(dir: &std::path::Path, name: &str, extra: &str) -> PathBuf {
     let cfg = dir.join(name);
@@ -425,10 +430,7 @@ fn outputs_are_checked_before_any_is_touched() {
         "same.toml",
         &format!("display = {d:?}\nrecord = \"input\"\nrecord_path = {d:?}\nframes = 2"),
     );
-    let out = bin()
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run_config(&cfg);
     fails_with(
         out,
         &["same.toml", "display and record_path", "shown.y4m", "fix"],
@@ -442,10 +444,7 @@ fn outputs_are_checked_before_any_is_touched() {
             format!("{d}/s.json")
         ),
     );
-    let out = bin()
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run_config(&cfg);
     fails_with(out, &["stats.toml", "stats_json", "not a folder", "fix"]);
     assert_eq!(std::fs::read(&display).unwrap(), b"an earlier run's video");
 }
@@ -477,10 +476,7 @@ fn a_damaged_file_replays_to_its_end_counting_the_damage() {
             stats.display().to_string()
         ),
     );
-    let out = bin()
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run_config(&cfg);
     let text = succeeds(&out);
     assert!(
         text.contains("10 in, 9 out, 0 dropped, 1 corrupt"),
@@ -503,10 +499,7 @@ fn a_damaged_file_replays_to_its_end_counting_the_damage() {
             src.display().to_string()
         ),
     );
-    let out = bin()
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run_config(&cfg);
     fails_with(out, &["in.y4m", "frame 4", "corrupt"]);
 }
 
@@ -534,10 +527,7 @@ fn absurd_sizes_and_wrong_kinds_of_path_are_refused_by_name() {
     let out = bin().arg("info").arg(dir.path()).output().unwrap();
     fails_with(out, &["is a folder", "fix"]);
     let cfg = tiny_config(dir.path(), "gone.toml", "source = \"no/such/folder\"");
-    let out = bin()
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run_config(&cfg);
     fails_with(out, &["no/such/folder", "does not exist", "fix"]);
 }
 
@@ -593,10 +583,7 @@ fn a_full_disk_stops_the_recording_not_the_video() {
             shown.display().to_string()
         ),
     );
-    let out = bin()
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run_config(&cfg);
     let text = succeeds(&out);
     assert!(text.contains("12 in, 12 out"), "{text}");
     let err = String::from_utf8_lossy(&out.stderr);

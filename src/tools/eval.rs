@@ -151,7 +151,8 @@ pub fn list_pairs(data: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     Ok(pairs)
 }
 
-fn read_rgb(path: &Path) -> Result<Frame> {
+/// A PNG as an RGB frame.
+pub(super) fn read_rgb(path: &Path) -> Result<Frame> {
     let img = image::open(path)
         .map_err(|e| Error::invalid_from(format!("image {path:?}"), "cannot be decoded", e))?
         .to_rgb8();

@@ -123,13 +123,7 @@ fn read_picture(path: &Path) -> Result<Frame> {
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("png"));
     if is_png {
-        let img = image::open(path)
-            .map_err(|e| Error::invalid_from(format!("image {path:?}"), "cannot be decoded", e))?
-            .to_rgb8();
-        let (w, h) = img.dimensions();
-        let mut f = Frame::new(w, h);
-        f.rgb.copy_from_slice(img.as_raw());
-        return Ok(f);
+        return super::eval::read_rgb(path);
     }
     let data = std::fs::read(path).map_err(|e| Error::io(format!("reading image {path:?}"), e))?;
     let mut dec = zune_jpeg::JpegDecoder::new(data.as_slice());
