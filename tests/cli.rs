@@ -38,17 +38,7 @@ fn succeeds(out: &Output) -> String {
 
 /// A board file in `dir`: a small phantom and the tiny test model.
 fn tiny_bench_config(dir: &std::path::Path) -> PathBuf {
-    let cfg = dir.join("b.toml");
-    let model = root().join("tests/fixtures/tiny_dark.onnx");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[phantom]\nwidth = 96\nheight = 64\n[model]\npath = {:?}\n",
-            model.display().to_string()
-        ),
-    )
-    .unwrap();
-    cfg
+    tiny_config(dir, "b.toml", "[phantom]\nwidth = 96\nheight = 64")
 }
 
 /// A stats report (JSON) has a line for each of the seven stages.
@@ -403,7 +393,7 @@ fn run_config(cfg: &std::path::Path) -> Output {
     bin().arg("run").arg("-c").arg(cfg).output().unwrap()
 }
 
-/// A config in `dir` running the tiny model on `source` with `extra` keys.
+/// A config `name` in `dir` running the tiny model, with the `extra` keys.
 fn tiny_config(dir: &std::path::Path, name: &str, extra: &str) -> PathBuf {
     let cfg = dir.join(name);
     let model = root().join("tests/fixtures/tiny_dark.onnx");
