@@ -142,7 +142,27 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
     // real-time priority; the unit's LimitRTPRIO decides whether they get it.
     let watchdog = Some(Watchdog::from_env()).filter(Watchdog::active);
     let realtime_priority = watchdog.as_ref().map(|_| REALTIME_PRIORITY);
+    // The socket lives as long as the run; its file goes with it.
+    let control = cfg
+        .control
+        .socket
+        .as_deref()
+        .map(crate::control::Server::start)
+        .transpose()?;
+    let cine_frames = (cfg.control.cine_seconds * source.frame_rate()).ceil() as usize;
+    if cine_frames > 0 {
+        log::info!(
+            "cine: {cine_frames} frames ({:.0} MB) for freeze and step-back",
+            (cine_frames * width as usize * height as usize * 3) as f64 / 1e6
+        );
+    }
+    let (control, requests) = match control {
+        Some((server, rx)) => (Some(server), Some(Arc::new(Mutex::new(rx)))),
+        None => (None, None),
+    };
     let opts = Options {
+        control: requests,
+        cine_frames,
         max_mask_age: cfg.max_mask_age,
         frames: cfg.frames,
         roi: cfg.roi,
@@ -160,6 +180,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
             .settings(cfg.roi.unwrap_or(Rect::full(width, height))),
     };
     let mut result = pipeline::run(source, segs, sink.as_mut(), &opts)?;
+    drop(control);
     result.report.load_s = load_s;
     if let Some(path) = &cfg.stats_json {
         // The run is over and its report is still printed: a file that can

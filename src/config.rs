@@ -62,6 +62,9 @@ pub struct RawConfig {
     /// Lesion measurements and the pixel spacing.
     #[serde(default)]
     pub measure: MeasureConfig,
+    /// The control socket and the cine (freeze, step back).
+    #[serde(default)]
+    pub control: ControlConfig,
     /// `"none"`, `"input"` (the raw source frames) or `"overlay"` (what is shown).
     #[serde(default, deserialize_with = "named::record")]
     pub record: RecordMode,
@@ -81,6 +84,20 @@ fn default_record_path() -> PathBuf {
 }
 fn default_record_max_mb() -> u64 {
     1024
+}
+
+/// The control socket and the cine (`[control]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Unix socket taking one JSON command per line (freeze, unfreeze,
+    /// step, set-depth, overlay, status); none: no socket.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Seconds of shown frames kept for freeze and stepping back; the
+    /// memory is this x fps x width x height x 3 bytes, allocated at start.
+    #[serde(default)]
+    pub cine_seconds: f64,
 }
 
 /// Lesion measurements (`[measure]`): calipers, lengths and areas on screen.
@@ -442,6 +459,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// Measurement settings.
     pub measure: MeasureConfig,
+    /// Control socket and cine.
+    pub control: ControlConfig,
     /// Recording mode.
     pub record: RecordMode,
     /// Recording file.
@@ -481,6 +500,7 @@ impl RawConfig {
             overlay: OverlayConfig::default(),
             capture: CaptureConfig::default(),
             measure: MeasureConfig::default(),
+            control: ControlConfig::default(),
             record: RecordMode::default(),
             record_path: default_record_path(),
             record_max_mb: default_record_max_mb(),
@@ -599,6 +619,12 @@ impl RawConfig {
                 )));
             }
         }
+        let cs = self.control.cine_seconds;
+        if !(cs.is_finite() && (0.0..=120.0).contains(&cs)) {
+            return Err(bad(format!(
+                "control.cine_seconds = {cs}; fix: use 0..=120 (memory: seconds x fps x frame size)"
+            )));
+        }
         if !(1..=16).contains(&ms.smooth_frames) {
             return Err(bad(format!(
                 "measure.smooth_frames = {}; fix: use 1..=16",
@@ -627,6 +653,7 @@ impl RawConfig {
             overlay: self.overlay,
             capture: self.capture,
             measure: self.measure,
+            control: self.control,
             record,
             record_path: self.record_path,
             record_max_bytes: self.record_max_mb.saturating_mul(1 << 20),

@@ -25,6 +25,7 @@
 //! | [`infer::info`] | What `lgms-edge info` reports about a model |
 //! | [`kernels`] | One kernel table (pixel stages and our operators), scalar reference plus AVX2/VNNI/NEON, chosen once per run |
 //! | [`kernels::cpu`] | CPU feature detection: the proofs a SIMD kernel needs |
+//! | [`control`] | The control socket: freeze, cine, depth, overlay on/off, one JSON line each |
 //! | [`measure`] | Lesions of a mask: calibrated area and diameters, steadied over frames |
 //! | [`overlay`] | Drawing the mask and the HUD onto a frame |
 //! | [`overlay::target`] | The one RGB `DrawTarget` and its adapters |
@@ -53,6 +54,7 @@
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod frame;
 pub mod infer;

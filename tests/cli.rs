@@ -837,3 +837,56 @@ fn run_refuses_f16_without_an_f16_record_in_the_f32_file() {
         ],
     );
 }
+
+#[test]
+fn the_control_socket_answers_while_the_run_goes_on() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let cfg = tiny_config(
+        dir.path(),
+        "ctl.toml",
+        &format!(
+            "display = \"null\"\nframes = 90\n[phantom]\nwidth = 96\nheight = 64\nfps = 30\n\
+             [control]\nsocket = {:?}\ncine_seconds = 2",
+            sock.display().to_string()
+        ),
+    );
+    let child = bin()
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stream = None;
+    for _ in 0..100 {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
+            stream = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut s = stream.expect("the socket appears");
+    let mut lines = BufReader::new(s.try_clone().unwrap()).lines();
+    // Until a frame has been shown (the model may still be loading).
+    for _ in 0..200 {
+        s.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if v["cine_frames"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    s.write_all(b"{\"cmd\":\"freeze\"}\n{\"cmd\":\"status\"}\n{\"cmd\":\"fly\"}\n")
+        .unwrap();
+    let answers: Vec<serde_json::Value> = (0..3)
+        .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
+        .collect();
+    assert_eq!(answers[0]["ok"], true, "{answers:?}");
+    assert_eq!(answers[1]["frozen"], true, "{answers:?}");
+    assert_eq!(answers[2]["ok"], false, "{answers:?}");
+    drop(s);
+    let out = child.wait_with_output().unwrap();
+    succeeds(&out);
+    assert!(!sock.exists(), "the socket file goes with the run");
+}

@@ -645,3 +645,77 @@ fn measurements_are_drawn_with_the_mask_and_only_then() {
     assert_eq!(run(Some(settings)), 6);
     assert_eq!(run(None), 0);
 }
+
+/// Keeps a checksum of every frame written.
+#[derive(Default)]
+struct SumSink {
+    sums: Vec<u64>,
+}
+
+impl Sink for SumSink {
+    fn name(&self) -> String {
+        "sums".into()
+    }
+    fn write(&mut self, frame: &Frame) -> Result<()> {
+        let sum = frame.rgb.iter().enumerate().fold(0u64, |a, (i, &v)| {
+            a.wrapping_add((i as u64 + 1) * u64::from(v))
+        });
+        self.sums.push(sum);
+        Ok(())
+    }
+}
+
+#[test]
+fn freeze_holds_the_screen_steps_through_the_cine_and_unfreezes() {
+    use lgms_edge::control::{Command, Request};
+    let (tx, rx) = std::sync::mpsc::channel::<Request>();
+    let o = Options {
+        control: Some(Arc::new(std::sync::Mutex::new(rx))),
+        cine_frames: 30,
+        measure: Some(lgms_edge::measure::Settings {
+            calibration: lgms_edge::measure::Calibration::NONE,
+            min_area_px: 20,
+            smooth_frames: 3,
+        }),
+        ..opts(150)
+    };
+    let ask = move |c: Command| {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        tx.send(Request { command: c, reply }).unwrap();
+        answer.recv_timeout(Duration::from_secs(2)).unwrap()
+    };
+    let driver = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        let frozen = ask(Command::Freeze).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let stepped = ask(Command::Step(-3)).unwrap();
+        let depth = ask(Command::SetDepth(48.0)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let live = ask(Command::Unfreeze).unwrap();
+        let not_frozen = ask(Command::Step(-1)).unwrap_err();
+        (frozen, stepped, depth, live, not_frozen)
+    });
+    let mut sink = SumSink::default();
+    let r = pipeline::run(phantom(30.0, 60), slow_dark(1, 0), &mut sink, &o).unwrap();
+    let (frozen, stepped, depth, live, not_frozen) = driver.join().unwrap();
+    assert_eq!(frozen["frozen"], true);
+    assert_eq!(stepped["frames_back"], 3);
+    // 48 mm over the 120 rows of the frame: 0.4 mm per pixel.
+    assert_eq!(depth["mm_per_pixel"][1], 0.4);
+    assert_eq!(live["frozen"], false);
+    assert!(not_frozen.contains("not frozen"), "{not_frozen}");
+    // Every source frame still came out; while frozen the same picture
+    // repeats (a run of equal frames), then it moves again.
+    assert_eq!(r.report.frames_out, 60);
+    let longest_repeat = sink
+        .sums
+        .windows(2)
+        .fold((0, 0), |(best, run), w| {
+            let run = if w[0] == w[1] { run + 1 } else { 0 };
+            (best.max(run), run)
+        })
+        .0;
+    assert!(longest_repeat >= 5, "{longest_repeat}");
+    let n = sink.sums.len();
+    assert_ne!(sink.sums[n - 1], sink.sums[n - 2], "live again at the end");
+}

@@ -60,7 +60,7 @@ impl<const N: usize> std::fmt::Write for Line<N> {
 
 pub(super) const TEXT: Rgb888 = Rgb888::new(235, 238, 240);
 const TEXT_DIM: Rgb888 = Rgb888::new(170, 178, 186);
-const AMBER: Rgb888 = Rgb888::new(255, 186, 40);
+pub(super) const AMBER: Rgb888 = Rgb888::new(255, 186, 40);
 const RED: Rgb888 = Rgb888::new(255, 90, 80);
 const PANEL: Rgb888 = Rgb888::new(12, 16, 20);
 const PANEL_ALPHA: u8 = 200;

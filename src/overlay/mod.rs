@@ -46,6 +46,24 @@ pub use hud::HudInfo;
 pub use mask::{draw_mask, outline_color};
 pub use target::{blend, Blend, BlendTarget, Channel, PanelFormat, RgbTarget, Scaled};
 
+/// Draws `text` in amber on a panel at the top right: a state the person
+/// at the screen must not miss (FROZEN, overlay off).
+pub fn draw_notice<T: BlendTarget>(target: &mut T, text: &str) -> Result<(), T::Error> {
+    let bb = target.bounding_box();
+    let Layout {
+        font, pad, margin, ..
+    } = layout(bb.size);
+    let size = panel_size([text].into_iter(), font, pad);
+    let x = (bb.top_left.x + bb.size.width as i32 - margin - size.width as i32).max(bb.top_left.x);
+    text_panel(
+        target,
+        Point::new(x, bb.top_left.y + margin),
+        &[(text, hud::AMBER)],
+        font,
+        pad,
+    )
+}
+
 /// The fixed label drawn on every composited frame, HUD or not.
 pub const LABEL: &str = "AI overlay - not for diagnosis";
 

@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 use super::slots::{lock, Shared};
 use super::{FrameRecord, Options, RecordState};
 use crate::frame::{Frame, Mask};
-use crate::measure::{Measurer, Smoother, MAX_LESIONS};
+use std::fmt::Write as _;
+
+use crate::control::Command;
+use crate::measure::{Calibration, Measurer, Settings, Smoother, MAX_LESIONS};
 use crate::overlay::calipers::draw_measurements;
+use crate::overlay::draw_notice;
 use crate::overlay::no_signal::draw_no_signal;
 use crate::overlay::{HudInfo, Overlay, OverlayState, OverlayStyle, RgbTarget};
 use crate::pipeline::stats::{Stage, StageRecorder};
@@ -97,6 +101,19 @@ pub(super) fn compositor_loop(
         )
     });
     let mut lesions = Vec::with_capacity(MAX_LESIONS);
+    let roi = opts.roi.unwrap_or(crate::frame::Rect::full(width, height));
+    let mut ctl = Control::default();
+    // Allocated once: the memory a board file states (frames x size).
+    let mut cine = Cine::new(
+        if opts.control.is_some() {
+            opts.cine_frames.max(1)
+        } else {
+            opts.cine_frames
+        },
+        width,
+        height,
+    );
+    let mut held = Frame::new(width, height);
 
     loop {
         let mut no_signal = false;
@@ -233,48 +250,83 @@ pub(super) fn compositor_loop(
                 m.measure(mk, settings.calibration, &mut lesions);
                 smoother.smooth(&mut lesions);
             }
-            let mut target = RgbTarget::for_frame(&mut frame)?;
-            let state = match overlay.draw(&mut target, drawn, &hud) {
-                Ok(s) => s,
-                Err(never) => match never {},
-            };
-            if let Some((_, _, settings)) = &measuring {
-                let shown = if state.draws_mask() {
-                    &lesions[..]
-                } else {
-                    &[]
+            if ctl.overlay_on {
+                let mut target = RgbTarget::for_frame(&mut frame)?;
+                let state = match overlay.draw(&mut target, drawn, &hud) {
+                    Ok(s) => s,
+                    Err(never) => match never {},
                 };
-                if let Err(never) = draw_measurements(&mut target, shown, settings.calibration) {
+                if let Some((_, _, settings)) = &measuring {
+                    let shown = if state.draws_mask() {
+                        &lesions[..]
+                    } else {
+                        &[]
+                    };
+                    if let Err(never) = draw_measurements(&mut target, shown, settings.calibration)
+                    {
+                        match never {}
+                    }
+                }
+                record.mask_age_ms = match state {
+                    OverlayState::Live { .. } | OverlayState::Paused { .. } => drawn.map(|m| {
+                        frame
+                            .captured
+                            .saturating_duration_since(m.captured)
+                            .as_secs_f64()
+                            * 1e3
+                    }),
+                    _ => None,
+                };
+                record.state = match state {
+                    OverlayState::Live { .. } => RecordState::Drawn,
+                    OverlayState::Paused { .. } => RecordState::Stale,
+                    OverlayState::ModelError => RecordState::ModelError,
+                    OverlayState::NoMask => RecordState::NoMask,
+                };
+                if state.draws_mask() {
+                    record.mask_frame_id = drawn.map(|m| m.frame_id);
+                }
+                match record.state {
+                    RecordState::Drawn => out.with_mask += 1,
+                    RecordState::Stale => out.stale += 1,
+                    _ => out.no_mask += 1,
+                }
+            } else {
+                let mut target = RgbTarget::for_frame(&mut frame)?;
+                if let Err(never) = draw_notice(&mut target, "overlay off") {
                     match never {}
                 }
+                out.no_mask += 1;
             }
-            record.mask_age_ms = match state {
-                OverlayState::Live { .. } | OverlayState::Paused { .. } => drawn.map(|m| {
-                    frame
-                        .captured
-                        .saturating_duration_since(m.captured)
-                        .as_secs_f64()
-                        * 1e3
-                }),
-                _ => None,
-            };
-            record.state = match state {
-                OverlayState::Live { .. } => RecordState::Drawn,
-                OverlayState::Paused { .. } => RecordState::Stale,
-                OverlayState::ModelError => RecordState::ModelError,
-                OverlayState::NoMask => RecordState::NoMask,
-            };
-            if state.draws_mask() {
-                record.mask_frame_id = drawn.map(|m| m.frame_id);
+        }
+        // Commands from the control socket, between two frames.
+        if let Some(rx) = &opts.control {
+            let rx = lock(rx);
+            while let Ok(req) = rx.try_recv() {
+                let answer = ctl.apply(req.command, &cine, &mut measuring, roi);
+                let _ = req.reply.send(answer);
             }
-            match record.state {
-                RecordState::Drawn => out.with_mask += 1,
-                RecordState::Stale => out.stale += 1,
-                _ => out.no_mask += 1,
+        }
+        // The cine keeps the shown frames; frozen, it holds still and the
+        // screen shows one of them while capture and inference go on.
+        if !no_signal && ctl.frozen.is_none() {
+            cine.push(&frame);
+        }
+        let mut show = &frame;
+        if let Some(back) = ctl.frozen {
+            if let Some(f) = cine.back(back) {
+                held.copy_from(f);
+                let mut note = heapless::String::<32>::new();
+                let _ = write!(note, "FROZEN  -{back} / {}", cine.len());
+                let mut target = RgbTarget::for_frame(&mut held)?;
+                if let Err(never) = draw_notice(&mut target, &note) {
+                    match never {}
+                }
+                show = &held;
             }
         }
         let t1 = Instant::now();
-        let written = sink.write(&frame);
+        let written = sink.write(show);
         let t2 = Instant::now();
         if let Err(e) = written {
             // A display that fails a write (a full disk under a video file,
@@ -328,6 +380,114 @@ pub(super) fn compositor_loop(
         if opts.keep_records {
             out.records.push(record);
         }
+    }
+}
+
+/// The last shown frames, in a ring allocated at start.
+struct Cine {
+    frames: Vec<Frame>,
+    /// Where the next frame goes.
+    head: usize,
+    len: usize,
+}
+
+impl Cine {
+    fn new(n: usize, width: u32, height: u32) -> Self {
+        Cine {
+            frames: (0..n).map(|_| Frame::new(width, height)).collect(),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, f: &Frame) {
+        if self.frames.is_empty() {
+            return;
+        }
+        self.frames[self.head].copy_from(f);
+        self.head = (self.head + 1) % self.frames.len();
+        self.len = (self.len + 1).min(self.frames.len());
+    }
+
+    /// The frame `back` frames before the newest (0: the newest).
+    fn back(&self, back: usize) -> Option<&Frame> {
+        if back >= self.len {
+            return None;
+        }
+        let n = self.frames.len();
+        Some(&self.frames[(self.head + n - 1 - back) % n])
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// What the control socket has set.
+#[derive(Debug)]
+struct Control {
+    /// Frozen on the frame this many before the newest.
+    frozen: Option<usize>,
+    overlay_on: bool,
+    depth_mm: Option<f64>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            frozen: None,
+            overlay_on: true,
+            depth_mm: None,
+        }
+    }
+}
+
+impl Control {
+    /// Applies one command; the answer is the state after it, or why not.
+    fn apply(
+        &mut self,
+        cmd: Command,
+        cine: &Cine,
+        measuring: &mut Option<(Measurer, Smoother, Settings)>,
+        roi: crate::frame::Rect,
+    ) -> std::result::Result<serde_json::Value, String> {
+        match cmd {
+            Command::Freeze => {
+                if cine.len() == 0 {
+                    return Err("nothing has been shown yet".into());
+                }
+                self.frozen = Some(0);
+            }
+            Command::Unfreeze => self.frozen = None,
+            Command::Step(n) => {
+                let Some(back) = self.frozen else {
+                    return Err("not frozen; send freeze first".into());
+                };
+                let last = cine.len().saturating_sub(1) as i64;
+                self.frozen = Some((back as i64 - n).clamp(0, last) as usize);
+            }
+            Command::SetDepth(mm) => {
+                let Some((_, _, settings)) = measuring.as_mut() else {
+                    return Err("measurements are off ([measure] enabled = false)".into());
+                };
+                settings.calibration = Calibration::from_depth(mm, roi);
+                self.depth_mm = Some(mm);
+                log::info!("depth set to {mm} mm over the {} rows of the roi", roi.h);
+            }
+            Command::Overlay(on) => self.overlay_on = on,
+            Command::Status => {}
+        }
+        let spacing = measuring
+            .as_ref()
+            .and_then(|(_, _, s)| s.calibration.mm_per_px);
+        Ok(serde_json::json!({
+            "frozen": self.frozen.is_some(),
+            "frames_back": self.frozen,
+            "cine_frames": cine.len(),
+            "overlay": self.overlay_on,
+            "depth_mm": self.depth_mm,
+            "mm_per_pixel": spacing.map(|(x, y)| [x, y]),
+        }))
     }
 }
 

@@ -90,6 +90,11 @@ pub struct Options {
     pub live: bool,
     /// Lesion measurements drawn with the mask, or none.
     pub measure: Option<crate::measure::Settings>,
+    /// Commands from the control socket, applied between frames.
+    pub control: Option<Arc<Mutex<crate::control::Requests>>>,
+    /// Shown frames kept for freeze and cine (allocated at start; at least
+    /// one when there is a control channel).
+    pub cine_frames: usize,
 }
 
 impl Default for Options {
@@ -108,6 +113,8 @@ impl Default for Options {
             strict: false,
             live: true,
             measure: None,
+            control: None,
+            cine_frames: 0,
         }
     }
 }
