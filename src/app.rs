@@ -142,13 +142,23 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
     // real-time priority; the unit's LimitRTPRIO decides whether they get it.
     let watchdog = Some(Watchdog::from_env()).filter(Watchdog::active);
     let realtime_priority = watchdog.as_ref().map(|_| REALTIME_PRIORITY);
-    // The socket lives as long as the run; its file goes with it.
-    let control = cfg
-        .control
-        .socket
-        .as_deref()
-        .map(crate::control::Server::start)
-        .transpose()?;
+    // Commands from the socket and the keys reach the compositor through
+    // one channel; the socket lives as long as the run, its file with it.
+    let c = &cfg.control;
+    let (control, requests) = if c.socket.is_some() || !c.input.is_empty() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server = c
+            .socket
+            .as_deref()
+            .map(|p| crate::control::Server::start(p, tx.clone()))
+            .transpose()?;
+        let keys =
+            crate::control::input::key_map(&c.keys).map_err(|e| Error::config(&cfg.origin, e))?;
+        crate::control::input::start(&c.input, keys, tx);
+        (server, Some(Arc::new(Mutex::new(rx))))
+    } else {
+        (None, None)
+    };
     let cine_frames = (cfg.control.cine_seconds * source.frame_rate()).ceil() as usize;
     if cine_frames > 0 {
         log::info!(
@@ -156,10 +166,6 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
             (cine_frames * width as usize * height as usize * 3) as f64 / 1e6
         );
     }
-    let (control, requests) = match control {
-        Some((server, rx)) => (Some(server), Some(Arc::new(Mutex::new(rx)))),
-        None => (None, None),
-    };
     let opts = Options {
         control: requests,
         cine_frames,

@@ -98,6 +98,15 @@ pub struct ControlConfig {
     /// memory is this x fps x width x height x 3 bytes, allocated at start.
     #[serde(default)]
     pub cine_seconds: f64,
+    /// Input devices (`/dev/input/event*`, keypads, foot switches) whose
+    /// key presses send commands.
+    #[serde(default)]
+    pub input: Vec<PathBuf>,
+    /// Key (name like `KEY_F1` or number) -> action (`freeze`,
+    /// `unfreeze`, `freeze-toggle`, `step-back`, `step-forward`,
+    /// `overlay-toggle`).
+    #[serde(default)]
+    pub keys: std::collections::BTreeMap<String, String>,
 }
 
 /// Lesion measurements (`[measure]`): calipers, lengths and areas on screen.
@@ -618,6 +627,12 @@ impl RawConfig {
                     "measure.depth_mm = {d}; fix: the scanner's depth in mm, 0 < depth <= 1000"
                 )));
             }
+        }
+        crate::control::input::key_map(&self.control.keys).map_err(bad)?;
+        if !self.control.input.is_empty() && self.control.keys.is_empty() {
+            return Err(bad(
+                "control.input is set but control.keys maps no key; fix: e.g. keys = { KEY_F1 = \"freeze-toggle\" }".into(),
+            ));
         }
         let cs = self.control.cine_seconds;
         if !(cs.is_finite() && (0.0..=120.0).contains(&cs)) {

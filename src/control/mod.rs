@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use crate::{Error, Result};
 
+pub mod input;
+
 /// One command, parsed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Command {
@@ -101,8 +103,8 @@ pub struct Server {
 
 impl Server {
     /// Binds `path` (an existing socket file there is replaced) and starts
-    /// accepting; returns the server and the compositor's end.
-    pub fn start(path: &Path) -> Result<(Server, Requests)> {
+    /// accepting; commands go to `tx` (the compositor's channel).
+    pub fn start(path: &Path, tx: mpsc::Sender<Request>) -> Result<Server> {
         if path.exists() {
             let meta = std::fs::symlink_metadata(path)
                 .map_err(|e| Error::io(format!("control socket {path:?}"), e))?;
@@ -118,7 +120,6 @@ impl Server {
         }
         let listener = UnixListener::bind(path)
             .map_err(|e| Error::io(format!("binding control socket {path:?}"), e))?;
-        let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
@@ -131,12 +132,9 @@ impl Server {
             })
             .map_err(|e| Error::io("starting the control thread", e))?;
         log::info!("control socket at {path:?}");
-        Ok((
-            Server {
-                path: path.to_path_buf(),
-            },
-            rx,
-        ))
+        Ok(Server {
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -219,7 +217,8 @@ mod tests {
     fn the_socket_forwards_commands_and_answers_each_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.sock");
-        let (server, rx) = Server::start(&path).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let server = Server::start(&path, tx).unwrap();
         // A stand-in compositor: answers with the command it got.
         std::thread::spawn(move || {
             for r in rx {
