@@ -6,7 +6,8 @@
 //! exit status is the number of failures. Frame counts are small: the VM
 //! runs under software emulation.
 //!
-//! Usage: `vm_check capture FORMAT | drops | fb BPP | drm | reconnect`
+//! Usage: `vm_check capture FORMAT | drops | fb BPP | drm | reconnect |
+//! bars-in Y4M | keys`
 
 use std::path::Path;
 use std::process::Command;
@@ -40,8 +41,10 @@ fn main() {
         Some("drm") => drm(),
         Some("reconnect") => reconnect(),
         Some("bars-in") => bars_in(args.get(1).map_or("/tmp/shown.y4m", |s| s.as_str())),
+        Some("keys") => keys(),
         _ => Err(
-            "usage: vm_check capture FMT | drops | fb BPP | drm | reconnect | bars-in Y4M".into(),
+            "usage: vm_check capture FMT | drops | fb BPP | drm | reconnect | bars-in Y4M | keys"
+                .into(),
         ),
     };
     match result {
@@ -643,4 +646,114 @@ fn reconnect() -> Check {
         "{how}; loss reported after {lost_after:?} ({attempts} reopen attempts); vivid removed and reloaded; live again {back_after:?} after modprobe; reconnects {}",
         s.reconnects
     ))
+}
+
+/// A uinput keyboard (a foot switch, as the kernel sees one): its F1 and
+/// LEFT presses must arrive on the control channel as freeze and one step
+/// back, through evdev and `control::input`.
+fn keys() -> Check {
+    use lgms_edge::control::input::{key_map, start};
+    use lgms_edge::control::Command;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    const UI_SET_EVBIT: libc::c_ulong = 0x4004_5564;
+    const UI_SET_KEYBIT: libc::c_ulong = 0x4004_5565;
+    const UI_DEV_CREATE: libc::c_ulong = 0x5501;
+    const EV_SYN: u16 = 0;
+    const EV_KEY: u16 = 1;
+    const KEY_F1: u16 = 59;
+    const KEY_LEFT: u16 = 105;
+    let before: Vec<_> = input_nodes();
+    let mut ui = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/uinput")
+        .map_err(|e| format!("/dev/uinput: {e}"))?;
+    let fd = ui.as_raw_fd();
+    for (req, arg) in [
+        (UI_SET_EVBIT, libc::c_int::from(EV_KEY)),
+        (UI_SET_KEYBIT, libc::c_int::from(KEY_F1)),
+        (UI_SET_KEYBIT, libc::c_int::from(KEY_LEFT)),
+    ] {
+        // SAFETY: `fd` is the open uinput device; these requests take an int.
+        if unsafe { libc::ioctl(fd, req, arg) } != 0 {
+            return Err(format!(
+                "uinput ioctl {req:#x}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    // struct uinput_user_dev: name[80], input_id (4 x u16), ff_effects_max,
+    // then four 64-entry abs arrays; a zeroed one with a name will do.
+    let mut dev = vec![0u8; 80 + 8 + 4 + 4 * 64 * 4];
+    dev[..11].copy_from_slice(b"foot-switch");
+    ui.write_all(&dev)
+        .map_err(|e| format!("uinput setup: {e}"))?;
+    // SAFETY: as above; UI_DEV_CREATE takes no argument.
+    if unsafe { libc::ioctl(fd, UI_DEV_CREATE) } != 0 {
+        return Err(format!(
+            "UI_DEV_CREATE: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let t0 = Instant::now();
+    let node = loop {
+        if let Some(n) = input_nodes().into_iter().find(|n| !before.contains(n)) {
+            break n;
+        }
+        if t0.elapsed() > Duration::from_secs(5) {
+            return Err("no new /dev/input/event* after UI_DEV_CREATE".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let keys = [("KEY_F1", "freeze"), ("KEY_LEFT", "step-back")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    start(&[node.clone()], key_map(&keys)?, tx);
+    // Let the reader open the node before the keys are pressed.
+    std::thread::sleep(Duration::from_millis(500));
+    let event = |kind: u16, code: u16, value: i32| {
+        let mut e = [0u8; 24];
+        e[16..18].copy_from_slice(&kind.to_ne_bytes());
+        e[18..20].copy_from_slice(&code.to_ne_bytes());
+        e[20..24].copy_from_slice(&value.to_ne_bytes());
+        e
+    };
+    for code in [KEY_F1, KEY_LEFT] {
+        for value in [1, 0] {
+            ui.write_all(&event(EV_KEY, code, value))
+                .and_then(|()| ui.write_all(&event(EV_SYN, 0, 0)))
+                .map_err(|e| format!("uinput event: {e}"))?;
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let r = rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| format!("only {got:?} arrived from {node:?}"))?;
+        got.push(r.command);
+        let _ = r.reply.send(Ok(serde_json::json!({})));
+    }
+    if got != [Command::Freeze, Command::Step(-1)] {
+        return Err(format!("{node:?} gave {got:?}"));
+    }
+    Ok(format!(
+        "{node:?}: F1 -> {:?}, LEFT -> {:?}",
+        got[0], got[1]
+    ))
+}
+
+fn input_nodes() -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/dev/input")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("event"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

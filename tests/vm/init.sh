@@ -43,6 +43,14 @@ else
     echo "VMCHECK modprobe-bochs FAIL"; fail=$((fail + 1))
 fi
 
+# A foot switch: a uinput keyboard whose key presses reach the control
+# channel through evdev.
+if modprobe evdev && modprobe uinput && [ -e /dev/uinput ]; then
+    run keys
+else
+    echo "VMCHECK modprobe-uinput FAIL"; fail=$((fail + 1))
+fi
+
 # The CLI end to end: vivid -> pipeline -> vfb, recording what is shown;
 # the recording must hold vivid's bars under the overlay.
 if [ -x /bin/lgms-edge ] && [ -f /etc/lgms/boards/x86-dev-vm.toml ]; then

@@ -52,8 +52,8 @@ for lib in $(ldd "$BIN" "$CLI" | grep -o '/[^ ]*' | grep -v ':$' | sort -u); do
     cp -L "$lib" "$R$lib"
 done
 # The modules and everything they depend on, from modules.dep.
-mods=$(grep -E '^kernel/drivers/(media/test-drivers/vivid/vivid|video/fbdev/vfb|gpu/drm/tiny/bochs)\.ko(\.[a-z]+)?:' "$MODDIR/modules.dep" | tr -d ':' | tr ' ' '\n' | sort -u)
-[ -n "$mods" ] || { echo "run.sh: vivid/vfb/bochs not in $MODDIR/modules.dep" >&2; exit 2; }
+mods=$(grep -E '^kernel/drivers/(media/test-drivers/vivid/vivid|video/fbdev/vfb|gpu/drm/tiny/bochs|input/misc/uinput|input/evdev)\.ko(\.[a-z]+)?:' "$MODDIR/modules.dep" | tr -d ':' | tr ' ' '\n' | sort -u)
+[ -n "$mods" ] || { echo "run.sh: vivid/vfb/bochs/uinput/evdev not in $MODDIR/modules.dep" >&2; exit 2; }
 for m in $mods; do
     mkdir -p "$R/lib/modules/$KVER/$(dirname "$m")"
     cp "$MODDIR/$m" "$R/lib/modules/$KVER/$m"
