@@ -710,7 +710,7 @@ fn keys() -> Check {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let (tx, rx) = std::sync::mpsc::channel();
-    start(&[node.clone()], key_map(&keys)?, tx);
+    start(std::slice::from_ref(&node), key_map(&keys)?, tx);
     // Let the reader open the node before the keys are pressed.
     std::thread::sleep(Duration::from_millis(500));
     let event = |kind: u16, code: u16, value: i32| {
