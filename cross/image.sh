@@ -32,7 +32,7 @@ if [ "$ENGINE" = podman ] && [ -z "${CONTAINERS_CONF:-}" ]; then
     export CONTAINERS_CONF
 fi
 "$ENGINE" info >/dev/null 2>&1 ||
-    die "'$ENGINE info' fails, so the engine cannot run containers; fix: start it (Docker: the daemon; podman: see '$ENGINE info' and cross/containers.conf)"
+    die "'$ENGINE info' fails, so $ENGINE cannot run containers; fix: what '$ENGINE info' says (Docker: start the daemon; podman: see cross/containers.conf)"
 
 # The tag comes from Cross.toml, so the two cannot disagree.
 IMAGE=$(sed -n 's/^image *= *"\(.*\)"/\1/p' Cross.toml | head -n1)
