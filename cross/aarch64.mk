@@ -83,7 +83,7 @@ deploy: aarch64
 # cross/image.sh builds the image Cross.toml names (Debian's Rust, linking
 # against glibc 2.31, qemu-user); `cross` (cargo install cross --locked
 # --version 0.2.5) builds and tests inside it. The host needs only the
-# container engine, cross and a cargo; no aarch64 toolchain.
+# container engine, cross and a host rustc and cargo; no aarch64 toolchain.
 #
 #   make cross-image                 the image (podman; CROSS_ENGINE=docker)
 #   make cross-aarch64               cross build --release: the binary, its
