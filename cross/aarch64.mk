@@ -1,11 +1,13 @@
 # aarch64 (board) builds and tests from an x86_64 Debian host.
-# Included by the top-level Makefile; needs the packages that cross/deps.sh
-# installs (it installs nothing itself).
+# Included by the top-level Makefile; the host targets need the packages
+# that cross/deps.sh installs (it installs nothing itself); the cross-*
+# targets at the end need a container engine and cross instead.
 #
 #   make aarch64         release binary for aarch64-unknown-linux-gnu
 #   make test-aarch64    the test suite under qemu-user (same build settings,
 #                        so tract is compiled once for both)
-#   make test-aarch64-kernels   the aarch64-specific part of it (what CI runs)
+#   make test-aarch64-kernels   the aarch64-specific part of it (CI runs it
+#                        in the container: cross-test-aarch64-kernels)
 #   make aarch64-glibc   the glibc symbol versions the binary needs (objdump -T)
 #   make deploy BOARD=rpi5 HOST=user@cart
 #
