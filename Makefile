@@ -20,6 +20,7 @@ help:
 	@echo "make lint         cargo fmt --check + clippy -D warnings + ruff check + ruff format --check"
 	@echo "make test-vm      V4L2/fbdev/DRM tests against real kernel drivers in qemu"
 	@echo "make aarch64      release binary for the boards; make test-aarch64 runs the tests under qemu-user"
+	@echo "make cross-aarch64  the same through cross in a container (glibc 2.31; make cross-image first)"
 	@echo "make bench        per-stage latency on this machine (lgms-edge bench)"
 	@echo "make bench-peers  the same model through lgms-edge, ONNX Runtime and PyTorch, 1 and 2 threads"
 	@echo "make fuzz         the mutation fuzzing of tests/fuzz.rs, FUZZ_SCALE (40) times the cases make test runs"

@@ -1,11 +1,13 @@
 # aarch64 (board) builds and tests from an x86_64 Debian host.
-# Included by the top-level Makefile; needs the packages that cross/deps.sh
-# installs (it installs nothing itself).
+# Included by the top-level Makefile; the host targets need the packages
+# that cross/deps.sh installs (it installs nothing itself); the cross-*
+# targets at the end need a container engine and cross instead.
 #
 #   make aarch64         release binary for aarch64-unknown-linux-gnu
 #   make test-aarch64    the test suite under qemu-user (same build settings,
 #                        so tract is compiled once for both)
-#   make test-aarch64-kernels   the aarch64-specific part of it (what CI runs)
+#   make test-aarch64-kernels   the aarch64-specific part of it (CI runs it
+#                        in the container: cross-test-aarch64-kernels)
 #   make aarch64-glibc   the glibc symbol versions the binary needs (objdump -T)
 #   make deploy BOARD=rpi5 HOST=user@cart
 #
@@ -78,3 +80,65 @@ aarch64-glibc231-run:
 deploy: aarch64
 	@test -n "$(BOARD)" && test -n "$(HOST)" || { echo "usage: make deploy BOARD=rpi5 HOST=user@cart" >&2; exit 2; }
 	BIN=$(AARCH64_BIN) deploy/deploy.sh $(BOARD) $(HOST)
+
+# --- The same board binary through `cross` and a container ------------------
+# cross/image.sh builds the image Cross.toml names (Debian's Rust, linking
+# against glibc 2.31, qemu-user); `cross` (cargo install cross --locked
+# --version 0.2.5) builds and tests inside it. The host needs only the
+# container engine, cross and a host rustc and cargo; no aarch64 toolchain.
+#
+#   make cross-image                 the image (podman; CROSS_ENGINE=docker)
+#   make cross-aarch64               cross build --release: the binary, its
+#                                    glibc (<= 2.31), --version under qemu
+#   make cross-aarch64-run           info + a 3-frame demo under qemu (glibc 2.31)
+#   make cross-test-aarch64-kernels  cross test: the aarch64-specific tests
+#   make cross-test-aarch64          cross test: the whole suite
+#
+# CROSS_CUSTOM_TOOLCHAIN=1: the image's cargo (first on its PATH) builds,
+# so cross must not `rustup target add` on the host. cross/bin/rustup
+# answers cross's `rustup toolchain list` (see there why). Its own target
+# folder: the image's standard library is not the host's Debian one, and
+# cargo cannot tell them apart (same rustc version), so sharing
+# target/aarch64-unknown-linux-gnu with `make aarch64` would mix them.
+CROSS            ?= cross
+CROSS_ENGINE     ?= podman
+CROSS_TARGET_DIR ?= target/cross
+CROSS_IMAGE      := $(shell sed -n 's/^image *= *"\(.*\)"/\1/p' Cross.toml)
+CROSS_BIN        := $(CROSS_TARGET_DIR)/$(AARCH64_TARGET)/release/lgms-edge
+CROSS_CONF       := $(if $(filter podman,$(CROSS_ENGINE)),CONTAINERS_CONF=$(or $(CONTAINERS_CONF),$(CURDIR)/cross/containers.conf))
+CROSS_ENV        := PATH="$(CURDIR)/cross/bin:$$PATH" CROSS_CUSTOM_TOOLCHAIN=1 \
+                    CROSS_CONTAINER_ENGINE=$(CROSS_ENGINE) CARGO_TARGET_DIR=$(CURDIR)/$(CROSS_TARGET_DIR) $(CROSS_CONF)
+# A plain run of the image on the source tree, for what is not a cargo
+# command (the glibc check, starting the built binary).
+CROSS_RUN        := $(CROSS_CONF) $(CROSS_ENGINE) run --rm -v "$(CURDIR)":/project -w /project $(CROSS_IMAGE)
+CROSS_QEMU       := qemu-aarch64-static -L /opt/glibc-2.31
+CROSS_MODEL      := models/lgmsnet-phantom-us.f32.onnx
+
+.PHONY: cross-image cross-check cross-aarch64 cross-aarch64-run cross-test-aarch64 cross-test-aarch64-kernels
+
+cross-image:
+	ENGINE=$(CROSS_ENGINE) cross/image.sh
+
+# Names what is missing and the fix, before cross gives a less direct error.
+cross-check:
+	@command -v $(CROSS_ENGINE) >/dev/null || { echo "$(CROSS_ENGINE) not found; fix: apt-get install podman runc (or CROSS_ENGINE=docker)" >&2; exit 1; }
+	@command -v $(CROSS) >/dev/null || { echo "$(CROSS) not found; fix: cargo install cross --locked --version 0.2.5" >&2; exit 1; }
+	@$(CROSS_CONF) $(CROSS_ENGINE) image inspect $(CROSS_IMAGE) >/dev/null 2>&1 || { echo "image $(CROSS_IMAGE) not found; fix: make cross-image CROSS_ENGINE=$(CROSS_ENGINE)" >&2; exit 1; }
+
+cross-aarch64: cross-check
+	$(CROSS_ENV) $(CROSS) build --release --locked --target $(AARCH64_TARGET)
+	$(CROSS_RUN) sh -c 'MAX_GLIBC=2.31 cross/glibc-needed.sh $(CROSS_BIN) && $(CROSS_QEMU) $(CROSS_BIN) --version'
+
+cross-aarch64-run: cross-check
+	$(CROSS_RUN) sh -c '$(CROSS_QEMU) $(CROSS_BIN) info $(CROSS_MODEL) && \
+		$(CROSS_QEMU) $(CROSS_BIN) demo --frames 3 --no-gif --out $(CROSS_TARGET_DIR)/demo'
+
+# As test-aarch64(-kernels), in the image: LGMS_EMULATED and
+# LGMS_TEST_RUNNER reach the container through Cross.toml's passthrough.
+cross-test-aarch64: cross-check
+	$(CROSS_ENV) LGMS_EMULATED=1 LGMS_TEST_RUNNER="$(CROSS_QEMU)" \
+		$(CROSS) test --release --locked --target $(AARCH64_TARGET)
+
+cross-test-aarch64-kernels: cross-check
+	$(CROSS_ENV) LGMS_EMULATED=1 LGMS_TEST_RUNNER="$(CROSS_QEMU)" \
+		$(CROSS) test --release --locked --target $(AARCH64_TARGET) --lib --test kernels --test ops
