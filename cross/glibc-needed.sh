@@ -16,7 +16,7 @@ for sym in $("$objdump" -T "$bin" | sed -n 's/.*(GLIBC_\([0-9.]*\)) *\([^ ]*\).*
     fi
 done
 if [ "$(printf '%s\n%s\n' "$max" "$newest" | sort -V | tail -n1)" != "$max" ]; then
-    echo "FAIL: needs glibc $newest > $max; link with zig: make aarch64 (AARCH64_LINK=zig, the default)" >&2
+    echo "FAIL: needs glibc $newest > $max; fix: make aarch64 AARCH64_LINK=zig (links against glibc 2.31), or make cross-aarch64" >&2
     exit 1
 fi
 echo "OK: runs on glibc >= $newest"

@@ -4,7 +4,7 @@
 # Copies the aarch64 binary, the board's config and the model it names to
 # /opt/lgms-edge, installs the systemd unit, creates the `lgms` user and
 # (re)starts the service. The binary must be built first (make aarch64, or
-# make aarch64-zig for JetPack 5). DRY_RUN=1 prints the commands instead.
+# make aarch64 AARCH64_LINK=zig, or make cross-aarch64, for JetPack 5). DRY_RUN=1 prints the commands instead.
 set -eu
 board=${1:?usage: deploy.sh BOARD USER@HOST}
 host=${2:?usage: deploy.sh BOARD USER@HOST}
@@ -13,7 +13,7 @@ config=boards/$board.toml
 unit=deploy/lgms-edge.service
 
 [ -f "$config" ] || { echo "deploy: no board file $config; fix: BOARD is one of: $(ls boards | sed 's/\.toml$//' | tr '\n' ' ')" >&2; exit 2; }
-[ -f "$bin" ] || { echo "deploy: no binary $bin; fix: make aarch64 (or make aarch64-zig for JetPack 5)" >&2; exit 2; }
+[ -f "$bin" ] || { echo "deploy: no binary $bin; fix: make aarch64 (or make aarch64 AARCH64_LINK=zig, or make cross-aarch64 with BIN=target/cross/aarch64-unknown-linux-gnu/release/lgms-edge, for JetPack 5)" >&2; exit 2; }
 # The model path as the board file gives it (relative to the project root).
 model=$(sed -n 's/^path *= *"\(.*\)"/\1/p' "$config" | head -n1)
 [ -n "$model" ] && [ -f "$model" ] || { echo "deploy: $config names model \"$model\", which is not here; fix: make model, or edit the board file" >&2; exit 2; }
