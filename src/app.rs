@@ -169,6 +169,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
     let opts = Options {
         control: requests,
         cine_frames,
+        snapshot_dir: cfg.control.snapshot_dir.clone(),
         max_mask_age: cfg.max_mask_age,
         frames: cfg.frames,
         roi: cfg.roi,

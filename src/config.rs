@@ -86,8 +86,12 @@ fn default_record_max_mb() -> u64 {
     1024
 }
 
+fn default_snapshot_dir() -> PathBuf {
+    "out/snapshots".into()
+}
+
 /// The control socket and the cine (`[control]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
     /// Unix socket taking one JSON command per line (freeze, unfreeze,
@@ -98,6 +102,9 @@ pub struct ControlConfig {
     /// memory is this x fps x width x height x 3 bytes, allocated at start.
     #[serde(default)]
     pub cine_seconds: f64,
+    /// Where `save-snapshot` writes the picture on screen as PNG.
+    #[serde(default = "default_snapshot_dir")]
+    pub snapshot_dir: PathBuf,
     /// Input devices (`/dev/input/event*`, keypads, foot switches) whose
     /// key presses send commands.
     #[serde(default)]
@@ -107,6 +114,18 @@ pub struct ControlConfig {
     /// `overlay-toggle`).
     #[serde(default)]
     pub keys: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: None,
+            cine_seconds: 0.0,
+            snapshot_dir: default_snapshot_dir(),
+            input: Vec::new(),
+            keys: Default::default(),
+        }
+    }
 }
 
 /// Lesion measurements (`[measure]`): calipers, lengths and areas on screen.

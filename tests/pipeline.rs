@@ -669,9 +669,11 @@ impl Sink for SumSink {
 fn freeze_holds_the_screen_steps_through_the_cine_and_unfreezes() {
     use lgms_edge::control::{Command, Request};
     let (tx, rx) = std::sync::mpsc::channel::<Request>();
+    let shots = tempfile::tempdir().unwrap();
     let o = Options {
         control: Some(Arc::new(std::sync::Mutex::new(rx))),
         cine_frames: 30,
+        snapshot_dir: shots.path().join("snaps"),
         measure: Some(lgms_edge::measure::Settings {
             calibration: lgms_edge::measure::Calibration::NONE,
             min_area_px: 20,
@@ -689,15 +691,24 @@ fn freeze_holds_the_screen_steps_through_the_cine_and_unfreezes() {
         let frozen = ask(Command::Freeze).unwrap();
         std::thread::sleep(Duration::from_millis(400));
         let stepped = ask(Command::Step(-3)).unwrap();
+        let shot = ask(Command::SaveSnapshot).unwrap();
         let depth = ask(Command::SetDepth(48.0)).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let live = ask(Command::Unfreeze).unwrap();
         let not_frozen = ask(Command::Step(-1)).unwrap_err();
-        (frozen, stepped, depth, live, not_frozen)
+        (frozen, stepped, shot, depth, live, not_frozen)
     });
     let mut sink = SumSink::default();
     let r = pipeline::run(phantom(30.0, 60), slow_dark(1, 0), &mut sink, &o).unwrap();
-    let (frozen, stepped, depth, live, not_frozen) = driver.join().unwrap();
+    let (frozen, stepped, shot, depth, live, not_frozen) = driver.join().unwrap();
+    // The snapshot is the frozen picture, written as a PNG off the video's thread.
+    let png = std::path::PathBuf::from(shot["snapshot"].as_str().unwrap());
+    let t0 = Instant::now();
+    while !png.exists() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (160, 120));
     assert_eq!(frozen["frozen"], true);
     assert_eq!(stepped["frames_back"], 3);
     // 48 mm over the 120 rows of the frame: 0.4 mm per pixel.

@@ -8,6 +8,7 @@
 //! {"cmd": "step", "frames": -5}     while frozen: move through the cine
 //! {"cmd": "set-depth", "mm": 60}    the scanner's depth: new pixel spacing
 //! {"cmd": "overlay", "on": false}   hide or show the mask and calipers
+//! {"cmd": "save-snapshot"}          the picture on screen as a PNG
 //! {"cmd": "status"}                 what the screen is doing
 //! ```
 //!
@@ -38,6 +39,9 @@ pub enum Command {
     SetDepth(f64),
     /// Show or hide the overlay (mask, calipers).
     Overlay(bool),
+    /// Save the picture on screen (frozen or live, overlay included) as a
+    /// PNG in the snapshot folder.
+    SaveSnapshot,
     /// Report the state only.
     Status,
 }
@@ -47,15 +51,15 @@ pub fn parse(line: &str) -> std::result::Result<Command, String> {
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
         format!("not JSON ({e}); send one object per line, e.g. {{\"cmd\": \"freeze\"}}")
     })?;
-    let cmd = v
-        .get("cmd")
-        .and_then(|c| c.as_str())
-        .ok_or("no \"cmd\"; one of freeze, unfreeze, step, set-depth, overlay, status")?;
+    let cmd = v.get("cmd").and_then(|c| c.as_str()).ok_or(
+        "no \"cmd\"; one of freeze, unfreeze, step, set-depth, overlay, save-snapshot, status",
+    )?;
     let number = |key: &str| v.get(key).and_then(|n| n.as_f64());
     Ok(match cmd {
         "freeze" => Command::Freeze,
         "unfreeze" => Command::Unfreeze,
         "status" => Command::Status,
+        "save-snapshot" => Command::SaveSnapshot,
         "step" => {
             let n = number("frames").unwrap_or(-1.0);
             if n.fract() != 0.0 || n.abs() > 100_000.0 {
@@ -75,7 +79,7 @@ pub fn parse(line: &str) -> std::result::Result<Command, String> {
         },
         other => {
             return Err(format!(
-                "unknown cmd {other:?}; one of freeze, unfreeze, step, set-depth, overlay, status"
+                "unknown cmd {other:?}; one of freeze, unfreeze, step, set-depth, overlay, save-snapshot, status"
             ))
         }
     })

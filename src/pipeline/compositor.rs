@@ -303,7 +303,7 @@ pub(super) fn compositor_loop(
         if let Some(rx) = &opts.control {
             let rx = lock(rx);
             while let Ok(req) = rx.try_recv() {
-                let answer = ctl.apply(req.command, &cine, &mut measuring, roi);
+                let answer = ctl.apply(req.command, &cine, &mut measuring, roi, &opts.snapshot_dir);
                 let _ = req.reply.send(answer);
             }
         }
@@ -450,7 +450,9 @@ impl Control {
         cine: &Cine,
         measuring: &mut Option<(Measurer, Smoother, Settings)>,
         roi: crate::frame::Rect,
+        snapshot_dir: &std::path::Path,
     ) -> std::result::Result<serde_json::Value, String> {
+        let mut saved = None;
         match cmd {
             Command::Freeze => {
                 if cine.len() == 0 {
@@ -475,6 +477,42 @@ impl Control {
                 log::info!("depth set to {mm} mm over the {} rows of the roi", roi.h);
             }
             Command::Overlay(on) => self.overlay_on = on,
+            Command::SaveSnapshot => {
+                let Some(f) = cine.back(self.frozen.unwrap_or(0)) else {
+                    return Err("nothing has been shown yet".into());
+                };
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                let path = snapshot_dir.join(format!("snapshot-{ms}-frame{}.png", f.id));
+                // Encoded on its own thread: the video does not wait for it.
+                let frame = f.clone();
+                let (dir, to) = (snapshot_dir.to_path_buf(), path.clone());
+                std::thread::spawn(move || {
+                    let written = std::fs::create_dir_all(&dir)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| {
+                            // Written aside, then renamed: a snapshot on
+                            // disk is always whole.
+                            let part = to.with_extension("png.part");
+                            image::save_buffer_with_format(
+                                &part,
+                                &frame.rgb,
+                                frame.width,
+                                frame.height,
+                                image::ExtendedColorType::Rgb8,
+                                image::ImageFormat::Png,
+                            )
+                            .map_err(|e| e.to_string())?;
+                            std::fs::rename(&part, &to).map_err(|e| e.to_string())
+                        });
+                    match written {
+                        Ok(()) => log::info!("snapshot {to:?}"),
+                        Err(e) => log::error!("snapshot {to:?} not written: {e}"),
+                    }
+                });
+                saved = Some(path.display().to_string());
+            }
             Command::Status => {}
         }
         let spacing = measuring
@@ -487,6 +525,7 @@ impl Control {
             "overlay": self.overlay_on,
             "depth_mm": self.depth_mm,
             "mm_per_pixel": spacing.map(|(x, y)| [x, y]),
+            "snapshot": saved,
         }))
     }
 }

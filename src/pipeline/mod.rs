@@ -95,6 +95,8 @@ pub struct Options {
     /// Shown frames kept for freeze and cine (allocated at start; at least
     /// one when there is a control channel).
     pub cine_frames: usize,
+    /// Where `save-snapshot` writes its PNGs.
+    pub snapshot_dir: std::path::PathBuf,
 }
 
 impl Default for Options {
@@ -115,6 +117,7 @@ impl Default for Options {
             measure: None,
             control: None,
             cine_frames: 0,
+            snapshot_dir: "out/snapshots".into(),
         }
     }
 }
