@@ -652,15 +652,13 @@ fn reconnect() -> Check {
 /// LEFT presses must arrive on the control channel as freeze and one step
 /// back, through evdev and `control::input`.
 fn keys() -> Check {
-    use lgms_edge::control::input::{key_map, start};
+    use lgms_edge::control::input::{event_bytes, key_map, start, EV_KEY, EV_SYN};
     use lgms_edge::control::Command;
     use std::io::Write;
     use std::os::fd::AsRawFd;
     const UI_SET_EVBIT: libc::c_ulong = 0x4004_5564;
     const UI_SET_KEYBIT: libc::c_ulong = 0x4004_5565;
     const UI_DEV_CREATE: libc::c_ulong = 0x5501;
-    const EV_SYN: u16 = 0;
-    const EV_KEY: u16 = 1;
     const KEY_F1: u16 = 59;
     const KEY_LEFT: u16 = 105;
     let before: Vec<_> = input_nodes();
@@ -713,17 +711,10 @@ fn keys() -> Check {
     start(std::slice::from_ref(&node), key_map(&keys)?, tx);
     // Let the reader open the node before the keys are pressed.
     std::thread::sleep(Duration::from_millis(500));
-    let event = |kind: u16, code: u16, value: i32| {
-        let mut e = [0u8; 24];
-        e[16..18].copy_from_slice(&kind.to_ne_bytes());
-        e[18..20].copy_from_slice(&code.to_ne_bytes());
-        e[20..24].copy_from_slice(&value.to_ne_bytes());
-        e
-    };
     for code in [KEY_F1, KEY_LEFT] {
         for value in [1, 0] {
-            ui.write_all(&event(EV_KEY, code, value))
-                .and_then(|()| ui.write_all(&event(EV_SYN, 0, 0)))
+            ui.write_all(&event_bytes(EV_KEY, code, value))
+                .and_then(|()| ui.write_all(&event_bytes(EV_SYN, 0, 0)))
                 .map_err(|e| format!("uinput event: {e}"))?;
         }
     }

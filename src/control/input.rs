@@ -110,8 +110,22 @@ pub fn key_map(keys: &BTreeMap<String, String>) -> Result<Vec<(u16, KeyAction)>,
 }
 
 /// Size of `struct input_event` on 64-bit Linux (x86_64, aarch64).
-const EVENT_SIZE: usize = 24;
-const EV_KEY: u16 = 1;
+pub const EVENT_SIZE: usize = 24;
+/// `EV_SYN`, the end of one report.
+pub const EV_SYN: u16 = 0;
+/// `EV_KEY`, a key or button.
+pub const EV_KEY: u16 = 1;
+
+/// One `struct input_event` as the kernel lays it out (the time, which
+/// this reader ignores, left zero): what a uinput device is written and
+/// what [`forward_keys`] reads.
+pub fn event_bytes(kind: u16, code: u16, value: i32) -> [u8; EVENT_SIZE] {
+    let mut e = [0u8; EVENT_SIZE];
+    e[16..18].copy_from_slice(&kind.to_ne_bytes());
+    e[18..20].copy_from_slice(&code.to_ne_bytes());
+    e[20..24].copy_from_slice(&value.to_ne_bytes());
+    e
+}
 
 /// Reads input events from `dev` until it ends, sending the mapped
 /// command of each key press. Returns the number of commands sent.
@@ -197,14 +211,6 @@ pub fn start(devices: &[PathBuf], map: Vec<(u16, KeyAction)>, tx: mpsc::Sender<R
 mod tests {
     use super::*;
 
-    fn event(kind: u16, code: u16, value: i32) -> [u8; EVENT_SIZE] {
-        let mut e = [0u8; EVENT_SIZE];
-        e[16..18].copy_from_slice(&kind.to_ne_bytes());
-        e[18..20].copy_from_slice(&code.to_ne_bytes());
-        e[20..24].copy_from_slice(&value.to_ne_bytes());
-        e
-    }
-
     #[test]
     fn key_presses_become_commands() {
         let keys: BTreeMap<String, String> = [
@@ -218,14 +224,14 @@ mod tests {
         let map = key_map(&keys).unwrap();
         let mut bytes = Vec::new();
         for e in [
-            event(EV_KEY, 59, 1), // F1 down: freeze
-            event(EV_KEY, 59, 0), // release: nothing
-            event(4, 4, 59),      // a scan-code event: nothing
-            event(EV_KEY, 105, 1),
-            event(EV_KEY, 105, 2), // auto-repeat: nothing
-            event(EV_KEY, 30, 1),
-            event(EV_KEY, 59, 1), // F1 again: unfreeze
-            event(EV_KEY, 99, 1), // not mapped
+            event_bytes(EV_KEY, 59, 1), // F1 down: freeze
+            event_bytes(EV_KEY, 59, 0), // release: nothing
+            event_bytes(4, 4, 59),      // a scan-code event: nothing
+            event_bytes(EV_KEY, 105, 1),
+            event_bytes(EV_KEY, 105, 2), // auto-repeat: nothing
+            event_bytes(EV_KEY, 30, 1),
+            event_bytes(EV_KEY, 59, 1), // F1 again: unfreeze
+            event_bytes(EV_KEY, 99, 1), // not mapped
         ] {
             bytes.extend(e);
         }

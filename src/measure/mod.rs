@@ -136,11 +136,11 @@ impl Measurer {
                 continue;
             }
             next += 1;
-            let (area, sum_x, sum_y) = self.fill(mask, start, next);
+            let (area, sum_x, sum_y, bbox) = self.fill(mask, start, next);
             if area < self.min_area_px.max(1) {
                 continue;
             }
-            self.outline(mask, start, next, sx, sy);
+            self.outline(mask, bbox, next, sx, sy);
             let hull = convex_hull(&mut self.points, &mut self.hull);
             let (long_a, long_b) = farthest_pair(hull);
             let (dx, dy) = (long_b.0 - long_a.0, long_b.1 - long_a.1);
@@ -201,19 +201,22 @@ impl Measurer {
     }
 
     /// Labels the 8-connected region of `start` with `label`; returns its
-    /// area and the sums of its pixels' x and y.
-    fn fill(&mut self, mask: &Mask, start: usize, label: u32) -> (u32, u64, u64) {
+    /// area, the sums of its pixels' x and y, and its bounding box
+    /// `(x0, y0, x1, y1)` (inclusive).
+    fn fill(&mut self, mask: &Mask, start: usize, label: u32) -> (u32, u64, u64, Bbox) {
         let (w, h) = (mask.roi.w as usize, mask.roi.h as usize);
         self.stack.clear();
         self.stack.push(start as u32);
         self.labels[start] = label;
         let (mut area, mut sx, mut sy) = (0u32, 0u64, 0u64);
+        let mut bbox = (w, h, 0, 0);
         while let Some(i) = self.stack.pop() {
             let i = i as usize;
             let (x, y) = (i % w, i / w);
             area += 1;
             sx += x as u64;
             sy += y as u64;
+            bbox = (bbox.0.min(x), bbox.1.min(y), bbox.2.max(x), bbox.3.max(y));
             for ny in y.saturating_sub(1)..(y + 2).min(h) {
                 for nx in x.saturating_sub(1)..(x + 2).min(w) {
                     let j = ny * w + nx;
@@ -224,11 +227,11 @@ impl Measurer {
                 }
             }
         }
-        (area, sx, sy)
+        (area, sx, sy, bbox)
     }
 
-    /// The outline of the region, scaled by the spacing.
-    fn outline(&mut self, mask: &Mask, start: usize, label: u32, sx: f64, sy: f64) {
+    /// The outline of the region (inside `bbox`), scaled by the spacing.
+    fn outline(&mut self, mask: &Mask, bbox: Bbox, label: u32, sx: f64, sy: f64) {
         let (w, h) = (mask.roi.w as usize, mask.roi.h as usize);
         self.points.clear();
         let labels = &self.labels;
@@ -239,10 +242,8 @@ impl Measurer {
                 && (y as usize) < h
                 && labels[y as usize * w + x as usize] == label
         };
-        // Regions are labelled in scan order: nothing of this one lies
-        // before its first pixel's row.
-        for y in start / w..h {
-            for x in 0..w {
+        for y in bbox.1..=bbox.3 {
+            for x in bbox.0..=bbox.2 {
                 if labels[y * w + x] != label {
                     continue;
                 }
@@ -265,6 +266,9 @@ impl Measurer {
         }
     }
 }
+
+/// A region's pixel bounding box, `(x0, y0, x1, y1)`, inclusive.
+type Bbox = (usize, usize, usize, usize);
 
 /// Convex hull of `points` (Andrew's monotone chain), counter-clockwise,
 /// into `hull`; `points` is sorted on the way.

@@ -11,7 +11,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::slots::{lock, Shared};
+use super::slots::{lock, wait, Shared};
 use super::{FrameRecord, Options, RecordState};
 use crate::frame::{Frame, Mask};
 use std::fmt::Write as _;
@@ -132,11 +132,7 @@ pub(super) fn compositor_loop(
                 if opts.lossless {
                     // A file replayed frame by frame: waiting is not a lost
                     // signal, the next frame comes once this one is shown.
-                    slot = shared
-                        .frame_cv
-                        .wait_timeout(slot, Duration::from_millis(50))
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|p| p.into_inner().0);
+                    slot = wait(&shared.frame_cv, slot, Duration::from_millis(50));
                     continue;
                 }
                 let waited = last_frame_at.elapsed();
@@ -149,11 +145,11 @@ pub(super) fn compositor_loop(
                     no_signal = true;
                     break;
                 }
-                slot = shared
-                    .frame_cv
-                    .wait_timeout(slot, (wait_for - waited).min(Duration::from_millis(50)))
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
+                slot = wait(
+                    &shared.frame_cv,
+                    slot,
+                    (wait_for - waited).min(Duration::from_millis(50)),
+                );
             }
             if !no_signal {
                 out.dropped += slot.gen - last_gen - 1;
@@ -205,11 +201,7 @@ pub(super) fn compositor_loop(
                         if shared.stop.load(Ordering::SeqCst) {
                             return Ok(out);
                         }
-                        slot = shared
-                            .mask_cv
-                            .wait_timeout(slot, Duration::from_millis(50))
-                            .map(|(g, _)| g)
-                            .unwrap_or_else(|p| p.into_inner().0);
+                        slot = wait(&shared.mask_cv, slot, Duration::from_millis(50));
                     }
                 }
                 if let Some(m) = slot.mask.as_ref() {

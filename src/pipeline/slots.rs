@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::frame::{Frame, Mask};
 use crate::pipeline::stats::StageRecorder;
@@ -88,6 +89,19 @@ impl Shared {
             worker_stats: Mutex::new(StageRecorder::new(stat_capacity)),
         }
     }
+}
+
+/// Waits on `cv` for at most `d`, like [`lock`] carrying on through a
+/// poisoned lock; the caller re-checks its condition (and the stop flag)
+/// whether it was woken or timed out.
+pub(super) fn wait<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    d: Duration,
+) -> MutexGuard<'a, T> {
+    cv.wait_timeout(guard, d)
+        .map(|(g, _)| g)
+        .unwrap_or_else(|p| p.into_inner().0)
 }
 
 /// A poisoned lock only means another stage panicked; its data (a frame or a

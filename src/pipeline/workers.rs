@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::slots::{lock, Shared};
+use super::slots::{lock, wait, Shared};
 use crate::frame::{Frame, Mask, Rect};
 use crate::infer::Segmenter;
 use crate::pipeline::stats::{Stage, StageRecorder};
@@ -66,7 +66,6 @@ pub(super) fn capture_loop(
                         local.height
                     );
                     shared.frames_corrupt.fetch_add(1, Ordering::SeqCst);
-                    local = Frame::new(width, height);
                     continue;
                 }
                 let mut slot = lock(&shared.frames);
@@ -74,11 +73,7 @@ pub(super) fn capture_loop(
                     // Back-pressure: the previous frame is shown (with its
                     // own mask) before this one replaces it.
                     while slot.shown < slot.gen && !shared.stop.load(Ordering::SeqCst) {
-                        slot = shared
-                            .frame_cv
-                            .wait_timeout(slot, Duration::from_millis(50))
-                            .map(|(g, _)| g)
-                            .unwrap_or_else(|p| p.into_inner().0);
+                        slot = wait(&shared.frame_cv, slot, Duration::from_millis(50));
                     }
                     if shared.stop.load(Ordering::SeqCst) {
                         break;
@@ -164,11 +159,7 @@ pub(super) fn worker_loop(
                 if slot.done {
                     return;
                 }
-                slot = shared
-                    .frame_cv
-                    .wait_timeout(slot, Duration::from_millis(100))
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
+                slot = wait(&shared.frame_cv, slot, Duration::from_millis(100));
             }
             slot.claimed = slot.gen;
             frame.copy_from(&slot.frame);
