@@ -1,5 +1,6 @@
 //! Debug aid: after our substitutions, list tract's remaining quantised
-//! convs with their neighbours (why `ops::qconv` did not match them).
+//! convs with their neighbours (why `ops::qconv` did not match them), and
+//! the geometry of every int8 conv it did replace.
 //!
 //!     cargo run --release --example qconv_debug -- MODEL.int8.onnx
 use tract_onnx::prelude::*;
@@ -12,6 +13,21 @@ fn main() -> anyhow::Result<()> {
     let mut typed = m.into_typed()?.into_decluttered()?;
     println!("{:?}", lgms_edge::infer::ops::substitute(&mut typed)?);
     for n in typed.nodes() {
+        if n.op.name() == "LgmsQConv" {
+            let pred = typed.node(n.inputs[0].node);
+            let succ: Vec<String> = n.outputs[0]
+                .successors
+                .iter()
+                .map(|s| typed.node(s.node).op.name().to_string())
+                .collect();
+            println!(
+                "{} {:?} pred={} succ={:?}",
+                n.name,
+                n.op.info()?,
+                pred.op.name(),
+                succ
+            );
+        }
         if n.name.ends_with("_quant") {
             let pred = typed.node(n.inputs[0].node);
             let succ: Vec<String> = n.outputs[0]

@@ -223,13 +223,12 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
     )
     .ok()?;
     Some(Found {
-        plan: Plan {
+        plan: plan.with_io(
             quantize_input,
             lut_in,
-            lut_out,
+            lut_out.as_deref(),
             dequantize_output,
-            ..plan
-        },
+        ),
         x,
         last,
         out_shape,

@@ -29,8 +29,13 @@ pub struct Plan {
     pub(crate) quantize_input: Option<(f32, i32)>,
     /// Table applied to the quantised input (tract's fused element-wise op).
     pub(crate) lut_in: Option<Vec<u8>>,
-    /// Table applied to the requantised output.
-    pub(crate) lut_out: Option<Vec<u8>>,
+    /// What a requantised value `q` (0..=255) becomes in a u8 output: the
+    /// table after the conv (tract's fused element-wise op), or `q`.
+    pub(crate) out_u8: [u8; 256],
+    /// What `q` becomes in an f32 output: `out_u8[q]` dequantised. One
+    /// lookup replaces the table, the dequantisation and a float-to-int
+    /// conversion per value.
+    pub(crate) out_f32: [f32; 256],
     /// Weights `[cout/4][k*k][cin/4][4 out][4 in]`, zero-padded.
     pub(crate) weights: Vec<i8>,
     /// Sum of each output channel's weights (for the zero-point term).
@@ -114,17 +119,55 @@ impl Plan {
             h,
             w: w_px,
             x_zp,
-            quantize_input: Some((1.0 / x_scale, x_zp)),
+            quantize_input: None,
             lut_in: None,
-            lut_out: None,
+            out_u8: [0; 256],
+            out_f32: [0.0; 256],
             weights,
             wsum,
             bias: bias.map(<[i32]>::to_vec).unwrap_or_else(|| vec![0; cout]),
             mult: (0..cout).map(|o| x_scale * ws(o) / y_scale).collect(),
             y_zp,
-            dequantize_output: Some((y_zp, y_scale)),
+            dequantize_output: None,
             fits_7bit,
-        })
+        }
+        .with_io(
+            Some((1.0 / x_scale, x_zp)),
+            None,
+            None,
+            Some((y_zp, y_scale)),
+        ))
+    }
+
+    /// The same conv with the given ends: the input quantised here
+    /// (`Some((inv_scale, zp))`) or already u8, a table on the quantised
+    /// input, a table on the requantised output, and the output
+    /// dequantised here (`Some((zp, scale))`) or left u8.
+    pub(crate) fn with_io(
+        self,
+        quantize_input: Option<(f32, i32)>,
+        lut_in: Option<Vec<u8>>,
+        lut_out: Option<&[u8]>,
+        dequantize_output: Option<(i32, f32)>,
+    ) -> Plan {
+        let mut out_u8 = [0u8; 256];
+        for (q, v) in out_u8.iter_mut().enumerate() {
+            *v = lut_out.and_then(|t| t.get(q).copied()).unwrap_or(q as u8);
+        }
+        let mut out_f32 = [0f32; 256];
+        if let Some((zp, scale)) = dequantize_output {
+            for (d, &v) in out_f32.iter_mut().zip(&out_u8) {
+                *d = (v as f32 - zp as f32) * scale;
+            }
+        }
+        Plan {
+            quantize_input,
+            lut_in,
+            out_u8,
+            out_f32,
+            dequantize_output,
+            ..self
+        }
     }
 
     fn pad(&self) -> usize {
@@ -150,81 +193,102 @@ impl Plan {
     }
 
     /// Quantises (or copies) `x` (`[cin, h, w]`) into `buf` in `kernel`'s
-    /// encoding, padding with the zero point.
+    /// encoding, padding with the zero point: one block per padded row, on
+    /// the pool when there is one.
     fn fill(&self, x: Input<'_>, buf: &mut [u8], kernel: Kernel) {
         assert!(x.len() >= self.cin * self.h * self.w && buf.len() >= self.buf_len());
+        let (pad, row, plane) = (self.pad(), self.row_px() * 4, self.plane());
+        let zp = self.x_zp as u8 ^ if kernel.signed { 0x80 } else { 0 };
+        // Padding rows above and below each plane.
+        for dst_plane in buf[..self.buf_len()].chunks_mut(plane) {
+            dst_plane[..pad * row].fill(zp);
+            dst_plane[(pad + self.h) * row..].fill(zp);
+        }
+        let dst = SharedOut(buf.as_mut_ptr() as *mut f32);
+        for_each_block(self.cin.div_ceil(4) * self.h, |n| {
+            let (c4, y) = (n / self.h, n % self.h);
+            let start = c4 * plane + (y + pad) * row;
+            // SAFETY: padded row `y` of plane `c4` lies inside `buf` (its
+            // `buf_len` bytes were asserted above), no other block writes
+            // it, and `buf` outlives the loop.
+            let padded =
+                unsafe { std::slice::from_raw_parts_mut((dst.ptr() as *mut u8).add(start), row) };
+            self.fill_row(x, c4, y, padded, kernel)
+        });
+    }
+
+    /// Writes padded row `y` of 4-channel plane `c4`.
+    fn fill_row(&self, x: Input<'_>, c4: usize, y: usize, padded: &mut [u8], kernel: Kernel) {
         #[cfg(target_arch = "x86_64")]
         if kernel.avx2.is_some() {
             // SAFETY: `avx2` holds the proof that this CPU has AVX2 and FMA.
-            return unsafe { self.fill_avx2(x, buf, kernel) };
+            return unsafe { self.fill_row_avx2(x, c4, y, padded, kernel) };
         }
-        self.fill_body(x, buf, kernel)
+        self.fill_row_body(x, c4, y, padded, kernel)
     }
 
     #[cfg(target_arch = "x86_64")]
-    /// [`Plan::fill_body`] compiled for AVX2 + FMA.
+    /// [`Plan::fill_row_body`] compiled for AVX2 + FMA.
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn fill_avx2(&self, x: Input<'_>, buf: &mut [u8], kernel: Kernel) {
-        self.fill_body(x, buf, kernel)
+    unsafe fn fill_row_avx2(
+        &self,
+        x: Input<'_>,
+        c4: usize,
+        y: usize,
+        padded: &mut [u8],
+        kernel: Kernel,
+    ) {
+        self.fill_row_body(x, c4, y, padded, kernel)
     }
 
     #[inline(always)]
-    fn fill_body(&self, x: Input<'_>, buf: &mut [u8], kernel: Kernel) {
+    fn fill_row_body(&self, x: Input<'_>, c4: usize, y: usize, padded: &mut [u8], kernel: Kernel) {
+        /// Pixels per pass: stack buffers, no allocation per conv.
+        const CHUNK: usize = 64;
         let flip = if kernel.signed { 0x80 } else { 0 };
         let zp = self.x_zp as u8 ^ flip;
-        let (pad, row, plane, hw, w) = (
-            self.pad(),
-            self.row_px(),
-            self.plane(),
-            self.h * self.w,
-            self.w,
-        );
-        // One image row of each of 4 channels, then interleaved: both
-        // loops vectorise (the strided byte stores of a direct loop did not).
-        let mut tmp = vec![[0u8; 4]; w];
-        let mut line = vec![0u8; w];
-        let blocks = buf[..self.buf_len()].chunks_mut(plane).enumerate();
-        for (c4, dst_plane) in blocks {
-            for y in 0..self.h {
-                for q in 0..4 {
-                    let c = c4 * 4 + q;
-                    if c >= self.cin {
-                        // Padding channel (zero weights): any value will do.
-                        line.fill(self.x_zp as u8);
-                    } else {
-                        let src = c * hw + y * w;
-                        match (x, self.quantize_input) {
-                            (Input::F32(x), Some((inv, zp))) => {
-                                let zp = zp as f32;
-                                for (d, &v) in line.iter_mut().zip(&x[src..src + w]) {
-                                    *d = (round_even(v * inv) + zp).clamp(0.0, 255.0) as u8;
-                                }
+        let (pad, w) = (self.pad(), self.w);
+        // Zero point left, the pixels, zero point right (padding and the
+        // last segment's overrun).
+        padded[..pad * 4].fill(zp);
+        padded[(pad + w) * 4..].fill(zp);
+        for x0 in (0..w).step_by(CHUNK) {
+            let n = CHUNK.min(w - x0);
+            // One chunk of each of 4 channels, then interleaved: both
+            // loops vectorise (the strided byte stores of a direct loop did not).
+            let mut tmp = [[0u8; 4]; CHUNK];
+            for q in 0..4 {
+                let mut line = [0u8; CHUNK];
+                let line = &mut line[..n];
+                let c = c4 * 4 + q;
+                if c >= self.cin {
+                    // Padding channel (zero weights): any value will do.
+                    line.fill(self.x_zp as u8);
+                } else {
+                    let src = (c * self.h + y) * w + x0;
+                    match (x, self.quantize_input) {
+                        (Input::F32(x), Some((inv, zp))) => {
+                            for (d, &v) in line.iter_mut().zip(&x[src..src + n]) {
+                                // NaN becomes the lowest level, as with `as u8`.
+                                let v = (v * inv).max(-1024.0).min(1024.0);
+                                *d = (round_even_i32(v) + zp).clamp(0, 255) as u8;
                             }
-                            (Input::U8(x), _) => line.copy_from_slice(&x[src..src + w]),
-                            (Input::F32(_), None) => unreachable!("f32 input without quantisation"),
                         }
-                        if let Some(t) = &self.lut_in {
-                            line.iter_mut().for_each(|v| *v = t[*v as usize]);
-                        }
+                        (Input::U8(x), _) => line.copy_from_slice(&x[src..src + n]),
+                        (Input::F32(_), None) => unreachable!("f32 input without quantisation"),
                     }
-                    for (t, &v) in tmp.iter_mut().zip(&line) {
-                        t[q] = v ^ flip;
+                    if let Some(t) = &self.lut_in {
+                        line.iter_mut().for_each(|v| *v = t[*v as usize]);
                     }
                 }
-                // The padded row: zero point left, the pixels, zero point
-                // right (padding and the last segment's overrun).
-                let line_start = (y + pad) * row * 4;
-                let padded = &mut dst_plane[line_start..line_start + row * 4];
-                padded[..pad * 4].fill(zp);
-                padded[pad * 4..(pad + w) * 4].copy_from_slice(tmp.as_flattened());
-                padded[(pad + w) * 4..].fill(zp);
+                for (t, &v) in tmp.iter_mut().zip(line.iter()) {
+                    t[q] = v ^ flip;
+                }
             }
-            // Padding rows above and below.
-            dst_plane[..pad * row * 4].fill(zp);
-            dst_plane[(pad + self.h) * row * 4..].fill(zp);
+            padded[(pad + x0) * 4..(pad + x0 + n) * 4].copy_from_slice(tmp[..n].as_flattened());
         }
     }
 
@@ -300,6 +364,7 @@ impl Plan {
             self.x_zp
         };
         let mut acc = [0i32; CO * PX];
+        let yzp = self.y_zp;
         for x0 in (0..self.w).step_by(PX) {
             let base = first_plane * plane + y * row + x0 * 4;
             (kernel.tile)(buf, base, taps, plane, cin4, wb, &mut acc);
@@ -307,33 +372,29 @@ impl Plan {
             for r in 0..CO.min(self.cout - cb * CO) {
                 let o = cb * CO + r;
                 let (corr, m) = (self.bias[o] - zp * self.wsum[o], self.mult[o]);
-                let yzp = self.y_zp as f32;
-                // Fixed-size loops: vectorised by the compiler.
-                let mut q = [0f32; PX];
+                // `round_ties_even(acc * m) + y_zp`, clamped to u8: a
+                // fixed-size loop the compiler vectorises. Values beyond
+                // +-1024 clamp to 0 or 255 either way.
+                let mut q = [0u8; PX];
                 for (q, &a) in q.iter_mut().zip(&acc[r * PX..(r + 1) * PX]) {
-                    *q = (round_even((a + corr) as f32 * m) + yzp).clamp(0.0, 255.0);
-                }
-                if let Some(t) = &self.lut_out {
-                    q.iter_mut().for_each(|v| *v = t[*v as usize] as f32);
+                    let v = ((a + corr) as f32 * m).clamp(-1024.0, 1024.0);
+                    *q = (round_even_i32(v) + yzp).clamp(0, 255) as u8;
                 }
                 let at = (o * self.h + y) * self.w + x0;
-                match self.dequantize_output {
-                    Some((zp, scale)) => {
-                        // SAFETY: `at + n` is inside the `cout * h * w` values
-                        // of `out`, and only this block writes channel `o`, row `y`.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(at), n) };
-                        for (d, &v) in dst.iter_mut().zip(&q) {
-                            *d = (v - zp as f32) * scale;
-                        }
+                if self.dequantize_output.is_some() {
+                    // SAFETY: `at + n` is inside the `cout * h * w` values
+                    // of `out`, and only this block writes channel `o`, row `y`.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(at), n) };
+                    for (d, &q) in dst.iter_mut().zip(&q) {
+                        *d = self.out_f32[q as usize];
                     }
-                    None => {
-                        // SAFETY: as above, in the u8 output.
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut((out.ptr() as *mut u8).add(at), n)
-                        };
-                        for (d, &v) in dst.iter_mut().zip(&q) {
-                            *d = v as u8;
-                        }
+                } else {
+                    // SAFETY: as above, in the u8 output.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut((out.ptr() as *mut u8).add(at), n)
+                    };
+                    for (d, &q) in dst.iter_mut().zip(&q) {
+                        *d = self.out_u8[q as usize];
                     }
                 }
             }
@@ -363,16 +424,21 @@ impl Plan {
     }
 }
 
-/// Rounds half to even, as ONNX quantisation does, for `|v| < 2^22`:
-/// adding and subtracting 1.5 * 2^23 leaves the f32 rounding (ties to even)
-/// to the hardware. Larger values land far outside 0..=255 either way and
-/// are clamped by every caller. (`f32::round_ties_even` is a libm call on
-/// baseline x86_64, which has no SSE4.1 `roundps`, and does not vectorise.)
+/// Rounds half to even, as ONNX quantisation does, for `|v| <= 2^22`,
+/// as an integer: adding 1.5 * 2^23 leaves the f32 rounding (ties to even)
+/// to the hardware and fixes the sum's exponent, so its bits minus the
+/// constant's bits are the integer. Every caller clamps `v` to +-1024
+/// first (anything beyond lands outside 0..=255 either way). Neither
+/// `f32::round_ties_even` (a libm call on baseline x86_64, which has no
+/// SSE4.1 `roundps`) nor a float-to-int cast vectorises as well.
 #[inline(always)]
-fn round_even(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (v + MAGIC) - MAGIC
+fn round_even_i32(v: f32) -> i32 {
+    ((v + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32)
 }
+
+/// 1.5 * 2^23: adding it leaves no fraction bits in an f32 of magnitude
+/// below 2^22.
+const MAGIC: f32 = 12_582_912.0;
 
 /// The operator's input, quantised here or already u8.
 #[derive(Clone, Copy)]
