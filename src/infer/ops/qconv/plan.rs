@@ -272,7 +272,9 @@ impl Plan {
                     match (x, self.quantize_input) {
                         (Input::F32(x), Some((inv, zp))) => {
                             for (d, &v) in line.iter_mut().zip(&x[src..src + n]) {
-                                // NaN becomes the lowest level, as with `as u8`.
+                                // Not `clamp`, which keeps NaN: here NaN
+                                // becomes the lowest level, as with `as u8`.
+                                #[allow(clippy::manual_clamp)]
                                 let v = (v * inv).max(-1024.0).min(1024.0);
                                 *d = (round_even_i32(v) + zp).clamp(0, 255) as u8;
                             }
