@@ -406,9 +406,27 @@ mod x86 {
             let rp = row.as_mut_ptr();
             for i in 0..m {
                 let q = &qs[i * d..(i + 1) * d];
-                // Scores, 8 keys per step: row[j] = sum_t q[t] * kt[t][j].
+                // Scores, 32 keys per step in 4 independent sums (one sum
+                // would wait on the FMA latency at every depth step):
+                // row[j] = sum_t q[t] * kt[t][j], in the reference's order.
                 let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
                 let mut j = 0;
+                while j + 32 <= body {
+                    let mut a = [_mm256_setzero_ps(); 4];
+                    for (t, &qt) in q.iter().enumerate() {
+                        let qv = _mm256_set1_ps(qt);
+                        // j + 32 <= body <= n: in row t of kt.
+                        let kp = kt.as_ptr().add(t * n + j);
+                        for (u, a) in a.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp.add(8 * u)), *a);
+                        }
+                    }
+                    for (u, a) in a.iter().enumerate() {
+                        _mm256_storeu_ps(rp.add(j + 8 * u), *a);
+                        vmax = _mm256_max_ps(vmax, *a);
+                    }
+                    j += 32;
+                }
                 while j < body {
                     let mut acc = _mm256_setzero_ps();
                     for (t, &qt) in q.iter().enumerate() {
@@ -446,8 +464,33 @@ mod x86 {
                     sum += *r;
                 }
                 let inv = 1.0 / sum;
-                // Weighted values, one output depth at a time along the keys.
-                for e in 0..dv {
+                // Weighted values, 8 output depths at a time: each block of
+                // 8 probabilities is loaded once and feeds 8 independent sums
+                // (a fixed count, so that they stay in registers).
+                let dv8 = dv / 8 * 8;
+                for e0 in (0..dv8).step_by(8) {
+                    let mut a = [_mm256_setzero_ps(); 8];
+                    let mut j = 0;
+                    while j < body {
+                        let p = _mm256_loadu_ps(rp.add(j));
+                        for (u, a) in a.iter_mut().enumerate() {
+                            // e0 + u < dv and j + 8 <= body <= n: in row e0 + u of vt.
+                            let v = _mm256_loadu_ps(vt.as_ptr().add((e0 + u) * n + j));
+                            *a = _mm256_fmadd_ps(p, v, *a);
+                        }
+                        j += 8;
+                    }
+                    for (u, a) in a.iter().enumerate() {
+                        let e = e0 + u;
+                        let mut acc = hsum(*a);
+                        for jj in body..n {
+                            acc += row[jj] * vt[e * n + jj];
+                        }
+                        out[i * dv + e] = acc * inv;
+                    }
+                }
+                // The remaining depths one at a time, two sums along the keys.
+                for e in dv8..dv {
                     let vrow = vt.as_ptr().add(e * n);
                     let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
                     let mut j = 0;

@@ -40,9 +40,23 @@ impl Op for QConv {
     }
     fn info(&self) -> TractResult<Vec<String>> {
         let p = &self.plan;
+        let io = |f32: bool, table: bool| match (f32, table) {
+            (true, true) => "f32 + table",
+            (true, false) => "f32",
+            (false, true) => "u8 + table",
+            (false, false) => "u8",
+        };
         Ok(vec![format!(
-            "int8 {}x{}: {} -> {} channels ({} groups), {}x{}",
-            p.k, p.k, p.cin, p.cout, p.groups, p.h, p.w
+            "int8 {}x{}: {} -> {} channels ({} groups), {}x{}, {} in, {} out",
+            p.k,
+            p.k,
+            p.cin,
+            p.cout,
+            p.groups,
+            p.h,
+            p.w,
+            io(p.quantize_input.is_some(), p.lut_in.is_some()),
+            io(p.dequantize_output.is_some(), p.out_table),
         )])
     }
     op_as_typed_op!();

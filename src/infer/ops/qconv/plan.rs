@@ -36,6 +36,8 @@ pub struct Plan {
     /// lookup replaces the table, the dequantisation and a float-to-int
     /// conversion per value.
     pub(crate) out_f32: [f32; 256],
+    /// Whether `out_u8` is a table rather than the identity.
+    pub(crate) out_table: bool,
     /// Weights `[cout/4][k*k][cin/4][4 out][4 in]`, zero-padded.
     pub(crate) weights: Vec<i8>,
     /// Sum of each output channel's weights (for the zero-point term).
@@ -123,6 +125,7 @@ impl Plan {
             lut_in: None,
             out_u8: [0; 256],
             out_f32: [0.0; 256],
+            out_table: false,
             weights,
             wsum,
             bias: bias.map(<[i32]>::to_vec).unwrap_or_else(|| vec![0; cout]),
@@ -163,6 +166,7 @@ impl Plan {
         Plan {
             quantize_input,
             lut_in,
+            out_table: out_u8.iter().enumerate().any(|(q, &v)| v as usize != q),
             out_u8,
             out_f32,
             dequantize_output,
@@ -257,40 +261,46 @@ impl Plan {
         padded[(pad + w) * 4..].fill(zp);
         for x0 in (0..w).step_by(CHUNK) {
             let n = CHUNK.min(w - x0);
-            // One chunk of each of 4 channels, then interleaved: both
-            // loops vectorise (the strided byte stores of a direct loop did not).
-            let mut tmp = [[0u8; 4]; CHUNK];
-            for q in 0..4 {
-                let mut line = [0u8; CHUNK];
+            // One chunk of each of 4 channels, then the 4 bytes of each
+            // pixel as one little-endian u32: both loops vectorise (byte
+            // stores at a stride of 4 do not).
+            let mut lines = [[0u8; CHUNK]; 4];
+            for (q, line) in lines.iter_mut().enumerate() {
                 let line = &mut line[..n];
                 let c = c4 * 4 + q;
                 if c >= self.cin {
                     // Padding channel (zero weights): any value will do.
                     line.fill(self.x_zp as u8);
-                } else {
-                    let src = (c * self.h + y) * w + x0;
-                    match (x, self.quantize_input) {
-                        (Input::F32(x), Some((inv, zp))) => {
-                            for (d, &v) in line.iter_mut().zip(&x[src..src + n]) {
-                                // Not `clamp`, which keeps NaN: here NaN
-                                // becomes the lowest level, as with `as u8`.
-                                #[allow(clippy::manual_clamp)]
-                                let v = (v * inv).max(-1024.0).min(1024.0);
-                                *d = (round_even_i32(v) + zp).clamp(0, 255) as u8;
-                            }
-                        }
-                        (Input::U8(x), _) => line.copy_from_slice(&x[src..src + n]),
-                        (Input::F32(_), None) => unreachable!("f32 input without quantisation"),
-                    }
-                    if let Some(t) = &self.lut_in {
-                        line.iter_mut().for_each(|v| *v = t[*v as usize]);
-                    }
+                    continue;
                 }
-                for (t, &v) in tmp.iter_mut().zip(line.iter()) {
-                    t[q] = v ^ flip;
+                let src = (c * self.h + y) * w + x0;
+                match (x, self.quantize_input) {
+                    (Input::F32(x), Some((inv, zp))) => {
+                        for (d, &v) in line.iter_mut().zip(&x[src..src + n]) {
+                            // Not `clamp`, which keeps NaN: here NaN
+                            // becomes the lowest level, as with `as u8`.
+                            #[allow(clippy::manual_clamp)]
+                            let v = (v * inv).max(-1024.0).min(1024.0);
+                            *d = (round_even_i32(v) + zp).clamp(0, 255) as u8;
+                        }
+                    }
+                    (Input::U8(x), _) => line.copy_from_slice(&x[src..src + n]),
+                    (Input::F32(_), None) => unreachable!("f32 input without quantisation"),
+                }
+                if let Some(t) = &self.lut_in {
+                    line.iter_mut().for_each(|v| *v = t[*v as usize]);
                 }
             }
-            padded[(pad + x0) * 4..(pad + x0 + n) * 4].copy_from_slice(tmp[..n].as_flattened());
+            let flip4 = u32::from_ne_bytes([flip; 4]);
+            let mut px = [0u32; CHUNK];
+            for (j, p) in px.iter_mut().enumerate() {
+                *p = u32::from_le_bytes([lines[0][j], lines[1][j], lines[2][j], lines[3][j]])
+                    ^ flip4;
+            }
+            let dst = &mut padded[(pad + x0) * 4..(pad + x0 + n) * 4];
+            for (d, p) in dst.chunks_exact_mut(4).zip(&px) {
+                d.copy_from_slice(&p.to_le_bytes());
+            }
         }
     }
 
@@ -377,26 +387,50 @@ impl Plan {
                 // `round_ties_even(acc * m) + y_zp`, clamped to u8: a
                 // fixed-size loop the compiler vectorises. Values beyond
                 // +-1024 clamp to 0 or 255 either way.
-                let mut q = [0u8; PX];
-                for (q, &a) in q.iter_mut().zip(&acc[r * PX..(r + 1) * PX]) {
+                let requant = |a: i32| {
                     let v = ((a + corr) as f32 * m).clamp(-1024.0, 1024.0);
-                    *q = (round_even_i32(v) + yzp).clamp(0, 255) as u8;
-                }
+                    (round_even_i32(v) + yzp).clamp(0, 255)
+                };
+                let accs = &acc[r * PX..(r + 1) * PX];
                 let at = (o * self.h + y) * self.w + x0;
-                if self.dequantize_output.is_some() {
-                    // SAFETY: `at + n` is inside the `cout * h * w` values
-                    // of `out`, and only this block writes channel `o`, row `y`.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(at), n) };
-                    for (d, &q) in dst.iter_mut().zip(&q) {
-                        *d = self.out_f32[q as usize];
+                match self.dequantize_output {
+                    Some((dzp, scale)) if !self.out_table => {
+                        // No table: the dequantisation in the same
+                        // vectorised loop (`(q - zp) * scale`, exact as
+                        // `out_f32[q]` is).
+                        let mut f = [0f32; PX];
+                        for (f, &a) in f.iter_mut().zip(accs) {
+                            *f = (requant(a) - dzp) as f32 * scale;
+                        }
+                        // SAFETY: `at + n` is inside the `cout * h * w`
+                        // values of `out`, and only this block writes
+                        // channel `o`, row `y`.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(at), n) };
+                        dst.copy_from_slice(&f[..n]);
                     }
-                } else {
-                    // SAFETY: as above, in the u8 output.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut((out.ptr() as *mut u8).add(at), n)
-                    };
-                    for (d, &q) in dst.iter_mut().zip(&q) {
-                        *d = self.out_u8[q as usize];
+                    Some(_) => {
+                        let mut q = [0u8; PX];
+                        for (q, &a) in q.iter_mut().zip(accs) {
+                            *q = requant(a) as u8;
+                        }
+                        // SAFETY: as above.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(at), n) };
+                        for (d, &q) in dst.iter_mut().zip(&q) {
+                            *d = self.out_f32[q as usize];
+                        }
+                    }
+                    None => {
+                        let mut q = [0u8; PX];
+                        for (q, &a) in q.iter_mut().zip(accs) {
+                            *q = requant(a) as u8;
+                        }
+                        // SAFETY: as above, in the u8 output.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut((out.ptr() as *mut u8).add(at), n)
+                        };
+                        for (d, &q) in dst.iter_mut().zip(&q) {
+                            *d = self.out_u8[q as usize];
+                        }
                     }
                 }
             }
