@@ -133,6 +133,50 @@ def bench_lgms(
     return inf, report
 
 
+def check_goals(med, f32: str, int8: str, threads: list[int]) -> list[dict]:
+    """The real-time goals, each as a ratio of two medians of this run.
+
+    ``med(runtime, model, threads)`` returns a median in ms or None; a goal
+    whose medians are missing (thread count or runtime not run) is left out.
+    """
+    goals = []
+
+    def goal(name: str, num, den, op: str, limit: float):
+        if num and den:
+            value = num / den
+            met = value <= limit if op == "<=" else value >= limit
+            goals.append({"goal": name, "value": round(value, 3), "op": op, "limit": limit, "met": met})
+
+    ours = "lgms-edge (tract)"
+    if int8:
+        goal(
+            "int8 vs ONNX Runtime f32, 2 threads",
+            med(ours, int8, 2),
+            med("onnxruntime", f32, 2),
+            "<=",
+            0.5,
+        )
+        goal(
+            "int8 vs ONNX Runtime int8, 2 threads", med(ours, int8, 2), med("onnxruntime", int8, 2), "<=", 0.6
+        )
+        goal(
+            "int8 gain from the second thread (1 / 2 threads)",
+            med(ours, int8, 1),
+            med(ours, int8, 2),
+            ">=",
+            1.7,
+        )
+    for t in threads:
+        goal(
+            f"f32 vs ONNX Runtime f32, {t} thread(s)",
+            med(ours, f32, t),
+            med("onnxruntime", f32, t),
+            "<=",
+            1.0,
+        )
+    return goals
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--f32", default=DEFAULT_F32)
@@ -147,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--int8-runs", type=int, default=3, help="int8 through tract is slow; fewer runs")
+    ap.add_argument("--int8-runs", type=int, default=None, help="runs of the int8 model (default: --runs)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument(
         "--stock", action="store_true", help="also time lgms-edge with tract's stock graph (no lgms ops)"
@@ -178,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for t in threads:
         print(f"threads = {t}", flush=True)
-        models = [(a.f32, a.runs)] + ([(a.int8, a.int8_runs)] if a.int8 else [])
+        int8_runs = a.int8_runs if a.int8_runs is not None else a.runs
+        models = [(a.f32, a.runs)] + ([(a.int8, int8_runs)] if a.int8 else [])
         for m, runs in models:
             inf, _ = bench_lgms(a.bin, m, t, runs, 1 if runs < 5 else a.warmup, [])
             row("lgms-edge (tract)", m, t, float(inf["p50_ms"]))
@@ -219,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
                     {"model": "int8/f32", "threads": t, "peer": "lgms-edge f32", "ratio": round(i8 / f32, 3)}
                 )
                 print(f"  lgms-edge int8 / lgms-edge f32            threads {t}: {i8 / f32:6.2f}x")
+    goals = check_goals(med, a.f32, a.int8, threads)
+    if goals:
+        print("\nreal-time goals (this machine, this run):")
+        for g in goals:
+            verdict = "met" if g["met"] else "MISSED"
+            print(f"  {g['goal']:<58} {g['value']:6.2f}x (goal {g['op']} {g['limit']}x): {verdict}")
     if a.json:
         os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
         import platform
@@ -233,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                     "onnxruntime": onnxruntime.__version__,
                     "rows": rows,
                     "ratios": ratios,
+                    "goals": goals,
                 },
                 f,
                 indent=1,

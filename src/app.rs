@@ -23,12 +23,26 @@ use crate::{Error, Result};
 /// `LimitRTPRIO=40` allows up to 40).
 pub const REALTIME_PRIORITY: i32 = 20;
 
-/// The model the demo runs: the trained phantom model when present, else
-/// the seeded random-weight export.
-pub const BUNDLED_MODELS: [&str; 2] = [
+/// The models the demo can run, best first: the trained phantom model in
+/// int8 (with its passing accuracy record), the same in f32, and the
+/// seeded random-weight export. [`demo_model`] picks one.
+pub const BUNDLED_MODELS: [&str; 3] = [
+    "models/lgmsnet-phantom-us.int8.onnx",
     "models/lgmsnet-phantom-us.f32.onnx",
     "models/lgmsnet-random.f32.onnx",
 ];
+
+/// The first bundled model present that this CPU runs well: the int8 one
+/// only where lgms-edge has a SIMD int8 conv for it (elsewhere tract's own
+/// int8 path is several times slower than f32).
+pub fn demo_model() -> Option<&'static str> {
+    let int8_fast = crate::kernels::native().is_some_and(|k| k.qconv().name() != "scalar");
+    BUNDLED_MODELS
+        .iter()
+        .copied()
+        .filter(|p| int8_fast || !p.contains(".int8."))
+        .find(|p| std::path::Path::new(p).is_file())
+}
 
 /// One segmenter per inference worker.
 pub type Workers = Vec<Box<dyn Segmenter>>;
@@ -316,4 +330,36 @@ pub fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Res
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::invalid_from(format!("JSON for {path:?}"), "cannot be written", e))?;
     std::fs::write(path, text).map_err(|e| Error::io(format!("writing {path:?}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo runs the gated int8 model wherever lgms-edge has an int8
+    /// SIMD conv, and the f32 one elsewhere (tests run from the crate root).
+    #[test]
+    fn the_demo_runs_the_bundled_int8_model_where_it_is_fast() {
+        let fast = crate::kernels::native().is_some_and(|k| k.qconv().name() != "scalar");
+        let want = if fast {
+            "models/lgmsnet-phantom-us.int8.onnx"
+        } else {
+            "models/lgmsnet-phantom-us.f32.onnx"
+        };
+        assert_eq!(demo_model(), Some(want));
+        if fast {
+            let path = std::path::Path::new(want);
+            let meta = crate::infer::model::read_metadata(path).expect("bundled model metadata");
+            let record = crate::infer::gate::GateRecord::from_metadata(
+                path,
+                meta.entries(),
+                crate::infer::model::Precision::Int8,
+            )
+            .expect("a well-formed accuracy record");
+            assert!(
+                record.is_some_and(|r| r.trusted()),
+                "the bundled int8 model has no passing accuracy record"
+            );
+        }
+    }
 }

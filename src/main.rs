@@ -105,9 +105,9 @@ struct DemoArgs {
     /// Inference workers (each a thread with its own model state).
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Oldest mask still drawn, in ms. One f32 inference takes 0.7-0.9 s on
-    /// a 2-core x86 dev box, so the demo allows older masks than a cart (150).
-    #[arg(long, default_value_t = 1500)]
+    /// Oldest mask still drawn, in ms (a cart's setting: older masks are
+    /// not drawn, so that a mask never lags visibly behind the picture).
+    #[arg(long, default_value_t = 150)]
     max_mask_age_ms: u64,
     /// Pixel spacing for the lesion measurements: the depth in mm that the
     /// frame's height shows (default: uncalibrated, no mm figures).
@@ -301,16 +301,12 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let model = match a.model {
         Some(m) => m,
-        None => app::BUNDLED_MODELS
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .with_context(|| {
-                format!(
-                    "no bundled model found ({}); fix: run from the repository root, or pass --model",
-                    app::BUNDLED_MODELS.join(", ")
-                )
-            })?,
+        None => app::demo_model().map(PathBuf::from).with_context(|| {
+            format!(
+                "no bundled model found ({}); fix: run from the repository root, or pass --model",
+                app::BUNDLED_MODELS.join(", ")
+            )
+        })?,
     };
     let stats = a.out.join("stats.json");
     let mut raw = RawConfig::new(&model);

@@ -316,6 +316,7 @@ pub fn run(
         frames_with_mask: comp.with_mask,
         frames_mask_stale: comp.stale,
         frames_no_mask: comp.no_mask,
+        mask_coverage: comp.with_mask as f64 / comp.frames_out.max(1) as f64,
         stages: Report::stage_reports(&rec),
     };
     if let Some(e) = lock(&shared.fatal).take() {

@@ -238,6 +238,8 @@ pub struct Report {
     pub frames_mask_stale: u64,
     /// Output frames with no mask at all yet.
     pub frames_no_mask: u64,
+    /// Share of the output frames that carried a mask (0 to 1).
+    pub mask_coverage: f64,
     /// Per-stage latency.
     pub stages: Vec<StageReport>,
 }
@@ -283,8 +285,11 @@ impl Report {
         let _ = writeln!(s, "model load: {:.2} s (before the run)", self.load_s);
         let _ = writeln!(
             s,
-            "overlay: {} frames with mask, {} paused (mask too old), {} before first mask",
-            self.frames_with_mask, self.frames_mask_stale, self.frames_no_mask
+            "overlay: {} frames with mask ({:.1} % coverage), {} paused (mask too old), {} before first mask",
+            self.frames_with_mask,
+            100.0 * self.mask_coverage,
+            self.frames_mask_stale,
+            self.frames_no_mask
         );
         let _ = writeln!(
             s,

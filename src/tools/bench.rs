@@ -154,6 +154,7 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
         frames_with_mask: done,
         frames_mask_stale: 0,
         frames_no_mask: 0,
+        mask_coverage: 1.0,
         stages: Report::stage_reports(&rec),
     };
     Ok(BenchResult { report, profile })
