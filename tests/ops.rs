@@ -331,6 +331,57 @@ fn check_qconv(
     );
 }
 
+/// Element-wise f32 ops after a quantised conv (an activation, a max with a
+/// scalar) fold into the conv's output table: gone from the graph, same
+/// values as tract's own ops.
+#[test]
+fn activations_after_a_quantised_conv_fold_into_it() {
+    use tract_onnx::tract_core::ops::{math, nn};
+    let (i, o, k, h, w) = (8, 12, 3, 9, 21);
+    let mut stock = graphs::qconv(i, o, k, h, w, 1, 63, true, 5).unwrap();
+    let y = stock.output_outlets().unwrap()[0];
+    let y = stock.wire_node("silu", nn::silu::silu(), &[y]).unwrap()[0];
+    let floor = stock.add_const("floor", tensor4(&[[[[-0.1f32]]]])).unwrap();
+    let y = stock.wire_node("max", math::max(), &[y, floor]).unwrap();
+    stock.select_output_outlets(&y).unwrap();
+    let mut ours = stock.clone();
+    let replaced = ops::substitute(&mut ours).unwrap().qconv;
+    if !has_int8_simd() {
+        assert_eq!(replaced, 0);
+        return;
+    }
+    assert_eq!(replaced, 1);
+    let names: Vec<String> = ours
+        .nodes()
+        .iter()
+        .map(|n| n.op.name().to_string())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n == "Silu" || n == "Max"),
+        "activations left in the graph: {names:?}"
+    );
+    let x = random(&[1, i, h, w], 12, 3.0);
+    let (want, got) = (run(&stock, std::slice::from_ref(&x)), run(&ours, &[x]));
+    // Equal wherever the requantised level is (the rare rounding tie
+    // differs by one level: 0.05 before the SiLU, whose slope is below 1.1).
+    let off = want.iter().zip(&got).filter(|(a, b)| a != b).count();
+    assert!(
+        max_abs_diff(&want, &got) <= 0.055,
+        "{}",
+        max_abs_diff(&want, &got)
+    );
+    assert!(
+        off * 1000 <= want.len(),
+        "{off} of {} values differ",
+        want.len()
+    );
+    assert!(
+        got.iter().all(|&v| v >= -0.1),
+        "the max with -0.1 was not applied"
+    );
+    assert!(got.iter().any(|&v| v == -0.1) && got.iter().any(|&v| v > 1.0));
+}
+
 #[test]
 fn quantised_convs_are_replaced_and_match_tract_int8() {
     // 3x3 and 1x1; channel counts that are not multiples of 4; widths that

@@ -127,6 +127,88 @@ fn conv_geometry(
     }
 }
 
+/// Whether node `id` is an element-wise f32 op of `prev`'s output alone
+/// (or with a one-value constant), with an output of the same shape: then
+/// its value at each element depends on that element only, and evaluating
+/// it on the 256 levels of a quantised input gives every value it can
+/// produce.
+fn is_pointwise_f32(model: &TypedModel, id: usize, prev: usize) -> bool {
+    use tract_onnx::tract_core::ops::binary::TypedBinOp;
+    let node = model.node(id);
+    let prev_out = OutletId::new(prev, 0);
+    let (Ok(input), Ok(output)) = (
+        model.outlet_fact(prev_out),
+        model.outlet_fact(OutletId::new(id, 0)),
+    ) else {
+        return false;
+    };
+    if input.datum_type != f32::datum_type()
+        || output.datum_type != f32::datum_type()
+        || input.shape != output.shape
+        || node.outputs.len() != 1
+    {
+        return false;
+    }
+    let scalar_const = |o: &OutletId| {
+        model
+            .outlet_fact(*o)
+            .ok()
+            .and_then(|f| f.konst.clone())
+            .is_some_and(|k| k.len() == 1 && k.datum_type() == f32::datum_type())
+    };
+    if node.op_is::<ElementWiseOp>() {
+        node.inputs.as_slice() == [prev_out]
+    } else if node.op_is::<TypedBinOp>() {
+        node.inputs.len() == 2
+            && node.inputs.iter().filter(|&&o| o == prev_out).count() == 1
+            && node
+                .inputs
+                .iter()
+                .all(|o| *o == prev_out || scalar_const(o))
+    } else {
+        false
+    }
+}
+
+/// `table` (the dequantised levels) through the element-wise ops of
+/// `chain` (`(node, its input's node)`, in order), evaluated by tract
+/// itself: the values its own plan computes for those levels.
+fn fold_pointwise(
+    model: &TypedModel,
+    chain: &[(usize, usize)],
+    table: &[f32; 256],
+) -> Option<[f32; 256]> {
+    let mut values = Tensor::from_shape(&[256], table).ok()?;
+    for &(id, prev) in chain {
+        let node = model.node(id);
+        let prev_out = OutletId::new(prev, 0);
+        let rank = model.outlet_fact(prev_out).ok()?.rank();
+        // The levels along the last axis, so that a constant of any rank
+        // broadcasts against them.
+        let mut shape = vec![1usize; rank.max(1)];
+        *shape.last_mut()? = 256;
+        let levels = values.into_shape(&shape).ok()?;
+        let inputs: TVec<TValue> = node
+            .inputs
+            .iter()
+            .map(|o| {
+                if *o == prev_out {
+                    Some(levels.clone().into_tvalue())
+                } else {
+                    Some(model.outlet_fact(*o).ok()?.konst.clone()?.into_tvalue())
+                }
+            })
+            .collect::<Option<_>>()?;
+        let out = node.op.eval_out_of_plan(inputs).ok()??;
+        values = out.into_iter().next()?.into_tensor();
+        if values.len() != 256 || values.datum_type() != f32::datum_type() {
+            return None;
+        }
+    }
+    let view = values.try_as_plain_ram().ok()?;
+    view.as_slice::<f32>().ok()?.try_into().ok()
+}
+
 struct Found {
     plan: Plan,
     /// The operator's input (f32 before a fused QuantizeLinear, or u8).
@@ -179,6 +261,18 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
             last = s;
         }
     }
+    // Element-wise f32 ops after the dequantisation (an activation, a max
+    // with a scalar): folded into the output table. (node, its input's node)
+    let mut pointwise = Vec::new();
+    if dequantize_output.is_some() {
+        while let Some(s) = single_successor(model, last) {
+            if !is_pointwise_f32(model, s, last) {
+                break;
+            }
+            pointwise.push((s, last));
+            last = s;
+        }
+    }
     let out_fact = model.outlet_fact(OutletId::new(last, 0)).ok()?;
     let out_shape: TVec<usize> = out_fact.shape.as_concrete()?.into();
     let out_dt = if dequantize_output.is_some() {
@@ -222,13 +316,18 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
         y0,
     )
     .ok()?;
+    let mut plan = plan.with_io(
+        quantize_input,
+        lut_in,
+        lut_out.as_deref(),
+        dequantize_output,
+    );
+    if !pointwise.is_empty() {
+        let table = fold_pointwise(model, &pointwise, &plan.out_f32)?;
+        plan = plan.with_f32_table(table);
+    }
     Some(Found {
-        plan: plan.with_io(
-            quantize_input,
-            lut_in,
-            lut_out.as_deref(),
-            dequantize_output,
-        ),
+        plan,
         x,
         last,
         out_shape,

@@ -24,7 +24,11 @@
 //!   minus 128 so that both operands are signed);
 //! - requantises exactly as ONNX says (`round_ties_even(acc * x_scale *
 //!   w_scale / y_scale) + y_zero_point`, clamped to u8) and dequantises in
-//!   the same pass, straight into the f32 output.
+//!   the same pass, straight into the f32 output;
+//! - folds what follows into that pass: a requantised value has only 256
+//!   levels, so tract's u8 table after the conv, the dequantisation, and
+//!   element-wise f32 ops after it (SiLU, GELU, a max with a scalar) become
+//!   one 256-entry table, whose f32 entries tract's own ops compute at load.
 //!
 //! `vpmaddubsw` adds two u8 x i8 products into one i16 lane, saturating:
 //! exact only when `|w0| + |w1| <= 128` for each pair of adjacent input
@@ -39,8 +43,9 @@
 //! whose input comes from a `QuantizeLinearU8` and whose only consumer is a
 //! `DequantizeLinearF32`. tract's declutter folds `DequantizeLinear -> SiLU
 //! -> QuantizeLinear` and the like into a u8 `LookupTable`; one such table
-//! on either side is applied inside the operator. Anything else stays with
-//! tract.
+//! on either side is applied inside the operator, as is a chain of
+//! element-wise f32 ops after the `DequantizeLinearF32`. Anything else
+//! stays with tract.
 //!
 //! The parts: [`Plan`] (the weights and geometry prepared at load, and the
 //! run), [`QConv`] (the tract operator), [`replace_all`] (the graph

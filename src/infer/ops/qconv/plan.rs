@@ -36,7 +36,9 @@ pub struct Plan {
     /// lookup replaces the table, the dequantisation and a float-to-int
     /// conversion per value.
     pub(crate) out_f32: [f32; 256],
-    /// Whether `out_u8` is a table rather than the identity.
+    /// Whether the output goes through a table (`out_u8` for a u8 output,
+    /// `out_f32` for f32) instead of plain requantisation (and
+    /// dequantisation).
     pub(crate) out_table: bool,
     /// Weights `[cout/4][k*k][cin/4][4 out][4 in]`, zero-padded.
     pub(crate) weights: Vec<i8>,
@@ -170,6 +172,16 @@ impl Plan {
             out_u8,
             out_f32,
             dequantize_output,
+            ..self
+        }
+    }
+
+    /// The same conv with `table[q]` as the f32 output of level `q` (the
+    /// dequantised level through element-wise ops folded into the conv).
+    pub(crate) fn with_f32_table(self, table: [f32; 256]) -> Plan {
+        Plan {
+            out_f32: table,
+            out_table: true,
             ..self
         }
     }
