@@ -418,7 +418,12 @@ impl Plan {
                         // values of `out`, and only this block writes
                         // channel `o`, row `y`.
                         let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(at), n) };
-                        dst.copy_from_slice(&f[..n]);
+                        // A whole segment as one fixed-size copy (inlined,
+                        // where a copy of n values is a memcpy call).
+                        match <&mut [f32; PX]>::try_from(&mut *dst) {
+                            Ok(whole) => *whole = f,
+                            Err(_) => dst.copy_from_slice(&f[..n]),
+                        }
                     }
                     Some(_) => {
                         let mut q = [0u8; PX];
