@@ -331,6 +331,43 @@ fn check_qconv(
     );
 }
 
+/// tract's 2x2 stride-2 max pooling, replaced, gives tract's values
+/// exactly, odd sizes (floor) included; other poolings stay tract's.
+#[test]
+fn max_pooling_2x2_is_replaced_and_matches_stock() {
+    use tract_onnx::tract_core::ops::cnn::{MaxPool, PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::nn::DataFormat;
+    let pool = |c: usize, k: usize, s: usize| MaxPool {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![k, k],
+            padding: PaddingSpec::Valid,
+            dilations: None,
+            strides: Some(tvec![s, s]),
+            input_channels: c,
+            output_channels: c,
+        },
+        with_index_outputs: None,
+    };
+    for (c, h, w, k, s, expect) in [
+        (16, 64, 64, 2, 2, 1),
+        (3, 9, 13, 2, 2, 1),
+        (4, 10, 10, 3, 2, 0),
+        (4, 10, 10, 2, 1, 0),
+    ] {
+        let mut stock = TypedModel::default();
+        let x = stock.add_source("x", f32::fact([1, c, h, w])).unwrap();
+        let y = stock.wire_node("pool", pool(c, k, s), &[x]).unwrap();
+        stock.select_output_outlets(&y).unwrap();
+        let mut ours = stock.clone();
+        let subs = ops::substitute(&mut ours).unwrap();
+        assert_eq!(subs.maxpool, expect, "{c}x{h}x{w} k{k} s{s}");
+        let x = random(&[1, c, h, w], 21, 5.0);
+        let (want, got) = (run(&stock, std::slice::from_ref(&x)), run(&ours, &[x]));
+        assert_eq!(want, got, "{c}x{h}x{w} k{k} s{s}");
+    }
+}
+
 /// Element-wise f32 ops after a quantised conv (an activation, a max with a
 /// scalar) fold into the conv's output table: gone from the graph, same
 /// values as tract's own ops.
@@ -554,6 +591,7 @@ fn bundled_model_with_our_ops_matches_stock_graph() {
             upsample: 4,
             conv1x1: 8,
             qconv: 0,
+            maxpool: 4,
         }
     );
     let diff = max_abs_diff(&want, &got);

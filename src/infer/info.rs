@@ -146,11 +146,12 @@ impl InfoReport {
         let o = &self.lgms_ops;
         let _ = writeln!(
             s,
-            "lgms ops:     {} attention, {} upsample 2x, {} 1x1 conv, {} int8 conv ({} kernels; bench --stock runs without)",
+            "lgms ops:     {} attention, {} upsample 2x, {} 1x1 conv, {} int8 conv, {} max pool ({} kernels; bench --stock runs without)",
             o.attention,
             o.upsample,
             o.conv1x1,
             o.qconv,
+            o.maxpool,
             if self.pixel_kernels == "scalar" { "scalar" } else { "SIMD" }
         );
         for g in &self.gates {

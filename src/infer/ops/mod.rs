@@ -13,7 +13,9 @@
 //!   decoder's full-resolution 1x1 convs), without tract's packing;
 //! - [`qconv::QConv`]: in int8 models, `QuantizeLinear -> QLinearConv ->
 //!   DequantizeLinear` as one int8 convolution (AVX2 `vpmaddubsw`, NEON
-//!   `sdot`), f32 in and out.
+//!   `sdot`), f32 in and out;
+//! - [`maxpool::MaxPool2x2`]: the encoder's 2x2 max pooling, one plane per
+//!   block on the pool (tract's runs on one thread).
 //!
 //! Each operator has scalar, AVX2 and NEON kernels (the int8 conv also
 //! AVX-VNNI, AVX-512 VNNI and NEON `sdot`), next to the operator; they run
@@ -28,6 +30,7 @@ use tract_onnx::prelude::*;
 
 pub mod attention;
 pub mod conv1x1;
+pub mod maxpool;
 pub mod qconv;
 pub mod upsample;
 pub mod wide_sum;
@@ -43,12 +46,14 @@ pub struct Substitutions {
     pub conv1x1: usize,
     /// Quantised convolutions replaced by [`qconv::QConv`].
     pub qconv: usize,
+    /// 2x2 max poolings replaced by [`maxpool::MaxPool2x2`].
+    pub maxpool: usize,
 }
 
 /// Replaces every matching subgraph of the decluttered `model` by our
 /// operators. Subgraphs that do not match exactly are left to tract.
 ///
-/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,qconv` (any subset) leaves those to
+/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,qconv,maxpool` (any subset) leaves those to
 /// tract, to time or bisect one operator at a time.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     let skip = std::env::var("LGMS_SKIP_OPS").unwrap_or_default();
@@ -73,7 +78,12 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     } else {
         0
     };
-    if attention + upsample + conv1x1 + qconv > 0 {
+    let maxpool = if on("maxpool") {
+        maxpool::replace_all(model)?
+    } else {
+        0
+    };
+    if attention + upsample + conv1x1 + qconv + maxpool > 0 {
         // Drop the nodes the patches disconnected.
         *model = model.clone().into_compact()?;
     }
@@ -82,6 +92,7 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
         upsample,
         conv1x1,
         qconv,
+        maxpool,
     })
 }
 
