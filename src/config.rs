@@ -588,7 +588,7 @@ impl RawConfig {
                 p.pixel_format.name()
             )));
         }
-        if p.pixel_format != PixelFormat::Rgb24 && p.width % 2 != 0 {
+        if p.pixel_format != PixelFormat::Rgb24 && !p.width.is_multiple_of(2) {
             return Err(bad(format!(
                 "phantom.width = {} with pixel_format = {:?}: chroma is shared by pixel pairs; fix: use an even width",
                 p.width,

@@ -251,7 +251,7 @@ pub fn encode_rgb(
 ) -> Result<()> {
     let (w, h) = (width as usize, height as usize);
     let what = || format!("{} encoding of a {width}x{height} frame", format.name());
-    if w % 2 != 0 || rgb.len() != w * h * 3 {
+    if !w.is_multiple_of(2) || rgb.len() != w * h * 3 {
         return Err(Error::invalid(
             what(),
             format!(

@@ -170,14 +170,14 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
 
 /// The bench's source: the phantom is kept apart, to render ahead.
 enum BenchSource {
-    Phantom(PhantomSource),
+    Phantom(Box<PhantomSource>),
     Other(Box<dyn FrameSource>),
 }
 
 impl BenchSource {
     fn get(&mut self) -> &mut dyn FrameSource {
         match self {
-            BenchSource::Phantom(p) => p,
+            BenchSource::Phantom(p) => p.as_mut(),
             BenchSource::Other(s) => s.as_mut(),
         }
     }
@@ -187,9 +187,9 @@ impl BenchSource {
 /// rendering (or, for a YUYV / NV12 phantom, only the conversion).
 fn unpaced_source(cfg: &Config) -> Result<BenchSource> {
     Ok(match cfg.source {
-        SourceSpec::Phantom => {
-            BenchSource::Phantom(PhantomSource::from_config(&cfg.phantom)?.paced(false))
-        }
+        SourceSpec::Phantom => BenchSource::Phantom(Box::new(
+            PhantomSource::from_config(&cfg.phantom)?.paced(false),
+        )),
         _ => BenchSource::Other(crate::source::open(cfg)?),
     })
 }

@@ -289,7 +289,7 @@ impl PhantomSource {
         let (w, h) = self.phantom.size();
         self.raw = match format {
             PixelFormat::Rgb24 => None,
-            PixelFormat::Yuyv | PixelFormat::Nv12 if w % 2 == 0 => {
+            PixelFormat::Yuyv | PixelFormat::Nv12 if w.is_multiple_of(2) => {
                 let stride = format.min_stride(w).unwrap_or(0);
                 Some(RawCamera {
                     conv: Converter::new(format, w, h, stride)?,
