@@ -12,7 +12,7 @@ export LGMS_EDGE_BIN
 # Python lint: ruff at the version requirements-dev.txt pins.
 RUFF_VERSION := $(shell sed -n 's/^ruff==//p' requirements-dev.txt)
 
-.PHONY: demo test test-rust test-python lint deps-python deps-lint deps-ci ci bench bench-peers fuzz soak help
+.PHONY: demo test test-rust test-python lint deps-python deps-lint deps-ci ci bench bench-1080p bench-peers fuzz soak help
 
 help:
 	@echo "make demo         run the pipeline on the phantom source + bundled model (writes out/)"
@@ -22,6 +22,7 @@ help:
 	@echo "make aarch64      release binary for the boards; make test-aarch64 runs the tests under qemu-user"
 	@echo "make cross-aarch64  the same through cross in a container (glibc 2.31; make cross-image first)"
 	@echo "make bench        per-stage latency on this machine (lgms-edge bench)"
+	@echo "make bench-1080p  the same with a 1920x1080 NV12 camera: conversion, preprocessing, compositing at cart size"
 	@echo "make bench-peers  the same model through lgms-edge, ONNX Runtime and PyTorch, 1 and 2 threads"
 	@echo "make fuzz         the mutation fuzzing of tests/fuzz.rs, FUZZ_SCALE (40) times the cases make test runs"
 	@echo "make soak         SOAK_FRAMES (100000) frames, resident memory must stay flat"
@@ -70,6 +71,11 @@ lint: deps-lint
 
 bench:
 	$(CARGO) run --release -- bench --config boards/x86-dev.toml
+
+# The pixel path at a cart's capture size: a 1920x1080 NV12 phantom camera
+# (capture = the conversion), the ROI's preprocessing and the compositing.
+bench-1080p:
+	$(CARGO) run --release -- bench --config boards/bench-1080p.toml --frames 30
 
 # The speed yardstick: medians and ratios, side by side in one run
 # (writes out/bench-peers.json). PEERS_ARGS e.g. "--threads 1 --runs 5".

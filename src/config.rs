@@ -319,6 +319,17 @@ pub struct PhantomConfig {
     /// Seed of the generator.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// What the phantom camera delivers: `"rgb24"` (default, the rendered
+    /// frame as is), or `"yuyv"` / `"nv12"` (BT.601 limited range, as a
+    /// capture card sends them), which the source then converts to RGB
+    /// through [`crate::source::pixfmt::Converter`], the code a V4L2
+    /// capture runs: the way to measure that conversion at a cart's size
+    /// without a capture card.
+    #[serde(
+        default = "default_phantom_format",
+        deserialize_with = "named::phantom_format"
+    )]
+    pub pixel_format: PixelFormat,
 }
 
 fn default_kind() -> PhantomKind {
@@ -336,6 +347,9 @@ fn default_fps() -> f64 {
 fn default_seed() -> u64 {
     1
 }
+fn default_phantom_format() -> PixelFormat {
+    PixelFormat::Rgb24
+}
 
 impl Default for PhantomConfig {
     fn default() -> Self {
@@ -345,6 +359,7 @@ impl Default for PhantomConfig {
             height: default_height(),
             fps: default_fps(),
             seed: default_seed(),
+            pixel_format: default_phantom_format(),
         }
     }
 }
@@ -564,6 +579,20 @@ impl RawConfig {
             return Err(bad(format!(
                 "phantom size {}x{} is out of range; fix: use 64..=4096 pixels per side",
                 p.width, p.height
+            )));
+        }
+        let raw_formats = [PixelFormat::Rgb24, PixelFormat::Yuyv, PixelFormat::Nv12];
+        if !raw_formats.contains(&p.pixel_format) {
+            return Err(bad(format!(
+                "phantom.pixel_format = {:?}; fix: use \"rgb24\", \"yuyv\" or \"nv12\"",
+                p.pixel_format.name()
+            )));
+        }
+        if p.pixel_format != PixelFormat::Rgb24 && !p.width.is_multiple_of(2) {
+            return Err(bad(format!(
+                "phantom.width = {} with pixel_format = {:?}: chroma is shared by pixel pairs; fix: use an even width",
+                p.width,
+                p.pixel_format.name()
             )));
         }
         if !(p.fps > 0.0 && p.fps <= 240.0) {
@@ -799,6 +828,10 @@ mod named {
         one_of(d, "capture.pace", false)
     }
 
+    pub(super) fn phantom_format<'de, D: Deserializer<'de>>(d: D) -> Result<PixelFormat, D::Error> {
+        one_of(d, "phantom.pixel_format", true)
+    }
+
     pub(super) fn kind<'de, D: Deserializer<'de>>(d: D) -> Result<PhantomKind, D::Error> {
         one_of(d, "phantom.kind", false)
     }
@@ -816,6 +849,30 @@ mod tests {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| Error::config("t.toml", e.to_string()))?;
         raw.validate(Path::new("t.toml"))
+    }
+
+    #[test]
+    fn phantom_pixel_format() {
+        let c = parse("[model]\npath = \"m\"").unwrap();
+        assert_eq!(c.phantom.pixel_format, PixelFormat::Rgb24);
+        let c = parse("[model]\npath = \"m\"\n[phantom]\nwidth = 1920\nheight = 1080\npixel_format = \"NV12\"")
+            .unwrap();
+        assert_eq!(c.phantom.pixel_format, PixelFormat::Nv12);
+        assert_eq!((c.phantom.width, c.phantom.height), (1920, 1080));
+        for (text, want) in [
+            (
+                "pixel_format = \"h264\"",
+                "phantom.pixel_format = \"h264\"; fix",
+            ),
+            (
+                "pixel_format = \"mjpeg\"",
+                "phantom.pixel_format = \"mjpeg\"; fix",
+            ),
+            ("pixel_format = \"yuyv\"\nwidth = 641", "use an even width"),
+        ] {
+            let e = parse(&format!("[model]\npath = \"m\"\n[phantom]\n{text}")).unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+        }
     }
 
     #[test]

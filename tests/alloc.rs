@@ -122,6 +122,19 @@ fn file_replay_and_the_phantom() {
                 .paced(false),
             ),
         ),
+        (
+            "phantom nv12 camera",
+            Box::new(
+                PhantomSource::new(
+                    Phantom::new(PhantomKind::Ultrasound, 96, 64, 1).unwrap(),
+                    30.0,
+                )
+                .unwrap()
+                .paced(false)
+                .pixel_format(PixelFormat::Nv12)
+                .unwrap(),
+            ),
+        ),
     ];
     for (name, s) in &mut sources {
         let (sw, sh) = s.size();

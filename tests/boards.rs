@@ -5,6 +5,7 @@ use std::path::Path;
 
 use lgms_edge::config::{Config, SourceSpec};
 use lgms_edge::infer::model::Precision;
+use lgms_edge::source::pixfmt::PixelFormat;
 
 fn boards() -> Vec<(String, Config)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("boards");
@@ -44,9 +45,23 @@ fn boards_suit_their_hardware() {
             // Cortex-A72: no fp16 arithmetic.
             "rpi4" => assert_eq!(c.model.precision, Precision::F32, "{name}"),
             "x86-dev" => assert_eq!(c.source, SourceSpec::Phantom, "{name}"),
+            // The pixel path at a cart's size: a 1080p phantom camera whose
+            // raw frames go through the capture conversion.
+            "bench-1080p" => {
+                assert_eq!(c.source, SourceSpec::Phantom, "{name}");
+                assert_eq!((c.phantom.width, c.phantom.height), (1920, 1080));
+                assert!(
+                    matches!(
+                        c.phantom.pixel_format,
+                        PixelFormat::Yuyv | PixelFormat::Nv12
+                    ),
+                    "{name}: {:?}",
+                    c.phantom.pixel_format
+                );
+            }
             _ => {}
         }
-        if name != "x86-dev" {
+        if !matches!(name.as_str(), "x86-dev" | "bench-1080p") {
             assert!(
                 matches!(c.source, SourceSpec::V4l2(_)),
                 "{name}: a cart captures from V4L2"

@@ -22,6 +22,7 @@ use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::Rectangle;
 
 use crate::frame::Frame;
+use crate::kernels::{self, Kernels};
 use crate::{Error, Result};
 
 // ---------------------------------------------------------------------------
@@ -249,6 +250,9 @@ pub struct RgbTarget<'a> {
     /// Bytes from one row to the next (at least `width * format.bytes`).
     stride: usize,
     format: PanelFormat,
+    /// The table whose `blend_span` does the blending: [`kernels::best`],
+    /// or another for comparing tables ([`RgbTarget::with_kernels`]).
+    kernels: &'static Kernels,
 }
 
 impl<'a> RgbTarget<'a> {
@@ -272,6 +276,7 @@ impl<'a> RgbTarget<'a> {
             height,
             stride: width as usize * 3,
             format: PanelFormat::RGB8,
+            kernels: kernels::best(),
         })
     }
 
@@ -305,7 +310,16 @@ impl<'a> RgbTarget<'a> {
             height,
             stride,
             format,
+            kernels: kernels::best(),
         })
+    }
+
+    /// Blends with `kernels` instead of the run's table, so a benchmark
+    /// times the compositor's drawing on the scalar and the native table
+    /// side by side.
+    pub fn with_kernels(mut self, kernels: &'static Kernels) -> Self {
+        self.kernels = kernels;
+        self
     }
 
     /// The pixel format of the memory.
@@ -431,10 +445,10 @@ impl BlendTarget for RgbTarget<'_> {
     ) -> Result<(), Self::Error> {
         /// Pixels converted to RGB8 at a time on other formats (on the stack).
         const CHUNK: usize = 64;
-        let f = self.format;
+        let (f, k) = (self.format, self.kernels);
         let span = self.span_mut(start.x, start.y, len);
         if f == PanelFormat::RGB8 {
-            crate::kernels::blend_span(span, rgb(color), alpha);
+            k.blend_span(span, rgb(color), alpha);
             return Ok(());
         }
         // Other layouts go through a small RGB8 buffer, so the same kernel
@@ -445,7 +459,7 @@ impl BlendTarget for RgbTarget<'_> {
             for (px, out) in chunk.chunks_exact(f.bytes).zip(buf.chunks_exact_mut(3)) {
                 out.copy_from_slice(&f.unpack(f.load(px)));
             }
-            crate::kernels::blend_span(&mut buf[..n * 3], rgb(color), alpha);
+            k.blend_span(&mut buf[..n * 3], rgb(color), alpha);
             for (px, c) in chunk.chunks_exact_mut(f.bytes).zip(buf.chunks_exact(3)) {
                 f.store(px, f.pack([c[0], c[1], c[2]]));
             }

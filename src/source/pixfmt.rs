@@ -216,6 +216,108 @@ impl Converter {
     }
 }
 
+/// BT.601 limited-range Y of one RGB pixel, in the classic 8-bit integer
+/// form (the inverse of the kernels' conversion within one code value).
+fn luma(r: i32, g: i32, b: i32) -> u8 {
+    (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16) as u8
+}
+
+/// BT.601 limited-range Cb and Cr of an RGB colour.
+fn chroma(r: i32, g: i32, b: i32) -> [u8; 2] {
+    [
+        (((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128) as u8,
+        (((112 * r - 94 * g - 18 * b + 128) >> 8) + 128) as u8,
+    ]
+}
+
+/// The mean RGB of `n` pixels whose channel sums are `sum`, rounded.
+fn mean(sum: [i32; 3], n: i32) -> [i32; 3] {
+    sum.map(|s| (s + n / 2) / n)
+}
+
+/// Encodes a packed RGB frame as a capture card sends it: YUYV or NV12,
+/// BT.601 limited range, rows without padding ([`PixelFormat::min_stride`]),
+/// each chroma sample from the mean colour of the pixels sharing it.
+///
+/// This is the camera's side, for the phantom's raw output and for tests,
+/// never the pipeline's: the pipeline only converts to RGB ([`Converter`]).
+/// `out` must hold [`PixelFormat::frame_len`] bytes and `width` be even.
+pub fn encode_rgb(
+    format: PixelFormat,
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    out: &mut [u8],
+) -> Result<()> {
+    let (w, h) = (width as usize, height as usize);
+    let what = || format!("{} encoding of a {width}x{height} frame", format.name());
+    if !w.is_multiple_of(2) || rgb.len() != w * h * 3 {
+        return Err(Error::invalid(
+            what(),
+            format!(
+                "{} RGB bytes; fix: pass an even width and a {width}x{height}x3 buffer",
+                rgb.len()
+            ),
+        ));
+    }
+    let need = format
+        .min_stride(width)
+        .and_then(|s| format.frame_len(s, height));
+    let need = match (format, need) {
+        (PixelFormat::Yuyv | PixelFormat::Nv12, Some(n)) => n,
+        _ => {
+            return Err(Error::invalid(
+                what(),
+                "not an encodable format; fix: use yuyv or nv12",
+            ))
+        }
+    };
+    if out.len() != need {
+        return Err(Error::invalid(
+            what(),
+            format!("output holds {} bytes, needs {need}", out.len()),
+        ));
+    }
+    let px = |x: usize, y: usize| {
+        let i = (y * w + x) * 3;
+        [rgb[i], rgb[i + 1], rgb[i + 2]].map(i32::from)
+    };
+    match format {
+        PixelFormat::Yuyv => {
+            for (y, line) in out.chunks_exact_mut(w * 2).enumerate() {
+                for (c, o) in line.chunks_exact_mut(4).enumerate() {
+                    let (a, b) = (px(2 * c, y), px(2 * c + 1, y));
+                    let [r, g, bl] = mean([a[0] + b[0], a[1] + b[1], a[2] + b[2]], 2);
+                    let [cb, cr] = chroma(r, g, bl);
+                    o.copy_from_slice(&[luma(a[0], a[1], a[2]), cb, luma(b[0], b[1], b[2]), cr]);
+                }
+            }
+        }
+        _ => {
+            let (yp, uv) = out.split_at_mut(w * h);
+            for (i, o) in yp.iter_mut().enumerate() {
+                let [r, g, b] = px(i % w, i / w);
+                *o = luma(r, g, b);
+            }
+            for (cy, line) in uv.chunks_exact_mut(w).enumerate() {
+                for (cx, o) in line.chunks_exact_mut(2).enumerate() {
+                    let (mut sum, mut n) = ([0i32; 3], 0);
+                    for y in (2 * cy)..(2 * cy + 2).min(h) {
+                        for x in [2 * cx, 2 * cx + 1] {
+                            let p = px(x, y);
+                            (0..3).for_each(|k| sum[k] += p[k]);
+                            n += 1;
+                        }
+                    }
+                    let [r, g, b] = mean(sum, n);
+                    o.copy_from_slice(&chroma(r, g, b));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Decodes a JPEG (an MJPEG buffer or an image file, named `what` in
 /// errors) into `dst`, which must already have the expected size; a JPEG
 /// of another size is an error, found before any pixel is decoded.

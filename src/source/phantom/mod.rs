@@ -34,6 +34,7 @@ use std::time::Instant;
 use crate::config::PhantomConfig;
 use crate::frame::{Frame, Mask, Rect};
 use crate::source::pacing::Pacer;
+use crate::source::pixfmt::{encode_rgb, Converter, PixelFormat};
 use crate::source::FrameSource;
 use crate::{Error, Result};
 
@@ -232,6 +233,21 @@ pub struct PhantomSource {
     delivered: u64,
     next_slot: u64,
     mask: Mask,
+    raw: Option<RawCamera>,
+}
+
+/// The phantom as a camera that sends YUYV or NV12: each frame is rendered,
+/// encoded (the camera's work), then converted back by the [`Converter`] a
+/// V4L2 capture of that format runs. Buffers are sized once.
+struct RawCamera {
+    conv: Converter,
+    /// The rendered frame, before encoding.
+    rendered: Frame,
+    /// The encoded frame, as a driver's buffer would hold it.
+    data: Vec<u8>,
+    /// Slot and capture time of a frame rendered and encoded ahead
+    /// ([`PhantomSource::render_ahead`]), not yet converted.
+    ahead: Option<(u64, Instant)>,
 }
 
 impl PhantomSource {
@@ -252,6 +268,7 @@ impl PhantomSource {
             delivered: 0,
             next_slot: 0,
             mask: Mask::new(Rect::full(w, h)),
+            raw: None,
         })
     }
 
@@ -260,7 +277,78 @@ impl PhantomSource {
         PhantomSource::new(
             Phantom::new(cfg.kind, cfg.width, cfg.height, cfg.seed)?,
             cfg.fps,
-        )
+        )?
+        .pixel_format(cfg.pixel_format)
+    }
+
+    /// What the phantom camera sends: [`PixelFormat::Rgb24`] (the rendered
+    /// frame as is), or YUYV / NV12, converted to RGB in
+    /// [`FrameSource::next_frame`] by the capture path's [`Converter`].
+    /// Other formats, and an odd width for YUYV / NV12, are errors.
+    pub fn pixel_format(mut self, format: PixelFormat) -> Result<Self> {
+        let (w, h) = self.phantom.size();
+        self.raw = match format {
+            PixelFormat::Rgb24 => None,
+            PixelFormat::Yuyv | PixelFormat::Nv12 if w.is_multiple_of(2) => {
+                let stride = format.min_stride(w).unwrap_or(0);
+                Some(RawCamera {
+                    conv: Converter::new(format, w, h, stride)?,
+                    rendered: Frame::new(w, h),
+                    data: vec![0; format.frame_len(stride, h).unwrap_or(0)],
+                    ahead: None,
+                })
+            }
+            _ => {
+                return Err(Error::invalid(
+                    format!("phantom pixel format {} at {w}x{h}", format.name()),
+                    "fix: use rgb24, or yuyv / nv12 with an even width",
+                ))
+            }
+        };
+        Ok(self)
+    }
+
+    /// With a YUYV or NV12 camera, renders and encodes the next frame now,
+    /// so that the following [`FrameSource::next_frame`] only converts it,
+    /// as a V4L2 capture converts a buffer the driver has filled: `lgms-edge
+    /// bench` then times the conversion alone as capture. A no-op for RGB.
+    pub fn render_ahead(&mut self) -> Result<()> {
+        if self.limit.is_some_and(|l| self.delivered >= l) {
+            return Ok(());
+        }
+        if self.raw.as_ref().is_some_and(|r| r.ahead.is_none()) {
+            let next = self.render_raw()?;
+            if let Some(raw) = &mut self.raw {
+                raw.ahead = Some(next);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the next slot (when paced); returns it and its capture time.
+    fn take_slot(&mut self) -> (u64, Instant) {
+        // Frame `t` is the phantom at time t: after a stall the missed
+        // slots are skipped (ids skip), as a camera's frame counter would.
+        let missed = self.pacer.wait();
+        if missed > 0 {
+            log::debug!("phantom: consumer late, skipping {missed} frame(s)");
+        }
+        let slot = self.next_slot + missed;
+        self.next_slot = slot + 1;
+        (slot, Instant::now())
+    }
+
+    /// Renders the next frame into the raw camera's buffers and encodes it.
+    fn render_raw(&mut self) -> Result<(u64, Instant)> {
+        let (slot, captured) = self.take_slot();
+        let Some(raw) = &mut self.raw else {
+            return Ok((slot, captured));
+        };
+        self.phantom
+            .render(slot, &mut raw.rendered, &mut self.mask)?;
+        let (w, h) = self.phantom.size();
+        encode_rgb(raw.conv.format(), &raw.rendered.rgb, w, h, &mut raw.data)?;
+        Ok((slot, captured))
     }
 
     /// `true` (default): deliver frames at the frame rate; `false`: as fast
@@ -294,11 +382,14 @@ impl PhantomSource {
 
 impl FrameSource for PhantomSource {
     fn name(&self) -> String {
-        format!(
-            "phantom {} seed {}",
-            self.phantom.kind(),
-            self.phantom.seed()
-        )
+        let (kind, seed) = (self.phantom.kind(), self.phantom.seed());
+        match &self.raw {
+            Some(raw) => format!(
+                "phantom {kind} seed {seed}, {} camera",
+                raw.conv.format().name()
+            ),
+            None => format!("phantom {kind} seed {seed}"),
+        }
     }
 
     fn size(&self) -> (u32, u32) {
@@ -313,19 +404,22 @@ impl FrameSource for PhantomSource {
         if self.limit.is_some_and(|l| self.delivered >= l) {
             return Ok(false);
         }
-        // Frame `t` is the phantom at time t: after a stall the missed
-        // slots are skipped (ids skip), as a camera's frame counter would.
-        let missed = self.pacer.wait();
-        if missed > 0 {
-            log::debug!("phantom: consumer late, skipping {missed} frame(s)");
+        let (slot, captured) = match self.raw.as_mut().and_then(|r| r.ahead.take()) {
+            Some(ahead) => ahead,
+            None if self.raw.is_some() => self.render_raw()?,
+            None => {
+                let (slot, captured) = self.take_slot();
+                self.phantom.render(slot, frame, &mut self.mask)?;
+                (slot, captured)
+            }
+        };
+        if let Some(raw) = &self.raw {
+            raw.conv.to_rgb(&raw.data, frame)?;
         }
-        let slot = self.next_slot + missed;
         frame.id = slot;
-        frame.captured = Instant::now();
-        self.phantom.render(slot, frame, &mut self.mask)?;
-        self.mask.frame_id = frame.id;
-        self.mask.captured = frame.captured;
-        self.next_slot = slot + 1;
+        frame.captured = captured;
+        self.mask.frame_id = slot;
+        self.mask.captured = captured;
         self.delivered += 1;
         Ok(true)
     }
@@ -645,6 +739,48 @@ mod tests {
         assert_eq!(src.last_mask().frame_id, 4);
     }
 
+    /// Per channel: the largest and the mean absolute difference.
+    fn diff(a: &Frame, b: &Frame) -> (u8, f64) {
+        let d = a.rgb.iter().zip(&b.rgb).map(|(x, y)| x.abs_diff(*y));
+        let max = d.clone().max().unwrap_or(0);
+        (max, d.map(f64::from).sum::<f64>() / a.rgb.len() as f64)
+    }
+
+    #[test]
+    fn yuyv_and_nv12_cameras_convert_back_to_the_rendered_frame() {
+        for kind in [PhantomKind::Ultrasound, PhantomKind::Endoscopy] {
+            for format in [PixelFormat::Yuyv, PixelFormat::Nv12] {
+                let p = Phantom::new(kind, 96, 64, 3).unwrap();
+                let mut src = PhantomSource::new(p, 30.0)
+                    .unwrap()
+                    .paced(false)
+                    .pixel_format(format)
+                    .unwrap();
+                let mut f = Frame::new(1, 1);
+                assert!(src.next_frame(&mut f).unwrap());
+                // Rendered ahead, then converted: the same frame 1.
+                src.render_ahead().unwrap();
+                assert!(src.next_frame(&mut f).unwrap());
+                assert_eq!((f.id, src.last_mask().frame_id), (1, 1));
+                let (_, want, mask) = render(kind, 96, 64, 3, 1);
+                assert_eq!(src.last_mask().data, mask.data);
+                let (max, mean) = diff(&f, &want);
+                match kind {
+                    // Grey: chroma is exactly neutral, only the luma rounds.
+                    PhantomKind::Ultrasound => assert!(max <= 2, "{format:?}: {max}"),
+                    // Colour: shared chroma blurs colour edges a little.
+                    PhantomKind::Endoscopy => assert!(mean < 2.0, "{format:?}: {mean}"),
+                }
+            }
+        }
+        let p = Phantom::new(PhantomKind::Ultrasound, 64, 64, 1).unwrap();
+        let src = PhantomSource::new(p, 30.0).unwrap();
+        assert!(src.pixel_format(PixelFormat::Mjpeg).is_err());
+        let p = Phantom::new(PhantomKind::Ultrasound, 65, 64, 1).unwrap();
+        let src = PhantomSource::new(p, 30.0).unwrap();
+        assert!(src.pixel_format(PixelFormat::Nv12).is_err());
+    }
+
     #[test]
     fn source_rejects_bad_rates_and_sizes() {
         let p = Phantom::new(PhantomKind::Ultrasound, 64, 64, 1).unwrap();
@@ -656,6 +792,7 @@ mod tests {
             height: 64,
             fps: 10.0,
             seed: 1,
+            pixel_format: PixelFormat::Rgb24,
         };
         assert!(PhantomSource::from_config(&cfg).is_err());
     }
