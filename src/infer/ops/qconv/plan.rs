@@ -426,14 +426,22 @@ impl Plan {
                         }
                     }
                     Some(_) => {
-                        let mut q = [0u8; PX];
+                        let mut q = [0i32; PX];
                         for (q, &a) in q.iter_mut().zip(accs) {
-                            *q = requant(a) as u8;
+                            *q = requant(a);
                         }
                         // SAFETY: as above.
                         let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(at), n) };
+                        #[cfg(target_arch = "x86_64")]
+                        if let (Some(_), Ok(whole)) =
+                            (kernel.avx2, <&mut [f32; PX]>::try_from(&mut *dst))
+                        {
+                            // SAFETY: the proof of AVX2; every q is in 0..=255.
+                            unsafe { gather_avx2(&self.out_f32, &q, whole) };
+                            continue;
+                        }
                         for (d, &q) in dst.iter_mut().zip(&q) {
-                            *d = self.out_f32[q as usize];
+                            *d = self.out_f32[q as u8 as usize];
                         }
                     }
                     None => {
@@ -492,6 +500,26 @@ fn round_even_i32(v: f32) -> i32 {
 /// 1.5 * 2^23: adding it leaves no fraction bits in an f32 of magnitude
 /// below 2^22.
 const MAGIC: f32 = 12_582_912.0;
+
+/// `dst[j] = table[q[j]]` with two 8-lane gathers.
+///
+/// # Safety
+/// The CPU must have AVX2; every `q[j]` must be in `0..=255`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn gather_avx2(table: &[f32; 256], q: &[i32; PX], dst: &mut [f32; PX]) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees AVX2 and indices inside the table;
+    // the loads and stores stay inside `q` and `dst` (16 values each).
+    unsafe {
+        for h in 0..PX / 8 {
+            let idx = _mm256_loadu_si256(q.as_ptr().add(8 * h) as *const __m256i);
+            let v = _mm256_i32gather_ps::<4>(table.as_ptr(), idx);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(8 * h), v);
+        }
+    }
+}
 
 /// The operator's input, quantised here or already u8.
 #[derive(Clone, Copy)]
