@@ -7,7 +7,8 @@
 #   make test-aarch64    the test suite under qemu-user (same build settings,
 #                        so tract is compiled once for both)
 #   make test-aarch64-kernels   the aarch64-specific part of it (CI runs it
-#                        in the container: cross-test-aarch64-kernels)
+#                        in the container on both cores:
+#                        cross-test-aarch64-kernels-cpus)
 #   make test-aarch64-kernels-cpus   the same on each board's core
 #                        ($(AARCH64_TEST_CPUS)); QEMU_CPU=cortex-a72 picks
 #                        one core for any test target

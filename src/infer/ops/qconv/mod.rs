@@ -24,7 +24,7 @@
 //!   minus 128 so that both operands are signed), and on a NEON core
 //!   without dotprod (the Pi 4's Cortex-A72) both operands widened to i16
 //!   and `smlal` into i32 (4 products in one instruction, as f32 `fmla`,
-//!   from a quarter of the bytes and without im2col);
+//!   from a quarter of the bytes, without im2col);
 //! - requantises exactly as ONNX says (`round_ties_even(acc * x_scale *
 //!   w_scale / y_scale) + y_zero_point`, clamped to u8) and dequantises in
 //!   the same pass, straight into the f32 output.

@@ -12,8 +12,9 @@
 //! weight lane), where a u8 x i8 product (|p| <= 255 * 128) and every sum
 //! the scalar kernel forms fit: the accumulators equal [`super::scalar`]'s
 //! bit for bit, for any weights, with the activations stored as plain u8.
-//! That costs 64 `smlal` per 256 multiply-adds (4 per instruction) where
-//! `sdot` does 16 per instruction.
+//! That costs 64 `smlal` per 256 multiply-adds (4 per instruction, as
+//! tract's f32 `fmla` and its own int8 `smlal` kernels), where `sdot` does
+//! 16 per instruction.
 
 use std::arch::aarch64::*;
 use std::arch::asm;
