@@ -7,7 +7,11 @@
 #   make test-aarch64    the test suite under qemu-user (same build settings,
 #                        so tract is compiled once for both)
 #   make test-aarch64-kernels   the aarch64-specific part of it (CI runs it
-#                        in the container: cross-test-aarch64-kernels)
+#                        in the container on both cores:
+#                        cross-test-aarch64-kernels-cpus)
+#   make test-aarch64-kernels-cpus   the same on each board's core
+#                        ($(AARCH64_TEST_CPUS)); QEMU_CPU=cortex-a72 picks
+#                        one core for any test target
 #   make aarch64-glibc   the glibc symbol versions the binary needs (objdump -T)
 #   make deploy BOARD=rpi5 HOST=user@cart
 #
@@ -32,10 +36,18 @@ AARCH64_BIN     := $(AARCH64_DIR)/release/lgms-edge
 AARCH64_RUSTDOC ?= /usr/bin/rustdoc
 # RUSTDOC too: the doc tests are compiled for aarch64 as well.
 AARCH64_ENV     := RUSTC=$(AARCH64_RUSTC) RUSTDOC=$(AARCH64_RUSTDOC) CARGO=$(AARCH64_CARGO)
+# The core qemu-user emulates (its QEMU_CPU variable, the same as -cpu), so
+# the tests see that core's features, as the kernel tables do on the board:
+# unset, qemu's "max" has them all (dotprod, fp16, i8mm, ...), and the
+# tables for a core without one would go untested. cortex-a72 is the
+# Pi 4's core (NEON, no dotprod, no fp16 arithmetic), cortex-a76 the Pi 5's
+# (dotprod, fp16).
+QEMU_CPU          ?=
+AARCH64_TEST_CPUS ?= cortex-a72 cortex-a76
 # Network tests are slow under emulation (~40 s per full inference); the
 # suite reads this to run one frame per network test.
 # LGMS_TEST_RUNNER: the CLI tests spawn the aarch64 binary through qemu too.
-QEMU_TEST_ENV   := LGMS_EMULATED=1 LGMS_TEST_RUNNER="qemu-aarch64-static -L /"
+QEMU_TEST_ENV   := LGMS_EMULATED=1 LGMS_TEST_RUNNER="qemu-aarch64-static -L /" $(if $(QEMU_CPU),QEMU_CPU=$(QEMU_CPU))
 
 ifeq ($(AARCH64_LINK),zig)
 AARCH64_BUILD   := $(AARCH64_ENV) cargo-zigbuild zigbuild --target $(AARCH64_TARGET).$(AARCH64_GLIBC)
@@ -47,7 +59,7 @@ AARCH64_TEST    := $(AARCH64_ENV) $(QEMU_TEST_ENV) $(AARCH64_CARGO) test --targe
 AARCH64_MAX_GLIBC := 2.36
 endif
 
-.PHONY: aarch64 test-aarch64 test-aarch64-kernels aarch64-glibc aarch64-glibc231-run deploy
+.PHONY: aarch64 test-aarch64 test-aarch64-kernels test-aarch64-kernels-cpus aarch64-glibc aarch64-glibc231-run deploy
 
 aarch64:
 	$(AARCH64_BUILD) --release --locked
@@ -66,6 +78,13 @@ test-aarch64:
 # without building the examples.
 test-aarch64-kernels:
 	$(AARCH64_TEST) --release --locked --lib --test kernels --test ops
+
+# Each core in turn: the int8 conv has a kernel per core (NEON widening
+# without dotprod, `sdot` with it); the second run only runs the tests.
+test-aarch64-kernels-cpus:
+	set -e; for cpu in $(AARCH64_TEST_CPUS); do \
+		echo "=== QEMU_CPU=$$cpu"; $(MAKE) --no-print-directory test-aarch64-kernels QEMU_CPU=$$cpu; \
+	done
 
 aarch64-glibc:
 	@MAX_GLIBC=$(AARCH64_MAX_GLIBC) cross/glibc-needed.sh $(AARCH64_BIN)
@@ -92,6 +111,7 @@ deploy: aarch64
 #                                    glibc (<= 2.31), --version under qemu
 #   make cross-aarch64-run           info + a 3-frame demo under qemu (glibc 2.31)
 #   make cross-test-aarch64-kernels  cross test: the aarch64-specific tests
+#   make cross-test-aarch64-kernels-cpus  the same on each board's core
 #   make cross-test-aarch64          cross test: the whole suite
 #
 # CROSS_CUSTOM_TOOLCHAIN=1: the image's cargo (first on its PATH) builds,
@@ -114,7 +134,7 @@ CROSS_RUN        := $(CROSS_CONF) $(CROSS_ENGINE) run --rm -v "$(CURDIR)":/proje
 CROSS_QEMU       := qemu-aarch64-static -L /opt/glibc-2.31
 CROSS_MODEL      := models/lgmsnet-phantom-us.f32.onnx
 
-.PHONY: cross-image cross-check cross-aarch64 cross-aarch64-run cross-test-aarch64 cross-test-aarch64-kernels
+.PHONY: cross-image cross-check cross-aarch64 cross-aarch64-run cross-test-aarch64 cross-test-aarch64-kernels cross-test-aarch64-kernels-cpus
 
 cross-image:
 	ENGINE=$(CROSS_ENGINE) cross/image.sh
@@ -133,12 +153,20 @@ cross-aarch64-run: cross-check
 	$(CROSS_RUN) sh -c '$(CROSS_QEMU) $(CROSS_BIN) info $(CROSS_MODEL) && \
 		$(CROSS_QEMU) $(CROSS_BIN) demo --frames 3 --no-gif --out $(CROSS_TARGET_DIR)/demo'
 
-# As test-aarch64(-kernels), in the image: LGMS_EMULATED and
-# LGMS_TEST_RUNNER reach the container through Cross.toml's passthrough.
+# As test-aarch64(-kernels), in the image: LGMS_EMULATED, LGMS_TEST_RUNNER
+# and QEMU_CPU reach the container through Cross.toml's passthrough.
+CROSS_TEST_ENV   := LGMS_EMULATED=1 LGMS_TEST_RUNNER="$(CROSS_QEMU)" $(if $(QEMU_CPU),QEMU_CPU=$(QEMU_CPU))
+
 cross-test-aarch64: cross-check
-	$(CROSS_ENV) LGMS_EMULATED=1 LGMS_TEST_RUNNER="$(CROSS_QEMU)" \
+	$(CROSS_ENV) $(CROSS_TEST_ENV) \
 		$(CROSS) test --release --locked --target $(AARCH64_TARGET)
 
 cross-test-aarch64-kernels: cross-check
-	$(CROSS_ENV) LGMS_EMULATED=1 LGMS_TEST_RUNNER="$(CROSS_QEMU)" \
+	$(CROSS_ENV) $(CROSS_TEST_ENV) \
 		$(CROSS) test --release --locked --target $(AARCH64_TARGET) --lib --test kernels --test ops
+
+# What CI runs: the kernels suite on each board's core, built once.
+cross-test-aarch64-kernels-cpus:
+	set -e; for cpu in $(AARCH64_TEST_CPUS); do \
+		echo "=== QEMU_CPU=$$cpu"; $(MAKE) --no-print-directory cross-test-aarch64-kernels QEMU_CPU=$$cpu; \
+	done

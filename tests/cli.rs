@@ -677,6 +677,25 @@ fn run_allows_an_ungated_model_when_the_board_says_so_and_says_unverified() {
     assert!(!text.contains("unverified"), "{text}");
 }
 
+/// `info` names the int8 conv kernel the run uses: every aarch64 core has
+/// one (the Pi 4's Cortex-A72 `neon-widening`, a dotprod core
+/// `neon-dotprod`).
+#[test]
+fn info_names_the_int8_kernel() {
+    let out = bin()
+        .args(["info", "models/lgmsnet-phantom-us.int8.onnx"])
+        .output()
+        .unwrap();
+    let text = succeeds(&out);
+    let want = lgms_edge::infer::ops::qconv::selected().map_or("none", |k| k.name());
+    assert!(text.contains(&format!("int8 kernel:  {want}")), "{text}");
+    #[cfg(target_arch = "aarch64")]
+    assert!(
+        text.contains("int8 kernel:  neon-"),
+        "no NEON int8 kernel: {text}"
+    );
+}
+
 #[test]
 fn info_prints_the_accuracy_record() {
     let dir = tempfile::tempdir().unwrap();

@@ -39,6 +39,10 @@ pub struct InfoReport {
     pub pixel_kernels: &'static str,
     /// Subgraphs running on lgms-edge's own tract operators.
     pub lgms_ops: crate::infer::ops::Substitutions,
+    /// The int8 conv kernel this CPU runs (`neon-widening`,
+    /// `neon-dotprod`, `avx2`, ...), or `None` where int8 convs stay
+    /// tract's.
+    pub int8_kernel: Option<&'static str>,
     /// The accuracy records the file carries (int8 in an int8 file, f16 in
     /// an f32 file), or the reason one is unreadable.
     pub gates: Vec<GateLine>,
@@ -114,6 +118,7 @@ impl InfoReport {
             cpu_features: cpu_features(),
             pixel_kernels: crate::kernels::best().name,
             lgms_ops: info.substitutions,
+            int8_kernel: crate::infer::ops::qconv::selected().map(|k| k.name()),
             gates: gate_lines(info),
         }
     }
@@ -153,6 +158,12 @@ impl InfoReport {
             o.qconv,
             o.maxpool,
             if self.pixel_kernels == "scalar" { "scalar" } else { "SIMD" }
+        );
+        let _ = writeln!(
+            s,
+            "int8 kernel:  {}",
+            self.int8_kernel
+                .unwrap_or("none (no int8 SIMD on this CPU: int8 convs stay tract's)")
         );
         for g in &self.gates {
             let what = match (&g.record, &g.error) {

@@ -18,9 +18,9 @@ use crate::infer::ops::{attention, conv1x1, qconv, upsample};
 use crate::infer::preprocess::Normalize;
 
 /// Appends this CPU's aarch64 tables to `tables` (whose first entry is the
-/// generic table): NEON for everything but the int8 conv (tract's own arm64
-/// int8 kernels beat our scalar one), then the same with the int8 conv on
-/// `sdot` where the CPU has it.
+/// generic table): NEON, with the int8 conv on the widening kernel (every
+/// aarch64 core, the Pi 4's Cortex-A72 included), then the same with the
+/// int8 conv on `sdot` where the CPU has the dot-product extension.
 pub(super) fn plug(tables: &mut Vec<Kernels>) {
     let Some(neon) = Neon::detect() else {
         return;
@@ -36,7 +36,7 @@ pub(super) fn plug(tables: &mut Vec<Kernels>) {
         attention: attention::Kernel::neon(neon),
         conv1x1: conv1x1::Kernel::neon(neon),
         upsample: upsample::RowKernels::neon(neon),
-        qconv: tables[0].qconv,
+        qconv: qconv::Kernel::neon_widening(neon),
     };
     tables.push(t);
     if let Some(dot) = DotProd::detect() {

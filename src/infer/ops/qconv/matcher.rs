@@ -9,7 +9,7 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
 
-use super::{Plan, QConv};
+use super::{Kernel, Plan, QConv};
 
 /// Reads a constant input as `T` values.
 fn const_vec<T: Datum + Copy>(model: &TypedModel, outlet: OutletId) -> Option<Vec<T>> {
@@ -334,16 +334,25 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
     })
 }
 
+/// The kernel this run's int8 convs use, or `None` where they stay
+/// tract's: a CPU without an int8 SIMD table (an x86_64 CPU without AVX2 +
+/// FMA), where the scalar kernel is the reference, not a fast path. Every
+/// aarch64 core has one (NEON widening, or `sdot` with dotprod).
+/// `LGMS_KERNELS=scalar` still runs the convs here, on the scalar kernel.
+pub fn selected() -> Option<Kernel> {
+    let native = crate::kernels::native().map(|k| k.qconv());
+    if native.is_none_or(|k| k.name() == "scalar") {
+        return None;
+    }
+    Some(crate::kernels::best().qconv())
+}
+
 /// Replaces every matching quantised conv; returns how many.
 pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
     use tract_onnx::tract_core::ops::einsum::EinSum;
-    let native = crate::kernels::native().map(|k| k.qconv());
-    if native.is_none_or(|k| k.name() == "scalar") {
-        // No int8 SIMD here (an aarch64 core without dotprod, such as the
-        // Pi 4's Cortex-A72): tract's arm64 int8 kernels beat our scalar one.
+    let Some(kernel) = selected() else {
         return Ok(0);
-    }
-    let kernel = crate::kernels::best().qconv();
+    };
     let mut replaced = 0;
     let candidates: Vec<usize> = model
         .nodes()

@@ -21,7 +21,10 @@
 //!   where tract's f32 FMA does 8 in one), AVX-512 VNNI / AVX-VNNI
 //!   `vpdpbusd` (32 in one), NEON `sdot` (16 products in one
 //!   instruction, Cortex-A76/A78 and later; the activations are stored
-//!   minus 128 so that both operands are signed);
+//!   minus 128 so that both operands are signed), and on a NEON core
+//!   without dotprod (the Pi 4's Cortex-A72) both operands widened to i16
+//!   and `smlal` into i32 (4 products in one instruction, as f32 `fmla`,
+//!   from a quarter of the bytes, without im2col);
 //! - requantises exactly as ONNX says (`round_ties_even(acc * x_scale *
 //!   w_scale / y_scale) + y_zero_point`, clamped to u8) and dequantises in
 //!   the same pass, straight into the f32 output;
@@ -34,7 +37,7 @@
 //! exact only when `|w0| + |w1| <= 128` for each pair of adjacent input
 //! channels, which 7-bit weights guarantee (`lgms_models/quantize.py` quantises
 //! with onnxruntime's `reduce_range`, range -64..63). A conv whose weights do
-//! not fit is left to tract on AVX2 (the NEON kernel has no such limit).
+//! not fit is left to tract on AVX2 (the NEON kernels have no such limit).
 //!
 //! [`replace_all`] matches, in the decluttered graph, tract's quantised
 //! `Conv` (u8 activations, i8 weights with zero point 0, per-tensor or
@@ -62,7 +65,7 @@ mod neon;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use matcher::replace_all;
+pub use matcher::{replace_all, selected};
 pub use op::QConv;
 pub use plan::Plan;
 
@@ -90,7 +93,8 @@ type TileFn =
 /// (`Kernel::avx2` and the others, per architecture).
 #[derive(Debug, Clone, Copy)]
 pub struct Kernel {
-    /// "scalar", "avx2", "avx-vnni", "avx512-vnni" or "neon-dotprod".
+    /// "scalar", "avx2", "avx-vnni", "avx512-vnni", "neon-widening" or
+    /// "neon-dotprod".
     name: &'static str,
     /// Activations stored as `q - 128` (i8) instead of `q` (u8).
     signed: bool,
@@ -116,7 +120,8 @@ impl Kernel {
         tile: scalar::tile,
     };
 
-    /// "scalar", "avx2", "avx-vnni", "avx512-vnni" or "neon-dotprod".
+    /// "scalar", "avx2", "avx-vnni", "avx512-vnni", "neon-widening" or
+    /// "neon-dotprod".
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -147,4 +152,147 @@ fn check(x: &[u8], base: usize, taps: &[usize], plane: usize, cin4: usize, w: &[
         weights.is_some_and(|n| w.len() >= n),
         "int8 conv weights too small"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Each distinct SIMD int8 kernel of the tables this CPU supports.
+    fn simd_kernels() -> Vec<Kernel> {
+        let mut out: Vec<Kernel> = Vec::new();
+        for t in crate::kernels::supported() {
+            let k = t.qconv();
+            if k.name != "scalar" && !out.iter().any(|o| o.name == k.name) {
+                out.push(k);
+            }
+        }
+        out
+    }
+
+    /// One block through `k` and through the scalar reference, with the
+    /// activations stored as `k` wants them; the accumulators must be
+    /// identical (a signed kernel's differ by `128 * sum(w)` per output
+    /// channel, which the plan adds back through the zero point).
+    fn same_block(
+        k: Kernel,
+        x: &[u8],
+        base: usize,
+        taps: &[usize],
+        plane: usize,
+        cin4: usize,
+        w: &[i8],
+    ) {
+        let mut want = [0i32; CO * PX];
+        scalar::tile(x, base, taps, plane, cin4, w, &mut want);
+        let stored: Vec<u8> = x
+            .iter()
+            .map(|&v| if k.signed { v ^ 0x80 } else { v })
+            .collect();
+        let mut got = [i32::MIN; CO * PX];
+        (k.tile)(&stored, base, taps, plane, cin4, w, &mut got);
+        if k.signed {
+            for r in 0..CO {
+                let wsum: i32 = (0..taps.len() * cin4)
+                    .flat_map(|b| &w[b * 16 + r * 4..][..4])
+                    .map(|&v| v as i32)
+                    .sum();
+                got[r * PX..(r + 1) * PX]
+                    .iter_mut()
+                    .for_each(|a| *a += 128 * wsum);
+            }
+        }
+        assert_eq!(want, got, "{} taps {taps:?} cin4 {cin4}", k.name);
+    }
+
+    /// A random block: a buffer with unaligned tap offsets and planes.
+    fn block() -> impl Strategy<Value = (Vec<u8>, usize, Vec<usize>, usize, usize, Vec<i8>)> {
+        (1usize..6, 1usize..10, 0usize..40, 64usize..200).prop_flat_map(
+            |(cin4, ntaps, base, plane)| {
+                let taps = proptest::collection::vec(0usize..150, ntaps);
+                (Just(cin4), Just(base), taps, Just(plane)).prop_flat_map(
+                    |(cin4, base, taps, plane)| {
+                        let last = taps.iter().max().copied().unwrap_or(0);
+                        let len = base + last + (cin4 - 1) * plane + PX * 4;
+                        let wlen = taps.len() * cin4 * 16;
+                        (
+                            proptest::collection::vec(any::<u8>(), len),
+                            Just(base),
+                            Just(taps),
+                            Just(plane),
+                            Just(cin4),
+                            proptest::collection::vec(any::<i8>(), wlen),
+                        )
+                    },
+                )
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every SIMD kernel on random bytes and weights (8-bit; 7-bit for
+        /// a kernel that needs them).
+        #[test]
+        fn simd_blocks_equal_the_scalar_block((x, base, taps, plane, cin4, w) in block()) {
+            for k in simd_kernels() {
+                let w: Vec<i8> = if k.needs_7bit { w.iter().map(|&v| v >> 1).collect() } else { w.clone() };
+                same_block(k, &x, base, &taps, plane, cin4, &w);
+            }
+        }
+    }
+
+    /// The extremes: every weight -128 or 127 against activations 0 and
+    /// 255, where any i16 sum of two products would overflow, and 25 taps x
+    /// 16 planes of them (the largest sums of a 5x5 conv over 64 channels).
+    #[test]
+    fn simd_blocks_are_exact_at_the_extremes() {
+        let (cin4, plane, taps) = (16, 64, (0..25).collect::<Vec<usize>>());
+        let len = taps[24] + (cin4 - 1) * plane + PX * 4;
+        let eight_bit: Vec<Kernel> = simd_kernels()
+            .into_iter()
+            .filter(|k| !k.needs_7bit)
+            .collect();
+        // The boards (every aarch64 table) take 8-bit weights.
+        #[cfg(target_arch = "aarch64")]
+        assert!(!eight_bit.is_empty(), "no 8-bit int8 kernel to test");
+        for k in eight_bit {
+            for wv in [-128i8, 127] {
+                for xv in [0u8, 255] {
+                    let w = vec![wv; taps.len() * cin4 * 16];
+                    same_block(k, &vec![xv; len], 0, &taps, plane, cin4, &w);
+                }
+            }
+            // Mixed extremes, varying per pixel, channel and output.
+            let x: Vec<u8> = (0..len).map(|i| if i % 3 == 0 { 0 } else { 255 }).collect();
+            let w: Vec<i8> = (0..taps.len() * cin4 * 16)
+                .map(|i| if i % 5 < 2 { -128 } else { 127 })
+                .collect();
+            same_block(k, &x, 0, &taps, plane, cin4, &w);
+        }
+    }
+
+    /// Every aarch64 core gets a SIMD int8 conv: the widening kernel on
+    /// plain NEON (the Pi 4's Cortex-A72), `sdot` with dotprod.
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn every_aarch64_table_has_a_simd_int8_kernel() {
+        use crate::kernels::cpu::DotProd;
+        let all = crate::kernels::supported();
+        let names: Vec<_> = all.iter().map(|t| (t.name, t.qconv().name())).collect();
+        assert!(names.contains(&("neon", "neon-widening")), "{names:?}");
+        let dot = DotProd::detect().is_some();
+        assert_eq!(
+            names.contains(&("neon+dotprod", "neon-dotprod")),
+            dot,
+            "{names:?}"
+        );
+        let want = if dot { "neon-dotprod" } else { "neon-widening" };
+        assert_eq!(
+            crate::kernels::native().map(|t| t.qconv().name()),
+            Some(want)
+        );
+    }
 }
