@@ -33,10 +33,12 @@ pub const BUNDLED_MODELS: [&str; 3] = [
 ];
 
 /// The first bundled model present that this CPU runs well: the int8 one
-/// only where lgms-edge has a SIMD int8 conv for it (elsewhere tract's own
-/// int8 path is several times slower than f32).
+/// only where lgms-edge's int8 conv has a dot-product kernel (AVX2, VNNI,
+/// `sdot`). Without one, tract's int8 path is several times slower than
+/// f32, and the widening NEON kernel of cores without `sdot` (the Pi 4's
+/// A72) is not measured against f32 yet.
 pub fn demo_model() -> Option<&'static str> {
-    let int8_fast = crate::kernels::native().is_some_and(|k| k.qconv().name() != "scalar");
+    let int8_fast = int8_is_fast();
     BUNDLED_MODELS
         .iter()
         .copied()
@@ -332,15 +334,21 @@ pub fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Res
     std::fs::write(path, text).map_err(|e| Error::io(format!("writing {path:?}"), e))
 }
 
+/// Whether this CPU's int8 conv kernel is a dot-product one.
+fn int8_is_fast() -> bool {
+    crate::infer::ops::qconv::selected().is_some_and(|k| k.dot_product())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The demo runs the gated int8 model wherever lgms-edge has an int8
-    /// SIMD conv, and the f32 one elsewhere (tests run from the crate root).
+    /// The demo runs the gated int8 model wherever lgms-edge has a
+    /// dot-product int8 conv, and the f32 one elsewhere (tests run from the
+    /// crate root).
     #[test]
     fn the_demo_runs_the_bundled_int8_model_where_it_is_fast() {
-        let fast = crate::kernels::native().is_some_and(|k| k.qconv().name() != "scalar");
+        let fast = int8_is_fast();
         let want = if fast {
             "models/lgmsnet-phantom-us.int8.onnx"
         } else {

@@ -131,6 +131,17 @@ impl Kernel {
     pub fn needs_7bit(&self) -> bool {
         self.needs_7bit
     }
+
+    /// Whether it sums several byte products per instruction and lane
+    /// (`vpmaddubsw`, `vpdpbusd`, `sdot`): where int8 does less arithmetic
+    /// than f32, not only less memory traffic (the widening NEON kernel
+    /// does one product per lane, as f32's `fmla` does).
+    pub fn dot_product(&self) -> bool {
+        matches!(
+            self.name,
+            "avx2" | "avx-vnni" | "avx512-vnni" | "neon-dotprod"
+        )
+    }
 }
 
 /// Every read a kernel makes is inside `x` and `w`.
