@@ -102,9 +102,14 @@ struct DemoArgs {
     /// Seed of the phantom source.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Inference workers (each a thread with its own model state).
-    #[arg(long, default_value_t = 2)]
+    /// Inference workers (each a thread with its own model state). One
+    /// worker using every core (latency mode) keeps masks fresher than one
+    /// worker per core (throughput mode) on the 2-core dev machine.
+    #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Threads per inference (default: the cores this process may use).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Oldest mask still drawn, in ms (a cart's setting: older masks are
     /// not drawn, so that a mask never lags visibly behind the picture).
     #[arg(long, default_value_t = 150)]
@@ -319,6 +324,11 @@ fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     raw.phantom.fps = a.fps;
     raw.phantom.seed = a.seed;
     raw.model.workers = a.workers;
+    raw.model.threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(lgms_edge::config::MAX_THREADS)
+    });
     raw.measure.depth_mm = a.depth_mm;
     raw.model.allow_ungated = a.allow_ungated;
     // Any bundled model works: its precision is read from its metadata.

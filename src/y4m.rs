@@ -568,14 +568,19 @@ impl Reader {
 /// for 4:4:4 writing (`XCOLORRANGE=FULL`). Reading back goes through the
 /// kernels' inverse ([`Reader::to_rgb`]).
 pub fn rgb_to_ycbcr_full(r: u8, g: u8, b: u8) -> [u8; 3] {
-    let (r, g, b) = (r as f32, g as f32, b as f32);
-    let y = 0.299 * r + 0.587 * g + 0.114 * b;
-    let cb = 128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b;
-    let cr = 128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b;
+    // The coefficients in 16-bit fixed point (JPEG's), rounded half up:
+    // integer arithmetic the compiler vectorises over a frame, where
+    // `f32::round` is a libm call per component on baseline x86_64.
+    let (r, g, b) = (r as i32, g as i32, b as i32);
+    const HALF: i32 = 1 << 15;
+    const MID: i32 = 128 << 16;
+    let y = (19_595 * r + 38_470 * g + 7_471 * b + HALF) >> 16;
+    let cb = (-11_059 * r - 21_709 * g + 32_768 * b + MID + HALF) >> 16;
+    let cr = (32_768 * r - 27_439 * g - 5_329 * b + MID + HALF) >> 16;
     [
-        y.round().clamp(0.0, 255.0) as u8,
-        cb.round().clamp(0.0, 255.0) as u8,
-        cr.round().clamp(0.0, 255.0) as u8,
+        y.clamp(0, 255) as u8,
+        cb.clamp(0, 255) as u8,
+        cr.clamp(0, 255) as u8,
     ]
 }
 
@@ -991,6 +996,23 @@ mod tests {
             let back = kernels::scalar::yuv_pixel(y, cb, cr, &k);
             for c in 0..3 {
                 assert!(back[c].abs_diff(rgb[c]) <= 2, "{rgb:?} -> {back:?}");
+            }
+        }
+        // Within one level of the exact formula for every grey and a
+        // spread of colours.
+        for v in (0..=255u8).step_by(5) {
+            for (r, g, b) in [(v, v, v), (v, 255 - v, v / 2), (255 - v, v / 3, v)] {
+                let (fr, fg, fb) = (r as f64, g as f64, b as f64);
+                let exact = [
+                    0.299 * fr + 0.587 * fg + 0.114 * fb,
+                    128.0 - 0.168_736 * fr - 0.331_264 * fg + 0.5 * fb,
+                    128.0 + 0.5 * fr - 0.418_688 * fg - 0.081_312 * fb,
+                ];
+                let got = rgb_to_ycbcr_full(r, g, b);
+                for c in 0..3 {
+                    let want = exact[c].round().clamp(0.0, 255.0);
+                    assert!((got[c] as f64 - want).abs() <= 1.0, "{r},{g},{b}: {got:?}");
+                }
             }
         }
         assert_eq!(rgb_to_ycbcr_full(0, 0, 0), [0, 128, 128]);
