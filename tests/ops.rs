@@ -7,7 +7,7 @@ mod graphs;
 
 use lgms_edge::infer::engine::Engine;
 use lgms_edge::infer::model::{LoadOptions, Model};
-use lgms_edge::infer::ops::{self, qconv, upsample};
+use lgms_edge::infer::ops::{self, attention, qconv, upsample};
 use lgms_edge::kernels::{self, Kernels};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -136,24 +136,50 @@ fn softmax_not_over_the_keys_is_left_to_tract() {
 }
 
 /// Random query/key/value blocks: every SIMD kernel against the scalar one.
+/// Every SIMD attention kernel against the scalar one, with the keys and
+/// values `ld` floats apart (`ld = n`, and padded rows whose padding is NaN:
+/// a kernel that reads it gives NaN).
 fn attend_all(m: usize, n: usize, d: usize, dv: usize, seed: u64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut gen =
-        |len: usize, amp: f32| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-amp..amp)).collect() };
-    let qs = gen(m * d, 3.0);
-    let kt = gen(d * n, 3.0);
-    let vt = gen(dv * n, 1.0);
-    let mut row = vec![0.0; n];
-    let mut want = vec![0.0; m * dv];
-    kernels::scalar()
-        .attention()
-        .attend(&qs, &kt, &vt, m, n, d, dv, &mut row, &mut want);
-    for k in simd_kernels(Kernels::attention, |k| k.name()) {
-        let mut got = vec![0.0; m * dv];
-        k.attend(&qs, &kt, &vt, m, n, d, dv, &mut row, &mut got);
-        let diff = max_abs_diff(&want, &got);
-        let name = k.name();
-        assert!(diff < 1e-5, "{name} m={m} n={n} d={d} dv={dv}: {diff:e}");
+    for ld in [n, n + 3, attention::leading_dim(n)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut gen = |rows: usize, amp: f32| -> Vec<f32> {
+            (0..rows * ld)
+                .map(|i| {
+                    let v = rng.gen_range(-amp..amp);
+                    if i % ld < n {
+                        v
+                    } else {
+                        f32::NAN
+                    }
+                })
+                .collect()
+        };
+        let qs: Vec<f32> = (0..m * d).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let kt = gen(d, 3.0);
+        let vt = gen(dv, 1.0);
+        let mut row = vec![0.0; n];
+        let mut want = vec![0.0; m * dv];
+        kernels::scalar()
+            .attention()
+            .attend(&qs, &kt, &vt, m, n, ld, d, dv, &mut row, &mut want);
+        assert!(
+            want.iter().all(|v| v.is_finite()),
+            "scalar read the padding"
+        );
+        for k in simd_kernels(Kernels::attention, |k| k.name()) {
+            let mut got = vec![0.0; m * dv];
+            k.attend(&qs, &kt, &vt, m, n, ld, d, dv, &mut row, &mut got);
+            let diff = max_abs_diff(&want, &got);
+            let name = k.name();
+            assert!(
+                got.iter().all(|v| v.is_finite()),
+                "{name} read the padding (ld={ld})"
+            );
+            assert!(
+                diff < 1e-5,
+                "{name} m={m} n={n} ld={ld} d={d} dv={dv}: {diff:e}"
+            );
+        }
     }
 }
 

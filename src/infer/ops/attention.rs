@@ -143,16 +143,17 @@ impl Attention {
     /// One (offset, head) block: gather, attend, scatter.
     fn run_block(&self, kernel: Kernel, b: usize, q: &[f32], k: &[f32], v: &[f32], out: SharedOut) {
         let (m, n, d, dv) = (self.m, self.n, self.d, self.dv);
+        let ld = leading_dim(n);
         let scale = f32::from_bits(self.scale_bits);
         let (oq, ok, ov, oo) = self.offsets(b);
         SCRATCH.with_borrow_mut(|scratch| {
-            let need = m * d + d * n + dv * n + n + m * dv;
+            let need = m * d + d * ld + dv * ld + n + m * dv;
             if scratch.len() < need {
                 scratch.resize(need, 0.0);
             }
             let (qs, rest) = scratch.split_at_mut(m * d);
-            let (kt, rest) = rest.split_at_mut(d * n);
-            let (vt, rest) = rest.split_at_mut(dv * n);
+            let (kt, rest) = rest.split_at_mut(d * ld);
+            let (vt, rest) = rest.split_at_mut(dv * ld);
             let (row, rest) = rest.split_at_mut(n);
             let o = &mut rest[..m * dv];
             // Offsets come from the tensor shapes checked at match time
@@ -167,15 +168,15 @@ impl Attention {
             }
             for t in 0..d {
                 for j in 0..n {
-                    kt[t * n + j] = k[at(ok, j, self.k.rows, t, self.k.depth)];
+                    kt[t * ld + j] = k[at(ok, j, self.k.rows, t, self.k.depth)];
                 }
             }
             for e in 0..dv {
                 for j in 0..n {
-                    vt[e * n + j] = v[at(ov, j, self.v.rows, e, self.v.depth)];
+                    vt[e * ld + j] = v[at(ov, j, self.v.rows, e, self.v.depth)];
                 }
             }
-            kernel.attend(qs, kt, vt, m, n, d, dv, row, o);
+            kernel.attend(qs, kt, vt, m, n, ld, d, dv, row, o);
             for i in 0..m {
                 for e in 0..dv {
                     // SAFETY: blocks differ in at least one batch coordinate, so
@@ -187,6 +188,19 @@ impl Attention {
                 }
             }
         });
+    }
+}
+
+/// Floats between two rows of the transposed keys and values: `n` rounded
+/// up to whole vectors, plus 16 where that is a multiple of 4 KiB. With
+/// 1024 keys the rows would otherwise lie exactly 4 KiB apart and the 8
+/// streams of an inner loop would share one L1 set.
+pub fn leading_dim(n: usize) -> usize {
+    let ld = n.next_multiple_of(8);
+    if (ld * 4) % 4096 == 0 {
+        ld + 16
+    } else {
+        ld
     }
 }
 
@@ -212,6 +226,7 @@ type AttendFn = fn(
     vt: &[f32],
     m: usize,
     n: usize,
+    ld: usize,
     d: usize,
     dv: usize,
     row: &mut [f32],
@@ -259,10 +274,11 @@ impl Kernel {
 
     /// Attends every query of one block.
     ///
-    /// `qs`: `m x d` queries, already multiplied by the scale; `kt`: `d x n`
-    /// keys, transposed; `vt`: `dv x n` values, transposed; `row`: `n`
-    /// floats of scratch; `out`: `m x dv` results. Panics if a slice is
-    /// shorter than that.
+    /// `qs`: `m x d` queries, already multiplied by the scale; `kt`: `d`
+    /// rows of `n` keys, transposed, `ld` floats apart; `vt`: `dv` rows of
+    /// `n` values, transposed, `ld` apart; `row`: `n` floats of scratch;
+    /// `out`: `m x dv` results. Panics if `ld < n` or a slice is shorter
+    /// than that.
     #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &self,
@@ -271,12 +287,13 @@ impl Kernel {
         vt: &[f32],
         m: usize,
         n: usize,
+        ld: usize,
         d: usize,
         dv: usize,
         row: &mut [f32],
         out: &mut [f32],
     ) {
-        (self.attend)(qs, kt, vt, m, n, d, dv, row, out)
+        (self.attend)(qs, kt, vt, m, n, ld, d, dv, row, out)
     }
 }
 
@@ -288,17 +305,19 @@ fn attend_scalar(
     vt: &[f32],
     m: usize,
     n: usize,
+    ld: usize,
     d: usize,
     dv: usize,
     row: &mut [f32],
     out: &mut [f32],
 ) {
+    assert!(ld >= n, "rows of {n} keys {ld} floats apart");
     let row = &mut row[..n];
     for i in 0..m {
         let q = &qs[i * d..(i + 1) * d];
         row.fill(0.0);
         for (t, &qt) in q.iter().enumerate() {
-            for (r, &kv) in row.iter_mut().zip(&kt[t * n..(t + 1) * n]) {
+            for (r, &kv) in row.iter_mut().zip(&kt[t * ld..t * ld + n]) {
                 *r += qt * kv;
             }
         }
@@ -312,7 +331,7 @@ fn attend_scalar(
         for e in 0..dv {
             let acc: f32 = row
                 .iter()
-                .zip(&vt[e * n..(e + 1) * n])
+                .zip(&vt[e * ld..e * ld + n])
                 .map(|(p, v)| p * v)
                 .sum();
             out[i * dv + e] = acc * inv;
@@ -380,16 +399,17 @@ mod x86 {
         vt: &[f32],
         m: usize,
         n: usize,
+        ld: usize,
         d: usize,
         dv: usize,
         row: &mut [f32],
         out: &mut [f32],
     ) {
-        assert!(qs.len() >= m * d && kt.len() >= d * n && vt.len() >= dv * n);
+        assert!(ld >= n && qs.len() >= m * d && kt.len() >= d * ld && vt.len() >= dv * ld);
         assert!(row.len() >= n && out.len() >= m * dv);
         // SAFETY: only `Kernel::avx2` reaches this function, with the proof
         // of AVX2 and FMA; slice bounds asserted above.
-        unsafe { attend_avx2(qs, kt, vt, m, n, d, dv, row, out) }
+        unsafe { attend_avx2(qs, kt, vt, m, n, ld, d, dv, row, out) }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -400,6 +420,7 @@ mod x86 {
         vt: &[f32],
         m: usize,
         n: usize,
+        ld: usize,
         d: usize,
         dv: usize,
         row: &mut [f32],
@@ -422,7 +443,7 @@ mod x86 {
                     for (t, &qt) in q.iter().enumerate() {
                         let qv = _mm256_set1_ps(qt);
                         // j + 32 <= body <= n: in row t of kt.
-                        let kp = kt.as_ptr().add(t * n + j);
+                        let kp = kt.as_ptr().add(t * ld + j);
                         for (u, a) in a.iter_mut().enumerate() {
                             *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp.add(8 * u)), *a);
                         }
@@ -437,7 +458,7 @@ mod x86 {
                     let mut acc = _mm256_setzero_ps();
                     for (t, &qt) in q.iter().enumerate() {
                         // j + 8 <= body <= n: in row t of kt.
-                        let k = _mm256_loadu_ps(kt.as_ptr().add(t * n + j));
+                        let k = _mm256_loadu_ps(kt.as_ptr().add(t * ld + j));
                         acc = _mm256_fmadd_ps(_mm256_set1_ps(qt), k, acc);
                     }
                     _mm256_storeu_ps(rp.add(j), acc);
@@ -449,7 +470,7 @@ mod x86 {
                     let s: f32 = q
                         .iter()
                         .enumerate()
-                        .map(|(t, &qt)| qt * kt[t * n + j])
+                        .map(|(t, &qt)| qt * kt[t * ld + j])
                         .sum();
                     row[j] = s;
                     max = max.max(s);
@@ -481,7 +502,7 @@ mod x86 {
                         let p = _mm256_loadu_ps(rp.add(j));
                         for (u, a) in a.iter_mut().enumerate() {
                             // e0 + u < dv and j + 8 <= body <= n: in row e0 + u of vt.
-                            let v = _mm256_loadu_ps(vt.as_ptr().add((e0 + u) * n + j));
+                            let v = _mm256_loadu_ps(vt.as_ptr().add((e0 + u) * ld + j));
                             *a = _mm256_fmadd_ps(p, v, *a);
                         }
                         j += 8;
@@ -490,14 +511,14 @@ mod x86 {
                         let e = e0 + u;
                         let mut acc = hsum(*a);
                         for jj in body..n {
-                            acc += row[jj] * vt[e * n + jj];
+                            acc += row[jj] * vt[e * ld + jj];
                         }
                         out[i * dv + e] = acc * inv;
                     }
                 }
                 // The remaining depths one at a time, two sums along the keys.
                 for e in dv8..dv {
-                    let vrow = vt.as_ptr().add(e * n);
+                    let vrow = vt.as_ptr().add(e * ld);
                     let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
                     let mut j = 0;
                     while j + 16 <= body {
@@ -522,7 +543,7 @@ mod x86 {
                     }
                     let mut acc = hsum(_mm256_add_ps(a0, a1));
                     for jj in body..n {
-                        acc += row[jj] * vt[e * n + jj];
+                        acc += row[jj] * vt[e * ld + jj];
                     }
                     out[i * dv + e] = acc * inv;
                 }
@@ -565,16 +586,17 @@ mod neon {
         vt: &[f32],
         m: usize,
         n: usize,
+        ld: usize,
         d: usize,
         dv: usize,
         row: &mut [f32],
         out: &mut [f32],
     ) {
-        assert!(qs.len() >= m * d && kt.len() >= d * n && vt.len() >= dv * n);
+        assert!(ld >= n && qs.len() >= m * d && kt.len() >= d * ld && vt.len() >= dv * ld);
         assert!(row.len() >= n && out.len() >= m * dv);
         // SAFETY: only `Kernel::neon` reaches this function, with the proof
         // of NEON; slice bounds asserted above.
-        unsafe { attend_neon(qs, kt, vt, m, n, d, dv, row, out) }
+        unsafe { attend_neon(qs, kt, vt, m, n, ld, d, dv, row, out) }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -585,6 +607,7 @@ mod neon {
         vt: &[f32],
         m: usize,
         n: usize,
+        ld: usize,
         d: usize,
         dv: usize,
         row: &mut [f32],
@@ -603,7 +626,7 @@ mod neon {
                     let mut acc = vdupq_n_f32(0.0);
                     for (t, &qt) in q.iter().enumerate() {
                         // j + 4 <= body <= n: in row t of kt.
-                        acc = vfmaq_n_f32(acc, vld1q_f32(kt.as_ptr().add(t * n + j)), qt);
+                        acc = vfmaq_n_f32(acc, vld1q_f32(kt.as_ptr().add(t * ld + j)), qt);
                     }
                     vst1q_f32(rp.add(j), acc);
                     vmax = vmaxq_f32(vmax, acc);
@@ -614,7 +637,7 @@ mod neon {
                     let s: f32 = q
                         .iter()
                         .enumerate()
-                        .map(|(t, &qt)| qt * kt[t * n + j])
+                        .map(|(t, &qt)| qt * kt[t * ld + j])
                         .sum();
                     row[j] = s;
                     max = max.max(s);
@@ -635,7 +658,7 @@ mod neon {
                 }
                 let inv = 1.0 / sum;
                 for e in 0..dv {
-                    let vrow = vt.as_ptr().add(e * n);
+                    let vrow = vt.as_ptr().add(e * ld);
                     let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
                     let mut j = 0;
                     while j + 8 <= body {
@@ -648,7 +671,7 @@ mod neon {
                     }
                     let mut acc = vaddvq_f32(vaddq_f32(a0, a1));
                     for jj in body..n {
-                        acc += row[jj] * vt[e * n + jj];
+                        acc += row[jj] * vt[e * ld + jj];
                     }
                     out[i * dv + e] = acc * inv;
                 }
