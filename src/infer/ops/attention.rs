@@ -197,7 +197,7 @@ impl Attention {
 /// streams of an inner loop would share one L1 set.
 pub fn leading_dim(n: usize) -> usize {
     let ld = n.next_multiple_of(8);
-    if (ld * 4) % 4096 == 0 {
+    if (ld * 4).is_multiple_of(4096) {
         ld + 16
     } else {
         ld
