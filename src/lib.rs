@@ -27,6 +27,7 @@
 //! | [`kernels::cpu`] | CPU feature detection: the proofs a SIMD kernel needs |
 //! | [`control`] | The control socket: freeze, cine, depth, overlay on/off, one JSON line each |
 //! | [`measure`] | Lesions of a mask: calibrated area and diameters, steadied over frames |
+//! | [`dicom`] | DICOM export of the snapshot and the cine, JSON sidecars, the spool folder |
 //! | [`overlay`] | Drawing the mask and the HUD onto a frame |
 //! | [`overlay::target`] | The one RGB `DrawTarget` and its adapters |
 //! | [`overlay::mask`] | The mask's blended fill and outline |
@@ -55,6 +56,7 @@
 pub mod app;
 pub mod config;
 pub mod control;
+pub mod dicom;
 pub mod error;
 pub mod frame;
 pub mod infer;
