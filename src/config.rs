@@ -137,7 +137,7 @@ pub struct ControlConfig {
     pub input: Vec<PathBuf>,
     /// Key (name like `KEY_F1` or number) -> action (`freeze`,
     /// `unfreeze`, `freeze-toggle`, `step-back`, `step-forward`,
-    /// `overlay-toggle`).
+    /// `overlay-toggle`, `save-snapshot`, `save-cine`).
     #[serde(default)]
     pub keys: std::collections::BTreeMap<String, String>,
 }
@@ -938,6 +938,32 @@ mod tests {
         );
         let c = parse("[measure]\nenabled = false\n[model]\npath = \"m\"").unwrap();
         assert!(c.measure.settings(roi).is_none());
+    }
+
+    #[test]
+    fn dicom_identifiers_and_modality_are_checked() {
+        let c = parse(
+            "[model]\npath = \"m\"\n[control]\nmodality = \"ES\"\npatient_id = \"P-1\"\n\
+             patient_name = \"Doe^Jane\"\nstudy_id = \"S1\"\naccession_number = \"A1\"",
+        )
+        .unwrap();
+        assert_eq!(c.control.spool_dir, PathBuf::from("out/spool"));
+        assert_eq!(c.control.patient_id, "P-1");
+        for (bad, says) in [
+            ("modality = \"MR\"", "control.modality"),
+            ("patient_id = \"a\\\\b\"", "control.patient_id"),
+            ("patient_name = \"Zoë\"", "control.patient_name"),
+            ("study_id = \"12345678901234567\"", "control.study_id"),
+            (
+                "accession_number = \"12345678901234567\"",
+                "control.accession_number",
+            ),
+        ] {
+            let e = parse(&format!("[model]\npath = \"m\"\n[control]\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]
