@@ -98,6 +98,39 @@ pub fn build_segmenters(cfg: &Config) -> Result<(Arc<Model>, Workers)> {
     Ok((model, segs))
 }
 
+/// What the DICOM files say of the patient, the study and the model (its
+/// file hashed here, once, so the header names exactly what ran).
+fn dicom_settings(cfg: &Config, model: &Model) -> Result<crate::dicom::Settings> {
+    use sha2::Digest;
+    let c = &cfg.control;
+    let bad = |e: crate::dicom::DicomError| Error::config(&cfg.origin, format!("control.{e}"));
+    let path = &cfg.model.path;
+    let mut file =
+        std::fs::File::open(path).map_err(|e| Error::io(format!("hashing model {path:?}"), e))?;
+    let mut hash = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hash)
+        .map_err(|e| Error::io(format!("hashing model {path:?}"), e))?;
+    let info = model.info();
+    let md = &info.metadata;
+    let version = md.get("lgms.version").cloned().unwrap_or_else(|| {
+        md.get("lgms.export_date")
+            .map_or("unversioned".into(), |d| format!("exported {d}"))
+    });
+    crate::dicom::check_study(&c.study_id, &c.accession_number).map_err(bad)?;
+    Ok(crate::dicom::Settings {
+        modality: crate::dicom::Modality::from_code(&c.modality).unwrap_or_default(),
+        patient: crate::dicom::Patient::new(&c.patient_id, &c.patient_name).map_err(bad)?,
+        study_id: c.study_id.clone(),
+        accession: c.accession_number.clone(),
+        model: crate::dicom::ModelTag {
+            name: info.name.clone(),
+            version,
+            sha256: format!("{:x}", hash.finalize()),
+            precision: info.precision.to_string(),
+        },
+    })
+}
+
 /// An engine running a model without a passing accuracy record: its label,
 /// and so the HUD and the report, says "<precision> unverified".
 pub struct Unverified(pub Engine);
@@ -127,7 +160,7 @@ impl Segmenter for Unverified {
 pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
     check_outputs(cfg)?;
     let load_started = Instant::now();
-    let (_model, segs) = build_segmenters(cfg)?;
+    let (model, segs) = build_segmenters(cfg)?;
     let load_s = load_started.elapsed().as_secs_f64();
     let source = crate::source::open(cfg)?;
     let (width, height) = source.size();
@@ -186,6 +219,8 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
         control: requests,
         cine_frames,
         snapshot_dir: cfg.control.snapshot_dir.clone(),
+        spool_dir: cfg.control.spool_dir.clone(),
+        dicom: dicom_settings(cfg, &model)?,
         max_mask_age: cfg.max_mask_age,
         frames: cfg.frames,
         roi: cfg.roi,

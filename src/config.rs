@@ -89,6 +89,12 @@ fn default_record_max_mb() -> u64 {
 fn default_snapshot_dir() -> PathBuf {
     "out/snapshots".into()
 }
+fn default_spool_dir() -> PathBuf {
+    "out/spool".into()
+}
+fn default_modality() -> String {
+    "US".into()
+}
 
 /// The control socket and the cine (`[control]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -105,13 +111,33 @@ pub struct ControlConfig {
     /// Where `save-snapshot` writes the picture on screen as PNG.
     #[serde(default = "default_snapshot_dir")]
     pub snapshot_dir: PathBuf,
+    /// Where `save-snapshot` and `save-cine` put their DICOM files and
+    /// JSON sidecars, named by SOP Instance UID, for a sender to take.
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    /// The DICOM files' modality: `"US"` (Ultrasound Image, Ultrasound
+    /// Multi-frame Image) or `"ES"` (endoscopy: Secondary Capture).
+    #[serde(default = "default_modality")]
+    pub modality: String,
+    /// PatientID until `set-patient` says otherwise (LO: 64 characters).
+    #[serde(default)]
+    pub patient_id: String,
+    /// PatientName, `Family^Given` (PN: 64 characters).
+    #[serde(default)]
+    pub patient_name: String,
+    /// StudyID (SH: 16 characters).
+    #[serde(default)]
+    pub study_id: String,
+    /// AccessionNumber (SH: 16 characters).
+    #[serde(default)]
+    pub accession_number: String,
     /// Input devices (`/dev/input/event*`, keypads, foot switches) whose
     /// key presses send commands.
     #[serde(default)]
     pub input: Vec<PathBuf>,
     /// Key (name like `KEY_F1` or number) -> action (`freeze`,
     /// `unfreeze`, `freeze-toggle`, `step-back`, `step-forward`,
-    /// `overlay-toggle`).
+    /// `overlay-toggle`, `save-snapshot`, `save-cine`).
     #[serde(default)]
     pub keys: std::collections::BTreeMap<String, String>,
 }
@@ -122,6 +148,12 @@ impl Default for ControlConfig {
             socket: None,
             cine_seconds: 0.0,
             snapshot_dir: default_snapshot_dir(),
+            spool_dir: default_spool_dir(),
+            modality: default_modality(),
+            patient_id: String::new(),
+            patient_name: String::new(),
+            study_id: String::new(),
+            accession_number: String::new(),
             input: Vec::new(),
             keys: Default::default(),
         }
@@ -682,6 +714,16 @@ impl RawConfig {
                 "control.input is set but control.keys maps no key; fix: e.g. keys = { KEY_F1 = \"freeze-toggle\" }".into(),
             ));
         }
+        let c = &self.control;
+        if crate::dicom::Modality::from_code(&c.modality).is_none() {
+            return Err(bad(format!(
+                "control.modality = {:?}; fix: \"US\" (ultrasound) or \"ES\" (endoscopy)",
+                c.modality
+            )));
+        }
+        crate::dicom::Patient::new(&c.patient_id, &c.patient_name)
+            .and_then(|_| crate::dicom::check_study(&c.study_id, &c.accession_number))
+            .map_err(|e| bad(format!("control.{e}")))?;
         let cs = self.control.cine_seconds;
         if !(cs.is_finite() && (0.0..=120.0).contains(&cs)) {
             return Err(bad(format!(
@@ -896,6 +938,32 @@ mod tests {
         );
         let c = parse("[measure]\nenabled = false\n[model]\npath = \"m\"").unwrap();
         assert!(c.measure.settings(roi).is_none());
+    }
+
+    #[test]
+    fn dicom_identifiers_and_modality_are_checked() {
+        let c = parse(
+            "[model]\npath = \"m\"\n[control]\nmodality = \"ES\"\npatient_id = \"P-1\"\n\
+             patient_name = \"Doe^Jane\"\nstudy_id = \"S1\"\naccession_number = \"A1\"",
+        )
+        .unwrap();
+        assert_eq!(c.control.spool_dir, PathBuf::from("out/spool"));
+        assert_eq!(c.control.patient_id, "P-1");
+        for (bad, says) in [
+            ("modality = \"MR\"", "control.modality"),
+            ("patient_id = \"a\\\\b\"", "control.patient_id"),
+            ("patient_name = \"Zoë\"", "control.patient_name"),
+            ("study_id = \"12345678901234567\"", "control.study_id"),
+            (
+                "accession_number = \"12345678901234567\"",
+                "control.accession_number",
+            ),
+        ] {
+            let e = parse(&format!("[model]\npath = \"m\"\n[control]\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -25,8 +25,9 @@
 //! | [`infer::info`] | What `lgms-edge info` reports about a model |
 //! | [`kernels`] | One kernel table (pixel stages and our operators), scalar reference plus AVX2/VNNI/NEON, chosen once per run |
 //! | [`kernels::cpu`] | CPU feature detection: the proofs a SIMD kernel needs |
-//! | [`control`] | The control socket: freeze, cine, depth, overlay on/off, one JSON line each |
+//! | [`control`] | The control socket: freeze, cine, depth, overlay on/off, snapshot and cine saves, patient, one JSON line each |
 //! | [`measure`] | Lesions of a mask: calibrated area and diameters, steadied over frames |
+//! | [`dicom`] | DICOM export of the snapshot and the cine, JSON sidecars, the spool folder |
 //! | [`overlay`] | Drawing the mask and the HUD onto a frame |
 //! | [`overlay::target`] | The one RGB `DrawTarget` and its adapters |
 //! | [`overlay::mask`] | The mask's blended fill and outline |
@@ -55,6 +56,7 @@
 pub mod app;
 pub mod config;
 pub mod control;
+pub mod dicom;
 pub mod error;
 pub mod frame;
 pub mod infer;

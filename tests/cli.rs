@@ -909,3 +909,157 @@ fn the_control_socket_answers_while_the_run_goes_on() {
     succeeds(&out);
     assert!(!sock.exists(), "the socket file goes with the run");
 }
+
+#[test]
+fn save_cine_and_set_patient_write_dicom_files_to_the_spool() {
+    use dicom_dictionary_std::tags;
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let spool = dir.path().join("spool");
+    let cfg = tiny_config(
+        dir.path(),
+        "dicom.toml",
+        &format!(
+            "display = \"null\"\nframes = 150\n[phantom]\nwidth = 96\nheight = 64\nfps = 30\n\
+             [measure]\ndepth_mm = 32\n\
+             [control]\nsocket = {:?}\ncine_seconds = 0.5\nspool_dir = {:?}\nsnapshot_dir = {:?}\n\
+             patient_id = \"BOARD-1\"\nstudy_id = \"S1\"\naccession_number = \"A1\"",
+            sock.display().to_string(),
+            spool.display().to_string(),
+            dir.path().join("snaps").display().to_string(),
+        ),
+    );
+    let child = bin()
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stream = None;
+    for _ in 0..100 {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
+            stream = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut s = stream.expect("the socket appears");
+    let mut lines = BufReader::new(s.try_clone().unwrap()).lines();
+    let mut ask = |cmd: &str| -> serde_json::Value {
+        s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap()
+    };
+    // A full cine: 0.5 s at 30 fps.
+    for _ in 0..200 {
+        if ask(r#"{"cmd":"status"}"#)["cine_frames"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 15
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let board = ask(r#"{"cmd":"save-snapshot"}"#);
+    let bad = ask(r#"{"cmd":"set-patient","id":"P\\1","name":"Doe^Jane"}"#);
+    let set = ask(r#"{"cmd":"set-patient","id":"P-77","name":"Doe^Jane"}"#);
+    let cine = ask(r#"{"cmd":"save-cine"}"#);
+    drop(s);
+    let out = child.wait_with_output().unwrap();
+    succeeds(&out);
+    assert_eq!(board["ok"], true, "{board}");
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("patient_id"),
+        "{bad}"
+    );
+    assert_eq!(
+        (set["ok"].as_bool(), set["patient_id"].as_str()),
+        (Some(true), Some("P-77"))
+    );
+    assert_eq!(cine["ok"], true, "{cine}");
+
+    // Both files are whole once the run is over (each was renamed into place).
+    let open = |answer: &serde_json::Value| {
+        let path = PathBuf::from(answer["dicom"].as_str().unwrap());
+        assert_eq!(path.parent(), Some(spool.as_path()));
+        let obj = dicom_object::open_file(&path).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path.with_extension("json")).unwrap()).unwrap();
+        (obj, json, path)
+    };
+    let text = |obj: &dicom_object::DefaultDicomObject, tag| {
+        obj.element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (shot, shot_json, shot_path) = open(&board);
+    assert_eq!(text(&shot, tags::PATIENT_ID), "BOARD-1");
+    assert_eq!(text(&shot, tags::STUDY_ID), "S1");
+    assert_eq!(text(&shot, tags::ACCESSION_NUMBER), "A1");
+    assert_eq!(text(&shot, tags::SOP_CLASS_UID), lgms_edge::dicom::US_IMAGE);
+    let uid = text(&shot, tags::SOP_INSTANCE_UID);
+    assert_eq!(shot_path.file_stem().unwrap().to_str(), Some(uid.as_str()));
+    assert_eq!(shot_json["sop_instance_uid"], uid.as_str());
+    assert_eq!(shot_json["calibrated"], true);
+    assert_eq!(
+        shot.element(tags::PIXEL_DATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .len(),
+        96 * 64 * 3
+    );
+    // 32 mm over 64 rows: 0.5 mm, 0.05 cm per pixel.
+    let region = &shot
+        .element(tags::SEQUENCE_OF_ULTRASOUND_REGIONS)
+        .unwrap()
+        .items()
+        .unwrap()[0];
+    let dx = region
+        .element(tags::PHYSICAL_DELTA_X)
+        .unwrap()
+        .to_float64()
+        .unwrap();
+    assert!((dx - 0.05).abs() < 1e-9, "{dx}");
+
+    let (cine_obj, cine_json, _) = open(&cine);
+    assert_eq!(
+        text(&cine_obj, tags::SOP_CLASS_UID),
+        lgms_edge::dicom::US_MULTIFRAME_IMAGE
+    );
+    assert_eq!(text(&cine_obj, tags::PATIENT_ID), "P-77");
+    assert_eq!(text(&cine_obj, tags::PATIENT_NAME), "Doe^Jane");
+    assert_ne!(
+        text(&cine_obj, tags::STUDY_INSTANCE_UID),
+        text(&shot, tags::STUDY_INSTANCE_UID),
+        "a new patient, a new study"
+    );
+    let frames: usize = text(&cine_obj, tags::NUMBER_OF_FRAMES).parse().unwrap();
+    assert_eq!(frames, 15, "the whole cine ring");
+    assert_eq!(cine_json["frames"].as_array().unwrap().len(), frames);
+    assert_eq!(
+        cine_obj
+            .element(tags::PIXEL_DATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .len(),
+        frames * 96 * 64 * 3
+    );
+    let ms: f64 = text(&cine_obj, tags::FRAME_TIME).parse().unwrap();
+    assert!((20.0..50.0).contains(&ms), "about 33 ms: {ms}");
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        left.len(),
+        4,
+        "two files and two sidecars, nothing half written: {left:?}"
+    );
+}

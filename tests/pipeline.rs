@@ -674,6 +674,7 @@ fn freeze_holds_the_screen_steps_through_the_cine_and_unfreezes() {
         control: Some(Arc::new(std::sync::Mutex::new(rx))),
         cine_frames: 30,
         snapshot_dir: shots.path().join("snaps"),
+        spool_dir: shots.path().join("spool"),
         measure: Some(lgms_edge::measure::Settings {
             calibration: lgms_edge::measure::Calibration::NONE,
             min_area_px: 20,
@@ -709,6 +710,16 @@ fn freeze_holds_the_screen_steps_through_the_cine_and_unfreezes() {
     }
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (160, 120));
+    // Its DICOM file is in the spool once the run is over (the run waits
+    // for the files being written), with the same pixels.
+    let dcm = dicom_object::open_file(shot["dicom"].as_str().unwrap()).unwrap();
+    let pixels = dcm
+        .element(dicom_dictionary_std::tags::PIXEL_DATA)
+        .unwrap()
+        .to_bytes()
+        .unwrap()
+        .into_owned();
+    assert_eq!(pixels, img.to_rgb8().into_raw());
     assert_eq!(frozen["frozen"], true);
     assert_eq!(stepped["frames_back"], 3);
     // 48 mm over the 120 rows of the frame: 0.4 mm per pixel.

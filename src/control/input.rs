@@ -36,6 +36,10 @@ pub enum KeyAction {
     StepForward,
     /// Overlay off when on, on when off.
     OverlayToggle,
+    /// The picture on screen as a PNG and a DICOM file.
+    SaveSnapshot,
+    /// The cine as a multi-frame DICOM file.
+    SaveCine,
 }
 
 impl KeyAction {
@@ -48,13 +52,15 @@ impl KeyAction {
             "step-back" => KeyAction::StepBack,
             "step-forward" => KeyAction::StepForward,
             "overlay-toggle" => KeyAction::OverlayToggle,
+            "save-snapshot" => KeyAction::SaveSnapshot,
+            "save-cine" => KeyAction::SaveCine,
             _ => return None,
         })
     }
 
     /// The valid names, for error messages.
     pub const NAMES: &'static str =
-        "freeze, unfreeze, freeze-toggle, step-back, step-forward, overlay-toggle";
+        "freeze, unfreeze, freeze-toggle, step-back, step-forward, overlay-toggle, save-snapshot, save-cine";
 }
 
 /// Key names accepted besides numbers: what carts' keypads and foot
@@ -156,6 +162,8 @@ pub fn forward_keys(
             KeyAction::StepBack => Command::Step(-1),
             KeyAction::StepForward => Command::Step(1),
             KeyAction::OverlayToggle => Command::Overlay(!overlay_on),
+            KeyAction::SaveSnapshot => Command::SaveSnapshot,
+            KeyAction::SaveCine => Command::SaveCine,
         };
         match command {
             Command::Freeze => frozen = true,
@@ -217,6 +225,7 @@ mod tests {
             ("KEY_F1", "freeze-toggle"),
             ("KEY_LEFT", "step-back"),
             ("30", "overlay-toggle"),
+            ("KEY_F2", "save-cine"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -232,6 +241,7 @@ mod tests {
             event_bytes(EV_KEY, 30, 1),
             event_bytes(EV_KEY, 59, 1), // F1 again: unfreeze
             event_bytes(EV_KEY, 99, 1), // not mapped
+            event_bytes(EV_KEY, 60, 1), // F2: save the cine
         ] {
             bytes.extend(e);
         }
@@ -244,7 +254,7 @@ mod tests {
             }
             got
         });
-        assert_eq!(forward_keys(&bytes[..], &map, &tx), 4);
+        assert_eq!(forward_keys(&bytes[..], &map, &tx), 5);
         drop(tx);
         assert_eq!(
             seen.join().unwrap(),
@@ -252,7 +262,8 @@ mod tests {
                 Command::Freeze,
                 Command::Step(-1),
                 Command::Overlay(false),
-                Command::Unfreeze
+                Command::Unfreeze,
+                Command::SaveCine
             ]
         );
     }

@@ -8,7 +8,9 @@
 //! {"cmd": "step", "frames": -5}     while frozen: move through the cine
 //! {"cmd": "set-depth", "mm": 60}    the scanner's depth: new pixel spacing
 //! {"cmd": "overlay", "on": false}   hide or show the mask and calipers
-//! {"cmd": "save-snapshot"}          the picture on screen as a PNG
+//! {"cmd": "save-snapshot"}          the picture on screen as a PNG and a DICOM file
+//! {"cmd": "save-cine"}              the cine as one multi-frame DICOM file
+//! {"cmd": "set-patient", "id": "P1", "name": "Doe^Jane"}   whose images (a new study)
 //! {"cmd": "status"}                 what the screen is doing
 //! ```
 //!
@@ -27,7 +29,7 @@ use crate::{Error, Result};
 pub mod input;
 
 /// One command, parsed.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Hold the screen on the newest shown frame.
     Freeze,
@@ -40,8 +42,13 @@ pub enum Command {
     /// Show or hide the overlay (mask, calipers).
     Overlay(bool),
     /// Save the picture on screen (frozen or live, overlay included) as a
-    /// PNG in the snapshot folder.
+    /// PNG in the snapshot folder, and as a DICOM file in the spool.
     SaveSnapshot,
+    /// Save the cine (every frame it holds, oldest first) as one
+    /// multi-frame DICOM file in the spool.
+    SaveCine,
+    /// The patient of the next files; a new study begins.
+    SetPatient(crate::dicom::Patient),
     /// Report the state only.
     Status,
 }
@@ -52,7 +59,7 @@ pub fn parse(line: &str) -> std::result::Result<Command, String> {
         format!("not JSON ({e}); send one object per line, e.g. {{\"cmd\": \"freeze\"}}")
     })?;
     let cmd = v.get("cmd").and_then(|c| c.as_str()).ok_or(
-        "no \"cmd\"; one of freeze, unfreeze, step, set-depth, overlay, save-snapshot, status",
+        "no \"cmd\"; one of freeze, unfreeze, step, set-depth, overlay, save-snapshot, save-cine, set-patient, status",
     )?;
     let number = |key: &str| v.get(key).and_then(|n| n.as_f64());
     Ok(match cmd {
@@ -60,6 +67,20 @@ pub fn parse(line: &str) -> std::result::Result<Command, String> {
         "unfreeze" => Command::Unfreeze,
         "status" => Command::Status,
         "save-snapshot" => Command::SaveSnapshot,
+        "save-cine" => Command::SaveCine,
+        "set-patient" => {
+            let text = |key: &str| match v.get(key) {
+                None => Ok(""),
+                Some(s) => s.as_str().ok_or(format!("set-patient: \"{key}\" is not a string")),
+            };
+            let (id, name) = (text("id")?, text("name")?);
+            if id.trim().is_empty() {
+                return Err("set-patient needs \"id\", the patient ID (and \"name\", e.g. \"Doe^Jane\")".into());
+            }
+            Command::SetPatient(
+                crate::dicom::Patient::new(id, name).map_err(|e| format!("set-patient: {e}"))?,
+            )
+        }
         "step" => {
             let n = number("frames").unwrap_or(-1.0);
             if n.fract() != 0.0 || n.abs() > 100_000.0 {
@@ -79,7 +100,7 @@ pub fn parse(line: &str) -> std::result::Result<Command, String> {
         },
         other => {
             return Err(format!(
-                "unknown cmd {other:?}; one of freeze, unfreeze, step, set-depth, overlay, save-snapshot, status"
+                "unknown cmd {other:?}; one of freeze, unfreeze, step, set-depth, overlay, save-snapshot, save-cine, set-patient, status"
             ))
         }
     })
@@ -204,6 +225,13 @@ mod tests {
             parse(r#"{"cmd":"overlay","on":false}"#),
             Ok(Command::Overlay(false))
         );
+        assert_eq!(parse(r#"{"cmd":"save-cine"}"#), Ok(Command::SaveCine));
+        assert_eq!(
+            parse(r#"{"cmd":"set-patient","id":" P-1 ","name":"Doe^Jane"}"#),
+            Ok(Command::SetPatient(
+                crate::dicom::Patient::new("P-1", "Doe^Jane").unwrap()
+            ))
+        );
         for (bad, says) in [
             ("freeze", "not JSON"),
             (r#"{"cmd":"explode"}"#, "unknown cmd"),
@@ -211,6 +239,13 @@ mod tests {
             (r#"{"cmd":"step","frames":1.5}"#, "whole number"),
             (r#"{"cmd":"overlay"}"#, "\"on\""),
             (r#"{"x":1}"#, "no \"cmd\""),
+            (r#"{"cmd":"set-patient","name":"Doe"}"#, "needs \"id\""),
+            (r#"{"cmd":"set-patient","id":7}"#, "not a string"),
+            (r#"{"cmd":"set-patient","id":"a\\b"}"#, "patient_id"),
+            (
+                r#"{"cmd":"set-patient","id":"P","name":"Ünal"}"#,
+                "patient_name",
+            ),
         ] {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");

@@ -8,7 +8,8 @@
 //! shows the NO SIGNAL screen ([`crate::overlay::no_signal`], the only NO
 //! SIGNAL path) at the source's pace instead of freezing on the last frame.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::slots::{lock, wait, Shared};
@@ -17,7 +18,8 @@ use crate::frame::{Frame, Mask};
 use std::fmt::Write as _;
 
 use crate::control::Command;
-use crate::measure::{Calibration, Measurer, Settings, Smoother, MAX_LESIONS};
+use crate::dicom::{Header, Patient, Study};
+use crate::measure::{Calibration, Lesion, Measurer, Settings, Smoother, MAX_LESIONS};
 use crate::overlay::calipers::draw_measurements;
 use crate::overlay::draw_notice;
 use crate::overlay::no_signal::draw_no_signal;
@@ -102,7 +104,7 @@ pub(super) fn compositor_loop(
     });
     let mut lesions = Vec::with_capacity(MAX_LESIONS);
     let roi = opts.roi.unwrap_or(crate::frame::Rect::full(width, height));
-    let mut ctl = Control::default();
+    let mut ctl = Control::new(opts.dicom.patient.clone());
     // Allocated once: the memory a board file states (frames x size).
     let mut cine = Cine::new(
         if opts.control.is_some() {
@@ -117,6 +119,8 @@ pub(super) fn compositor_loop(
 
     loop {
         let mut no_signal = false;
+        // The lesions drawn on this frame: the first this many of `lesions`.
+        let mut drawn_lesions = 0;
         {
             let mut slot = lock(&shared.frames);
             loop {
@@ -254,6 +258,7 @@ pub(super) fn compositor_loop(
                     } else {
                         &[]
                     };
+                    drawn_lesions = shown.len();
                     if let Err(never) = draw_measurements(&mut target, shown, settings.calibration)
                     {
                         match never {}
@@ -295,14 +300,14 @@ pub(super) fn compositor_loop(
         if let Some(rx) = &opts.control {
             let rx = lock(rx);
             while let Ok(req) = rx.try_recv() {
-                let answer = ctl.apply(req.command, &cine, &mut measuring, roi, &opts.snapshot_dir);
+                let answer = ctl.apply(req.command, &cine, &mut measuring, roi, opts, period);
                 let _ = req.reply.send(answer);
             }
         }
         // The cine keeps the shown frames; frozen, it holds still and the
         // screen shows one of them while capture and inference go on.
         if !no_signal && ctl.frozen.is_none() {
-            cine.push(&frame);
+            cine.push(&frame, &lesions[..drawn_lesions]);
         }
         let mut show = &frame;
         if let Some(back) = ctl.frozen {
@@ -375,9 +380,14 @@ pub(super) fn compositor_loop(
     }
 }
 
-/// The last shown frames, in a ring allocated at start.
+/// The last shown frames, in a ring allocated at start, with the lesions
+/// drawn on each. Frames are shared with the threads that save them: a
+/// frame still being saved is left to its saver and the ring takes a new
+/// one in its place, so saving never stops the video (and a cine being
+/// saved holds at most a second ring's memory until it is written).
 struct Cine {
-    frames: Vec<Frame>,
+    frames: Vec<Arc<Frame>>,
+    lesions: Vec<Vec<Lesion>>,
     /// Where the next frame goes.
     head: usize,
     len: usize,
@@ -386,28 +396,53 @@ struct Cine {
 impl Cine {
     fn new(n: usize, width: u32, height: u32) -> Self {
         Cine {
-            frames: (0..n).map(|_| Frame::new(width, height)).collect(),
+            frames: (0..n)
+                .map(|_| Arc::new(Frame::new(width, height)))
+                .collect(),
+            lesions: (0..n).map(|_| Vec::with_capacity(MAX_LESIONS)).collect(),
             head: 0,
             len: 0,
         }
     }
 
-    fn push(&mut self, f: &Frame) {
+    fn push(&mut self, f: &Frame, lesions: &[Lesion]) {
         if self.frames.is_empty() {
             return;
         }
-        self.frames[self.head].copy_from(f);
+        let slot = &mut self.frames[self.head];
+        match Arc::get_mut(slot) {
+            Some(mine) => mine.copy_from(f),
+            None => *slot = Arc::new(f.clone()),
+        }
+        let ls = &mut self.lesions[self.head];
+        ls.clear();
+        ls.extend_from_slice(lesions);
         self.head = (self.head + 1) % self.frames.len();
         self.len = (self.len + 1).min(self.frames.len());
     }
 
+    fn index(&self, back: usize) -> Option<usize> {
+        let n = self.frames.len();
+        (back < self.len).then(|| (self.head + n - 1 - back) % n)
+    }
+
     /// The frame `back` frames before the newest (0: the newest).
     fn back(&self, back: usize) -> Option<&Frame> {
-        if back >= self.len {
-            return None;
-        }
-        let n = self.frames.len();
-        Some(&self.frames[(self.head + n - 1 - back) % n])
+        self.index(back).map(|i| &*self.frames[i])
+    }
+
+    /// The frame `back` frames before the newest and its lesions, shared.
+    fn take(&self, back: usize) -> Option<(Arc<Frame>, Vec<Lesion>)> {
+        self.index(back)
+            .map(|i| (self.frames[i].clone(), self.lesions[i].clone()))
+    }
+
+    /// Every frame held, oldest first, with its lesions.
+    fn take_all(&self) -> (Vec<Arc<Frame>>, Vec<Vec<Lesion>>) {
+        (0..self.len)
+            .rev()
+            .filter_map(|back| self.take(back))
+            .unzip()
     }
 
     fn len(&self) -> usize {
@@ -422,19 +457,76 @@ struct Control {
     frozen: Option<usize>,
     overlay_on: bool,
     depth_mm: Option<f64>,
+    /// Whose images the DICOM files are.
+    patient: Patient,
+    /// The study of this patient's files, begun at the first file.
+    study: Option<Study>,
+    /// InstanceNumber of the last file of the study.
+    instances: u32,
+    /// A cine is being written: one at a time, so that saved cines never
+    /// hold more than one ring's worth of frames.
+    cine_saving: Arc<AtomicBool>,
+    /// The threads writing snapshots and cines, joined before the run
+    /// ends so that a stop never leaves a file unwritten.
+    writers: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl Default for Control {
-    fn default() -> Self {
-        Control {
-            frozen: None,
-            overlay_on: true,
-            depth_mm: None,
+impl Drop for Control {
+    fn drop(&mut self) {
+        if self.writers.iter().any(|w| !w.is_finished()) {
+            log::info!("waiting for snapshots and cines to be written");
+        }
+        for w in self.writers.drain(..) {
+            let _ = w.join();
         }
     }
 }
 
 impl Control {
+    fn new(patient: Patient) -> Self {
+        Control {
+            frozen: None,
+            overlay_on: true,
+            depth_mm: None,
+            patient,
+            study: None,
+            instances: 0,
+            cine_saving: Arc::new(AtomicBool::new(false)),
+            writers: Vec::new(),
+        }
+    }
+
+    /// The header of the next DICOM file: a new study for a new patient,
+    /// the next instance number, a fresh SOP Instance UID.
+    fn next_header(
+        &mut self,
+        opts: &super::Options,
+        calibration: Calibration,
+        roi: crate::frame::Rect,
+    ) -> std::result::Result<Header, String> {
+        let s = &opts.dicom;
+        let study = match &self.study {
+            Some(study) => study.clone(),
+            None => {
+                let study = Study::new(&s.study_id, &s.accession).map_err(|e| e.to_string())?;
+                self.study = Some(study.clone());
+                self.instances = 0;
+                study
+            }
+        };
+        self.instances += 1;
+        Ok(Header {
+            modality: s.modality,
+            patient: self.patient.clone(),
+            study,
+            model: s.model.clone(),
+            calibration,
+            region: roi,
+            instance_number: self.instances,
+            sop_instance_uid: crate::dicom::new_uid().map_err(|e| e.to_string())?,
+        })
+    }
+
     /// Applies one command; the answer is the state after it, or why not.
     fn apply(
         &mut self,
@@ -442,9 +534,15 @@ impl Control {
         cine: &Cine,
         measuring: &mut Option<(Measurer, Smoother, Settings)>,
         roi: crate::frame::Rect,
-        snapshot_dir: &std::path::Path,
+        opts: &super::Options,
+        period: Duration,
     ) -> std::result::Result<serde_json::Value, String> {
         let mut saved = None;
+        let mut dicom = None;
+        self.writers.retain(|w| !w.is_finished());
+        let calibration = measuring
+            .as_ref()
+            .map_or(Calibration::NONE, |(_, _, s)| s.calibration);
         match cmd {
             Command::Freeze => {
                 if cine.len() == 0 {
@@ -469,41 +567,105 @@ impl Control {
                 log::info!("depth set to {mm} mm over the {} rows of the roi", roi.h);
             }
             Command::Overlay(on) => self.overlay_on = on,
+            Command::SetPatient(p) => {
+                log::info!("patient set; the next DICOM file begins a new study");
+                self.patient = p;
+                self.study = None;
+            }
             Command::SaveSnapshot => {
-                let Some(f) = cine.back(self.frozen.unwrap_or(0)) else {
+                let Some((frame, lesions)) = cine.take(self.frozen.unwrap_or(0)) else {
                     return Err("nothing has been shown yet".into());
                 };
+                let header = self.next_header(opts, calibration, roi)?;
                 let ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis());
-                let path = snapshot_dir.join(format!("snapshot-{ms}-frame{}.png", f.id));
+                let path = opts
+                    .snapshot_dir
+                    .join(format!("snapshot-{ms}-frame{}.png", frame.id));
+                let spool = opts.spool_dir.clone();
+                let dcm = spool.join(format!("{}.dcm", header.sop_instance_uid));
                 // Encoded on its own thread: the video does not wait for it.
-                let frame = f.clone();
-                let (dir, to) = (snapshot_dir.to_path_buf(), path.clone());
-                std::thread::spawn(move || {
-                    let written = std::fs::create_dir_all(&dir)
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| {
-                            // Written aside, then renamed: a snapshot on
-                            // disk is always whole.
-                            let part = to.with_extension("png.part");
-                            image::save_buffer_with_format(
-                                &part,
-                                &frame.rgb,
-                                frame.width,
-                                frame.height,
-                                image::ExtendedColorType::Rgb8,
-                                image::ImageFormat::Png,
-                            )
-                            .map_err(|e| e.to_string())?;
-                            std::fs::rename(&part, &to).map_err(|e| e.to_string())
-                        });
-                    match written {
-                        Ok(()) => log::info!("snapshot {to:?}"),
-                        Err(e) => log::error!("snapshot {to:?} not written: {e}"),
-                    }
-                });
+                let (dir, to) = (opts.snapshot_dir.clone(), path.clone());
+                let writer = std::thread::Builder::new()
+                    .name("snapshot".into())
+                    .spawn(move || {
+                        let written = std::fs::create_dir_all(&dir)
+                            .map_err(|e| e.to_string())
+                            .and_then(|()| {
+                                // Written aside, then renamed: a snapshot on
+                                // disk is always whole.
+                                let part = to.with_extension("png.part");
+                                image::save_buffer_with_format(
+                                    &part,
+                                    &frame.rgb,
+                                    frame.width,
+                                    frame.height,
+                                    image::ExtendedColorType::Rgb8,
+                                    image::ImageFormat::Png,
+                                )
+                                .map_err(|e| e.to_string())?;
+                                std::fs::rename(&part, &to).map_err(|e| e.to_string())
+                            });
+                        match written {
+                            Ok(()) => log::info!("snapshot {to:?}"),
+                            Err(e) => log::error!("snapshot {to:?} not written: {e}"),
+                        }
+                        match crate::dicom::save(&spool, &header, &[&frame], &[&lesions], None) {
+                            Ok(p) => log::info!("snapshot DICOM {p:?}"),
+                            Err(e) => log::error!("snapshot DICOM not written: {e}"),
+                        }
+                    })
+                    .map_err(|e| format!("cannot start the snapshot thread: {e}"))?;
+                self.writers.push(writer);
                 saved = Some(path.display().to_string());
+                dicom = Some(dcm.display().to_string());
+            }
+            Command::SaveCine => {
+                if cine.len() == 0 {
+                    return Err("nothing has been shown yet".into());
+                }
+                if self.cine_saving.load(Ordering::SeqCst) {
+                    return Err(
+                        "a cine is still being written; send save-cine again when it is done"
+                            .into(),
+                    );
+                }
+                let header = self.next_header(opts, calibration, roi)?;
+                let (frames, lesions) = cine.take_all();
+                let frame_time_ms = frame_time_ms(&frames, period);
+                let dcm = opts
+                    .spool_dir
+                    .join(format!("{}.dcm", header.sop_instance_uid));
+                let spool = opts.spool_dir.clone();
+                let busy = self.cine_saving.clone();
+                busy.store(true, Ordering::SeqCst);
+                let started =
+                    std::thread::Builder::new()
+                        .name("save-cine".into())
+                        .spawn(move || {
+                            let refs: Vec<&Frame> = frames.iter().map(|f| &**f).collect();
+                            let ls: Vec<&[Lesion]> = lesions.iter().map(|l| &l[..]).collect();
+                            match crate::dicom::save(
+                                &spool,
+                                &header,
+                                &refs,
+                                &ls,
+                                Some(frame_time_ms),
+                            ) {
+                                Ok(p) => log::info!("cine DICOM {p:?}: {} frames", refs.len()),
+                                Err(e) => log::error!("cine DICOM not written: {e}"),
+                            }
+                            busy.store(false, Ordering::SeqCst);
+                        });
+                match started {
+                    Ok(writer) => self.writers.push(writer),
+                    Err(e) => {
+                        self.cine_saving.store(false, Ordering::SeqCst);
+                        return Err(format!("cannot start the cine thread: {e}"));
+                    }
+                }
+                dicom = Some(dcm.display().to_string());
             }
             Command::Status => {}
         }
@@ -517,8 +679,36 @@ impl Control {
             "overlay": self.overlay_on,
             "depth_mm": self.depth_mm,
             "mm_per_pixel": spacing.map(|(x, y)| [x, y]),
+            "patient_id": self.patient.id(),
             "snapshot": saved,
+            "dicom": dicom,
         }))
+    }
+}
+
+/// The time between the frames of a cine, from their capture times; the
+/// source's period when they tell nothing (one frame, a replayed file).
+fn frame_time_ms(frames: &[Arc<Frame>], period: Duration) -> f64 {
+    let fallback = if period.is_zero() {
+        1000.0 / 30.0
+    } else {
+        period.as_secs_f64() * 1e3
+    };
+    match (frames.first(), frames.last()) {
+        (Some(a), Some(b)) if frames.len() > 1 => {
+            let ms = b
+                .captured
+                .saturating_duration_since(a.captured)
+                .as_secs_f64()
+                * 1e3
+                / (frames.len() - 1) as f64;
+            if ms > 0.0 {
+                ms
+            } else {
+                fallback
+            }
+        }
+        _ => fallback,
     }
 }
 

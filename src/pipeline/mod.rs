@@ -97,6 +97,10 @@ pub struct Options {
     pub cine_frames: usize,
     /// Where `save-snapshot` writes its PNGs.
     pub snapshot_dir: std::path::PathBuf,
+    /// Where `save-snapshot` and `save-cine` put their DICOM files.
+    pub spool_dir: std::path::PathBuf,
+    /// What the DICOM files say of the patient, study and model.
+    pub dicom: crate::dicom::Settings,
 }
 
 impl Default for Options {
@@ -118,6 +122,8 @@ impl Default for Options {
             control: None,
             cine_frames: 0,
             snapshot_dir: "out/snapshots".into(),
+            spool_dir: "out/spool".into(),
+            dicom: crate::dicom::Settings::default(),
         }
     }
 }
