@@ -16,7 +16,7 @@ with open(os.path.join(ROOT, "pyproject.toml"), "rb") as _f:
     PYPROJECT = tomllib.load(_f)
 
 RUNTIME = {"torch", "onnx", "onnxruntime", "onnxscript", "numpy", "opencv-python-headless", "pillow"}
-DEV = {"pytest", "ruff"}
+DEV = {"pytest", "ruff", "pydicom"}
 
 
 def read_pins(name: str) -> dict[str, str]:
