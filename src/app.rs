@@ -237,7 +237,16 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
             .measure
             .settings(cfg.roi.unwrap_or(Rect::full(width, height))),
     };
+    // The sender only reads the spool folder: it never waits on the video,
+    // and stops (within one network timeout) when the run ends.
+    let sender = cfg
+        .pacs
+        .clone()
+        .map(|p| crate::pacs::Sender::start(cfg.control.spool_dir.clone(), p))
+        .transpose()
+        .map_err(|e| Error::io("starting the PACS sender", e))?;
     let mut result = pipeline::run(source, segs, sink.as_mut(), &opts)?;
+    drop(sender);
     drop(control);
     result.report.load_s = load_s;
     if let Some(path) = &cfg.stats_json {

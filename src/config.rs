@@ -65,6 +65,9 @@ pub struct RawConfig {
     /// The control socket and the cine (freeze, step back).
     #[serde(default)]
     pub control: ControlConfig,
+    /// The PACS the spool is sent to; none: nothing is sent.
+    #[serde(default)]
+    pub pacs: Option<PacsConfig>,
     /// `"none"`, `"input"` (the raw source frames) or `"overlay"` (what is shown).
     #[serde(default, deserialize_with = "named::record")]
     pub record: RecordMode,
@@ -94,6 +97,90 @@ fn default_spool_dir() -> PathBuf {
 }
 fn default_modality() -> String {
     "US".into()
+}
+
+/// The PACS that the spool's files are sent to by C-STORE (`[pacs]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacsConfig {
+    /// The PACS's host name or address.
+    pub host: String,
+    /// Its DICOM port (1..=65535).
+    pub port: u32,
+    /// The PACS's AE title.
+    #[serde(default = "default_called_ae")]
+    pub called_ae: String,
+    /// Our AE title.
+    #[serde(default = "default_calling_ae")]
+    pub calling_ae: String,
+    /// The first wait after a failed send.
+    #[serde(default = "default_retry_min_ms")]
+    pub retry_min_ms: u64,
+    /// The longest wait between retries (the wait doubles up to it).
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+}
+
+fn default_called_ae() -> String {
+    "ANY-SCP".into()
+}
+fn default_calling_ae() -> String {
+    "LGMS-EDGE".into()
+}
+fn default_retry_min_ms() -> u64 {
+    1000
+}
+fn default_retry_max_ms() -> u64 {
+    60_000
+}
+
+impl PacsConfig {
+    /// The sender's settings, or the message naming the bad key and the fix.
+    fn check(&self) -> std::result::Result<crate::pacs::Settings, String> {
+        if self.host.trim().is_empty() {
+            return Err(
+                "pacs.host is empty; fix: the PACS's host name or address, e.g. \"pacs.local\""
+                    .into(),
+            );
+        }
+        let port = u16::try_from(self.port)
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| {
+                format!(
+                    "pacs.port = {}; fix: use 1..=65535 (DICOM's is 104, often 11112)",
+                    self.port
+                )
+            })?;
+        for (key, value) in [
+            ("called_ae", &self.called_ae),
+            ("calling_ae", &self.calling_ae),
+        ] {
+            crate::pacs::check_ae_title(value).map_err(|why| {
+                format!(
+                    "pacs.{key} = {value:?} {why}; fix: 1 to 16 printable ASCII characters without a backslash, e.g. \"LGMS-EDGE\""
+                )
+            })?;
+        }
+        let (min, max) = (self.retry_min_ms, self.retry_max_ms);
+        if min == 0 || max < min {
+            return Err(format!(
+                "pacs.retry_min_ms = {min}, retry_max_ms = {max}; fix: 0 < retry_min_ms <= retry_max_ms, e.g. 1000 and 60000"
+            ));
+        }
+        Ok(crate::pacs::Settings {
+            host: self.host.trim().to_string(),
+            port,
+            called_ae: self.called_ae.clone(),
+            calling_ae: self.calling_ae.clone(),
+            backoff: crate::source::backoff::Backoff::new(
+                Duration::from_millis(min),
+                Duration::from_millis(max),
+            ),
+            poll: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+        })
+    }
 }
 
 /// The control socket and the cine (`[control]`).
@@ -536,6 +623,8 @@ pub struct Config {
     pub measure: MeasureConfig,
     /// Control socket and cine.
     pub control: ControlConfig,
+    /// The PACS sender's settings; none: nothing is sent.
+    pub pacs: Option<crate::pacs::Settings>,
     /// Recording mode.
     pub record: RecordMode,
     /// Recording file.
@@ -576,6 +665,7 @@ impl RawConfig {
             capture: CaptureConfig::default(),
             measure: MeasureConfig::default(),
             control: ControlConfig::default(),
+            pacs: None,
             record: RecordMode::default(),
             record_path: default_record_path(),
             record_max_mb: default_record_max_mb(),
@@ -736,6 +826,7 @@ impl RawConfig {
                 ms.smooth_frames
             )));
         }
+        let pacs = self.pacs.as_ref().map(PacsConfig::check).transpose()?;
         let record = self.record;
         if record != RecordMode::None && self.record_max_mb == 0 {
             return Err(bad(
@@ -759,6 +850,7 @@ impl RawConfig {
             capture: self.capture,
             measure: self.measure,
             control: self.control,
+            pacs,
             record,
             record_path: self.record_path,
             record_max_bytes: self.record_max_mb.saturating_mul(1 << 20),
@@ -963,6 +1055,42 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_pacs_section_is_optional_and_checked() {
+        assert!(parse("[model]\npath = \"m\"\n").unwrap().pacs.is_none());
+        let base = "[model]\npath = \"m\"\n[pacs]\nhost = \"pacs.local\"\nport = 11112\n";
+        let p = parse(base).unwrap().pacs.unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("pacs.local", 11112));
+        assert_eq!(
+            (p.called_ae.as_str(), p.calling_ae.as_str()),
+            ("ANY-SCP", "LGMS-EDGE")
+        );
+        assert_eq!(p.backoff.start(), Duration::from_secs(1));
+        assert_eq!(p.backoff.max(), Duration::from_secs(60));
+        for (bad, key) in [
+            ("port = 0", "pacs.port"),
+            ("port = 65536", "pacs.port"),
+            ("host = \" \"", "pacs.host"),
+            ("called_ae = \"A234567890123456X\"", "pacs.called_ae"),
+            ("calling_ae = \"A\\\\B\"", "pacs.calling_ae"),
+            ("calling_ae = \"\"", "pacs.calling_ae"),
+            ("retry_min_ms = 0", "pacs.retry_min_ms"),
+            (
+                "retry_min_ms = 5000\nretry_max_ms = 100",
+                "pacs.retry_min_ms",
+            ),
+        ] {
+            let key_name = bad.split(' ').next().unwrap();
+            let text = base
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{key_name} ")))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let e = parse(&format!("{text}\n{bad}\n")).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("fix:"), "{bad}: {e}");
         }
     }
 

@@ -28,6 +28,7 @@
 //! | [`control`] | The control socket: freeze, cine, depth, overlay on/off, snapshot and cine saves, patient, one JSON line each |
 //! | [`measure`] | Lesions of a mask: calibrated area and diameters, steadied over frames |
 //! | [`dicom`] | DICOM export of the snapshot and the cine, JSON sidecars, the spool folder |
+//! | [`pacs`] | The spool sender: C-STORE of the spooled files to the PACS, moved to `sent/` once stored |
 //! | [`overlay`] | Drawing the mask and the HUD onto a frame |
 //! | [`overlay::target`] | The one RGB `DrawTarget` and its adapters |
 //! | [`overlay::mask`] | The mask's blended fill and outline |
@@ -63,6 +64,7 @@ pub mod infer;
 pub mod kernels;
 pub mod measure;
 pub mod overlay;
+pub mod pacs;
 pub mod pipeline;
 pub mod sink;
 pub mod source;

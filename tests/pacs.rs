@@ -1,0 +1,221 @@
+//! The spool sender against a real storage SCP: dcmtk's `storescp` on a
+//! loopback port. A snapshot is spooled through the library, sent, found
+//! in storescp's folder and moved to `sent/`; with the PACS down first, it
+//! stays spooled until storescp starts, then arrives exactly once, also
+//! across a sender restart. Skipped, with a message, where storescp is not
+//! installed; CI installs dcmtk. Last, `lgms-edge run` with a `[pacs]`
+//! section sends what its spool holds.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lgms_edge::dicom::{self, Header, Modality, ModelTag, Patient, Study};
+use lgms_edge::frame::{Frame, Rect};
+use lgms_edge::measure::Calibration;
+use lgms_edge::pacs::{Sender, Settings, SENT_DIR};
+use lgms_edge::source::backoff::Backoff;
+
+fn storescp_missing() -> bool {
+    let found = Command::new("storescp")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("SKIPPED: storescp is not installed (apt-get install dcmtk)");
+    }
+    !found
+}
+
+/// A port nothing listens on (just now).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// storescp on `port`, writing what it receives to `out`; killed on drop.
+struct Scp(Child);
+
+impl Scp {
+    fn start(port: u16, out: &Path) -> Scp {
+        std::fs::create_dir_all(out).unwrap();
+        let child = Command::new("storescp")
+            .args(["-aet", "ANY-SCP", "-od"])
+            .arg(out)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let scp = Scp(child);
+        wait_for(Duration::from_secs(10), "storescp listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        scp
+    }
+}
+
+impl Drop for Scp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "no {what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn settings(port: u16) -> Settings {
+    Settings {
+        host: "127.0.0.1".into(),
+        port,
+        called_ae: "ANY-SCP".into(),
+        calling_ae: "LGMS-EDGE".into(),
+        backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
+        poll: Duration::from_millis(50),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+/// A snapshot in the spool, as `save-snapshot` writes it; its UID.
+fn spool_snapshot(spool: &Path) -> String {
+    let mut f = Frame::new(64, 48);
+    for (i, b) in f.rgb.iter_mut().enumerate() {
+        *b = (i * 7) as u8;
+    }
+    let header = Header {
+        modality: Modality::Ultrasound,
+        patient: Patient::new("P-1", "Doe^Jane").unwrap(),
+        study: Study::new("S1", "A1").unwrap(),
+        model: ModelTag {
+            name: "lgmsnet-phantom-us".into(),
+            version: "1".into(),
+            sha256: "0".repeat(64),
+            precision: "f32".into(),
+        },
+        calibration: Calibration::spacing(0.2, 0.2),
+        region: Rect::full(64, 48),
+        instance_number: 1,
+        sop_instance_uid: dicom::new_uid().unwrap(),
+    };
+    let path = dicom::save(spool, &header, &[&f], &[&[]], None).unwrap();
+    assert!(path.exists());
+    header.sop_instance_uid
+}
+
+/// The files storescp wrote that hold `uid` in their name.
+fn received(out: &Path, uid: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(uid))
+        .collect()
+}
+
+fn assert_sent(spool: &Path, uid: &str) {
+    let sent = spool.join(SENT_DIR);
+    assert!(sent.join(format!("{uid}.dcm")).exists());
+    assert!(sent.join(format!("{uid}.json")).exists(), "sidecar moved");
+    assert!(!spool.join(format!("{uid}.dcm")).exists());
+    assert!(!spool.join(format!("{uid}.json")).exists());
+}
+
+#[test]
+fn a_spooled_snapshot_reaches_storescp_and_moves_to_sent() {
+    if storescp_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, out) = (dir.path().join("spool"), dir.path().join("scp"));
+    let port = free_port();
+    let _scp = Scp::start(port, &out);
+    let uid = spool_snapshot(&spool);
+    let sender = Sender::start(spool.clone(), settings(port)).unwrap();
+    wait_for(Duration::from_secs(20), "file in sent/", || {
+        spool.join(SENT_DIR).join(format!("{uid}.dcm")).exists()
+    });
+    drop(sender);
+    assert_sent(&spool, &uid);
+    let got = received(&out, &uid);
+    assert_eq!(got.len(), 1, "{got:?}");
+    // What arrived is the instance that was spooled.
+    let obj = dicom_object::open_file(&got[0]).unwrap();
+    assert_eq!(obj.meta().media_storage_sop_instance_uid(), uid);
+}
+
+#[test]
+fn a_pacs_down_first_gets_the_file_exactly_once_when_it_comes_up() {
+    if storescp_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, out) = (dir.path().join("spool"), dir.path().join("scp"));
+    let port = free_port();
+    let uid = spool_snapshot(&spool);
+    let sender = Sender::start(spool.clone(), settings(port)).unwrap();
+    // Nothing listens: several retries pass, the file stays.
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(spool.join(format!("{uid}.dcm")).exists());
+    assert!(!spool.join(SENT_DIR).join(format!("{uid}.dcm")).exists());
+    let _scp = Scp::start(port, &out);
+    wait_for(Duration::from_secs(20), "file in sent/", || {
+        spool.join(SENT_DIR).join(format!("{uid}.dcm")).exists()
+    });
+    // A few more passes, then a restarted sender: nothing is sent again.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(sender);
+    let again = Sender::start(spool.clone(), settings(port)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(again);
+    assert_sent(&spool, &uid);
+    let got = received(&out, &uid);
+    assert_eq!(got.len(), 1, "delivered exactly once: {got:?}");
+}
+
+#[test]
+fn run_with_a_pacs_section_sends_the_spool() {
+    if storescp_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, out) = (dir.path().join("spool"), dir.path().join("scp"));
+    let port = free_port();
+    let _scp = Scp::start(port, &out);
+    let uid = spool_snapshot(&spool);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dark.onnx");
+    let cfg = dir.path().join("pacs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "display = \"null\"\nframes = 60\n[phantom]\nwidth = 96\nheight = 64\nfps = 30\n\
+             [control]\nspool_dir = {:?}\n\
+             [pacs]\nhost = \"127.0.0.1\"\nport = {port}\nretry_min_ms = 50\nretry_max_ms = 200\n\
+             [model]\npath = {:?}\n",
+            spool.display().to_string(),
+            model.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let run = common::lgms_edge()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "warn")
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_sent(&spool, &uid);
+    assert_eq!(received(&out, &uid).len(), 1);
+}
