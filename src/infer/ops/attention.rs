@@ -995,11 +995,8 @@ pub fn fuse_all(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         };
         let name = format!("{}.lgms_attention", model.node(found.last).name);
-        let mut patch = TypedModelPatch::default();
-        let inputs = patch.taps(model, &[found.q, found.k, found.v])?;
-        let out = patch.wire_node(name, found.op, &inputs)?;
-        patch.shunt_outside(model, OutletId::new(found.last, 0), out[0])?;
-        patch.apply(model)?;
+        let (inputs, last) = ([found.q, found.k, found.v], OutletId::new(found.last, 0));
+        super::swap_in(model, &inputs, last, name, found.op)?;
         fused += 1;
     }
     Ok(fused)

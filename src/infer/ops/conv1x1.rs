@@ -597,12 +597,9 @@ pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
         let Some(found) = match_at(model, id) else {
             continue;
         };
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, found.x)?;
         let name = format!("{}.lgms_conv1x1", model.node(id).name);
-        let out = patch.wire_node(name, found.op, &[x])?;
-        patch.shunt_outside(model, OutletId::new(found.last, 0), out[0])?;
-        patch.apply(model)?;
+        let last = OutletId::new(found.last, 0);
+        super::swap_in(model, &[found.x], last, name, found.op)?;
         replaced += 1;
     }
     Ok(replaced)

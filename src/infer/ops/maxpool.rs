@@ -18,7 +18,7 @@ use tract_onnx::tract_core::ops::cnn::{MaxPool, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, SharedOut};
+use super::{for_each_block, swap_in, SharedOut};
 
 /// `[N, C, H, W]` -> `[N, C, H / 2, W / 2]`, the max of each 2x2 window.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -141,11 +141,8 @@ pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
         let op = MaxPool2x2 {
             shape: [si[0], si[1], si[2], si[3]],
         };
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, node.inputs[0])?;
-        let out = patch.wire_node(format!("{}.lgms_maxpool2x2", node.name), op, &[x])?;
-        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
-        patch.apply(model)?;
+        let (x, name) = (node.inputs[0], format!("{}.lgms_maxpool2x2", node.name));
+        swap_in(model, &[x], OutletId::new(id, 0), name, op)?;
         replaced += 1;
     }
     Ok(replaced)

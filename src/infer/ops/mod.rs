@@ -96,6 +96,23 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     })
 }
 
+/// Wires `op` on `inputs` in place of the subgraph whose output is
+/// `replaced` (the disconnected nodes go at the compaction in
+/// [`substitute`]).
+fn swap_in(
+    model: &mut TypedModel,
+    inputs: &[OutletId],
+    replaced: OutletId,
+    name: String,
+    op: impl Into<Box<dyn TypedOp>>,
+) -> TractResult<()> {
+    let mut patch = TypedModelPatch::default();
+    let taps = patch.taps(model, inputs)?;
+    let out = patch.wire_node(name, op, &taps)?;
+    patch.shunt_outside(model, replaced, out[0])?;
+    patch.apply(model)
+}
+
 /// Runs `f(i)` for `i in 0..n`, on tract's thread pool when the running
 /// plan has a multi-threaded executor, else in order on this thread.
 /// `f` gets disjoint work by index; results come back through its captures.

@@ -21,7 +21,7 @@ use tract_onnx::tract_core::internal::{EvalContext, EvalOp, Op, StaticName, Type
 use tract_onnx::tract_core::ops::nn::resize::{CoordTransformer, Interpolator, Resize};
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, SharedOut};
+use super::{for_each_block, swap_in, SharedOut};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::cpu::Avx2Fma;
 #[cfg(target_arch = "aarch64")]
@@ -364,11 +364,8 @@ pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
         let op = Upsample2x {
             shape: [si[0], si[1], si[2], si[3]],
         };
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, node.inputs[0])?;
-        let out = patch.wire_node(format!("{}.lgms_upsample2x", node.name), op, &[x])?;
-        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
-        patch.apply(model)?;
+        let (x, name) = (node.inputs[0], format!("{}.lgms_upsample2x", node.name));
+        swap_in(model, &[x], OutletId::new(id, 0), name, op)?;
         replaced += 1;
     }
     Ok(replaced)

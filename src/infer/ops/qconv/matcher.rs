@@ -373,16 +373,13 @@ pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
             );
             continue;
         }
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, found.x)?;
         let name = format!("{}.lgms_qconv", model.node(id).name);
         let op = QConv {
             plan: Arc::new(found.plan),
             out_shape: found.out_shape,
         };
-        let out = patch.wire_node(name, op, &[x])?;
-        patch.shunt_outside(model, OutletId::new(found.last, 0), out[0])?;
-        patch.apply(model)?;
+        let last = OutletId::new(found.last, 0);
+        super::super::swap_in(model, &[found.x], last, name, op)?;
         replaced += 1;
     }
     Ok(replaced)
