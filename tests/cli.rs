@@ -2,7 +2,7 @@
 //! message naming the thing and the fix, and a non-zero exit; good input
 //! runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
@@ -857,6 +857,29 @@ fn run_refuses_f16_without_an_f16_record_in_the_f32_file() {
     );
 }
 
+/// Starts `lgms-edge run -c cfg` and connects to its control socket `sock`
+/// once it appears (within 5 s).
+fn run_with_control_socket(
+    cfg: &Path,
+    sock: &Path,
+) -> (std::process::Child, std::os::unix::net::UnixStream) {
+    let mut child = bin()
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(sock) {
+            return (child, s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output();
+    panic!("the socket {sock:?} does not appear: {out:?}");
+}
+
 #[test]
 fn the_control_socket_answers_while_the_run_goes_on() {
     use std::io::{BufRead, BufReader, Write};
@@ -871,21 +894,7 @@ fn the_control_socket_answers_while_the_run_goes_on() {
             sock.display().to_string()
         ),
     );
-    let child = bin()
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stream = None;
-    for _ in 0..100 {
-        if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
-            stream = Some(s);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let mut s = stream.expect("the socket appears");
+    let (child, mut s) = run_with_control_socket(&cfg, &sock);
     let mut lines = BufReader::new(s.try_clone().unwrap()).lines();
     // Until a frame has been shown (the model may still be loading).
     for _ in 0..200 {
@@ -930,21 +939,7 @@ fn save_cine_and_set_patient_write_dicom_files_to_the_spool() {
             dir.path().join("snaps").display().to_string(),
         ),
     );
-    let child = bin()
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stream = None;
-    for _ in 0..100 {
-        if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
-            stream = Some(s);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let mut s = stream.expect("the socket appears");
+    let (child, mut s) = run_with_control_socket(&cfg, &sock);
     let mut lines = BufReader::new(s.try_clone().unwrap()).lines();
     let mut ask = |cmd: &str| -> serde_json::Value {
         s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
