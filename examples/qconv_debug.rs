@@ -13,35 +13,28 @@ fn main() -> anyhow::Result<()> {
     let mut typed = m.into_typed()?.into_decluttered()?;
     println!("{:?}", lgms_edge::infer::ops::substitute(&mut typed)?);
     for n in typed.nodes() {
-        if n.op.name() == "LgmsQConv" {
-            let pred = typed.node(n.inputs[0].node);
-            let succ: Vec<String> = n.outputs[0]
-                .successors
-                .iter()
-                .map(|s| typed.node(s.node).op.name().to_string())
-                .collect();
-            println!(
-                "{} {:?} pred={} succ={:?}",
-                n.name,
-                n.op.info()?,
-                pred.op.name(),
-                succ
-            );
+        let (qconv, left) = (n.op.name() == "LgmsQConv", n.name.ends_with("_quant"));
+        if !qconv && !left {
+            continue;
         }
-        if n.name.ends_with("_quant") {
-            let pred = typed.node(n.inputs[0].node);
-            let succ: Vec<String> = n.outputs[0]
-                .successors
-                .iter()
-                .map(|s| typed.node(s.node).op.name().to_string())
-                .collect();
+        let pred = typed.node(n.inputs[0].node);
+        let succ: Vec<String> = n.outputs[0]
+            .successors
+            .iter()
+            .map(|s| typed.node(s.node).op.name().to_string())
+            .collect();
+        let head = format!(
+            "{} [{}] {:?} pred={}",
+            n.name,
+            n.op.name(),
+            n.op.info()?,
+            pred.op.name()
+        );
+        if qconv {
+            println!("{head} succ={succ:?}");
+        } else {
             println!(
-                "{} [{}] {:?} pred={} succ={:?} out={:?}",
-                n.name,
-                n.op.name(),
-                n.op.info()?,
-                pred.op.name(),
-                succ,
+                "{head} succ={succ:?} out={:?}",
                 typed.outlet_fact(OutletId::new(n.id, 0))?
             );
         }
