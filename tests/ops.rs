@@ -135,18 +135,22 @@ fn softmax_not_over_the_keys_is_left_to_tract() {
     assert_eq!(ops::substitute(&mut m).unwrap().attention, 0);
 }
 
-/// Random query/key/value blocks: every SIMD kernel against the scalar one.
-/// Every SIMD attention kernel against the scalar one, with the keys and
-/// values `ld` floats apart (`ld = n`, and padded rows whose padding is NaN:
-/// a kernel that reads it gives NaN).
-fn attend_all(m: usize, n: usize, d: usize, dv: usize, seed: u64) {
-    for ld in [n, n + 3, attention::leading_dim(n)] {
+/// Every SIMD attention kernel against the scalar one, with the keys `ld`
+/// and the values `ldv` floats apart (dense, and padded rows whose padding
+/// is NaN: a kernel that reads it gives NaN). `amp`: the keys' amplitude
+/// (large ones make peaked softmax rows).
+fn attend_all(m: usize, n: usize, d: usize, dv: usize, seed: u64, amp: f32) {
+    for (ld, ldv) in [
+        (n, dv),
+        (n + 3, dv + 1),
+        (attention::leading_dim(n), dv + 5),
+    ] {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut gen = |rows: usize, amp: f32| -> Vec<f32> {
-            (0..rows * ld)
+        let mut gen = |rows: usize, len: usize, stride: usize, amp: f32| -> Vec<f32> {
+            (0..rows * stride)
                 .map(|i| {
                     let v = rng.gen_range(-amp..amp);
-                    if i % ld < n {
+                    if i % stride < len {
                         v
                     } else {
                         f32::NAN
@@ -155,29 +159,40 @@ fn attend_all(m: usize, n: usize, d: usize, dv: usize, seed: u64) {
                 .collect()
         };
         let qs: Vec<f32> = (0..m * d).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
-        let kt = gen(d, 3.0);
-        let vt = gen(dv, 1.0);
+        let kt = gen(d, n, ld, amp);
+        let v = gen(n, dv, ldv, 1.0);
+        let block = attention::Block {
+            qs: &qs,
+            kt: &kt,
+            v: &v,
+            m,
+            n,
+            d,
+            dv,
+            ld,
+            ldv,
+        };
         let mut row = vec![0.0; n];
         let mut want = vec![0.0; m * dv];
         kernels::scalar()
             .attention()
-            .attend(&qs, &kt, &vt, m, n, ld, d, dv, &mut row, &mut want);
+            .attend(&block, &mut row, &mut want);
         assert!(
             want.iter().all(|v| v.is_finite()),
             "scalar read the padding"
         );
         for k in simd_kernels(Kernels::attention, |k| k.name()) {
             let mut got = vec![0.0; m * dv];
-            k.attend(&qs, &kt, &vt, m, n, ld, d, dv, &mut row, &mut got);
+            k.attend(&block, &mut row, &mut got);
             let diff = max_abs_diff(&want, &got);
             let name = k.name();
             assert!(
                 got.iter().all(|v| v.is_finite()),
-                "{name} read the padding (ld={ld})"
+                "{name} read the padding (ld={ld}, ldv={ldv})"
             );
             assert!(
                 diff < 1e-5,
-                "{name} m={m} n={n} ld={ld} d={d} dv={dv}: {diff:e}"
+                "{name} m={m} n={n} ld={ld} d={d} dv={dv} amp={amp}: {diff:e}"
             );
         }
     }
@@ -185,16 +200,58 @@ fn attend_all(m: usize, n: usize, d: usize, dv: usize, seed: u64) {
 
 #[test]
 fn attention_kernels_at_lgmsnet_sizes() {
-    attend_all(32, 1024, 8, 8, 7);
-    attend_all(16, 256, 8, 8, 8);
+    attend_all(32, 1024, 8, 8, 7, 3.0);
+    attend_all(16, 256, 8, 8, 8, 3.0);
+}
+
+#[test]
+fn attention_kernels_with_scores_far_below_their_bound() {
+    // Keys of very different norms and queries orthogonal to the longest:
+    // the SIMD kernels' bound (|q| times the longest key) is then hundreds
+    // above every score, every probability underflows against it, and the
+    // query must be redone with the true max (a kernel that skips that
+    // gives 0/0).
+    let (m, n, d, dv) = (5, 40, 4, 8);
+    let qs: Vec<f32> = (0..m * d)
+        .map(|i| if i % d == 1 { 30.0 } else { 0.0 })
+        .collect();
+    let mut kt = vec![0.0f32; d * n];
+    for j in 0..n {
+        kt[j] = if j == 7 { 1000.0 } else { 0.0 }; // depth 0: one long key
+        kt[n + j] = (j as f32 * 0.3).sin(); // depth 1: what the queries see
+    }
+    let v: Vec<f32> = (0..n * dv).map(|i| (i as f32 * 0.11).cos()).collect();
+    let block = attention::Block {
+        qs: &qs,
+        kt: &kt,
+        v: &v,
+        m,
+        n,
+        d,
+        dv,
+        ld: n,
+        ldv: dv,
+    };
+    let mut row = vec![0.0; n];
+    let mut want = vec![0.0; m * dv];
+    kernels::scalar()
+        .attention()
+        .attend(&block, &mut row, &mut want);
+    for k in simd_kernels(Kernels::attention, |k| k.name()) {
+        let mut got = vec![0.0; m * dv];
+        k.attend(&block, &mut row, &mut got);
+        let diff = max_abs_diff(&want, &got);
+        assert!(diff < 1e-5, "{}: {diff:e} ({got:?})", k.name());
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn attention_kernels_match_scalar(m in 1usize..6, n in 1usize..70, d in 1usize..12,
-                                      dv in 1usize..10, seed in 0u64..1000) {
-        attend_all(m, n, d, dv, seed);
+                                      dv in 1usize..18, seed in 0u64..1000,
+                                      amp in prop_oneof![Just(0.5f32), Just(3.0f32), Just(20.0f32)]) {
+        attend_all(m, n, d, dv, seed, amp);
     }
 }
 

@@ -5,11 +5,14 @@
 //! (offset, head) blocks. tract's stock graph runs this as a matrix product
 //! into a 4x4x1024x1024 score tensor (64 MiB), a softmax over it, and a
 //! second product with an inner dimension of 1024 packed for its matmul
-//! kernel: about a third of the network's time. With a depth of 8 the score
-//! row of one query is 8 multiply-adds per key, so this operator keeps one
-//! row (4 KiB) in cache: scores, max, exp, sum and the weighted sum of V,
-//! then the next query. K and V are transposed once per block so every
-//! inner loop runs along the keys, in SIMD lanes.
+//! kernel: about a third of the network's time. With a depth of 8 a score
+//! is 8 multiply-adds, so this operator never stores a score matrix: the
+//! SIMD kernels take 4 queries at a time through the keys once (scores,
+//! `2^x`, the weighted sum of V), subtracting an upper bound of the scores
+//! instead of their max ([`max_key_norm`]). Per key and query that is 16
+//! multiply-adds of arithmetic plus 5 for the exponential. K is transposed
+//! and V laid out in rows once per block, so the score loop runs along the
+//! keys and the value loop along the depth, in SIMD lanes.
 //!
 //! [`fuse_all`] finds `EinSum(Q,K) [-> Mul(const scalar)] -> Softmax(last
 //! axis) -> EinSum(., V)` in the decluttered graph, whatever the einsum
@@ -144,16 +147,17 @@ impl Attention {
     fn run_block(&self, kernel: Kernel, b: usize, q: &[f32], k: &[f32], v: &[f32], out: SharedOut) {
         let (m, n, d, dv) = (self.m, self.n, self.d, self.dv);
         let ld = leading_dim(n);
-        let scale = f32::from_bits(self.scale_bits);
+        // Scores in base 2 (see `Block::qs`).
+        let scale2 = f32::from_bits(self.scale_bits) * std::f32::consts::LOG2_E;
         let (oq, ok, ov, oo) = self.offsets(b);
         SCRATCH.with_borrow_mut(|scratch| {
-            let need = m * d + d * ld + dv * ld + n + m * dv;
+            let need = m * d + d * ld + n * dv + n + m * dv;
             if scratch.len() < need {
                 scratch.resize(need, 0.0);
             }
             let (qs, rest) = scratch.split_at_mut(m * d);
             let (kt, rest) = rest.split_at_mut(d * ld);
-            let (vt, rest) = rest.split_at_mut(dv * ld);
+            let (vr, rest) = rest.split_at_mut(n * dv);
             let (row, rest) = rest.split_at_mut(n);
             let o = &mut rest[..m * dv];
             // Offsets come from the tensor shapes checked at match time
@@ -163,7 +167,7 @@ impl Attention {
             };
             for i in 0..m {
                 for t in 0..d {
-                    qs[i * d + t] = q[at(oq, i, self.q.rows, t, self.q.depth)] * scale;
+                    qs[i * d + t] = q[at(oq, i, self.q.rows, t, self.q.depth)] * scale2;
                 }
             }
             for t in 0..d {
@@ -171,12 +175,23 @@ impl Attention {
                     kt[t * ld + j] = k[at(ok, j, self.k.rows, t, self.k.depth)];
                 }
             }
-            for e in 0..dv {
-                for j in 0..n {
-                    vt[e * ld + j] = v[at(ov, j, self.v.rows, e, self.v.depth)];
+            for j in 0..n {
+                for e in 0..dv {
+                    vr[j * dv + e] = v[at(ov, j, self.v.rows, e, self.v.depth)];
                 }
             }
-            kernel.attend(qs, kt, vt, m, n, ld, d, dv, row, o);
+            let block = Block {
+                qs,
+                kt,
+                v: vr,
+                m,
+                n,
+                d,
+                dv,
+                ld,
+                ldv: dv,
+            };
+            kernel.attend(&block, row, o);
             for i in 0..m {
                 for e in 0..dv {
                     // SAFETY: blocks differ in at least one batch coordinate, so
@@ -220,18 +235,70 @@ impl TypedOp for Attention {
 }
 
 /// Attends every query of one block (see [`Kernel::attend`]).
-type AttendFn = fn(
-    qs: &[f32],
-    kt: &[f32],
-    vt: &[f32],
-    m: usize,
-    n: usize,
-    ld: usize,
-    d: usize,
-    dv: usize,
-    row: &mut [f32],
-    out: &mut [f32],
-);
+type AttendFn = fn(block: &Block, row: &mut [f32], out: &mut [f32]);
+
+/// One (offset, head) block of attention, gathered into the layouts the
+/// kernels' inner loops run along.
+#[derive(Debug, Clone, Copy)]
+pub struct Block<'a> {
+    /// `m x d` queries, already multiplied by the scale and by `log2(e)`:
+    /// the kernels take `2^(score - c)` for the softmax, which costs fewer
+    /// multiply-adds than `e^x` and is the same function of the input.
+    pub qs: &'a [f32],
+    /// `d` rows of `n` keys (transposed), `ld` floats apart.
+    pub kt: &'a [f32],
+    /// `n` rows of `dv` values, `ldv` floats apart.
+    pub v: &'a [f32],
+    /// Queries.
+    pub m: usize,
+    /// Keys and values.
+    pub n: usize,
+    /// Depth of Q and K.
+    pub d: usize,
+    /// Depth of V and of the output.
+    pub dv: usize,
+    /// Floats between two rows of `kt` (`>= n`).
+    pub ld: usize,
+    /// Floats between two rows of `v` (`>= dv`).
+    pub ldv: usize,
+}
+
+impl Block<'_> {
+    /// Panics unless every slice holds what the sizes say (the kernels'
+    /// unchecked reads rely on it) and `row`/`out` are large enough.
+    fn check(&self, row: &[f32], out: &[f32]) {
+        let Block {
+            m,
+            n,
+            d,
+            dv,
+            ld,
+            ldv,
+            ..
+        } = *self;
+        assert!(
+            ld >= n && ldv >= dv,
+            "rows of {n} keys {ld} floats apart, of {dv} values {ldv} apart"
+        );
+        assert!(
+            self.qs.len() >= m * d,
+            "{} queries for {m} x {d}",
+            self.qs.len()
+        );
+        assert!(
+            d == 0 || self.kt.len() >= (d - 1) * ld + n,
+            "keys shorter than {d} rows of {n}"
+        );
+        assert!(
+            n == 0 || self.v.len() >= (n - 1) * ldv + dv,
+            "values shorter than {n} rows of {dv}"
+        );
+        assert!(
+            row.len() >= n && out.len() >= m * dv,
+            "scratch or output too short"
+        );
+    }
+}
 
 /// One implementation of the attention kernel: the scalar reference, or a
 /// SIMD one that only a proof of its CPU features builds. The tables of
@@ -272,107 +339,115 @@ impl Kernel {
         self.name
     }
 
-    /// Attends every query of one block.
-    ///
-    /// `qs`: `m x d` queries, already multiplied by the scale; `kt`: `d`
-    /// rows of `n` keys, transposed, `ld` floats apart; `vt`: `dv` rows of
-    /// `n` values, transposed, `ld` apart; `row`: `n` floats of scratch;
-    /// `out`: `m x dv` results. Panics if `ld < n` or a slice is shorter
-    /// than that.
-    #[allow(clippy::too_many_arguments)]
-    pub fn attend(
-        &self,
-        qs: &[f32],
-        kt: &[f32],
-        vt: &[f32],
-        m: usize,
-        n: usize,
-        ld: usize,
-        d: usize,
-        dv: usize,
-        row: &mut [f32],
-        out: &mut [f32],
-    ) {
-        (self.attend)(qs, kt, vt, m, n, ld, d, dv, row, out)
+    /// Attends every query of one block into `out` (`m x dv`), with `row`
+    /// (`n` floats) as scratch. Panics if a slice is shorter than the
+    /// block's sizes say.
+    pub fn attend(&self, block: &Block, row: &mut [f32], out: &mut [f32]) {
+        block.check(row, out);
+        (self.attend)(block, row, out)
     }
 }
 
-/// The reference kernel (and the fallback).
-#[allow(clippy::too_many_arguments)]
-fn attend_scalar(
-    qs: &[f32],
-    kt: &[f32],
-    vt: &[f32],
-    m: usize,
-    n: usize,
-    ld: usize,
-    d: usize,
-    dv: usize,
-    row: &mut [f32],
-    out: &mut [f32],
-) {
-    assert!(ld >= n, "rows of {n} keys {ld} floats apart");
-    let row = &mut row[..n];
-    for i in 0..m {
-        let q = &qs[i * d..(i + 1) * d];
-        row.fill(0.0);
-        for (t, &qt) in q.iter().enumerate() {
-            for (r, &kv) in row.iter_mut().zip(&kt[t * ld..t * ld + n]) {
-                *r += qt * kv;
-            }
-        }
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for r in row.iter_mut() {
-            *r = (*r - max).exp();
-            sum += *r;
-        }
-        let inv = 1.0 / sum;
-        for e in 0..dv {
-            let acc: f32 = row
-                .iter()
-                .zip(&vt[e * ld..e * ld + n])
-                .map(|(p, v)| p * v)
-                .sum();
-            out[i * dv + e] = acc * inv;
-        }
+/// The reference kernel: scores, their max, exp, sum and the weighted sum
+/// of the values, one query at a time. The SIMD kernels' fallback for a
+/// query whose probabilities underflow.
+fn attend_scalar(b: &Block, row: &mut [f32], out: &mut [f32]) {
+    b.check(row, out);
+    for i in 0..b.m {
+        attend_one_scalar(b, i, row, &mut out[i * b.dv..(i + 1) * b.dv]);
     }
 }
+
+/// Query `i` of the block, as [`attend_scalar`] computes it.
+fn attend_one_scalar(b: &Block, i: usize, row: &mut [f32], out: &mut [f32]) {
+    let (n, d, ld) = (b.n, b.d, b.ld);
+    let row = &mut row[..n];
+    let q = &b.qs[i * d..(i + 1) * d];
+    row.fill(0.0);
+    for (t, &qt) in q.iter().enumerate() {
+        for (r, &kv) in row.iter_mut().zip(&b.kt[t * ld..t * ld + n]) {
+            *r += qt * kv;
+        }
+    }
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for r in row.iter_mut() {
+        *r = (*r - max).exp2();
+        sum += *r;
+    }
+    let inv = 1.0 / sum;
+    for (e, o) in out.iter_mut().enumerate().take(b.dv) {
+        let acc: f32 = row
+            .iter()
+            .enumerate()
+            .map(|(j, p)| p * b.v[j * b.ldv + e])
+            .sum();
+        *o = acc * inv;
+    }
+}
+
+/// The largest key norm of the block: with it, `|q| * max_j |k_j|` bounds
+/// every score of query `q` from above (Cauchy-Schwarz). The SIMD kernels
+/// subtract that bound instead of the scores' max, so that scores,
+/// probabilities and the weighted sum are one pass over the keys (the
+/// softmax is the same for any subtracted constant; exp never overflows).
+fn max_key_norm(b: &Block) -> f32 {
+    let mut best = 0f32;
+    for j in 0..b.n {
+        let s: f32 = (0..b.d).map(|t| b.kt[t * b.ld + j].powi(2)).sum();
+        best = best.max(s);
+    }
+    best.sqrt()
+}
+
+/// The subtracted bound for query `i` (its scaled norm times the largest
+/// key norm).
+fn score_bound(b: &Block, i: usize, kmax: f32) -> f32 {
+    let q = &b.qs[i * b.d..(i + 1) * b.d];
+    q.iter().map(|x| x * x).sum::<f32>().sqrt() * kmax
+}
+
+/// A probability sum below this means the bound was so far above the true
+/// max that the probabilities lost precision: the query is redone with the
+/// max ([`attend_one_scalar`]). `exp(-69)`: far from f32's normal range
+/// (1e-38), so the probabilities that matter kept every bit.
+const UNDERFLOW: f32 = 1e-30;
+
+/// `2^r ~ 1 + r (c0 + r (c1 + r (c2 + r (c3 + r c4))))` on `|r| <= 1/2`,
+/// fitted for relative error (1.6e-7 at most in f32 with FMA). `c0` is
+/// the fit's, a little below ln 2.
+#[allow(clippy::approx_constant)]
+const EXP2_POLY: [f32; 5] = [
+    0.693_147,
+    0.240_222_42,
+    0.055_507_336,
+    0.009_671_513,
+    0.001_326_472_7,
+];
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// `exp(x)` for 8 lanes (Cephes' polynomial, ~2 ulp), `x` clamped below
-    /// at -87.3 (the result is then ~1e-38 instead of 0; the softmax sum is >= 1).
+    use super::{attend_one_scalar, max_key_norm, score_bound, Block, UNDERFLOW};
+
+    /// `2^x` for 8 lanes: `2^round(x)` (added to the exponent bits) times
+    /// a degree-5 polynomial for `2^r`, `|r| <= 1/2` ([`super::EXP2_POLY`]).
+    /// `x` is clamped below at -125, where the result is ~2e-38 instead of
+    /// smaller (the softmax sum is far larger, or the query is redone).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn exp8(x: __m256) -> __m256 {
-        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.3));
-        let fx = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    pub(super) fn exp2_8(x: __m256) -> __m256 {
+        let x = _mm256_max_ps(x, _mm256_set1_ps(-125.0));
+        let fx = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+        let r = _mm256_sub_ps(x, fx);
+        let c = super::EXP2_POLY;
+        let mut p = _mm256_set1_ps(c[4]);
+        for k in (0..4).rev() {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c[k]));
         }
-        let p = _mm256_fmadd_ps(
-            p,
-            _mm256_mul_ps(r, r),
-            _mm256_add_ps(r, _mm256_set1_ps(1.0)),
-        );
-        let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-            _mm256_cvtps_epi32(fx),
-            _mm256_set1_epi32(127),
-        ));
-        _mm256_mul_ps(p, _mm256_castsi256_ps(pow2))
+        let p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
+        let e = _mm256_slli_epi32::<23>(_mm256_cvtps_epi32(fx));
+        _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -383,171 +458,154 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// A lane mask of the first `k` lanes (`k <= 8`).
     #[target_feature(enable = "avx2,fma")]
-    fn hmax(v: __m256) -> f32 {
-        let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_max_ss(s, _mm_shuffle_ps::<1>(s, s));
-        _mm_cvtss_f32(s)
+    fn first_lanes(k: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), idx)
     }
 
-    /// AVX2 + FMA version of [`super::attend_scalar`].
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn attend(
-        qs: &[f32],
-        kt: &[f32],
-        vt: &[f32],
-        m: usize,
-        n: usize,
-        ld: usize,
-        d: usize,
-        dv: usize,
-        row: &mut [f32],
-        out: &mut [f32],
-    ) {
-        assert!(ld >= n && qs.len() >= m * d && kt.len() >= d * ld && vt.len() >= dv * ld);
-        assert!(row.len() >= n && out.len() >= m * dv);
+    /// AVX2 + FMA version of [`super::attend_scalar`], one pass over the
+    /// keys per 4 queries (see [`max_key_norm`]).
+    pub(super) fn attend(b: &Block, row: &mut [f32], out: &mut [f32]) {
         // SAFETY: only `Kernel::avx2` reaches this function, with the proof
-        // of AVX2 and FMA; slice bounds asserted above.
-        unsafe { attend_avx2(qs, kt, vt, m, n, ld, d, dv, row, out) }
+        // of AVX2 and FMA; `Kernel::attend` checked the slice lengths.
+        unsafe { attend_avx2(b, row, out) }
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn attend_avx2(
-        qs: &[f32],
-        kt: &[f32],
-        vt: &[f32],
-        m: usize,
-        n: usize,
-        ld: usize,
-        d: usize,
-        dv: usize,
+    unsafe fn attend_avx2(b: &Block, row: &mut [f32], out: &mut [f32]) {
+        let kmax = max_key_norm(b);
+        let mut i = 0;
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe {
+            while i + 4 <= b.m {
+                queries::<4>(b, i, kmax, row, out);
+                i += 4;
+            }
+            while i < b.m {
+                queries::<1>(b, i, kmax, row, out);
+                i += 1;
+            }
+        }
+    }
+
+    /// Keys per step of [`queries`]: the probabilities of a step for 4
+    /// queries (512 B) stay in L1 between the two phases.
+    const STEP: usize = 32;
+
+    /// Queries `i0..i0 + Q`, 8 value depths at a time, [`STEP`] keys per
+    /// step in two phases, each with independent chains of FMAs for the
+    /// out-of-order core to overlap (one phase per key would wait on the
+    /// latency of exp and of every FMA):
+    /// - scores minus the bound (FMAs from the bound down) and their exp,
+    ///   two vectors of 8 keys at a time for all Q queries;
+    /// - each key's value row times its probability (broadcast), into two
+    ///   sums per query.
+    ///
+    /// K and V are read once per step for all Q queries.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `b` checked ([`Block::check`]) against `row` and `out`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn queries<const Q: usize>(
+        b: &Block,
+        i0: usize,
+        kmax: f32,
         row: &mut [f32],
         out: &mut [f32],
     ) {
-        // SAFETY: `attend` asserted every slice length used below; each vector access
-        // is at `j + 8 <= body <= n` within a row of `n` (or `m x d`) values.
+        let (n, d, dv, ld, ldv) = (b.n, b.d, b.dv, b.ld, b.ldv);
+        let mut bound = [0f32; Q];
+        for (qi, bd) in bound.iter_mut().enumerate() {
+            *bd = score_bound(b, i0 + qi, kmax);
+        }
+        let mut redo = [false; Q];
+        // SAFETY: every K read is in row t < d at keys g..g + 8 with
+        // g + 8 <= n, or masked to the keys below n; every V read is row
+        // j + u < n, depths e0..e0 + 8 <= dv or masked to depths below dv;
+        // Q reads are rows i0 + qi < m (the caller's loop bounds).
         unsafe {
-            let body = n / 8 * 8;
-            let rp = row.as_mut_ptr();
-            for i in 0..m {
-                let q = &qs[i * d..(i + 1) * d];
-                // Scores, 32 keys per step in 4 independent sums (one sum
-                // would wait on the FMA latency at every depth step):
-                // row[j] = sum_t q[t] * kt[t][j], in the reference's order.
-                let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
+            let qp = b.qs.as_ptr().add(i0 * d);
+            // Scores minus the bound of the 8 keys from `g` (masked to the
+            // keys below n), for every query.
+            let scores = |g: usize| -> [__m256; Q] {
+                let kmask = (n - g < 8).then(|| first_lanes(n - g));
+                let mut s: [__m256; Q] = std::array::from_fn(|qi| _mm256_set1_ps(-bound[qi]));
+                for t in 0..d {
+                    let kp = b.kt.as_ptr().add(t * ld + g);
+                    let kv = match kmask {
+                        None => _mm256_loadu_ps(kp),
+                        Some(m) => _mm256_maskload_ps(kp, m),
+                    };
+                    for (qi, s) in s.iter_mut().enumerate() {
+                        *s = _mm256_fmadd_ps(_mm256_broadcast_ss(&*qp.add(qi * d + t)), kv, *s);
+                    }
+                }
+                s
+            };
+            let mut e0 = 0;
+            while e0 < dv {
+                let vmask = (dv - e0 < 8).then(|| first_lanes(dv - e0));
+                let mut acc = [[_mm256_setzero_ps(); 2]; Q];
+                let mut vsum = [_mm256_setzero_ps(); Q];
+                let mut probs = [[0f32; STEP]; Q];
                 let mut j = 0;
-                while j + 32 <= body {
-                    let mut a = [_mm256_setzero_ps(); 4];
-                    for (t, &qt) in q.iter().enumerate() {
-                        let qv = _mm256_set1_ps(qt);
-                        // j + 32 <= body <= n: in row t of kt.
-                        let kp = kt.as_ptr().add(t * ld + j);
-                        for (u, a) in a.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp.add(8 * u)), *a);
+                while j < n {
+                    let nk = (n - j).min(STEP);
+                    let mut g = 0;
+                    while g < nk {
+                        let s0 = scores(j + g);
+                        let s1 = (g + 8 < nk).then(|| scores(j + g + 8));
+                        for (h, s) in [Some(s0), s1].into_iter().flatten().enumerate() {
+                            let at = g + 8 * h;
+                            let live = (nk - at < 8).then(|| first_lanes(nk - at));
+                            for qi in 0..Q {
+                                let mut p = exp2_8(s[qi]);
+                                if let Some(m) = live {
+                                    p = _mm256_and_ps(p, _mm256_castsi256_ps(m));
+                                }
+                                vsum[qi] = _mm256_add_ps(vsum[qi], p);
+                                _mm256_storeu_ps(probs[qi].as_mut_ptr().add(at), p);
+                            }
+                        }
+                        g += 16;
+                    }
+                    for u in 0..nk {
+                        let vp = b.v.as_ptr().add((j + u) * ldv + e0);
+                        let v = match vmask {
+                            None => _mm256_loadu_ps(vp),
+                            Some(m) => _mm256_maskload_ps(vp, m),
+                        };
+                        for qi in 0..Q {
+                            let a = &mut acc[qi][u & 1];
+                            *a = _mm256_fmadd_ps(_mm256_broadcast_ss(&probs[qi][u]), v, *a);
                         }
                     }
-                    for (u, a) in a.iter().enumerate() {
-                        _mm256_storeu_ps(rp.add(j + 8 * u), *a);
-                        vmax = _mm256_max_ps(vmax, *a);
+                    j += STEP;
+                }
+                for qi in 0..Q {
+                    let sum = hsum(vsum[qi]);
+                    if sum < UNDERFLOW || sum.is_nan() {
+                        redo[qi] = true;
+                        continue;
                     }
-                    j += 32;
-                }
-                while j < body {
-                    let mut acc = _mm256_setzero_ps();
-                    for (t, &qt) in q.iter().enumerate() {
-                        // j + 8 <= body <= n: in row t of kt.
-                        let k = _mm256_loadu_ps(kt.as_ptr().add(t * ld + j));
-                        acc = _mm256_fmadd_ps(_mm256_set1_ps(qt), k, acc);
-                    }
-                    _mm256_storeu_ps(rp.add(j), acc);
-                    vmax = _mm256_max_ps(vmax, acc);
-                    j += 8;
-                }
-                let mut max = hmax(vmax);
-                for j in body..n {
-                    let s: f32 = q
-                        .iter()
-                        .enumerate()
-                        .map(|(t, &qt)| qt * kt[t * ld + j])
-                        .sum();
-                    row[j] = s;
-                    max = max.max(s);
-                }
-                // Probabilities (unnormalised) and their sum.
-                let vm = _mm256_set1_ps(max);
-                let mut vsum = _mm256_setzero_ps();
-                let mut j = 0;
-                while j < body {
-                    let p = exp8(_mm256_sub_ps(_mm256_loadu_ps(rp.add(j)), vm));
-                    _mm256_storeu_ps(rp.add(j), p);
-                    vsum = _mm256_add_ps(vsum, p);
-                    j += 8;
-                }
-                let mut sum = hsum(vsum);
-                for r in &mut row[body..n] {
-                    *r = (*r - max).exp();
-                    sum += *r;
-                }
-                let inv = 1.0 / sum;
-                // Weighted values, 8 output depths at a time: each block of
-                // 8 probabilities is loaded once and feeds 8 independent sums
-                // (a fixed count, so that they stay in registers).
-                let dv8 = dv / 8 * 8;
-                for e0 in (0..dv8).step_by(8) {
-                    let mut a = [_mm256_setzero_ps(); 8];
-                    let mut j = 0;
-                    while j < body {
-                        let p = _mm256_loadu_ps(rp.add(j));
-                        for (u, a) in a.iter_mut().enumerate() {
-                            // e0 + u < dv and j + 8 <= body <= n: in row e0 + u of vt.
-                            let v = _mm256_loadu_ps(vt.as_ptr().add((e0 + u) * ld + j));
-                            *a = _mm256_fmadd_ps(p, v, *a);
-                        }
-                        j += 8;
-                    }
-                    for (u, a) in a.iter().enumerate() {
-                        let e = e0 + u;
-                        let mut acc = hsum(*a);
-                        for jj in body..n {
-                            acc += row[jj] * vt[e * ld + jj];
-                        }
-                        out[i * dv + e] = acc * inv;
+                    let r = _mm256_mul_ps(
+                        _mm256_add_ps(acc[qi][0], acc[qi][1]),
+                        _mm256_set1_ps(1.0 / sum),
+                    );
+                    let op = out.as_mut_ptr().add((i0 + qi) * dv + e0);
+                    match vmask {
+                        None => _mm256_storeu_ps(op, r),
+                        Some(m) => _mm256_maskstore_ps(op, m, r),
                     }
                 }
-                // The remaining depths one at a time, two sums along the keys.
-                for e in dv8..dv {
-                    let vrow = vt.as_ptr().add(e * ld);
-                    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                    let mut j = 0;
-                    while j + 16 <= body {
-                        a0 = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(rp.add(j)),
-                            _mm256_loadu_ps(vrow.add(j)),
-                            a0,
-                        );
-                        a1 = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(rp.add(j + 8)),
-                            _mm256_loadu_ps(vrow.add(j + 8)),
-                            a1,
-                        );
-                        j += 16;
-                    }
-                    if j < body {
-                        a0 = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(rp.add(j)),
-                            _mm256_loadu_ps(vrow.add(j)),
-                            a0,
-                        );
-                    }
-                    let mut acc = hsum(_mm256_add_ps(a0, a1));
-                    for jj in body..n {
-                        acc += row[jj] * vt[e * ld + jj];
-                    }
-                    out[i * dv + e] = acc * inv;
-                }
+                e0 += 8;
             }
+        }
+        for (qi, _) in redo.iter().enumerate().filter(|(_, r)| **r) {
+            let i = i0 + qi;
+            attend_one_scalar(b, i, row, &mut out[i * dv..(i + 1) * dv]);
         }
     }
 }
@@ -556,126 +614,144 @@ mod x86 {
 mod neon {
     use std::arch::aarch64::*;
 
-    /// `exp(x)` for 4 lanes, the same polynomial as the AVX2 kernel.
+    use super::{attend_one_scalar, max_key_norm, score_bound, Block, UNDERFLOW};
+
+    /// `2^x` for 4 lanes, as the AVX2 kernel's `exp2_8`.
     #[target_feature(enable = "neon")]
-    pub(super) fn exp4(x: float32x4_t) -> float32x4_t {
-        let x = vmaxq_f32(x, vdupq_n_f32(-87.3));
-        let fx = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(std::f32::consts::LOG2_E)));
-        let r = vfmsq_f32(x, fx, vdupq_n_f32(0.693_359_4));
-        let r = vfmsq_f32(r, fx, vdupq_n_f32(-2.121_944_4e-4));
-        let mut p = vdupq_n_f32(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ] {
-            p = vfmaq_f32(vdupq_n_f32(c), p, r);
+    pub(super) fn exp2_4(x: float32x4_t) -> float32x4_t {
+        let x = vmaxq_f32(x, vdupq_n_f32(-125.0));
+        let fx = vrndnq_f32(x);
+        let r = vsubq_f32(x, fx);
+        let c = super::EXP2_POLY;
+        let mut p = vdupq_n_f32(c[4]);
+        for k in (0..4).rev() {
+            p = vfmaq_f32(vdupq_n_f32(c[k]), p, r);
         }
-        let p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0)), p, vmulq_f32(r, r));
-        let pow2 = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(fx), vdupq_n_s32(127)));
-        vmulq_f32(p, vreinterpretq_f32_s32(pow2))
+        let p = vfmaq_f32(vdupq_n_f32(1.0), p, r);
+        let e = vshlq_n_s32::<23>(vcvtq_s32_f32(fx));
+        vreinterpretq_f32_s32(vaddq_s32(vreinterpretq_s32_f32(p), e))
     }
 
-    /// NEON version of [`super::attend_scalar`].
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn attend(
-        qs: &[f32],
-        kt: &[f32],
-        vt: &[f32],
-        m: usize,
-        n: usize,
-        ld: usize,
-        d: usize,
-        dv: usize,
-        row: &mut [f32],
-        out: &mut [f32],
-    ) {
-        assert!(ld >= n && qs.len() >= m * d && kt.len() >= d * ld && vt.len() >= dv * ld);
-        assert!(row.len() >= n && out.len() >= m * dv);
+    /// NEON version of [`super::attend_scalar`], one pass over the keys per
+    /// 4 queries, as the AVX2 kernel does it (see [`max_key_norm`]).
+    pub(super) fn attend(b: &Block, row: &mut [f32], out: &mut [f32]) {
         // SAFETY: only `Kernel::neon` reaches this function, with the proof
-        // of NEON; slice bounds asserted above.
-        unsafe { attend_neon(qs, kt, vt, m, n, ld, d, dv, row, out) }
+        // of NEON; `Kernel::attend` checked the slice lengths.
+        unsafe { attend_neon(b, row, out) }
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "neon")]
-    unsafe fn attend_neon(
-        qs: &[f32],
-        kt: &[f32],
-        vt: &[f32],
-        m: usize,
-        n: usize,
-        ld: usize,
-        d: usize,
-        dv: usize,
+    unsafe fn attend_neon(b: &Block, row: &mut [f32], out: &mut [f32]) {
+        let kmax = max_key_norm(b);
+        let mut i = 0;
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe {
+            while i + 4 <= b.m {
+                queries::<4>(b, i, kmax, row, out);
+                i += 4;
+            }
+            while i < b.m {
+                queries::<1>(b, i, kmax, row, out);
+                i += 1;
+            }
+        }
+    }
+
+    /// Queries `i0..i0 + Q`, 8 value depths (two vectors) at a time, 4 keys
+    /// per step; partial key or depth groups go through zeroed copies.
+    ///
+    /// # Safety
+    /// NEON; `b` checked ([`Block::check`]) against `row` and `out`.
+    #[target_feature(enable = "neon")]
+    unsafe fn queries<const Q: usize>(
+        b: &Block,
+        i0: usize,
+        kmax: f32,
         row: &mut [f32],
         out: &mut [f32],
     ) {
-        // SAFETY: `attend` asserted every slice length used below; each vector access
-        // is at `j + 4 <= body <= n` within a row of `n` (or `m x d`) values.
+        let (n, d, dv, ld, ldv) = (b.n, b.d, b.dv, b.ld, b.ldv);
+        let mut bound = [0f32; Q];
+        for (qi, bd) in bound.iter_mut().enumerate() {
+            *bd = score_bound(b, i0 + qi, kmax);
+        }
+        let mut redo = [false; Q];
+        // SAFETY: full vector reads are K row t < d at keys j..j + 4 <= n and
+        // V row j + u < n at depths e0..e0 + 8 <= dv; partial groups are
+        // copied element by element inside those bounds; Q rows are
+        // i0 + qi < m.
         unsafe {
-            let body = n / 4 * 4;
-            let rp = row.as_mut_ptr();
-            for i in 0..m {
-                let q = &qs[i * d..(i + 1) * d];
-                let mut vmax = vdupq_n_f32(f32::NEG_INFINITY);
+            let mut e0 = 0;
+            while e0 < dv {
+                let w = (dv - e0).min(8);
+                let mut acc = [[vdupq_n_f32(0.0); 2]; Q];
+                let mut vsum = [vdupq_n_f32(0.0); Q];
+                let mut probs = [[0f32; 4]; Q];
                 let mut j = 0;
-                while j < body {
-                    let mut acc = vdupq_n_f32(0.0);
-                    for (t, &qt) in q.iter().enumerate() {
-                        // j + 4 <= body <= n: in row t of kt.
-                        acc = vfmaq_n_f32(acc, vld1q_f32(kt.as_ptr().add(t * ld + j)), qt);
+                while j < n {
+                    let left = (n - j).min(4);
+                    let mut s: [float32x4_t; Q] = std::array::from_fn(|qi| vdupq_n_f32(-bound[qi]));
+                    for t in 0..d {
+                        let kv = if left == 4 {
+                            vld1q_f32(b.kt.as_ptr().add(t * ld + j))
+                        } else {
+                            let mut tmp = [0f32; 4];
+                            tmp[..left].copy_from_slice(&b.kt[t * ld + j..t * ld + j + left]);
+                            vld1q_f32(tmp.as_ptr())
+                        };
+                        for (qi, s) in s.iter_mut().enumerate() {
+                            *s = vfmaq_n_f32(*s, kv, b.qs[(i0 + qi) * d + t]);
+                        }
                     }
-                    vst1q_f32(rp.add(j), acc);
-                    vmax = vmaxq_f32(vmax, acc);
+                    for qi in 0..Q {
+                        let mut p = exp2_4(s[qi]);
+                        if left < 4 {
+                            let lanes = vcltq_u32(
+                                vld1q_u32([0u32, 1, 2, 3].as_ptr()),
+                                vdupq_n_u32(left as u32),
+                            );
+                            p = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(p), lanes));
+                        }
+                        vsum[qi] = vaddq_f32(vsum[qi], p);
+                        vst1q_f32(probs[qi].as_mut_ptr(), p);
+                    }
+                    for u in 0..left {
+                        let at = (j + u) * ldv + e0;
+                        let (v0, v1) = if w == 8 {
+                            let vp = b.v.as_ptr().add(at);
+                            (vld1q_f32(vp), vld1q_f32(vp.add(4)))
+                        } else {
+                            let mut tmp = [0f32; 8];
+                            tmp[..w].copy_from_slice(&b.v[at..at + w]);
+                            (vld1q_f32(tmp.as_ptr()), vld1q_f32(tmp.as_ptr().add(4)))
+                        };
+                        for qi in 0..Q {
+                            let p = probs[qi][u];
+                            acc[qi][0] = vfmaq_n_f32(acc[qi][0], v0, p);
+                            acc[qi][1] = vfmaq_n_f32(acc[qi][1], v1, p);
+                        }
+                    }
                     j += 4;
                 }
-                let mut max = vmaxvq_f32(vmax);
-                for j in body..n {
-                    let s: f32 = q
-                        .iter()
-                        .enumerate()
-                        .map(|(t, &qt)| qt * kt[t * ld + j])
-                        .sum();
-                    row[j] = s;
-                    max = max.max(s);
-                }
-                let vm = vdupq_n_f32(max);
-                let mut vsum = vdupq_n_f32(0.0);
-                let mut j = 0;
-                while j < body {
-                    let p = exp4(vsubq_f32(vld1q_f32(rp.add(j)), vm));
-                    vst1q_f32(rp.add(j), p);
-                    vsum = vaddq_f32(vsum, p);
-                    j += 4;
-                }
-                let mut sum = vaddvq_f32(vsum);
-                for r in &mut row[body..n] {
-                    *r = (*r - max).exp();
-                    sum += *r;
-                }
-                let inv = 1.0 / sum;
-                for e in 0..dv {
-                    let vrow = vt.as_ptr().add(e * ld);
-                    let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-                    let mut j = 0;
-                    while j + 8 <= body {
-                        a0 = vfmaq_f32(a0, vld1q_f32(rp.add(j)), vld1q_f32(vrow.add(j)));
-                        a1 = vfmaq_f32(a1, vld1q_f32(rp.add(j + 4)), vld1q_f32(vrow.add(j + 4)));
-                        j += 8;
+                for qi in 0..Q {
+                    let sum = vaddvq_f32(vsum[qi]);
+                    if sum < UNDERFLOW || sum.is_nan() {
+                        redo[qi] = true;
+                        continue;
                     }
-                    if j < body {
-                        a0 = vfmaq_f32(a0, vld1q_f32(rp.add(j)), vld1q_f32(vrow.add(j)));
-                    }
-                    let mut acc = vaddvq_f32(vaddq_f32(a0, a1));
-                    for jj in body..n {
-                        acc += row[jj] * vt[e * ld + jj];
-                    }
-                    out[i * dv + e] = acc * inv;
+                    let inv = 1.0 / sum;
+                    let mut r = [0f32; 8];
+                    vst1q_f32(r.as_mut_ptr(), vmulq_n_f32(acc[qi][0], inv));
+                    vst1q_f32(r.as_mut_ptr().add(4), vmulq_n_f32(acc[qi][1], inv));
+                    let o = (i0 + qi) * dv + e0;
+                    out[o..o + w].copy_from_slice(&r[..w]);
                 }
+                e0 += 8;
             }
+        }
+        for (qi, _) in redo.iter().enumerate().filter(|(_, r)| **r) {
+            let i = i0 + qi;
+            attend_one_scalar(b, i, row, &mut out[i * dv..(i + 1) * dv]);
         }
     }
 }
@@ -1007,38 +1083,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exp_kernels_match_std_exp() {
+    fn exp2_kernels_match_std_exp2() {
         #[cfg(target_arch = "x86_64")]
         if crate::kernels::cpu::Avx2Fma::detect().is_some() {
             use std::arch::x86_64::*;
             let mut worst = 0f32;
             for i in 0..20000 {
-                let x = -90.0 + i as f32 * 0.0045;
+                let x = -124.0 + i as f32 * 0.0067;
                 let mut out = [0f32; 8];
                 // SAFETY: features checked above.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), x86::exp8(_mm256_set1_ps(x))) };
-                let want = x.exp();
-                if want > 1e-30 {
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), x86::exp2_8(_mm256_set1_ps(x))) };
+                let want = x.exp2();
+                if want >= (-124f32).exp2() {
                     worst = worst.max(((out[0] - want) / want).abs());
                 }
             }
-            assert!(worst < 4e-7, "AVX2 exp off by {worst:e} relative");
+            assert!(worst < 4e-7, "AVX2 exp2 off by {worst:e} relative");
         }
         #[cfg(target_arch = "aarch64")]
         {
             use std::arch::aarch64::*;
             let mut worst = 0f32;
             for i in 0..20000 {
-                let x = -90.0 + i as f32 * 0.0045;
+                let x = -124.0 + i as f32 * 0.0067;
                 let mut out = [0f32; 4];
                 // SAFETY: NEON is baseline on aarch64.
-                unsafe { vst1q_f32(out.as_mut_ptr(), neon::exp4(vdupq_n_f32(x))) };
-                let want = x.exp();
-                if want > 1e-30 {
+                unsafe { vst1q_f32(out.as_mut_ptr(), neon::exp2_4(vdupq_n_f32(x))) };
+                let want = x.exp2();
+                if want >= (-124f32).exp2() {
                     worst = worst.max(((out[0] - want) / want).abs());
                 }
             }
-            assert!(worst < 4e-7, "NEON exp off by {worst:e} relative");
+            assert!(worst < 4e-7, "NEON exp2 off by {worst:e} relative");
         }
     }
 }
