@@ -451,6 +451,69 @@ fn max_pooling_2x2_is_replaced_and_matches_stock() {
     }
 }
 
+/// A concat along the channels that only feeds a quantised conv leaves
+/// the graph: the conv reads its inputs in place, with the values of the
+/// stock graph. A concat that something else reads too stays.
+#[test]
+fn a_channel_concat_before_a_quantised_conv_is_absorbed() {
+    use tract_onnx::tract_core::ops::array::TypedConcat;
+    use tract_onnx::tract_core::ops::math;
+    if !has_int8_simd() {
+        return;
+    }
+    let (o, k, h, w) = (8, 3, 11, 23);
+    let parts = [4usize, 8, 4];
+    for shared in [false, true] {
+        let mut stock = TypedModel::default();
+        let xs: Vec<OutletId> = parts
+            .iter()
+            .enumerate()
+            .map(|(n, &c)| {
+                stock
+                    .add_source(format!("x{n}"), f32::fact([1, c, h, w]))
+                    .unwrap()
+            })
+            .collect();
+        let cat = stock
+            .wire_node("cat", TypedConcat { axis: 1 }, &xs)
+            .unwrap()[0];
+        let i = parts.iter().sum();
+        let mut outs = vec![graphs::qconv_after(&mut stock, cat, i, o, k, 1, 63, true, 9).unwrap()];
+        if shared {
+            let two = stock.add_const("two", tensor4(&[[[[2f32]]]])).unwrap();
+            outs.push(stock.wire_node("also", math::mul(), &[cat, two]).unwrap()[0]);
+        }
+        stock.select_output_outlets(&outs).unwrap();
+        let mut ours = stock.clone();
+        assert_eq!(ops::substitute(&mut ours).unwrap().qconv, 1);
+        let conv = ours
+            .nodes()
+            .iter()
+            .find(|n| n.op.name() == "LgmsQConv")
+            .unwrap();
+        let concats = ours
+            .nodes()
+            .iter()
+            .filter(|n| n.op_is::<TypedConcat>())
+            .count();
+        assert_eq!(concats, usize::from(shared), "shared={shared}");
+        assert_eq!(conv.inputs.len(), if shared { 1 } else { parts.len() });
+        let inputs: Vec<Tensor> = parts
+            .iter()
+            .enumerate()
+            .map(|(n, &c)| random(&[1, c, h, w], 30 + n as u64, 3.0))
+            .collect();
+        let (want, got) = (run(&stock, &inputs), run(&ours, &inputs));
+        let off = want.iter().zip(&got).filter(|(a, b)| a != b).count();
+        assert!(max_abs_diff(&want, &got) <= 0.05 * 1.0001);
+        assert!(
+            off * 1000 <= want.len(),
+            "{off} of {} values differ",
+            want.len()
+        );
+    }
+}
+
 /// Element-wise f32 ops after a quantised conv (an activation, a max with a
 /// scalar) fold into the conv's output table: gone from the graph, same
 /// values as tract's own ops.

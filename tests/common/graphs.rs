@@ -114,12 +114,31 @@ pub fn qconv(
     per_channel: bool,
     seed: u64,
 ) -> TractResult<TypedModel> {
+    let mut m = TypedModel::default();
+    let x = m.add_source("x", f32::fact([1, i, h, w]))?;
+    let y = qconv_after(&mut m, x, i, o, k, g, wmax, per_channel, seed)?;
+    m.select_output_outlets(&[y])?;
+    Ok(m)
+}
+
+/// [`qconv`] wired after `x` (`[1, i, h, w]` f32) in `m`; returns its f32
+/// output.
+#[allow(clippy::too_many_arguments)]
+pub fn qconv_after(
+    m: &mut TypedModel,
+    x: OutletId,
+    i: usize,
+    o: usize,
+    k: usize,
+    g: usize,
+    wmax: i32,
+    per_channel: bool,
+    seed: u64,
+) -> TractResult<OutletId> {
     use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::nn::DataFormat;
     use tract_onnx::tract_core::ops::quant::{quantize_linear_u8, DequantizeLinearF32};
     let (x_scale, x_zp, y_scale, y_zp) = (0.02f32, 117i32, 0.05f32, 131i32);
-    let mut m = TypedModel::default();
-    let x = m.add_source("x", f32::fact([1, i, h, w]))?;
     let xq = m.wire_node("x.q", quantize_linear_u8(1.0 / x_scale, x_zp as u8), &[x])?[0];
     let weights: Vec<i8> = pseudo_random(o * (i / g) * k * k, seed)
         .iter()
@@ -173,9 +192,7 @@ pub fn qconv(
         scale: y_scale,
         zero_point: y_zp,
     };
-    let y = m.wire_node("y.dq", dq, &[y])?;
-    m.select_output_outlets(&y)?;
-    Ok(m)
+    Ok(m.wire_node("y.dq", dq, &[y])?[0])
 }
 
 /// Deterministic values in [-1, 1) (a tiny LCG: no RNG dependency here).

@@ -211,13 +211,48 @@ fn fold_pointwise(
 
 struct Found {
     plan: Plan,
-    /// The operator's input (f32 before a fused QuantizeLinear, or u8).
-    x: OutletId,
+    /// The operator's input (f32 before a fused QuantizeLinear, or u8), or
+    /// the inputs of the channel concat that produced it.
+    xs: TVec<OutletId>,
     /// The node whose output the op replaces (the conv, a table after it,
     /// or the DequantizeLinear).
     last: usize,
     /// Its shape.
     out_shape: TVec<usize>,
+}
+
+/// The inputs of the concat along the channels that produces `x`, when
+/// its only consumer is on the way to conv `conv` (directly, or through the
+/// conv's QuantizeLinear or input table): the conv then reads them in
+/// place, and the concat's copy of every value leaves the graph.
+fn concat_parts(model: &TypedModel, x: OutletId, conv: usize) -> Option<TVec<OutletId>> {
+    use tract_onnx::tract_core::ops::array::TypedConcat;
+    let node = model.node(x.node);
+    let concat = node.op_as::<TypedConcat>()?;
+    let rank = model.outlet_fact(x).ok()?.rank();
+    // The consumers between the concat and the conv have one input and one
+    // consumer each.
+    let mut at = single_successor(model, x.node)?;
+    while at != conv {
+        if model.node(at).inputs.len() != 1 {
+            return None;
+        }
+        at = single_successor(model, at)?;
+    }
+    let dt = model.outlet_fact(x).ok()?.datum_type;
+    let whole: TVec<usize> = model.outlet_fact(x).ok()?.shape.as_concrete()?.into();
+    if !(rank == 4 && whole[0] == 1 && concat.axis == 1 || rank == 3 && concat.axis == 0) {
+        return None;
+    }
+    for i in &node.inputs {
+        let f = model.outlet_fact(*i).ok()?;
+        let s = f.shape.as_concrete()?;
+        // Same image, any channel count: each part is whole channels.
+        if f.datum_type != dt || s.len() != rank || s[rank - 2..] != whole[rank - 2..] {
+            return None;
+        }
+    }
+    Some(node.inputs.iter().copied().collect())
 }
 
 fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
@@ -245,6 +280,7 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
     if quantize_input.is_none() && model.outlet_fact(x).ok()?.datum_type != u8::datum_type() {
         return None;
     }
+    let xs = concat_parts(model, x, id).unwrap_or_else(|| tvec![x]);
     // Output: u8, maybe through a table, maybe into a DequantizeLinearF32.
     let mut last = id;
     let mut lut_out = None;
@@ -328,7 +364,7 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
     }
     Some(Found {
         plan,
-        x,
+        xs,
         last,
         out_shape,
     })
@@ -379,7 +415,7 @@ pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
             out_shape: found.out_shape,
         };
         let last = OutletId::new(found.last, 0);
-        super::super::swap_in(model, &[found.x], last, name, op)?;
+        super::super::swap_in(model, &found.xs, last, name, op)?;
         replaced += 1;
     }
     Ok(replaced)

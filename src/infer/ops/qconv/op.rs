@@ -13,7 +13,9 @@ use super::super::SharedOut;
 use super::plan::{Input, Plan};
 
 /// The operator: `[1, cin, h, w]` in, `[1, cout, h, w]` out (f32, or u8
-/// where the conv's neighbours in the graph are quantised too).
+/// where the conv's neighbours in the graph are quantised too). The input
+/// may come in parts along the channels: the inputs of a concat that fed
+/// only this conv, read in place instead of copied into one tensor first.
 #[derive(Debug, Clone)]
 pub struct QConv {
     /// Shared by the op's clones.
@@ -67,16 +69,26 @@ impl EvalOp for QConv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let p = &self.plan;
-        let view = inputs[0].try_as_plain_ram()?;
-        let x = if p.quantize_input.is_some() {
-            Input::F32(view.as_slice::<f32>()?)
-        } else {
-            Input::U8(view.as_slice::<u8>()?)
-        };
-        if x.len() != p.cin * p.h * p.w {
+        let views = inputs
+            .iter()
+            .map(|i| i.try_as_plain_ram())
+            .collect::<TractResult<TVec<_>>>()?;
+        let x = views
+            .iter()
+            .map(|v| {
+                Ok(if p.quantize_input.is_some() {
+                    Input::F32(v.as_slice::<f32>()?)
+                } else {
+                    Input::U8(v.as_slice::<u8>()?)
+                })
+            })
+            .collect::<TractResult<TVec<_>>>()?;
+        let hw = p.h * p.w;
+        let total: usize = x.iter().map(Input::len).sum();
+        if total != p.cin * hw || x.iter().any(|i| i.len() % hw != 0) {
             bail!(
-                "LgmsQConv: input has {} values, expected {} x {} x {}",
-                x.len(),
+                "LgmsQConv: inputs of {:?} values, expected {} x {} x {} in whole channels",
+                x.iter().map(Input::len).collect::<Vec<_>>(),
                 p.cin,
                 p.h,
                 p.w
@@ -100,7 +112,7 @@ impl EvalOp for QConv {
             // `out` has the plan's type and `cout * h * w` values
             // (`out_shape`'s volume was checked at match time).
             with_scratch(p.buf_len(), |buf| {
-                p.run_any(x, buf, dst, crate::kernels::best().qconv())
+                p.run_any(&x, buf, dst, crate::kernels::best().qconv())
             });
         }
         Ok(tvec!(out.into_tvalue()))
@@ -137,8 +149,8 @@ impl TypedOp for QConv {
         } else {
             u8::datum_type()
         };
-        if inputs[0].datum_type != want {
-            bail!("LgmsQConv takes {want:?}, got {:?}", inputs[0].datum_type);
+        if let Some(i) = inputs.iter().find(|i| i.datum_type != want) {
+            bail!("LgmsQConv takes {want:?}, got {:?}", i.datum_type);
         }
         let shape = self.out_shape.iter().copied();
         Ok(tvec!(if p.dequantize_output.is_some() {

@@ -208,11 +208,17 @@ impl Plan {
             .collect()
     }
 
-    /// Quantises (or copies) `x` (`[cin, h, w]`) into `buf` in `kernel`'s
-    /// encoding, padding with the zero point: one block per padded row, on
-    /// the pool when there is one.
-    fn fill(&self, x: Input<'_>, buf: &mut [u8], kernel: Kernel) {
-        assert!(x.len() >= self.cin * self.h * self.w && buf.len() >= self.buf_len());
+    /// Quantises (or copies) `x` (`[cin, h, w]`, in parts along the
+    /// channels: the inputs of a concat the conv absorbed) into `buf` in
+    /// `kernel`'s encoding, padding with the zero point: one block per
+    /// padded row, on the pool when there is one.
+    fn fill(&self, x: &[Input<'_>], buf: &mut [u8], kernel: Kernel) {
+        let hw = self.h * self.w;
+        assert!(
+            x.iter().all(|p| p.len() % hw == 0)
+                && x.iter().map(Input::len).sum::<usize>() == self.cin * hw
+                && buf.len() >= self.buf_len()
+        );
         let (pad, row, plane) = (self.pad(), self.row_px() * 4, self.plane());
         let zp = self.x_zp as u8 ^ if kernel.signed { 0x80 } else { 0 };
         // Padding rows above and below each plane.
@@ -234,7 +240,7 @@ impl Plan {
     }
 
     /// Writes padded row `y` of 4-channel plane `c4`.
-    fn fill_row(&self, x: Input<'_>, c4: usize, y: usize, padded: &mut [u8], kernel: Kernel) {
+    fn fill_row(&self, x: &[Input<'_>], c4: usize, y: usize, padded: &mut [u8], kernel: Kernel) {
         #[cfg(target_arch = "x86_64")]
         if kernel.avx2.is_some() {
             // SAFETY: `avx2` holds the proof that this CPU has AVX2 and FMA.
@@ -251,7 +257,7 @@ impl Plan {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn fill_row_avx2(
         &self,
-        x: Input<'_>,
+        x: &[Input<'_>],
         c4: usize,
         y: usize,
         padded: &mut [u8],
@@ -261,7 +267,14 @@ impl Plan {
     }
 
     #[inline(always)]
-    fn fill_row_body(&self, x: Input<'_>, c4: usize, y: usize, padded: &mut [u8], kernel: Kernel) {
+    fn fill_row_body(
+        &self,
+        x: &[Input<'_>],
+        c4: usize,
+        y: usize,
+        padded: &mut [u8],
+        kernel: Kernel,
+    ) {
         /// Pixels per pass: stack buffers, no allocation per conv.
         const CHUNK: usize = 64;
         let flip = if kernel.signed { 0x80 } else { 0 };
@@ -285,8 +298,9 @@ impl Plan {
                     line.fill(self.x_zp as u8);
                     continue;
                 }
+                let (part, c) = locate(x, c, self.h * w);
                 let src = (c * self.h + y) * w + x0;
-                match (x, self.quantize_input) {
+                match (part, self.quantize_input) {
                     (Input::F32(x), Some((inv, zp))) => {
                         for (d, &v) in line.iter_mut().zip(&x[src..src + n]) {
                             // Not `clamp`, which keeps NaN: here NaN
@@ -468,11 +482,12 @@ impl Plan {
     pub fn run(&self, x: &[f32], buf: &mut [u8], out: &mut [f32], kernel: Kernel) {
         assert!(self.quantize_input.is_some() && self.dequantize_output.is_some());
         assert!(out.len() >= self.cout * self.h * self.w);
-        self.run_any(Input::F32(x), buf, SharedOut(out.as_mut_ptr()), kernel);
+        self.run_any(&[Input::F32(x)], buf, SharedOut(out.as_mut_ptr()), kernel);
     }
 
+    /// `x`: the input in parts along the channels (see [`Plan::fill`]);
     /// `out` holds `cout * h * w` values of the plan's output type.
-    pub(super) fn run_any(&self, x: Input<'_>, buf: &mut [u8], out: SharedOut, kernel: Kernel) {
+    pub(super) fn run_any(&self, x: &[Input<'_>], buf: &mut [u8], out: SharedOut, kernel: Kernel) {
         self.fill(x, buf, kernel);
         let buf = &*buf;
         let taps = self.taps();
@@ -535,4 +550,18 @@ impl Input<'_> {
             Input::U8(x) => x.len(),
         }
     }
+}
+
+/// The part of `x` that holds input channel `c` (of `hw` values each), and
+/// `c`'s index in that part. `fill` checked that the parts hold every
+/// channel.
+fn locate<'a>(x: &[Input<'a>], mut c: usize, hw: usize) -> (Input<'a>, usize) {
+    for &part in x {
+        let n = part.len() / hw;
+        if c < n {
+            return (part, c);
+        }
+        c -= n;
+    }
+    unreachable!("channel beyond the parts that fill checked")
 }
