@@ -451,6 +451,147 @@ fn max_pooling_2x2_is_replaced_and_matches_stock() {
     }
 }
 
+/// LayerNorm as tract declutters it (`x - sum(x) / n` into `RmsNorm` over
+/// the last axis, then a per-channel scale and shift) is one `LgmsNorm`
+/// with the stock values; without the affine too. A mean over another axis
+/// is left to tract.
+#[test]
+fn layer_norm_chain_is_replaced_and_matches_stock() {
+    use tract_onnx::tract_core::ops::math;
+    use tract_onnx::tract_core::ops::nn::{Reduce, Reducer, RmsNorm};
+    for (affine, axis, expect) in [(true, 2, 1), (false, 2, 1), (true, 1, 0)] {
+        let (t, n) = (37, 48);
+        let mut m = TypedModel::default();
+        let x = m.add_source("x", f32::fact([2, t, n])).unwrap();
+        let sum = m
+            .wire_node("sum", Reduce::new(tvec![axis], Reducer::Sum), &[x])
+            .unwrap()[0];
+        let len = if axis == 2 { n } else { t };
+        let inv = m
+            .add_const("inv", tensor3(&[[[1.0 / len as f32]]]))
+            .unwrap();
+        let mean = m.wire_node("mean", math::mul(), &[sum, inv]).unwrap()[0];
+        let d = m.wire_node("d", math::sub(), &[x, mean]).unwrap()[0];
+        let rms = RmsNorm {
+            axis: 2,
+            eps: Arc::new(tensor0(1e-5f32)),
+        };
+        let mut y = m.wire_node("rms", rms, &[d]).unwrap()[0];
+        if affine {
+            let g: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 * 0.03).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin()).collect();
+            let g = m
+                .add_const("g", tensor1(&g).into_shape(&[1, 1, n]).unwrap())
+                .unwrap();
+            let b = m
+                .add_const("b", tensor1(&b).into_shape(&[1, 1, n]).unwrap())
+                .unwrap();
+            y = m.wire_node("scaled", math::mul(), &[y, g]).unwrap()[0];
+            y = m.wire_node("shifted", math::add(), &[y, b]).unwrap()[0];
+        }
+        m.select_output_outlets(&[y]).unwrap();
+        let mut ours = m.clone();
+        let subs = ops::substitute(&mut ours).unwrap();
+        assert_eq!(subs.norm, expect, "affine {affine}, axis {axis}");
+        let left: Vec<String> = ours
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect();
+        if expect == 1 {
+            assert!(
+                !left.iter().any(|n| n == "RmsNorm" || n == "Mul"),
+                "{left:?}"
+            );
+        }
+        let x = random(&[2, t, n], 41, 4.0);
+        let (want, got) = (run(&m, std::slice::from_ref(&x)), run(&ours, &[x]));
+        let diff = max_abs_diff(&want, &got);
+        assert!(diff < 2e-5, "affine {affine}: max |diff| {diff:e}");
+    }
+}
+
+/// GroupNorm as the multi-kernel block exports it (reshape to groups, the
+/// means, `Rsqrt`, reshape back, affine per channel) is one `LgmsNorm` with
+/// the stock values, whichever ops take the means: here `Reduce<Sum>` and a
+/// scale, in the model products by constant vectors.
+#[test]
+fn group_norm_chain_is_replaced_and_matches_stock() {
+    use tract_onnx::tract_core::ops::change_axes::AxisOp;
+    use tract_onnx::tract_core::ops::math;
+    use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
+    let (c, g, h, w) = (16usize, 4usize, 9usize, 13usize);
+    let mut m = TypedModel::default();
+    let x = m.add_source("x", f32::fact([1, c, h, w])).unwrap();
+    let to_groups = AxisOp::Reshape(
+        1,
+        tvec![c.into(), h.into()],
+        tvec![g.into(), (c / g * h).into()],
+    );
+    let r = m.wire_node("r", to_groups, &[x]).unwrap()[0];
+    let mean_of = |m: &mut TypedModel, name: &str, v: OutletId| {
+        let s = m
+            .wire_node(
+                format!("{name}.sum"),
+                Reduce::new(tvec![2, 3], Reducer::Sum),
+                &[v],
+            )
+            .unwrap()[0];
+        let k = m
+            .add_const(
+                format!("{name}.inv"),
+                tensor4(&[[[[1.0 / (c / g * h * w) as f32]]]]),
+            )
+            .unwrap();
+        m.wire_node(format!("{name}.mean"), math::mul(), &[s, k])
+            .unwrap()[0]
+    };
+    let mean = mean_of(&mut m, "mean", r);
+    let s = m.wire_node("s", math::sub(), &[r, mean]).unwrap()[0];
+    let sq = m.wire_node("sq", math::square(), &[s]).unwrap()[0];
+    let var = mean_of(&mut m, "var", sq);
+    let eps = m.add_const("eps", tensor4(&[[[[1e-5f32]]]])).unwrap();
+    let ve = m.wire_node("ve", math::add(), &[var, eps]).unwrap()[0];
+    let rs = m.wire_node("rs", math::rsqrt(), &[ve]).unwrap()[0];
+    let n = m.wire_node("n", math::mul(), &[s, rs]).unwrap()[0];
+    let back = AxisOp::Reshape(
+        1,
+        tvec![g.into(), (c / g * h).into()],
+        tvec![c.into(), h.into()],
+    );
+    let y = m.wire_node("back", back, &[n]).unwrap()[0];
+    let gamma: Vec<f32> = (0..c).map(|i| 0.8 + i as f32 * 0.05).collect();
+    let beta: Vec<f32> = (0..c).map(|i| i as f32 * 0.1 - 0.5).collect();
+    let gamma = m
+        .add_const("g", tensor1(&gamma).into_shape(&[1, c, 1, 1]).unwrap())
+        .unwrap();
+    let beta = m
+        .add_const("b", tensor1(&beta).into_shape(&[1, c, 1, 1]).unwrap())
+        .unwrap();
+    let y = m.wire_node("scaled", math::mul(), &[y, gamma]).unwrap()[0];
+    let y = m.wire_node("shifted", math::add(), &[y, beta]).unwrap()[0];
+    m.select_output_outlets(&[y]).unwrap();
+    let mut ours = m.clone();
+    assert_eq!(ops::substitute(&mut ours).unwrap().norm, 1);
+    assert!(!ours.nodes().iter().any(|n| n.op.name() == "Rsqrt"));
+    // Groups with different means and spreads.
+    let mut x = random(&[1, c, h, w], 43, 3.0);
+    for (i, v) in x
+        .try_as_plain_ram_mut()
+        .unwrap()
+        .as_slice_mut::<f32>()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        let grp = i / (c / g * h * w);
+        *v = *v * (1.0 + grp as f32) + 10.0 * grp as f32;
+    }
+    let (want, got) = (run(&m, std::slice::from_ref(&x)), run(&ours, &[x]));
+    let diff = max_abs_diff(&want, &got);
+    assert!(diff < 2e-5, "max |diff| {diff:e}");
+}
+
 /// A concat along the channels that only feeds a quantised conv leaves
 /// the graph: the conv reads its inputs in place, with the values of the
 /// stock graph. A concat that something else reads too stays.
@@ -722,7 +863,8 @@ fn logits(path: &str, opts: &LoadOptions, input: &[f32]) -> (Vec<f32>, ops::Subs
     (engine.run_tensor(input).unwrap().to_vec(), subs)
 }
 
-/// The bundled network: every attention and upsampling is substituted, and
+/// The bundled network: every attention, upsampling, 1x1 conv, pooling and
+/// normalisation (8 LayerNorms, 3 GroupNorms) is substituted, and
 /// the logits stay within the parity tolerance of tract's stock graph, on
 /// one thread and on two (blocks then run on tract's pool).
 #[test]
@@ -738,6 +880,7 @@ fn bundled_model_with_our_ops_matches_stock_graph() {
             conv1x1: 8,
             qconv: 0,
             maxpool: 4,
+            norm: 11,
         }
     );
     let diff = max_abs_diff(&want, &got);
@@ -757,12 +900,28 @@ fn bundled_model_with_our_ops_matches_stock_graph() {
 }
 
 /// The bundled int8 network: every dense quantised conv runs as our int8
-/// operator (f32 attention/upsampling ops too), and the mask is tract's
-/// int8 mask. Under qemu too (one frame each, about 40-50 s together), so
-/// that each emulated core's int8 kernel runs the whole network.
+/// operator, with tract's int8 results: the mask of tract's stock graph,
+/// and the logits of the same graph with only the int8 convs left to tract.
+/// The logits are not compared bit for bit: our f32 operators (the norms)
+/// round some values differently from tract's in the last bit, a few of
+/// them then land on the other side of a quantisation step, and through 40
+/// requantised layers that moves the logits by about 1 % of their size on
+/// average (with every op but the convs tract's, they are identical). A
+/// wrong conv moves them by far more. Under qemu too (one frame each, about
+/// 60-80 s together), so that each emulated core's int8 kernel runs the
+/// whole network.
 #[test]
 fn bundled_int8_model_with_our_int8_conv_matches_tract_int8() {
-    let (want, got, subs) = stock_and_ours("models/lgmsnet-phantom-us.int8.onnx", &parity_input());
+    let path = "models/lgmsnet-phantom-us.int8.onnx";
+    let input = parity_input();
+    let (ours, subs) = {
+        let (want, got, subs) = stock_and_ours(path, &input);
+        let mask = |l: &[f32]| l.iter().map(|&v| u8::from(v > 0.0)).collect::<Vec<_>>();
+        let (iou, _) = lgms_edge::tools::eval::iou_dice(&mask(&got), &mask(&want));
+        eprintln!("int8, ours vs tract's stock graph: mask IoU {iou}");
+        assert!(iou >= 0.99, "mask IoU {iou} against tract's stock graph");
+        (got, subs)
+    };
     // Every aarch64 core has an int8 SIMD kernel (NEON widening without
     // dotprod, `sdot` with it); an x86_64 CPU needs AVX2.
     let expected = if cfg!(target_arch = "aarch64") || has_int8_simd() {
@@ -772,16 +931,28 @@ fn bundled_int8_model_with_our_int8_conv_matches_tract_int8() {
     };
     assert_eq!(subs.qconv, expected, "{subs:?}");
     assert_eq!(subs.attention, 4, "{subs:?}");
-    let mask = |l: &[f32]| l.iter().map(|&v| u8::from(v > 0.0)).collect::<Vec<_>>();
-    let (iou, _) = lgms_edge::tools::eval::iou_dice(&mask(&got), &mask(&want));
+    let tract_convs = LoadOptions {
+        skip_ops: vec!["qconv".into()],
+        ..LoadOptions::default()
+    };
+    let (want, others) = logits(path, &tract_convs, &input);
+    assert_eq!(others.qconv, 0);
     let mean = want
         .iter()
-        .zip(&got)
+        .zip(&ours)
         .map(|(a, b)| (a - b).abs())
         .sum::<f32>()
         / want.len() as f32;
     let kernel = qconv::selected().map_or("none", |k| k.name());
-    eprintln!("int8 ours ({kernel}) vs tract int8: mask IoU {iou}, mean |logit diff| {mean}");
-    assert!(iou >= 0.99, "mask IoU {iou}");
-    assert!(mean < 0.05, "mean |logit diff| {mean}");
+    let scale = want.iter().map(|v| v.abs()).sum::<f32>() / want.len() as f32;
+    eprintln!(
+        "int8 convs, ours ({kernel}) vs tract's: mean |logit diff| {mean}, mean |logit| {scale}"
+    );
+    assert!(
+        mean <= 0.02 * scale,
+        "mean |logit diff| {mean} against tract's int8 convs (logits {scale} on average)"
+    );
+    let mask = |l: &[f32]| l.iter().map(|&v| u8::from(v > 0.0)).collect::<Vec<_>>();
+    let (iou, _) = lgms_edge::tools::eval::iou_dice(&mask(&ours), &mask(&want));
+    assert!(iou >= 0.99, "mask IoU {iou} against tract's int8 convs");
 }

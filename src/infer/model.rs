@@ -93,6 +93,10 @@ pub struct LoadOptions {
     /// = "f16"`). Fast only where the CPU has fp16 arithmetic (`asimdhp`:
     /// Pi 5, Orin; not Pi 4); elsewhere tract emulates it, slowly.
     pub f16: bool,
+    /// Our operators to leave to tract (`"qconv"`, `"norm"`... as
+    /// `LGMS_SKIP_OPS` names them): to compare one operator against tract's
+    /// with everything else equal.
+    pub skip_ops: Vec<String>,
 }
 
 impl Default for LoadOptions {
@@ -101,6 +105,7 @@ impl Default for LoadOptions {
             threads: 1,
             stock: false,
             f16: false,
+            skip_ops: Vec::new(),
         }
     }
 }
@@ -236,7 +241,7 @@ impl Model {
         let substitutions = if opts.stock || opts.f16 {
             crate::infer::ops::Substitutions::default()
         } else {
-            crate::infer::ops::substitute(&mut typed).map_err(corrupt)?
+            crate::infer::ops::substitute_except(&mut typed, &opts.skip_ops).map_err(corrupt)?
         };
         log::debug!("{}: {substitutions:?}", path.display());
         let mut optimized = if opts.stock {

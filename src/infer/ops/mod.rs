@@ -15,7 +15,10 @@
 //!   DequantizeLinear` as one int8 convolution (AVX2 `vpmaddubsw`, NEON
 //!   `sdot`), f32 in and out;
 //! - [`maxpool::MaxPool2x2`]: the encoder's 2x2 max pooling, one plane per
-//!   block on the pool (tract's runs on one thread).
+//!   block on the pool (tract's runs on one thread);
+//! - [`norm::Norm`]: the transformer blocks' LayerNorm and the multi-kernel
+//!   blocks' GroupNorm, each one operator instead of a chain of
+//!   single-threaded element-wise ops and reductions.
 //!
 //! Each operator has scalar, AVX2 and NEON kernels (the int8 conv also
 //! AVX-VNNI, AVX-512 VNNI and NEON `sdot`), next to the operator; they run
@@ -31,6 +34,7 @@ use tract_onnx::prelude::*;
 pub mod attention;
 pub mod conv1x1;
 pub mod maxpool;
+pub mod norm;
 pub mod qconv;
 pub mod upsample;
 pub mod wide_sum;
@@ -48,16 +52,25 @@ pub struct Substitutions {
     pub qconv: usize,
     /// 2x2 max poolings replaced by [`maxpool::MaxPool2x2`].
     pub maxpool: usize,
+    /// LayerNorms and GroupNorms replaced by [`norm::Norm`].
+    pub norm: usize,
 }
 
 /// Replaces every matching subgraph of the decluttered `model` by our
 /// operators. Subgraphs that do not match exactly are left to tract.
 ///
-/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,qconv,maxpool` (any subset) leaves those to
+/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,qconv,maxpool,norm` (any subset) leaves those to
 /// tract, to time or bisect one operator at a time.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
-    let skip = std::env::var("LGMS_SKIP_OPS").unwrap_or_default();
-    let on = |name: &str| !skip.split(',').any(|s| s.trim() == name);
+    substitute_except(model, &[])
+}
+
+/// [`substitute`], leaving the operators named in `skip` (as
+/// `LGMS_SKIP_OPS` names them) to tract too.
+pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult<Substitutions> {
+    let env = std::env::var("LGMS_SKIP_OPS").unwrap_or_default();
+    let on =
+        |name: &str| !env.split(',').any(|s| s.trim() == name) && !skip.iter().any(|s| s == name);
     let attention = if on("attention") {
         attention::fuse_all(model)?
     } else {
@@ -83,7 +96,12 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     } else {
         0
     };
-    if attention + upsample + conv1x1 + qconv + maxpool > 0 {
+    let norm = if on("norm") {
+        norm::replace_all(model)?
+    } else {
+        0
+    };
+    if attention + upsample + conv1x1 + qconv + maxpool + norm > 0 {
         // Drop the nodes the patches disconnected.
         *model = model.clone().into_compact()?;
     }
@@ -93,6 +111,7 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
         conv1x1,
         qconv,
         maxpool,
+        norm,
     })
 }
 
