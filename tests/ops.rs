@@ -356,6 +356,82 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn linear_kernels_match_scalar(rows in 1usize..30, k in 1usize..40, n in 1usize..50,
+                                   seed in 0u64..1000) {
+        let w = graphs::pseudo_random(k * n, seed);
+        let b = graphs::pseudo_random(n, seed + 1);
+        let x = graphs::pseudo_random(rows * k, seed + 2);
+        let mut want = vec![0.0; rows * n];
+        kernels::scalar().linear().linear(&x, &w, &b, k, n, &mut want);
+        for kern in simd_kernels(Kernels::linear, |k| k.name()) {
+            let mut got = vec![f32::NAN; rows * n];
+            kern.linear(&x, &w, &b, k, n, &mut got);
+            let diff = max_abs_diff(&want, &got);
+            prop_assert!(diff < 1e-5, "{} rows={} k={} n={}: {:e}", kern.name(), rows, k, n, diff);
+        }
+    }
+}
+
+/// The transformer blocks' linear layers (`P K, K n -> P n`, with a bias
+/// along `n` or none, unit axes in front of the output allowed) become
+/// `LgmsLinear` with the stock values; a product over another layout stays
+/// tract's.
+#[test]
+fn linear_layers_are_replaced_and_match_stock() {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    use tract_onnx::tract_core::ops::math;
+    // (expression, x shape, weight shape, bias, replaced)
+    type Case = (&'static str, &'static [usize], &'static [usize], bool, usize);
+    let cases: [Case; 4] = [
+        ("bmk,kn->bmn", &[2, 37, 48], &[48, 128], true, 1),
+        ("bmck,ckn->bmn", &[2, 19, 4, 8], &[4, 8, 48], true, 1),
+        ("bmk,kn->abmn", &[3, 21, 24], &[24, 40], false, 1),
+        ("bkm,kn->bmn", &[2, 24, 9], &[24, 16], false, 0),
+    ];
+    for (i, (expr, xs, ws, bias, expect)) in cases.into_iter().enumerate() {
+        let mut m = TypedModel::default();
+        let x = m.add_source("x", f32::fact(xs)).unwrap();
+        let n = *ws.last().unwrap();
+        let wv = graphs::pseudo_random(ws.iter().product(), i as u64);
+        let w = m
+            .add_const("w", Tensor::from_shape(ws, &wv).unwrap())
+            .unwrap();
+        let op = EinSum::new(expr.parse().unwrap(), f32::datum_type());
+        let mut y = m.wire_node("mm", op, &[x, w]).unwrap()[0];
+        if bias {
+            let rank = m.outlet_fact(y).unwrap().rank();
+            let mut shape = vec![1; rank];
+            shape[rank - 1] = n;
+            let bv = graphs::pseudo_random(n, 50 + i as u64);
+            let b = m
+                .add_const("b", Tensor::from_shape(&shape, &bv).unwrap())
+                .unwrap();
+            y = m.wire_node("bias", math::add(), &[y, b]).unwrap()[0];
+        }
+        m.select_output_outlets(&[y]).unwrap();
+        let mut ours = m.clone();
+        assert_eq!(ops::substitute(&mut ours).unwrap().linear, expect, "{expr}");
+        if expect == 1 {
+            let names: Vec<String> = ours
+                .nodes()
+                .iter()
+                .map(|n| n.op.name().to_string())
+                .collect();
+            assert!(
+                !names.iter().any(|n| n == "EinSum" || n == "Add"),
+                "{expr}: {names:?}"
+            );
+        }
+        let x = random(xs, 60 + i as u64, 2.0);
+        let (want, got) = (run(&m, std::slice::from_ref(&x)), run(&ours, &[x]));
+        let diff = max_abs_diff(&want, &got);
+        assert!(diff < 1e-4, "{expr}: max |diff| {diff:e}");
+    }
+}
+
 /// Our int8 conv against tract's own quantised conv on the same graph.
 /// Requantisation may round a tie the other way (tract scales in fixed
 /// point, we in f32), so a value may differ by one output step; almost all
@@ -864,7 +940,8 @@ fn logits(path: &str, opts: &LoadOptions, input: &[f32]) -> (Vec<f32>, ops::Subs
 }
 
 /// The bundled network: every attention, upsampling, 1x1 conv, pooling and
-/// normalisation (8 LayerNorms, 3 GroupNorms) is substituted, and
+/// normalisation (8 LayerNorms, 3 GroupNorms) and linear layer is
+/// substituted, and
 /// the logits stay within the parity tolerance of tract's stock graph, on
 /// one thread and on two (blocks then run on tract's pool).
 #[test]
@@ -881,6 +958,7 @@ fn bundled_model_with_our_ops_matches_stock_graph() {
             qconv: 0,
             maxpool: 4,
             norm: 11,
+            linear: 16,
         }
     );
     let diff = max_abs_diff(&want, &got);

@@ -26,7 +26,7 @@
 use std::sync::OnceLock;
 
 use crate::frame::Rect;
-use crate::infer::ops::{attention, conv1x1, qconv, upsample};
+use crate::infer::ops::{attention, conv1x1, linear, qconv, upsample};
 use crate::infer::preprocess::Normalize;
 use crate::{Error, Result};
 
@@ -170,6 +170,7 @@ pub struct Kernels {
     blend_span: BlendSpanFn,
     attention: attention::Kernel,
     conv1x1: conv1x1::Kernel,
+    linear: linear::Kernel,
     upsample: upsample::RowKernels,
     qconv: qconv::Kernel,
 }
@@ -254,6 +255,10 @@ impl Kernels {
     /// The 1x1 convolution's kernel.
     pub fn conv1x1(&self) -> conv1x1::Kernel {
         self.conv1x1
+    }
+    /// The token-major linear layer's kernel.
+    pub fn linear(&self) -> linear::Kernel {
+        self.linear
     }
     /// The 2x upsampling's row kernels.
     pub fn upsample(&self) -> upsample::RowKernels {

@@ -18,7 +18,9 @@
 //!   block on the pool (tract's runs on one thread);
 //! - [`norm::Norm`]: the transformer blocks' LayerNorm and the multi-kernel
 //!   blocks' GroupNorm, each one operator instead of a chain of
-//!   single-threaded element-wise ops and reductions.
+//!   single-threaded element-wise ops and reductions;
+//! - [`linear::Linear`]: the transformer blocks' linear layers (+ bias) over
+//!   token-major rows, without tract's packing.
 //!
 //! Each operator has scalar, AVX2 and NEON kernels (the int8 conv also
 //! AVX-VNNI, AVX-512 VNNI and NEON `sdot`), next to the operator; they run
@@ -33,6 +35,7 @@ use tract_onnx::prelude::*;
 
 pub mod attention;
 pub mod conv1x1;
+pub mod linear;
 pub mod maxpool;
 pub mod norm;
 pub mod qconv;
@@ -54,12 +57,14 @@ pub struct Substitutions {
     pub maxpool: usize,
     /// LayerNorms and GroupNorms replaced by [`norm::Norm`].
     pub norm: usize,
+    /// Token-major linear layers replaced by [`linear::Linear`].
+    pub linear: usize,
 }
 
 /// Replaces every matching subgraph of the decluttered `model` by our
 /// operators. Subgraphs that do not match exactly are left to tract.
 ///
-/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,qconv,maxpool,norm` (any subset) leaves those to
+/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,qconv,maxpool,norm,linear` (any subset) leaves those to
 /// tract, to time or bisect one operator at a time.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     substitute_except(model, &[])
@@ -101,7 +106,12 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
     } else {
         0
     };
-    if attention + upsample + conv1x1 + qconv + maxpool + norm > 0 {
+    let linear = if on("linear") {
+        linear::replace_all(model)?
+    } else {
+        0
+    };
+    if attention + upsample + conv1x1 + qconv + maxpool + norm + linear > 0 {
         // Drop the nodes the patches disconnected.
         *model = model.clone().into_compact()?;
     }
@@ -112,6 +122,7 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
         qconv,
         maxpool,
         norm,
+        linear,
     })
 }
 
