@@ -2,6 +2,9 @@
 //! every IOD's modules and attributes: an "Error" line fails the test.
 //! Skipped, with a message, where dciodvfy is not installed; CI installs it.
 
+#[path = "common/dicom_tools.rs"]
+mod tools;
+
 use lgms_edge::dicom::{self, Header, Modality, ModelTag, Patient, Study};
 use lgms_edge::frame::{Frame, Rect};
 use lgms_edge::measure::Calibration;
@@ -44,11 +47,7 @@ fn header(modality: Modality, calibration: Calibration) -> Header {
 
 #[test]
 fn dciodvfy_finds_no_error_in_the_snapshot_and_the_cine() {
-    let probe = std::process::Command::new("dciodvfy")
-        .stdin(std::process::Stdio::null())
-        .output();
-    if probe.is_err() {
-        eprintln!("SKIPPED: dciodvfy is not installed (apt-get install dicom3tools)");
+    if tools::missing("dciodvfy", "dicom3tools") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -64,19 +63,9 @@ fn dciodvfy_finds_no_error_in_the_snapshot_and_the_cine() {
             files.push(dicom::save(dir.path(), &h, &refs, &none, Some(33.3)).unwrap());
         }
     }
-    let mut failures = Vec::new();
-    for f in &files {
-        let out = std::process::Command::new("dciodvfy")
-            .arg(f)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr).into_owned()
-            + &String::from_utf8_lossy(&out.stdout);
-        // Shown with --nocapture: the warnings too.
-        eprintln!("{f:?}:\n{text}");
-        if text.lines().any(|l| l.starts_with("Error")) {
-            failures.push(format!("{f:?}:\n{text}"));
-        }
-    }
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|f| tools::dciodvfy_errors(f))
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
