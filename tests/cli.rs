@@ -390,16 +390,9 @@ fn roi_outside_the_frame_names_the_config_and_leaves_the_display_alone() {
     );
 }
 
-/// `lgms-edge run -c CFG`, to be started.
-fn run_cmd(cfg: &std::path::Path) -> Command {
-    let mut c = bin();
-    c.arg("run").arg("-c").arg(cfg);
-    c
-}
-
 /// `lgms-edge run -c CFG`, to its end.
 fn run_config(cfg: &std::path::Path) -> Output {
-    run_cmd(cfg).output().unwrap()
+    bin().arg("run").arg("-c").arg(cfg).output().unwrap()
 }
 
 /// A config `name` in `dir` running the tiny model, with the `extra` keys.
@@ -879,7 +872,7 @@ fn the_control_socket_answers_while_the_run_goes_on() {
             sock.display().to_string()
         ),
     );
-    let (child, s) = control::run_with_control_socket(run_cmd(&cfg), &sock);
+    let (child, s) = control::run_with_control_socket(control::run_cmd(&cfg, "warn"), &sock);
     let mut c = control::Control::new(s);
     c.wait_for_cine(1);
     let answers: Vec<serde_json::Value> = [
@@ -918,7 +911,7 @@ fn save_cine_and_set_patient_write_dicom_files_to_the_spool() {
             dir.path().join("snaps").display().to_string(),
         ),
     );
-    let (child, s) = control::run_with_control_socket(run_cmd(&cfg), &sock);
+    let (child, s) = control::run_with_control_socket(control::run_cmd(&cfg, "warn"), &sock);
     let mut c = control::Control::new(s);
     // A full cine: 0.5 s at 30 fps.
     c.wait_for_cine(15);
@@ -1068,7 +1061,7 @@ fn keys_from_an_input_device_freeze_and_save_snapshot_and_cine() {
             fifo.display().to_string(),
         ),
     );
-    let (child, s) = control::run_with_control_socket(run_cmd(&cfg), &sock);
+    let (child, s) = control::run_with_control_socket(control::run_cmd(&cfg, "warn"), &sock);
     let mut c = control::Control::new(s);
     c.wait_for_cine(15);
     let mut keys = control::Keys::open(&fifo);

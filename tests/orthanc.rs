@@ -249,11 +249,7 @@ fn board(dir: &Path, pacs: &Orthanc) -> PathBuf {
 
 /// `lgms-edge run` on `cfg`, its control socket connected.
 fn start_run(dir: &Path, cfg: &Path) -> (Child, control::Control) {
-    let mut run = common::lgms_edge();
-    run.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("RUST_LOG", "info,lgms_edge::pacs=debug")
-        .args(["run", "-c"])
-        .arg(cfg);
+    let run = control::run_cmd(cfg, "info,lgms_edge::pacs=debug");
     let (child, s) = control::run_with_control_socket(run, &dir.join("ctl.sock"));
     (child, control::Control::new(s))
 }

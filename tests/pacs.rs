@@ -60,6 +60,28 @@ fn spool_snapshot(spool: &Path) -> String {
     header.sop_instance_uid
 }
 
+/// A board file in `dir` for a small phantom run through the tiny model,
+/// with `head` first, the spool `dir/spool`, a control socket `dir/ctl.sock`
+/// and the PACS on the loopback `port`.
+fn pacs_board(dir: &Path, port: u16, head: &str) -> std::path::PathBuf {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dark.onnx");
+    let cfg = dir.join("pacs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{head}\ndisplay = \"null\"\n[phantom]\nwidth = 96\nheight = 64\nfps = 30\n\
+             [control]\nspool_dir = {:?}\nsocket = {:?}\n\
+             [pacs]\nhost = \"127.0.0.1\"\nport = {port}\nretry_min_ms = 50\nretry_max_ms = 200\n\
+             [model]\npath = {:?}\n",
+            dir.join("spool").display().to_string(),
+            dir.join("ctl.sock").display().to_string(),
+            model.display().to_string(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 fn assert_sent(spool: &Path, uid: &str) {
     let sent = spool.join(SENT_DIR);
     assert!(sent.join(format!("{uid}.dcm")).exists());
@@ -130,26 +152,8 @@ fn run_with_a_pacs_section_sends_the_spool() {
     let port = free_port();
     let _scp = Scp::start(port, &out);
     let uid = spool_snapshot(&spool);
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dark.onnx");
-    let cfg = dir.path().join("pacs.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "display = \"null\"\nframes = 60\n[phantom]\nwidth = 96\nheight = 64\nfps = 30\n\
-             [control]\nspool_dir = {:?}\n\
-             [pacs]\nhost = \"127.0.0.1\"\nport = {port}\nretry_min_ms = 50\nretry_max_ms = 200\n\
-             [model]\npath = {:?}\n",
-            spool.display().to_string(),
-            model.display().to_string(),
-        ),
-    )
-    .unwrap();
-    let run = common::lgms_edge()
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("RUST_LOG", "warn")
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let cfg = pacs_board(dir.path(), port, "frames = 60");
+    let run = control::run_cmd(&cfg, "warn").output().unwrap();
     assert!(
         run.status.success(),
         "{}",
@@ -178,27 +182,11 @@ fn a_file_the_pacs_refuses_moves_to_failed_with_its_sidecar_and_a_fix() {
     let port = free_port();
     let _scp = Scp::start_with(port, &out, &["-xf", profile.to_str().unwrap(), "CT"]);
     let uid = spool_snapshot(&spool);
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dark.onnx");
-    let cfg = dir.path().join("pacs.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "display = \"null\"\n[phantom]\nwidth = 96\nheight = 64\nfps = 30\n\
-             [control]\nspool_dir = {:?}\nsocket = {:?}\n\
-             [pacs]\nhost = \"127.0.0.1\"\nport = {port}\nretry_min_ms = 50\nretry_max_ms = 200\n\
-             [model]\npath = {:?}\n",
-            spool.display().to_string(),
-            dir.path().join("ctl.sock").display().to_string(),
-            model.display().to_string(),
-        ),
-    )
-    .unwrap();
-    let mut run = common::lgms_edge();
-    run.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("RUST_LOG", "warn")
-        .args(["run", "-c"])
-        .arg(&cfg);
-    let (child, socket) = control::run_with_control_socket(run, &dir.path().join("ctl.sock"));
+    let cfg = pacs_board(dir.path(), port, "");
+    let (child, socket) = control::run_with_control_socket(
+        control::run_cmd(&cfg, "warn"),
+        &dir.path().join("ctl.sock"),
+    );
     let failed = spool.join(FAILED_DIR);
     wait_for(Duration::from_secs(20), "file in failed/", || {
         failed.join(format!("{uid}.json")).exists()

@@ -8,6 +8,17 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+/// `lgms-edge run -c CFG` from the repository root (the tests' board
+/// files name the fixtures from there), logging at `rust_log`.
+pub fn run_cmd(cfg: &Path, rust_log: &str) -> Command {
+    let mut c = crate::common::lgms_edge();
+    c.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", rust_log)
+        .args(["run", "-c"])
+        .arg(cfg);
+    c
+}
+
 /// Starts `run` (an `lgms-edge run -c CFG` command) and connects to its
 /// control socket `sock` once it appears (within 5 s).
 pub fn run_with_control_socket(mut run: Command, sock: &Path) -> (Child, UnixStream) {
