@@ -1012,10 +1012,22 @@ fn save_cine_and_set_patient_write_dicom_files_to_the_spool() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
+    // A snapshot with measured lesions also has its SR in the spool.
+    let lesions = shot_json["frames"][0].as_array().unwrap().len();
+    let report = shot_json["measurement_report"].as_str();
+    assert_eq!(report.is_some(), lesions > 0, "{shot_json}");
+    if let Some(uid) = report {
+        let sr = dicom_object::open_file(spool.join(format!("{uid}.dcm"))).unwrap();
+        assert_eq!(
+            text(&sr, tags::SOP_CLASS_UID),
+            lgms_edge::dicom::sr::COMPREHENSIVE_SR
+        );
+        assert_eq!(text(&sr, tags::PATIENT_ID), "BOARD-1");
+    }
     assert_eq!(
         left.len(),
-        4,
-        "two files and two sidecars, nothing half written: {left:?}"
+        4 + usize::from(report.is_some()),
+        "two files and two sidecars (and the SR), nothing half written: {left:?}"
     );
 }
 

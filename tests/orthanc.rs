@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
+use lgms_edge::dicom::sr::COMPREHENSIVE_SR;
 use lgms_edge::dicom::{US_IMAGE, US_MULTIFRAME_IMAGE};
 use lgms_edge::pacs::SENT_DIR;
 use tools::{free_port, wait_for};
@@ -218,9 +219,10 @@ fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> String {
 }
 
 /// A board file in `dir` for an endless phantom run whose spool goes to
-/// `pacs`, with a control socket, keys read from the FIFO `keys` (F2 a
-/// snapshot, F3 a cine) and identifiers from the board.
-fn board(dir: &Path, pacs: &Orthanc) -> PathBuf {
+/// `pacs`, with a control socket, keys read from the FIFO `dir/event0` (F2
+/// a snapshot, F3 a cine) and identifiers from the board; `measure` is the
+/// `[measure]` section.
+fn board(dir: &Path, pacs: &Orthanc, measure: &str) -> PathBuf {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dark.onnx");
     let path = |name: &str| dir.join(name).display().to_string();
     let cfg = dir.join("cart.toml");
@@ -228,7 +230,7 @@ fn board(dir: &Path, pacs: &Orthanc) -> PathBuf {
         &cfg,
         format!(
             "display = \"null\"\n[phantom]\nwidth = 96\nheight = 64\nfps = 30\n\
-             [measure]\ndepth_mm = 32\n\
+             [measure]\n{measure}\n\
              [control]\nsocket = {:?}\ncine_seconds = 0.5\nspool_dir = {:?}\nsnapshot_dir = {:?}\n\
              patient_id = \"BOARD-1\"\npatient_name = \"Board^Patient\"\nstudy_id = \"S1\"\naccession_number = \"A1\"\n\
              input = [{:?}]\nkeys = {{ KEY_F2 = \"save-snapshot\", KEY_F3 = \"save-cine\" }}\n\
@@ -261,6 +263,22 @@ fn saved_uid(answer: &serde_json::Value) -> String {
     path.file_stem().unwrap().to_str().unwrap().to_string()
 }
 
+/// The SRs named by the sidecars in `folder`: SR UID -> image UID.
+fn measurement_reports(folder: &Path) -> BTreeMap<String, String> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return BTreeMap::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter_map(|p| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
+            let image = p.file_stem()?.to_str()?.to_string();
+            Some((v["measurement_report"].as_str()?.to_string(), image))
+        })
+        .collect()
+}
+
 /// The `.dcm` files in `folder`.
 fn dcm_files(folder: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(folder)
@@ -281,6 +299,8 @@ import pathlib, sys
 import pydicom
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*.dcm")):
     ds = pydicom.dcmread(path)
+    if ds.Modality == "SR":
+        continue
     frames = int(getattr(ds, "NumberOfFrames", 1))
     shape = (frames, 64, 96, 3) if frames > 1 else (64, 96, 3)
     assert ds.pixel_array.shape == shape, (path, ds.pixel_array.shape)
@@ -320,7 +340,7 @@ fn snapshots_and_cines_from_socket_and_keys_are_stored_in_orthanc_and_read_back(
     let dir = tempfile::tempdir().unwrap();
     let mut pacs = Orthanc::new(&dir.path().join("orthanc"));
     pacs.start();
-    let cfg = board(dir.path(), &pacs);
+    let cfg = board(dir.path(), &pacs, "depth_mm = 32");
     control::Keys::make(&dir.path().join("event0"));
     let (run, mut c) = start_run(dir.path(), &cfg);
     c.wait_for_cine(15);
@@ -332,26 +352,42 @@ fn snapshots_and_cines_from_socket_and_keys_are_stored_in_orthanc_and_read_back(
     let set = c.ask(r#"{"cmd":"set-patient","id":"P-77","name":"Doe^Jane"}"#);
     assert_eq!(set["ok"], true, "{set}");
     let cine = saved_uid(&c.ask(r#"{"cmd":"save-cine"}"#));
-    wait_for(Duration::from_secs(30), "2 instances in Orthanc", || {
-        pacs.instances().len() == 2
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "snapshot and cine in Orthanc",
+        || {
+            let received = pacs.receptions();
+            received.contains_key(&shot) && received.contains_key(&cine)
+        },
+    );
     // From the keys: another snapshot and cine, for the new patient.
     let mut keys = control::Keys::open(&dir.path().join("event0"));
     keys.press(60); // KEY_F2
     keys.press(61); // KEY_F3
-    wait_for(Duration::from_secs(30), "4 instances in Orthanc", || {
-        pacs.instances().len() == 4
-    });
+                    // A snapshot with measured lesions comes with its SR, written just
+                    // after it: all is sent when the 4 images are and every SR their
+                    // sidecars name.
+    let spool = dir.path().join("spool");
+    let mut reports = BTreeMap::new();
+    wait_for(
+        Duration::from_secs(30),
+        "4 images and their SRs sent",
+        || {
+            reports = measurement_reports(&spool.join(SENT_DIR));
+            let sent = dcm_files(&spool.join(SENT_DIR)).len();
+            sent == 4 + reports.len() && dcm_files(&spool).is_empty()
+        },
+    );
     drop(keys);
     drop(c);
     control::stop(run);
-    let spool = dir.path().join("spool");
     assert!(dcm_files(&spool).is_empty(), "all sent");
-    assert_eq!(dcm_files(&spool.join(SENT_DIR)).len(), 4);
+    let sent = dcm_files(&spool.join(SENT_DIR)).len();
+    assert_eq!(sent, 4 + reports.len());
 
     // Each instance arrived once, from our AE title.
     let received = pacs.receptions();
-    assert_eq!(received.len(), 4, "{received:?}");
+    assert_eq!(received.len(), sent, "{received:?}");
     for (uid, from) in &received {
         assert_eq!(from, &[OUR_AE], "{uid}");
     }
@@ -378,7 +414,7 @@ fn snapshots_and_cines_from_socket_and_keys_are_stored_in_orthanc_and_read_back(
         let class = text(&obj, tags::SOP_CLASS_UID);
         assert_eq!(t["SOPClassUID"], class.as_str());
         *classes.entry(class.clone()).or_insert(0) += 1;
-        let patient = if *uid == shot {
+        let patient = if *uid == shot || reports.get(uid) == Some(&shot) {
             ("BOARD-1", "Board^Patient")
         } else {
             ("P-77", "Doe^Jane")
@@ -396,6 +432,13 @@ fn snapshots_and_cines_from_socket_and_keys_are_stored_in_orthanc_and_read_back(
             ),
             (patient.0.to_string(), "S1".into(), "A1".into())
         );
+        if let Some(errors) = tools::dciodvfy_errors(path) {
+            panic!("{errors}");
+        }
+        if class == COMPREHENSIVE_SR {
+            assert!(reports.contains_key(uid), "{uid} is named by its image");
+            continue;
+        }
         if class == US_MULTIFRAME_IMAGE {
             assert_eq!(t["NumberOfFrames"], "15", "the whole cine ring: {t}");
             assert_eq!(text(&obj, tags::NUMBER_OF_FRAMES), "15");
@@ -411,14 +454,12 @@ fn snapshots_and_cines_from_socket_and_keys_are_stored_in_orthanc_and_read_back(
             let d = region.element(tag).unwrap().to_float64().unwrap();
             assert!((d - 0.05).abs() < 1e-9, "{uid}: {d}");
         }
-        if let Some(errors) = tools::dciodvfy_errors(path) {
-            panic!("{errors}");
-        }
     }
-    assert_eq!(
-        classes,
-        BTreeMap::from([(US_IMAGE.to_string(), 2), (US_MULTIFRAME_IMAGE.into(), 2)])
-    );
+    let mut want = BTreeMap::from([(US_IMAGE.to_string(), 2), (US_MULTIFRAME_IMAGE.into(), 2)]);
+    if !reports.is_empty() {
+        want.insert(COMPREHENSIVE_SR.into(), reports.len());
+    }
+    assert_eq!(classes, want);
     pydicom_reads(&retrieved);
 
     // C-FIND: the new patient's study, then its images.
@@ -452,6 +493,7 @@ fn snapshots_and_cines_from_socket_and_keys_are_stored_in_orthanc_and_read_back(
                 text(i, tags::NUMBER_OF_FRAMES),
             )
         })
+        .filter(|(class, _)| class != COMPREHENSIVE_SR)
         .collect();
     found.sort();
     assert_eq!(
@@ -475,7 +517,8 @@ fn files_spooled_while_orthanc_is_down_arrive_once_and_a_restart_sends_nothing_a
     }
     let dir = tempfile::tempdir().unwrap();
     let mut pacs = Orthanc::new(&dir.path().join("orthanc"));
-    let cfg = board(dir.path(), &pacs);
+    // Uncalibrated: no SR, the images only.
+    let cfg = board(dir.path(), &pacs, "enabled = true");
     let spool = dir.path().join("spool");
     control::Keys::make(&dir.path().join("event0"));
 

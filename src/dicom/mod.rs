@@ -1,6 +1,7 @@
 //! DICOM export: the picture on screen (overlay and calipers burned in) as
 //! a DICOM Part-10 file, the cine as one multi-frame file, each with a JSON
-//! sidecar of the lesion measurements, written to a spool folder.
+//! sidecar of the lesion measurements, and a calibrated snapshot's
+//! measurements as a Comprehensive SR ([`sr`]), written to a spool folder.
 //!
 //! What is written, and why:
 //!
@@ -674,6 +675,11 @@ pub fn spool(dir: &Path, instance: &Instance, sidecar: &serde_json::Value) -> Re
         serde_json::to_writer_pretty(&mut *f, sidecar)
             .map_err(|e| DicomError::Encode(e.to_string()))
     })?;
+    write_dcm(dir, instance)
+}
+
+/// Writes `instance` whole into `dir` as `<SOPInstanceUID>.dcm`.
+fn write_dcm(dir: &Path, instance: &Instance) -> Result<PathBuf> {
     let dcm = dir.join(format!("{}.dcm", instance.sop_instance_uid));
     write_whole(&dcm, |f| {
         let mut w = std::io::BufWriter::new(f);
@@ -688,7 +694,9 @@ pub fn spool(dir: &Path, instance: &Instance, sidecar: &serde_json::Value) -> Re
 
 /// Builds the file of `frames` (one: a single-frame image; a frame time:
 /// a multi-frame image) and puts it with its sidecar into the spool `dir`.
-/// `lesions` holds the lesions drawn on each frame.
+/// `lesions` holds the lesions drawn on each frame. A calibrated snapshot
+/// with lesions gets its measurements as an SR ([`sr::report`]) too, after
+/// the image, named in the image's sidecar.
 pub fn save(
     dir: &Path,
     header: &Header,
@@ -707,12 +715,22 @@ pub fn save(
             })
         }
     };
-    spool(
-        dir,
-        &instance,
-        &sidecar(&instance, header.calibration, lesions),
-    )
+    let report = match (frame_time_ms, lesions) {
+        (None, [drawn]) => sr::report(header, &instance, drawn)?,
+        _ => None,
+    };
+    let mut json = sidecar(&instance, header.calibration, lesions);
+    if let Some(sr) = &report {
+        json["measurement_report"] = sr.sop_instance_uid.clone().into();
+    }
+    let path = spool(dir, &instance, &json)?;
+    if let Some(sr) = &report {
+        write_dcm(dir, sr)?;
+    }
+    Ok(path)
 }
+
+pub mod sr;
 
 #[cfg(test)]
 mod tests;
