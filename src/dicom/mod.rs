@@ -430,19 +430,8 @@ fn build(header: &Header, frames: &[&Frame], frame_time_ms: Option<f64>) -> Resu
     o.put(text(tags::INSTANCE_CREATION_DATE, VR::DA, &date));
     o.put(text(tags::INSTANCE_CREATION_TIME, VR::TM, &time));
     o.put(text(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0000"));
-    // Patient.
-    o.put(text(tags::PATIENT_NAME, VR::PN, header.patient.name()));
-    o.put(text(tags::PATIENT_ID, VR::LO, header.patient.id()));
-    o.put(text(tags::PATIENT_BIRTH_DATE, VR::DA, ""));
-    o.put(text(tags::PATIENT_SEX, VR::CS, ""));
-    // General Study.
+    put_patient_and_study(&mut o, header);
     let study = &header.study;
-    o.put(text(tags::STUDY_INSTANCE_UID, VR::UI, &study.study_uid));
-    o.put(text(tags::STUDY_DATE, VR::DA, &study.date));
-    o.put(text(tags::STUDY_TIME, VR::TM, &study.time));
-    o.put(text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""));
-    o.put(text(tags::STUDY_ID, VR::SH, &study.study_id));
-    o.put(text(tags::ACCESSION_NUMBER, VR::SH, &study.accession));
     // General Series.
     o.put(text(tags::MODALITY, VR::CS, modality.code()));
     o.put(text(tags::SERIES_INSTANCE_UID, VR::UI, &study.series_uid));
@@ -562,6 +551,22 @@ fn build(header: &Header, frames: &[&Frame], frame_time_ms: Option<f64>) -> Resu
         frames: frames.len(),
         obj,
     })
+}
+
+/// The Patient and General Study modules of `header`: the same in every
+/// file of a study, images and SR alike.
+fn put_patient_and_study(o: &mut InMemDicomObject, header: &Header) {
+    o.put(text(tags::PATIENT_NAME, VR::PN, header.patient.name()));
+    o.put(text(tags::PATIENT_ID, VR::LO, header.patient.id()));
+    o.put(text(tags::PATIENT_BIRTH_DATE, VR::DA, ""));
+    o.put(text(tags::PATIENT_SEX, VR::CS, ""));
+    let study = &header.study;
+    o.put(text(tags::STUDY_INSTANCE_UID, VR::UI, &study.study_uid));
+    o.put(text(tags::STUDY_DATE, VR::DA, &study.date));
+    o.put(text(tags::STUDY_TIME, VR::TM, &study.time));
+    o.put(text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""));
+    o.put(text(tags::STUDY_ID, VR::SH, &study.study_id));
+    o.put(text(tags::ACCESSION_NUMBER, VR::SH, &study.accession));
 }
 
 /// One region of the Sequence of Ultrasound Regions: a 2D tissue region

@@ -17,7 +17,9 @@ use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
-use super::{format_ds, new_uid, text, DicomError, Header, Instance, Modality, Result};
+use super::{
+    format_ds, new_uid, put_patient_and_study, text, DicomError, Header, Instance, Modality, Result,
+};
 use crate::measure::Lesion;
 
 /// Comprehensive SR Storage.
@@ -182,16 +184,7 @@ pub fn report(header: &Header, image: &Instance, lesions: &[Lesion]) -> Result<O
     o.put(text(tags::INSTANCE_CREATION_DATE, VR::DA, &date));
     o.put(text(tags::INSTANCE_CREATION_TIME, VR::TM, &time));
     // Patient and General Study: the snapshot's.
-    o.put(text(tags::PATIENT_NAME, VR::PN, header.patient.name()));
-    o.put(text(tags::PATIENT_ID, VR::LO, header.patient.id()));
-    o.put(text(tags::PATIENT_BIRTH_DATE, VR::DA, ""));
-    o.put(text(tags::PATIENT_SEX, VR::CS, ""));
-    o.put(text(tags::STUDY_INSTANCE_UID, VR::UI, &study.study_uid));
-    o.put(text(tags::STUDY_DATE, VR::DA, &study.date));
-    o.put(text(tags::STUDY_TIME, VR::TM, &study.time));
-    o.put(text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""));
-    o.put(text(tags::STUDY_ID, VR::SH, &study.study_id));
-    o.put(text(tags::ACCESSION_NUMBER, VR::SH, &study.accession));
+    put_patient_and_study(&mut o, header);
     // SR Document Series: an SR goes in a series of its own.
     o.put(text(tags::MODALITY, VR::CS, "SR"));
     o.put(text(tags::SERIES_INSTANCE_UID, VR::UI, &new_uid()?));
