@@ -250,7 +250,7 @@ fn board(dir: &Path, pacs: &Orthanc, measure: &str) -> PathBuf {
 }
 
 /// `lgms-edge run` on `cfg`, its control socket connected.
-fn start_run(dir: &Path, cfg: &Path) -> (Child, control::Control) {
+fn start_run(dir: &Path, cfg: &Path) -> (control::Run, control::Control) {
     let run = control::run_cmd(cfg, "info,lgms_edge::pacs=debug");
     let (child, s) = control::run_with_control_socket(run, &dir.join("ctl.sock"));
     (child, control::Control::new(s))

@@ -19,22 +19,52 @@ pub fn run_cmd(cfg: &Path, rust_log: &str) -> Command {
     c
 }
 
+/// A started run, killed when dropped before it was waited for: a failing
+/// test leaves no endless run behind.
+pub struct Run(Option<Child>);
+
+impl Run {
+    /// The process.
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("not yet waited for")
+    }
+
+    /// Waits for the run's end: its status and output.
+    pub fn wait(mut self) -> std::process::Output {
+        let child = self.0.take().expect("not yet waited for");
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Starts `run` (an `lgms-edge run -c CFG` command) and connects to its
 /// control socket `sock` once it appears (within 5 s).
-pub fn run_with_control_socket(mut run: Command, sock: &Path) -> (Child, UnixStream) {
-    let mut child = run
+pub fn run_with_control_socket(mut run: Command, sock: &Path) -> (Run, UnixStream) {
+    let child = run
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let run = Run(Some(child));
     for _ in 0..100 {
         if let Ok(s) = UnixStream::connect(sock) {
-            return (child, s);
+            return (run, s);
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let out = child.wait_with_output();
+    let out = {
+        let mut run = run;
+        let _ = run.child().kill();
+        run.wait()
+    };
     panic!("the socket {sock:?} does not appear: {out:?}");
 }
 
@@ -73,11 +103,12 @@ impl Control {
 }
 
 /// Ends `run` as Ctrl-C does and returns its output; the run must succeed.
-pub fn stop(run: Child) -> std::process::Output {
-    // SAFETY: `run` is our own child, not yet waited for, so its pid is
-    // still ours.
-    assert_eq!(unsafe { libc::kill(run.id() as i32, libc::SIGINT) }, 0);
-    let out = run.wait_with_output().unwrap();
+pub fn stop(mut run: Run) -> std::process::Output {
+    let pid = run.child().id() as i32;
+    // SAFETY: `pid` is our own child, not yet waited for, so it is still
+    // ours.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let out = run.wait();
     assert!(
         out.status.success(),
         "{}",
@@ -132,9 +163,9 @@ impl Keys {
 
 /// What `run` writes to its stderr (its log), collected as it comes, so
 /// that a test can wait for a line while the run goes on.
-pub fn log_of(run: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+pub fn log_of(run: &mut Run) -> std::sync::Arc<std::sync::Mutex<String>> {
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let stderr = run.stderr.take().expect("stderr piped");
+    let stderr = run.child().stderr.take().expect("stderr piped");
     let sink = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
