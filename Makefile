@@ -12,11 +12,12 @@ export LGMS_EDGE_BIN
 # Python lint: ruff at the version requirements-dev.txt pins.
 RUFF_VERSION := $(shell sed -n 's/^ruff==//p' requirements-dev.txt)
 
-.PHONY: demo test test-rust test-python lint deps-python deps-lint deps-ci ci bench bench-1080p bench-peers fuzz soak help
+.PHONY: demo docs-overlay test test-rust test-python lint deps-python deps-lint deps-ci ci bench bench-1080p bench-peers fuzz soak help
 
 help:
 	@echo "make demo         run the pipeline on the phantom source + bundled model (writes out/)"
 	@echo "make test         Rust tests + Python model tests (installs requirements*.txt if missing)"
+	@echo "make docs-overlay the README's screenshot (docs/overlay.png) from a calibrated phantom run"
 	@echo "make lint         cargo fmt --check + clippy -D warnings + ruff check + ruff format --check"
 	@echo "make test-vm      V4L2/fbdev/DRM tests against real kernel drivers in qemu"
 	@echo "make aarch64      release binary for the boards; make test-aarch64 runs the tests under qemu-user"
@@ -30,6 +31,12 @@ help:
 
 demo:
 	$(CARGO) run --release -- demo
+
+# The README's screenshot: the last frame of a short calibrated phantom run.
+docs-overlay: $(LGMS_EDGE_BIN)
+	rm -rf out/overlay
+	$(LGMS_EDGE_BIN) run -c docs/overlay.toml
+	cp "$$(ls out/overlay/*.png | tail -n 1)" docs/overlay.png
 
 test: deps-python test-rust test-python
 

@@ -648,9 +648,10 @@ fn reconnect() -> Check {
     ))
 }
 
-/// A uinput keyboard (a foot switch, as the kernel sees one): its F1 and
-/// LEFT presses must arrive on the control channel as freeze and one step
-/// back, through evdev and `control::input`.
+/// A uinput keyboard (a foot switch, as the kernel sees one): its F1,
+/// LEFT, F2 and F3 presses must arrive on the control channel as freeze,
+/// one step back, save-snapshot and save-cine, through evdev and
+/// `control::input`.
 fn keys() -> Check {
     use lgms_edge::control::input::{event_bytes, key_map, start, EV_KEY, EV_SYN};
     use lgms_edge::control::Command;
@@ -661,17 +662,19 @@ fn keys() -> Check {
     const UI_DEV_CREATE: libc::c_ulong = 0x5501;
     const KEY_F1: u16 = 59;
     const KEY_LEFT: u16 = 105;
+    const KEY_F2: u16 = 60;
+    const KEY_F3: u16 = 61;
+    let pressed = [KEY_F1, KEY_LEFT, KEY_F2, KEY_F3];
     let before: Vec<_> = input_nodes();
     let mut ui = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/uinput")
         .map_err(|e| format!("/dev/uinput: {e}"))?;
     let fd = ui.as_raw_fd();
-    for (req, arg) in [
-        (UI_SET_EVBIT, libc::c_int::from(EV_KEY)),
-        (UI_SET_KEYBIT, libc::c_int::from(KEY_F1)),
-        (UI_SET_KEYBIT, libc::c_int::from(KEY_LEFT)),
-    ] {
+    let bits = pressed
+        .iter()
+        .map(|&k| (UI_SET_KEYBIT, libc::c_int::from(k)));
+    for (req, arg) in std::iter::once((UI_SET_EVBIT, libc::c_int::from(EV_KEY))).chain(bits) {
         // SAFETY: `fd` is the open uinput device; these requests take an int.
         if unsafe { libc::ioctl(fd, req, arg) } != 0 {
             return Err(format!(
@@ -703,15 +706,20 @@ fn keys() -> Check {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let keys = [("KEY_F1", "freeze"), ("KEY_LEFT", "step-back")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let keys = [
+        ("KEY_F1", "freeze"),
+        ("KEY_LEFT", "step-back"),
+        ("KEY_F2", "save-snapshot"),
+        ("KEY_F3", "save-cine"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let (tx, rx) = std::sync::mpsc::channel();
     start(std::slice::from_ref(&node), key_map(&keys)?, tx);
     // Let the reader open the node before the keys are pressed.
     std::thread::sleep(Duration::from_millis(500));
-    for code in [KEY_F1, KEY_LEFT] {
+    for code in pressed {
         for value in [1, 0] {
             ui.write_all(&event_bytes(EV_KEY, code, value))
                 .and_then(|()| ui.write_all(&event_bytes(EV_SYN, 0, 0)))
@@ -719,19 +727,25 @@ fn keys() -> Check {
         }
     }
     let mut got = Vec::new();
-    while got.len() < 2 {
+    while got.len() < pressed.len() {
         let r = rx
             .recv_timeout(Duration::from_secs(5))
             .map_err(|_| format!("only {got:?} arrived from {node:?}"))?;
         got.push(r.command);
         let _ = r.reply.send(Ok(serde_json::json!({})));
     }
-    if got != [Command::Freeze, Command::Step(-1)] {
+    let want = [
+        Command::Freeze,
+        Command::Step(-1),
+        Command::SaveSnapshot,
+        Command::SaveCine,
+    ];
+    if got != want {
         return Err(format!("{node:?} gave {got:?}"));
     }
     Ok(format!(
-        "{node:?}: F1 -> {:?}, LEFT -> {:?}",
-        got[0], got[1]
+        "{node:?}: F1 -> {:?}, LEFT -> {:?}, F2 -> {:?}, F3 -> {:?}",
+        got[0], got[1], got[2], got[3]
     ))
 }
 

@@ -246,7 +246,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<RunResult> {
         .transpose()
         .map_err(|e| Error::io("starting the PACS sender", e))?;
     let mut result = pipeline::run(source, segs, sink.as_mut(), &opts)?;
-    drop(sender);
+    result.report.pacs = sender.map(crate::pacs::Sender::finish);
     drop(control);
     result.report.load_s = load_s;
     if let Some(path) = &cfg.stats_json {

@@ -19,9 +19,14 @@
 //! - A PACS that cannot be reached (or refuses the association) is an
 //!   outage: the pass stops, the thread waits with the crate's one
 //!   [`Backoff`], and logs once when the outage begins and once when it
-//!   ends. A file the PACS refuses (a failure status, or its SOP class not
-//!   accepted) stays in the spool and is retried with the others; it is
-//!   logged once and does not hold back the files after it.
+//!   ends.
+//! - A file the PACS refuses for good (a C-STORE failure status, or its
+//!   SOP class not accepted) moves with its sidecar into `failed/` beside
+//!   `sent/`, with one log line naming the file, the status and the fix:
+//!   sending it again would be refused again, and it must not hold back the
+//!   files after it. The refusals that a PACS lifts by itself (out of
+//!   resources: its disk is full) keep the file in the spool, retried with
+//!   the others; so does an answer without a status.
 //! - The thread shares nothing with the video pipeline but the folder, and
 //!   every network call has a timeout, so stopping it is bounded.
 
@@ -43,6 +48,9 @@ use crate::source::backoff::Backoff;
 
 /// The folder inside the spool that holds what the PACS has stored.
 pub const SENT_DIR: &str = "sent";
+
+/// The folder inside the spool that holds what the PACS refused for good.
+pub const FAILED_DIR: &str = "failed";
 
 /// The most characters of an AE title.
 pub const AE_TITLE_MAX: usize = 16;
@@ -109,12 +117,22 @@ pub enum SendError {
         /// Why.
         reason: String,
     },
-    /// The PACS refused this file; others may still go.
+    /// The PACS refused this file for now (out of resources, or an
+    /// answer without a status); others may still go.
     #[error("{path:?}: {reason}")]
     Refused {
         /// The file.
         path: PathBuf,
         /// Why.
+        reason: String,
+    },
+    /// The PACS refused this file for good: a C-STORE failure status, or
+    /// its SOP class not accepted. Sending it again would fail again.
+    #[error("{path:?}: {reason}")]
+    Rejected {
+        /// The file.
+        path: PathBuf,
+        /// Why, with the status when the PACS gave one.
         reason: String,
     },
     /// The file cannot be read or the spool cannot be changed.
@@ -134,13 +152,16 @@ pub struct Pass {
     pub sent: Vec<PathBuf>,
     /// The outage that ended the pass, if any.
     pub outage: Option<SendError>,
-    /// Files refused or unreadable (still in the spool).
+    /// Files refused for now or unreadable (still in the spool).
     pub refused: Vec<SendError>,
+    /// Files refused for good, each with why; moved to `failed/`.
+    pub failed: Vec<SendError>,
 }
 
 /// The `.dcm` files of `spool`, oldest first (by name within the same
 /// time); `.part` files and folders are left out. Sidecars whose file is
-/// already in `sent/` (a crash between the two renames) are moved there.
+/// already in `sent/` or `failed/` (a crash between the two renames) are
+/// moved there.
 pub fn pending(spool: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let entries = match std::fs::read_dir(spool) {
@@ -148,7 +169,7 @@ pub fn pending(spool: &Path) -> std::io::Result<Vec<PathBuf>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let sent = spool.join(SENT_DIR);
+    let (sent, failed) = (spool.join(SENT_DIR), spool.join(FAILED_DIR));
     for entry in entries {
         let entry = entry?;
         let path = entry.path();
@@ -163,8 +184,8 @@ pub fn pending(spool: &Path) -> std::io::Result<Vec<PathBuf>> {
             Some("json") if !path.with_extension("dcm").exists() => {
                 let name = path.with_extension("dcm");
                 let name = name.file_name().unwrap_or_default();
-                if sent.join(name).exists() {
-                    std::fs::rename(&path, sent.join(path.file_name().unwrap_or_default()))?;
+                if let Some(dir) = [&sent, &failed].into_iter().find(|d| d.join(name).exists()) {
+                    std::fs::rename(&path, dir.join(path.file_name().unwrap_or_default()))?;
                 }
             }
             _ => {}
@@ -192,40 +213,51 @@ pub fn send_pending(spool: &Path, settings: &Settings, stop: &AtomicBool) -> Pas
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        match store(&path, settings).and_then(|()| move_to_sent(&path)) {
+        let sent = store(&path, settings).and_then(|()| {
+            move_into(&path, SENT_DIR).map_err(|e| SendError::File {
+                path: path.clone(),
+                reason: format!("stored, but {e}; it may be sent again"),
+            })
+        });
+        match sent {
             Ok(()) => pass.sent.push(path),
             Err(e @ SendError::Unreachable { .. }) => {
                 pass.outage = Some(e);
                 break;
             }
+            Err(e @ SendError::Rejected { .. }) => match move_into(&path, FAILED_DIR) {
+                Ok(()) => pass.failed.push(e),
+                Err(why) => pass.refused.push(SendError::File {
+                    path: path.clone(),
+                    reason: format!("{e}, and it cannot be moved to {FAILED_DIR}/: {why}"),
+                }),
+            },
             Err(e) => pass.refused.push(e),
         }
     }
     pass
 }
 
-/// Renames `path` and its sidecar into `sent/` and syncs the folder, so
-/// that the move outlives a power cut.
-fn move_to_sent(path: &Path) -> Result<(), SendError> {
-    let fail = |what: &str, e: std::io::Error| SendError::File {
-        path: path.to_path_buf(),
-        reason: format!("stored, but {what}: {e}; it may be sent again"),
-    };
+/// Renames `path` and its sidecar into the spool's folder `dir` (`sent/`
+/// or `failed/`) and syncs both folders, so that the move outlives a power
+/// cut. `Err` says which step failed.
+fn move_into(path: &Path, dir: &str) -> Result<(), String> {
     let spool = path.parent().unwrap_or(Path::new("."));
-    let sent = spool.join(SENT_DIR);
-    std::fs::create_dir_all(&sent).map_err(|e| fail("cannot create sent/", e))?;
+    let target = spool.join(dir);
+    std::fs::create_dir_all(&target).map_err(|e| format!("cannot create {dir}/: {e}"))?;
     let name = path.file_name().unwrap_or_default();
-    std::fs::rename(path, sent.join(name)).map_err(|e| fail("cannot move it to sent/", e))?;
+    std::fs::rename(path, target.join(name))
+        .map_err(|e| format!("cannot move it to {dir}/: {e}"))?;
     let json = path.with_extension("json");
     if json.exists() {
         let name = json.file_name().unwrap_or_default();
-        std::fs::rename(&json, sent.join(name))
-            .map_err(|e| fail("cannot move its sidecar to sent/", e))?;
+        std::fs::rename(&json, target.join(name))
+            .map_err(|e| format!("cannot move its sidecar to {dir}/: {e}"))?;
     }
-    for dir in [&sent, spool] {
-        std::fs::File::open(dir)
+    for d in [&target, spool] {
+        std::fs::File::open(d)
             .and_then(|d| d.sync_all())
-            .map_err(|e| fail("cannot sync the spool", e))?;
+            .map_err(|e| format!("cannot sync the spool: {e}"))?;
     }
     Ok(())
 }
@@ -233,6 +265,10 @@ fn move_to_sent(path: &Path) -> Result<(), SendError> {
 /// C-STORE of one file: `Ok` when the PACS answers success or a warning.
 pub fn store(path: &Path, settings: &Settings) -> Result<(), SendError> {
     let refused = |reason: String| SendError::Refused {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let rejected = |reason: String| SendError::Rejected {
         path: path.to_path_buf(),
         reason,
     };
@@ -246,6 +282,7 @@ pub fn store(path: &Path, settings: &Settings) -> Result<(), SendError> {
     })?;
     let class = obj.meta().media_storage_sop_class_uid().to_string();
     let instance = obj.meta().media_storage_sop_instance_uid().to_string();
+    let not_accepted = || rejected(format!("the PACS does not accept SOP class {class}"));
     let mut assoc = ClientAssociationOptions::new()
         .calling_ae_title(settings.calling_ae.as_str())
         .called_ae_title(settings.called_ae.as_str())
@@ -260,7 +297,11 @@ pub fn store(path: &Path, settings: &Settings) -> Result<(), SendError> {
         .read_timeout(settings.timeout)
         .write_timeout(settings.timeout)
         .establish((settings.host.as_str(), settings.port))
-        .map_err(|e| unreachable(chain(&e)))?;
+        .map_err(|e| match e {
+            // The PACS answered, and takes no file of this class.
+            dicom_ul::association::Error::NoAcceptedPresentationContexts { .. } => not_accepted(),
+            e => unreachable(chain(&e)),
+        })?;
     let Some(pc) = assoc
         .presentation_contexts()
         .iter()
@@ -268,9 +309,7 @@ pub fn store(path: &Path, settings: &Settings) -> Result<(), SendError> {
         .cloned()
     else {
         let _ = assoc.abort();
-        return Err(refused(format!(
-            "the PACS does not accept SOP class {class}"
-        )));
+        return Err(not_accepted());
     };
     let ts = if pc.transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN.uid() {
         IMPLICIT_VR_LITTLE_ENDIAN.erased()
@@ -321,7 +360,14 @@ pub fn store(path: &Path, settings: &Settings) -> Result<(), SendError> {
     let _ = assoc.release();
     match response_status(&response) {
         Some(s) if stored(s) => Ok(()),
-        Some(s) => Err(refused(format!("C-STORE failed with status {s:#06x}"))),
+        Some(s) if out_of_resources(s) => Err(refused(format!(
+            "C-STORE refused with status {s:#06x} ({})",
+            status_meaning(s)
+        ))),
+        Some(s) => Err(rejected(format!(
+            "C-STORE failed with status {s:#06x} ({})",
+            status_meaning(s)
+        ))),
         None => Err(refused("C-STORE answer without a status".into())),
     }
 }
@@ -346,6 +392,29 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// data set does not match the SOP class).
 pub fn stored(status: u16) -> bool {
     matches!(status, 0x0000 | 0xB000 | 0xB006 | 0xB007)
+}
+
+/// Whether a failure status says the PACS lacks the resources now
+/// (A7xx, or 0213 resource limitation): a refusal it lifts by itself.
+pub fn out_of_resources(status: u16) -> bool {
+    status & 0xFF00 == 0xA700 || status == 0x0213
+}
+
+/// What a C-STORE failure status means (PS3.4 B.2.3, PS3.7 C), for logs.
+pub fn status_meaning(status: u16) -> &'static str {
+    match status {
+        0x0110 => "processing failure",
+        0x0117 => "invalid SOP instance",
+        0x0122 => "SOP class not supported",
+        0x0124 => "not authorized",
+        0x0211 => "unrecognized operation",
+        0x0212 => "mistyped argument",
+        0x0213 => "resource limitation",
+        s if s & 0xFF00 == 0xA700 => "out of resources",
+        s if s & 0xFF00 == 0xA900 => "data set does not match SOP class",
+        s if s & 0xF000 == 0xC000 => "cannot understand",
+        _ => "failure",
+    }
 }
 
 /// The command set of a C-STORE-RQ in Implicit VR Little Endian (PS3.7
@@ -401,9 +470,19 @@ pub fn response_status(command: &[u8]) -> Option<u16> {
     status.filter(|_| field == Some(0x8001))
 }
 
+/// What the sender did over a run, for the final report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Files the PACS stored (moved to `sent/`).
+    pub sent: u64,
+    /// Files the PACS refused for good (moved to `failed/`).
+    pub failed: u64,
+}
+
 /// The sender thread; dropping it stops it (within one network timeout).
 pub struct Sender {
     stop: Arc<AtomicBool>,
+    counts: Arc<std::sync::Mutex<Counts>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -411,19 +490,29 @@ impl Sender {
     /// Starts sending the files of `spool` to the PACS of `settings`.
     pub fn start(spool: PathBuf, settings: Settings) -> std::io::Result<Sender> {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let counts = Arc::new(std::sync::Mutex::new(Counts::default()));
+        let (flag, tally) = (stop.clone(), counts.clone());
         let thread = std::thread::Builder::new()
             .name("pacs-sender".into())
-            .spawn(move || run(&spool, &settings, &flag))?;
+            .spawn(move || run(&spool, &settings, &flag, &tally))?;
         Ok(Sender {
             stop,
+            counts,
             thread: Some(thread),
         })
     }
-}
 
-impl Drop for Sender {
-    fn drop(&mut self) {
+    /// Stops the thread (within one network timeout) and returns what it
+    /// did.
+    pub fn finish(mut self) -> Counts {
+        self.stop_and_join();
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -431,9 +520,15 @@ impl Drop for Sender {
     }
 }
 
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
 /// The thread: passes over the spool, `poll` apart while all goes well,
 /// the backoff's delay apart while the PACS is out or files are refused.
-fn run(spool: &Path, settings: &Settings, stop: &AtomicBool) {
+fn run(spool: &Path, settings: &Settings, stop: &AtomicBool, counts: &std::sync::Mutex<Counts>) {
     log::info!(
         "pacs: sending {} to {} as {}",
         spool.display(),
@@ -447,6 +542,22 @@ fn run(spool: &Path, settings: &Settings, stop: &AtomicBool) {
         let pass = send_pending(spool, settings, stop);
         for p in &pass.sent {
             log::info!("pacs: stored {}", p.display());
+        }
+        for e in &pass.failed {
+            log::error!(
+                "pacs: {e}; moved with its sidecar to {}; fix: see the PACS's log for why, \
+                 change the PACS (or the board's [pacs]) so that it accepts the file, then \
+                 move both files back into {} to send them again",
+                spool.join(FAILED_DIR).display(),
+                spool.display()
+            );
+        }
+        {
+            let mut c = counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            c.sent += pass.sent.len() as u64;
+            c.failed += pass.failed.len() as u64;
         }
         match &pass.outage {
             Some(e) if !outage => {
@@ -464,7 +575,8 @@ fn run(spool: &Path, settings: &Settings, stop: &AtomicBool) {
                     || pass
                         .refused
                         .iter()
-                        .any(|e| matches!(e, SendError::Refused { .. }))) =>
+                        .any(|e| matches!(e, SendError::Refused { .. }))
+                    || !pass.failed.is_empty()) =>
             {
                 log::info!("pacs: {} reachable again", settings.address());
                 outage = false;
@@ -540,34 +652,18 @@ mod tests {
         std::fs::create_dir_all(d.join(SENT_DIR)).unwrap();
         std::fs::write(d.join(SENT_DIR).join("4.dcm"), b"x").unwrap();
         std::fs::write(d.join("4.json"), b"{}").unwrap(); // crash between renames
+        std::fs::create_dir_all(d.join(FAILED_DIR)).unwrap();
+        std::fs::write(d.join(FAILED_DIR).join("5.dcm"), b"x").unwrap();
+        std::fs::write(d.join("5.json"), b"{}").unwrap(); // the same, into failed/
         assert_eq!(pending(d).unwrap(), vec![d.join("1.dcm")]);
         assert!(d.join("3.json").exists());
         assert!(d.join(SENT_DIR).join("4.json").exists() && !d.join("4.json").exists());
+        assert!(d.join(FAILED_DIR).join("5.json").exists() && !d.join("5.json").exists());
         assert!(pending(&d.join("missing")).unwrap().is_empty());
     }
 
-    #[test]
-    fn an_unreadable_file_is_refused_and_nothing_listening_is_an_outage() {
-        let dir = tempfile::tempdir().unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let settings = Settings {
-            host: "127.0.0.1".into(),
-            port,
-            called_ae: "ANY-SCP".into(),
-            calling_ae: "LGMS-EDGE".into(),
-            backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(20)),
-            poll: Duration::from_millis(10),
-            timeout: Duration::from_secs(2),
-        };
-        std::fs::write(dir.path().join("bad.dcm"), b"not dicom").unwrap();
-        let pass = send_pending(dir.path(), &settings, &AtomicBool::new(false));
-        assert!(pass.sent.is_empty() && pass.outage.is_none());
-        assert!(matches!(pass.refused[..], [SendError::File { .. }]));
-        std::fs::remove_file(dir.path().join("bad.dcm")).unwrap();
-        // a real file, nothing listening
+    /// A small snapshot with its sidecar in `spool`; the file's path.
+    fn spooled(spool: &Path) -> PathBuf {
         let inst = crate::dicom::snapshot(
             &crate::dicom::Header {
                 modality: crate::dicom::Modality::Ultrasound,
@@ -582,7 +678,119 @@ mod tests {
             &crate::frame::Frame::new(16, 16),
         )
         .unwrap();
-        let path = crate::dicom::spool(dir.path(), &inst, &serde_json::json!({})).unwrap();
+        crate::dicom::spool(spool, &inst, &serde_json::json!({})).unwrap()
+    }
+
+    fn loopback(port: u16) -> Settings {
+        Settings {
+            host: "127.0.0.1".into(),
+            port,
+            called_ae: "ANY-SCP".into(),
+            calling_ae: "LGMS-EDGE".into(),
+            backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(20)),
+            poll: Duration::from_millis(10),
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// A storage SCP on a loopback port that takes one association and
+    /// answers its C-STORE with `status`: the statuses no tool at hand
+    /// sends on demand.
+    fn scripted_scp(status: u16) -> (u16, std::thread::JoinHandle<()>) {
+        use dicom_ul::association::server::ServerAssociationOptions;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let thread = std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            let mut assoc = ServerAssociationOptions::new()
+                .accept_any()
+                .promiscuous(true)
+                .establish(socket)
+                .unwrap();
+            // C-STORE-RSP: CommandField 8001 and the status, what
+            // `response_status` reads.
+            let mut rsp = Vec::new();
+            for (e, v) in [(0x0100u16, 0x8001u16), (0x0900, status)] {
+                rsp.extend_from_slice(&0u16.to_le_bytes());
+                rsp.extend_from_slice(&e.to_le_bytes());
+                rsp.extend_from_slice(&2u32.to_le_bytes());
+                rsp.extend_from_slice(&v.to_le_bytes());
+            }
+            while let Ok(pdu) = assoc.receive() {
+                match pdu {
+                    Pdu::PData { data } => {
+                        let Some(last) = data
+                            .iter()
+                            .find(|d| d.value_type == PDataValueType::Data && d.is_last)
+                        else {
+                            continue;
+                        };
+                        let pdv = PDataValue {
+                            presentation_context_id: last.presentation_context_id,
+                            value_type: PDataValueType::Command,
+                            is_last: true,
+                            data: rsp.clone(),
+                        };
+                        assoc.send(&Pdu::PData { data: vec![pdv] }).unwrap();
+                    }
+                    Pdu::ReleaseRQ => {
+                        let _ = assoc.send(&Pdu::ReleaseRP);
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+        });
+        (port, thread)
+    }
+
+    #[test]
+    fn a_failure_status_moves_the_file_to_failed_and_out_of_resources_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = spooled(dir.path());
+        let (port, scp) = scripted_scp(0xA700);
+        let pass = send_pending(dir.path(), &loopback(port), &AtomicBool::new(false));
+        scp.join().unwrap();
+        assert!(pass.failed.is_empty() && pass.outage.is_none(), "{pass:?}");
+        assert!(
+            matches!(&pass.refused[..], [SendError::Refused { reason, .. }] if reason.contains("0xa700 (out of resources)")),
+            "{pass:?}"
+        );
+        assert!(path.exists(), "retried later");
+
+        let (port, scp) = scripted_scp(0xC000);
+        let pass = send_pending(dir.path(), &loopback(port), &AtomicBool::new(false));
+        scp.join().unwrap();
+        assert!(pass.refused.is_empty() && pass.outage.is_none(), "{pass:?}");
+        assert!(
+            matches!(&pass.failed[..], [SendError::Rejected { reason, .. }] if reason.contains("0xc000 (cannot understand)")),
+            "{pass:?}"
+        );
+        let failed = dir.path().join(FAILED_DIR);
+        let name = path.file_name().unwrap();
+        assert!(failed.join(name).exists() && failed.join(name).with_extension("json").exists());
+        assert!(
+            pending(dir.path()).unwrap().is_empty(),
+            "nothing left to send"
+        );
+        assert!(!path.with_extension("json").exists());
+    }
+
+    #[test]
+    fn an_unreadable_file_is_refused_and_nothing_listening_is_an_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let settings = loopback(port);
+        std::fs::write(dir.path().join("bad.dcm"), b"not dicom").unwrap();
+        let pass = send_pending(dir.path(), &settings, &AtomicBool::new(false));
+        assert!(pass.sent.is_empty() && pass.outage.is_none());
+        assert!(matches!(pass.refused[..], [SendError::File { .. }]));
+        std::fs::remove_file(dir.path().join("bad.dcm")).unwrap();
+        // a real file, nothing listening
+        let path = spooled(dir.path());
         let pass = send_pending(dir.path(), &settings, &AtomicBool::new(false));
         assert!(matches!(pass.outage, Some(SendError::Unreachable { .. })));
         assert!(path.exists() && !dir.path().join(SENT_DIR).exists());

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
+#[path = "common/control.rs"]
+mod control;
 
 fn bin() -> Command {
     let mut c = common::lgms_edge();
@@ -857,32 +859,8 @@ fn run_refuses_f16_without_an_f16_record_in_the_f32_file() {
     );
 }
 
-/// Starts `lgms-edge run -c cfg` and connects to its control socket `sock`
-/// once it appears (within 5 s).
-fn run_with_control_socket(
-    cfg: &Path,
-    sock: &Path,
-) -> (std::process::Child, std::os::unix::net::UnixStream) {
-    let mut child = bin()
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if let Ok(s) = std::os::unix::net::UnixStream::connect(sock) {
-            return (child, s);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output();
-    panic!("the socket {sock:?} does not appear: {out:?}");
-}
-
 #[test]
 fn the_control_socket_answers_while_the_run_goes_on() {
-    use std::io::{BufRead, BufReader, Write};
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("ctl.sock");
     let cfg = tiny_config(
@@ -894,27 +872,22 @@ fn the_control_socket_answers_while_the_run_goes_on() {
             sock.display().to_string()
         ),
     );
-    let (child, mut s) = run_with_control_socket(&cfg, &sock);
-    let mut lines = BufReader::new(s.try_clone().unwrap()).lines();
-    // Until a frame has been shown (the model may still be loading).
-    for _ in 0..200 {
-        s.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-        if v["cine_frames"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    s.write_all(b"{\"cmd\":\"freeze\"}\n{\"cmd\":\"status\"}\n{\"cmd\":\"fly\"}\n")
-        .unwrap();
-    let answers: Vec<serde_json::Value> = (0..3)
-        .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
-        .collect();
+    let (child, s) = control::run_with_control_socket(control::run_cmd(&cfg, "warn"), &sock);
+    let mut c = control::Control::new(s);
+    c.wait_for_cine(1);
+    let answers: Vec<serde_json::Value> = [
+        r#"{"cmd":"freeze"}"#,
+        r#"{"cmd":"status"}"#,
+        r#"{"cmd":"fly"}"#,
+    ]
+    .iter()
+    .map(|cmd| c.ask(cmd))
+    .collect();
     assert_eq!(answers[0]["ok"], true, "{answers:?}");
     assert_eq!(answers[1]["frozen"], true, "{answers:?}");
     assert_eq!(answers[2]["ok"], false, "{answers:?}");
-    drop(s);
-    let out = child.wait_with_output().unwrap();
+    drop(c);
+    let out = child.wait();
     succeeds(&out);
     assert!(!sock.exists(), "the socket file goes with the run");
 }
@@ -922,7 +895,6 @@ fn the_control_socket_answers_while_the_run_goes_on() {
 #[test]
 fn save_cine_and_set_patient_write_dicom_files_to_the_spool() {
     use dicom_dictionary_std::tags;
-    use std::io::{BufRead, BufReader, Write};
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("ctl.sock");
     let spool = dir.path().join("spool");
@@ -939,29 +911,17 @@ fn save_cine_and_set_patient_write_dicom_files_to_the_spool() {
             dir.path().join("snaps").display().to_string(),
         ),
     );
-    let (child, mut s) = run_with_control_socket(&cfg, &sock);
-    let mut lines = BufReader::new(s.try_clone().unwrap()).lines();
-    let mut ask = |cmd: &str| -> serde_json::Value {
-        s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap()
-    };
+    let (child, s) = control::run_with_control_socket(control::run_cmd(&cfg, "warn"), &sock);
+    let mut c = control::Control::new(s);
     // A full cine: 0.5 s at 30 fps.
-    for _ in 0..200 {
-        if ask(r#"{"cmd":"status"}"#)["cine_frames"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 15
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    c.wait_for_cine(15);
+    let mut ask = |cmd: &str| c.ask(cmd);
     let board = ask(r#"{"cmd":"save-snapshot"}"#);
     let bad = ask(r#"{"cmd":"set-patient","id":"P\\1","name":"Doe^Jane"}"#);
     let set = ask(r#"{"cmd":"set-patient","id":"P-77","name":"Doe^Jane"}"#);
     let cine = ask(r#"{"cmd":"save-cine"}"#);
-    drop(s);
-    let out = child.wait_with_output().unwrap();
+    drop(c);
+    let out = child.wait();
     succeeds(&out);
     assert_eq!(board["ok"], true, "{board}");
     assert_eq!(bad["ok"], false, "{bad}");
@@ -1052,9 +1012,105 @@ fn save_cine_and_set_patient_write_dicom_files_to_the_spool() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
+    // A snapshot with measured lesions also has its SR in the spool.
+    let lesions = shot_json["frames"][0].as_array().unwrap().len();
+    let report = shot_json["measurement_report"].as_str();
+    assert_eq!(report.is_some(), lesions > 0, "{shot_json}");
+    if let Some(uid) = report {
+        let sr = dicom_object::open_file(spool.join(format!("{uid}.dcm"))).unwrap();
+        assert_eq!(
+            text(&sr, tags::SOP_CLASS_UID),
+            lgms_edge::dicom::sr::COMPREHENSIVE_SR
+        );
+        assert_eq!(text(&sr, tags::PATIENT_ID), "BOARD-1");
+    }
     assert_eq!(
         left.len(),
-        4,
-        "two files and two sidecars, nothing half written: {left:?}"
+        4 + usize::from(report.is_some()),
+        "two files and two sidecars (and the SR), nothing half written: {left:?}"
     );
+}
+
+/// The `.dcm` files of `spool` with their SOP class UIDs.
+fn spooled_classes(spool: &Path) -> Vec<(PathBuf, String)> {
+    use dicom_dictionary_std::tags;
+    let Ok(entries) = std::fs::read_dir(spool) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .map(|p| {
+            let obj = dicom_object::open_file(&p).unwrap();
+            let class = obj.element(tags::SOP_CLASS_UID).unwrap().to_str().unwrap();
+            let class = class.trim_end_matches(['\0', ' ']).to_string();
+            (p, class)
+        })
+        .collect()
+}
+
+#[test]
+fn keys_from_an_input_device_freeze_and_save_snapshot_and_cine() {
+    use dicom_dictionary_std::tags;
+    use lgms_edge::dicom::{US_IMAGE, US_MULTIFRAME_IMAGE};
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, fifo, spool) = (
+        dir.path().join("ctl.sock"),
+        dir.path().join("event0"),
+        dir.path().join("spool"),
+    );
+    control::Keys::make(&fifo);
+    let cfg = tiny_config(
+        dir.path(),
+        "keys.toml",
+        &format!(
+            "display = \"null\"\n[phantom]\nwidth = 96\nheight = 64\nfps = 30\n\
+             [control]\nsocket = {:?}\ncine_seconds = 0.5\nspool_dir = {:?}\nsnapshot_dir = {:?}\n\
+             input = [{:?}]\nkeys = {{ KEY_F1 = \"freeze\", KEY_F2 = \"save-snapshot\", KEY_F3 = \"save-cine\" }}",
+            sock.display().to_string(),
+            spool.display().to_string(),
+            dir.path().join("snaps").display().to_string(),
+            fifo.display().to_string(),
+        ),
+    );
+    let (child, s) = control::run_with_control_socket(control::run_cmd(&cfg, "warn"), &sock);
+    let mut c = control::Control::new(s);
+    c.wait_for_cine(15);
+    let mut keys = control::Keys::open(&fifo);
+    assert_eq!(c.ask(r#"{"cmd":"status"}"#)["frozen"], false);
+    keys.press(59); // KEY_F1
+    let mut polls = 0;
+    while c.ask(r#"{"cmd":"status"}"#)["frozen"] != true {
+        polls += 1;
+        assert!(polls < 250, "KEY_F1 did not freeze the run");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    keys.press(60); // KEY_F2
+    keys.press(61); // KEY_F3
+    let mut files = Vec::new();
+    for _ in 0..500 {
+        files = spooled_classes(&spool);
+        if files.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(keys);
+    drop(c);
+    control::stop(child);
+    let mut classes: Vec<&str> = files.iter().map(|(_, c)| c.as_str()).collect();
+    classes.sort();
+    assert_eq!(classes, [US_MULTIFRAME_IMAGE, US_IMAGE], "{files:?}");
+    let (cine, _) = files
+        .iter()
+        .find(|(_, c)| c == US_MULTIFRAME_IMAGE)
+        .unwrap();
+    let cine = dicom_object::open_file(cine).unwrap();
+    let frames = cine
+        .element(tags::NUMBER_OF_FRAMES)
+        .unwrap()
+        .to_int::<u32>();
+    assert_eq!(frames.unwrap(), 15, "the whole cine ring");
+    let pngs = std::fs::read_dir(dir.path().join("snaps")).unwrap().count();
+    assert_eq!(pngs, 1, "the snapshot's PNG");
 }

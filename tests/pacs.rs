@@ -7,72 +7,20 @@
 //! section sends what its spool holds.
 
 mod common;
+#[path = "common/control.rs"]
+mod control;
+#[path = "common/dicom_tools.rs"]
+mod tools;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use lgms_edge::dicom::{self, Header, Modality, ModelTag, Patient, Study};
 use lgms_edge::frame::{Frame, Rect};
 use lgms_edge::measure::Calibration;
-use lgms_edge::pacs::{Sender, Settings, SENT_DIR};
+use lgms_edge::pacs::{Sender, Settings, FAILED_DIR, SENT_DIR};
 use lgms_edge::source::backoff::Backoff;
-
-fn storescp_missing() -> bool {
-    let found = Command::new("storescp")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        eprintln!("SKIPPED: storescp is not installed (apt-get install dcmtk)");
-    }
-    !found
-}
-
-/// A port nothing listens on (just now).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// storescp on `port`, writing what it receives to `out`; killed on drop.
-struct Scp(Child);
-
-impl Scp {
-    fn start(port: u16, out: &Path) -> Scp {
-        std::fs::create_dir_all(out).unwrap();
-        let child = Command::new("storescp")
-            .args(["-aet", "ANY-SCP", "-od"])
-            .arg(out)
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let scp = Scp(child);
-        wait_for(Duration::from_secs(10), "storescp listening", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        scp
-    }
-}
-
-impl Drop for Scp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "no {what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use tools::{files_named as received, free_port, wait_for, Scp};
 
 fn settings(port: u16) -> Settings {
     Settings {
@@ -112,13 +60,26 @@ fn spool_snapshot(spool: &Path) -> String {
     header.sop_instance_uid
 }
 
-/// The files storescp wrote that hold `uid` in their name.
-fn received(out: &Path, uid: &str) -> Vec<PathBuf> {
-    std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(uid))
-        .collect()
+/// A board file in `dir` for a small phantom run through the tiny model,
+/// with `head` first, the spool `dir/spool`, a control socket `dir/ctl.sock`
+/// and the PACS on the loopback `port`.
+fn pacs_board(dir: &Path, port: u16, head: &str) -> std::path::PathBuf {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dark.onnx");
+    let cfg = dir.join("pacs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{head}\ndisplay = \"null\"\n[phantom]\nwidth = 96\nheight = 64\nfps = 30\n\
+             [control]\nspool_dir = {:?}\nsocket = {:?}\n\
+             [pacs]\nhost = \"127.0.0.1\"\nport = {port}\nretry_min_ms = 50\nretry_max_ms = 200\n\
+             [model]\npath = {:?}\n",
+            dir.join("spool").display().to_string(),
+            dir.join("ctl.sock").display().to_string(),
+            model.display().to_string(),
+        ),
+    )
+    .unwrap();
+    cfg
 }
 
 fn assert_sent(spool: &Path, uid: &str) {
@@ -131,7 +92,7 @@ fn assert_sent(spool: &Path, uid: &str) {
 
 #[test]
 fn a_spooled_snapshot_reaches_storescp_and_moves_to_sent() {
-    if storescp_missing() {
+    if tools::missing("storescp", "dcmtk") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -154,7 +115,7 @@ fn a_spooled_snapshot_reaches_storescp_and_moves_to_sent() {
 
 #[test]
 fn a_pacs_down_first_gets_the_file_exactly_once_when_it_comes_up() {
-    if storescp_missing() {
+    if tools::missing("storescp", "dcmtk") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -183,7 +144,7 @@ fn a_pacs_down_first_gets_the_file_exactly_once_when_it_comes_up() {
 
 #[test]
 fn run_with_a_pacs_section_sends_the_spool() {
-    if storescp_missing() {
+    if tools::missing("storescp", "dcmtk") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -191,26 +152,8 @@ fn run_with_a_pacs_section_sends_the_spool() {
     let port = free_port();
     let _scp = Scp::start(port, &out);
     let uid = spool_snapshot(&spool);
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dark.onnx");
-    let cfg = dir.path().join("pacs.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "display = \"null\"\nframes = 60\n[phantom]\nwidth = 96\nheight = 64\nfps = 30\n\
-             [control]\nspool_dir = {:?}\n\
-             [pacs]\nhost = \"127.0.0.1\"\nport = {port}\nretry_min_ms = 50\nretry_max_ms = 200\n\
-             [model]\npath = {:?}\n",
-            spool.display().to_string(),
-            model.display().to_string(),
-        ),
-    )
-    .unwrap();
-    let run = common::lgms_edge()
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("RUST_LOG", "warn")
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let cfg = pacs_board(dir.path(), port, "frames = 60");
+    let run = control::run_cmd(&cfg, "warn").output().unwrap();
     assert!(
         run.status.success(),
         "{}",
@@ -218,4 +161,53 @@ fn run_with_a_pacs_section_sends_the_spool() {
     );
     assert_sent(&spool, &uid);
     assert_eq!(received(&out, &uid).len(), 1);
+}
+
+/// A storage SCP that takes CT images only: what a PACS configured without
+/// ultrasound answers.
+const CT_ONLY: &str = "[[TransferSyntaxes]]\n[Uncompressed]\n\
+TransferSyntax1 = LocalEndianExplicit\nTransferSyntax2 = LittleEndianImplicit\n\
+[[PresentationContexts]]\n[CT]\nPresentationContext1 = CTImageStorage\\Uncompressed\n\
+[[Profiles]]\n[CT]\nPresentationContexts = CT\n";
+
+#[test]
+fn a_file_the_pacs_refuses_moves_to_failed_with_its_sidecar_and_a_fix() {
+    if tools::missing("storescp", "dcmtk") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, out) = (dir.path().join("spool"), dir.path().join("scp"));
+    let profile = dir.path().join("ct-only.cfg");
+    std::fs::write(&profile, CT_ONLY).unwrap();
+    let port = free_port();
+    let _scp = Scp::start_with(port, &out, &["-xf", profile.to_str().unwrap(), "CT"]);
+    let uid = spool_snapshot(&spool);
+    let cfg = pacs_board(dir.path(), port, "");
+    let (child, socket) = control::run_with_control_socket(
+        control::run_cmd(&cfg, "warn"),
+        &dir.path().join("ctl.sock"),
+    );
+    let failed = spool.join(FAILED_DIR);
+    wait_for(Duration::from_secs(20), "file in failed/", || {
+        failed.join(format!("{uid}.json")).exists()
+    });
+    drop(socket);
+    let done = control::stop(child);
+    assert!(failed.join(format!("{uid}.dcm")).exists());
+    assert!(!spool.join(format!("{uid}.dcm")).exists());
+    assert!(!spool.join(SENT_DIR).exists());
+    assert!(received(&out, &uid).is_empty());
+    let log = String::from_utf8_lossy(&done.stderr);
+    let line = log
+        .lines()
+        .find(|l| l.contains(&uid))
+        .unwrap_or_else(|| panic!("no log line names the file: {log}"));
+    for needle in ["does not accept SOP class", "failed", "fix:"] {
+        assert!(line.contains(needle), "{needle:?} missing: {line}");
+    }
+    let report = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        report.contains("pacs: 0 files stored, 1 refused"),
+        "{report}"
+    );
 }

@@ -1,6 +1,7 @@
 //! DICOM export: the picture on screen (overlay and calipers burned in) as
 //! a DICOM Part-10 file, the cine as one multi-frame file, each with a JSON
-//! sidecar of the lesion measurements, written to a spool folder.
+//! sidecar of the lesion measurements, and a calibrated snapshot's
+//! measurements as a Comprehensive SR ([`sr`]), written to a spool folder.
 //!
 //! What is written, and why:
 //!
@@ -429,19 +430,8 @@ fn build(header: &Header, frames: &[&Frame], frame_time_ms: Option<f64>) -> Resu
     o.put(text(tags::INSTANCE_CREATION_DATE, VR::DA, &date));
     o.put(text(tags::INSTANCE_CREATION_TIME, VR::TM, &time));
     o.put(text(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0000"));
-    // Patient.
-    o.put(text(tags::PATIENT_NAME, VR::PN, header.patient.name()));
-    o.put(text(tags::PATIENT_ID, VR::LO, header.patient.id()));
-    o.put(text(tags::PATIENT_BIRTH_DATE, VR::DA, ""));
-    o.put(text(tags::PATIENT_SEX, VR::CS, ""));
-    // General Study.
+    put_patient_and_study(&mut o, header);
     let study = &header.study;
-    o.put(text(tags::STUDY_INSTANCE_UID, VR::UI, &study.study_uid));
-    o.put(text(tags::STUDY_DATE, VR::DA, &study.date));
-    o.put(text(tags::STUDY_TIME, VR::TM, &study.time));
-    o.put(text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""));
-    o.put(text(tags::STUDY_ID, VR::SH, &study.study_id));
-    o.put(text(tags::ACCESSION_NUMBER, VR::SH, &study.accession));
     // General Series.
     o.put(text(tags::MODALITY, VR::CS, modality.code()));
     o.put(text(tags::SERIES_INSTANCE_UID, VR::UI, &study.series_uid));
@@ -563,6 +553,22 @@ fn build(header: &Header, frames: &[&Frame], frame_time_ms: Option<f64>) -> Resu
     })
 }
 
+/// The Patient and General Study modules of `header`: the same in every
+/// file of a study, images and SR alike.
+fn put_patient_and_study(o: &mut InMemDicomObject, header: &Header) {
+    o.put(text(tags::PATIENT_NAME, VR::PN, header.patient.name()));
+    o.put(text(tags::PATIENT_ID, VR::LO, header.patient.id()));
+    o.put(text(tags::PATIENT_BIRTH_DATE, VR::DA, ""));
+    o.put(text(tags::PATIENT_SEX, VR::CS, ""));
+    let study = &header.study;
+    o.put(text(tags::STUDY_INSTANCE_UID, VR::UI, &study.study_uid));
+    o.put(text(tags::STUDY_DATE, VR::DA, &study.date));
+    o.put(text(tags::STUDY_TIME, VR::TM, &study.time));
+    o.put(text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""));
+    o.put(text(tags::STUDY_ID, VR::SH, &study.study_id));
+    o.put(text(tags::ACCESSION_NUMBER, VR::SH, &study.accession));
+}
+
 /// One region of the Sequence of Ultrasound Regions: a 2D tissue region
 /// over `region` (clamped to the frame), its spacing in cm per pixel.
 fn us_region(region: Rect, w: u32, h: u32, mx: f64, my: f64) -> InMemDicomObject {
@@ -674,6 +680,11 @@ pub fn spool(dir: &Path, instance: &Instance, sidecar: &serde_json::Value) -> Re
         serde_json::to_writer_pretty(&mut *f, sidecar)
             .map_err(|e| DicomError::Encode(e.to_string()))
     })?;
+    write_dcm(dir, instance)
+}
+
+/// Writes `instance` whole into `dir` as `<SOPInstanceUID>.dcm`.
+fn write_dcm(dir: &Path, instance: &Instance) -> Result<PathBuf> {
     let dcm = dir.join(format!("{}.dcm", instance.sop_instance_uid));
     write_whole(&dcm, |f| {
         let mut w = std::io::BufWriter::new(f);
@@ -688,7 +699,9 @@ pub fn spool(dir: &Path, instance: &Instance, sidecar: &serde_json::Value) -> Re
 
 /// Builds the file of `frames` (one: a single-frame image; a frame time:
 /// a multi-frame image) and puts it with its sidecar into the spool `dir`.
-/// `lesions` holds the lesions drawn on each frame.
+/// `lesions` holds the lesions drawn on each frame. A calibrated snapshot
+/// with lesions gets its measurements as an SR ([`sr::report`]) too, after
+/// the image, named in the image's sidecar.
 pub fn save(
     dir: &Path,
     header: &Header,
@@ -707,12 +720,22 @@ pub fn save(
             })
         }
     };
-    spool(
-        dir,
-        &instance,
-        &sidecar(&instance, header.calibration, lesions),
-    )
+    let report = match (frame_time_ms, lesions) {
+        (None, [drawn]) => sr::report(header, &instance, drawn)?,
+        _ => None,
+    };
+    let mut json = sidecar(&instance, header.calibration, lesions);
+    if let Some(sr) = &report {
+        json["measurement_report"] = sr.sop_instance_uid.clone().into();
+    }
+    let path = spool(dir, &instance, &json)?;
+    if let Some(sr) = &report {
+        write_dcm(dir, sr)?;
+    }
+    Ok(path)
 }
+
+pub mod sr;
 
 #[cfg(test)]
 mod tests;

@@ -324,6 +324,7 @@ pub fn run(
         frames_no_mask: comp.no_mask,
         mask_coverage: comp.with_mask as f64 / comp.frames_out.max(1) as f64,
         stages: Report::stage_reports(&rec),
+        pacs: None,
     };
     if let Some(e) = lock(&shared.fatal).take() {
         finish?;

@@ -242,6 +242,9 @@ pub struct Report {
     pub mask_coverage: f64,
     /// Per-stage latency.
     pub stages: Vec<StageReport>,
+    /// What the spool sender did, when the board has a `[pacs]` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pacs: Option<crate::pacs::Counts>,
 }
 
 impl Report {
@@ -291,6 +294,15 @@ impl Report {
             self.frames_mask_stale,
             self.frames_no_mask
         );
+        if let Some(p) = &self.pacs {
+            let _ = writeln!(
+                s,
+                "pacs: {} files stored, {} refused (moved to {}/)",
+                p.sent,
+                p.failed,
+                crate::pacs::FAILED_DIR
+            );
+        }
         let _ = writeln!(
             s,
             "{:<12} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",

@@ -165,6 +165,7 @@ pub fn run(cfg: &Config, opts: &BenchOptions) -> Result<BenchResult> {
         frames_no_mask: 0,
         mask_coverage: 1.0,
         stages: Report::stage_reports(&rec),
+        pacs: None,
     };
     Ok(BenchResult { report, profile })
 }
