@@ -384,7 +384,13 @@ fn linear_layers_are_replaced_and_match_stock() {
     use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::ops::math;
     // (expression, x shape, weight shape, bias, replaced)
-    type Case = (&'static str, &'static [usize], &'static [usize], bool, usize);
+    type Case = (
+        &'static str,
+        &'static [usize],
+        &'static [usize],
+        bool,
+        usize,
+    );
     let cases: [Case; 4] = [
         ("bmk,kn->bmn", &[2, 37, 48], &[48, 128], true, 1),
         ("bmck,ckn->bmn", &[2, 19, 4, 8], &[4, 8, 48], true, 1),

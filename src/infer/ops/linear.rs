@@ -26,7 +26,7 @@ use tract_onnx::tract_core::internal::{EvalContext, EvalOp, Op, StaticName, Type
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, SharedOut};
+use super::{filled_f32, for_each_block, single_successor};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::cpu::Avx2Fma;
 #[cfg(target_arch = "aarch64")]
@@ -80,24 +80,20 @@ impl EvalOp for Linear {
                 self.out_shape
             );
         }
-        // SAFETY: f32 has no invalid bit patterns; the blocks write every
-        // row of the output.
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
-        {
-            let mut view = out.try_as_plain_ram_mut()?;
-            let dst = SharedOut(view.as_slice_mut::<f32>()?.as_mut_ptr());
-            let kernel = crate::kernels::best().linear();
-            let (k, n) = (self.k, self.n);
+        let kernel = crate::kernels::best().linear();
+        let (k, n) = (self.k, self.n);
+        // The row blocks cover every output row.
+        let out = filled_f32(&self.out_shape, |dst| {
             for_each_block(rows.div_ceil(ROWS_PER_BLOCK), |blk| {
                 let r0 = blk * ROWS_PER_BLOCK;
                 let nr = ROWS_PER_BLOCK.min(rows - r0);
                 // SAFETY: rows r0..r0 + nr of the output, written by this
-                // block only; `out` outlives the loop.
+                // block only; the output outlives the loop.
                 let y = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(r0 * n), nr * n) };
                 kernel.linear(&x[r0 * k..(r0 + nr) * k], w, b, k, n, y);
-            });
-        }
-        Ok(tvec!(out.into_tvalue()))
+            })
+        })?;
+        Ok(tvec!(out))
     }
 }
 
@@ -411,9 +407,8 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
     // The bias: an Add of a constant that varies along the outputs only.
     let mut last = id;
     let mut bias = tensor1(&vec![0f32; n]);
-    let succ = &node.outputs[0].successors;
-    if succ.len() == 1 && !model.outputs.contains(&OutletId::new(id, 0)) {
-        let add = model.node(succ[0].node);
+    if let Some(next) = single_successor(model, id) {
+        let add = model.node(next);
         if add.op.name() == "Add" && add.inputs.len() == 2 {
             let other = add.inputs.iter().find(|o| o.node != id)?;
             if let Some(b) = model.outlet_fact(*other).ok()?.konst.clone() {

@@ -143,6 +143,26 @@ fn swap_in(
     patch.apply(model)
 }
 
+/// The single consumer of `id`'s output, if it has exactly one and the
+/// output is not a model output.
+fn single_successor(model: &TypedModel, id: usize) -> Option<usize> {
+    let succ = &model.node(id).outputs[0].successors;
+    (succ.len() == 1 && !model.outputs.contains(&OutletId::new(id, 0))).then(|| succ[0].node)
+}
+
+/// A new f32 tensor of `shape`, every element of which `fill` writes
+/// (through the pointer the pool's blocks share).
+fn filled_f32(shape: &[usize], fill: impl FnOnce(SharedOut)) -> TractResult<TValue> {
+    // SAFETY: f32 has no invalid bit patterns, and `fill` writes every
+    // element before the tensor is read.
+    let mut out = unsafe { Tensor::uninitialized::<f32>(shape)? };
+    {
+        let mut view = out.try_as_plain_ram_mut()?;
+        fill(SharedOut(view.as_slice_mut::<f32>()?.as_mut_ptr()));
+    }
+    Ok(out.into_tvalue())
+}
+
 /// Runs `f(i)` for `i in 0..n`, on tract's thread pool when the running
 /// plan has a multi-threaded executor, else in order on this thread.
 /// `f` gets disjoint work by index; results come back through its captures.

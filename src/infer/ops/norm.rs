@@ -27,7 +27,7 @@ use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::nn::{Reduce, Reducer, RmsNorm};
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, SharedOut};
+use super::{filled_f32, for_each_block, single_successor};
 
 /// Elements per block of work (several small groups, or one large group).
 const BLOCK: usize = 16 * 1024;
@@ -77,26 +77,22 @@ impl EvalOp for Norm {
             self.beta.try_as_plain_ram()?,
         );
         let (gamma, beta) = (gamma.as_slice::<f32>()?, beta.as_slice::<f32>()?);
-        // SAFETY: f32 has no invalid bit patterns, and the groups cover
-        // every element (checked at match time: `len` divides the volume).
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.shape)? };
-        {
-            let mut view = out.try_as_plain_ram_mut()?;
-            let y = view.as_slice_mut::<f32>()?;
-            let groups = x.len() / self.len;
-            let per_block = (BLOCK / self.len).max(1);
-            let dst = SharedOut(y.as_mut_ptr());
+        let groups = x.len() / self.len;
+        let per_block = (BLOCK / self.len).max(1);
+        // The groups cover every element (`len` divides the volume: checked
+        // at match time).
+        let out = filled_f32(&self.shape, |dst| {
             for_each_block(groups.div_ceil(per_block), |b| {
                 for g in b * per_block..((b + 1) * per_block).min(groups) {
                     let at = g * self.len;
                     // SAFETY: group g's elements, written by this block only;
-                    // `out` outlives the loop.
+                    // the output outlives the loop.
                     let y = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(at), self.len) };
                     self.group(&x[at..at + self.len], at, y, gamma, beta);
                 }
-            });
-        }
-        Ok(tvec!(out.into_tvalue()))
+            })
+        })?;
+        Ok(tvec!(out))
     }
 }
 
@@ -160,13 +156,6 @@ impl TypedOp for Norm {
 // ---------------------------------------------------------------------------
 // Pattern matching
 // ---------------------------------------------------------------------------
-
-/// The single consumer of `id`'s output, if it has exactly one and it is not
-/// a model output.
-fn single_successor(model: &TypedModel, id: usize) -> Option<usize> {
-    let succ = &model.node(id).outputs[0].successors;
-    (succ.len() == 1 && !model.outputs.contains(&OutletId::new(id, 0))).then(|| succ[0].node)
-}
 
 fn konst(model: &TypedModel, o: OutletId) -> Option<Arc<Tensor>> {
     model.outlet_fact(o).ok()?.konst.clone()

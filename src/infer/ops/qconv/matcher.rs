@@ -9,6 +9,7 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
 
+use super::super::single_successor;
 use super::{Kernel, Plan, QConv};
 
 /// Reads a constant input as `T` values.
@@ -34,13 +35,6 @@ fn u8_table(model: &TypedModel, id: usize) -> Option<Vec<u8>> {
     let out = model.outlet_fact(OutletId::new(id, 0)).ok()?;
     let table = lut.table.table();
     (out.datum_type == u8::datum_type() && table.len() == 256).then(|| table.to_vec())
-}
-
-/// The single consumer of `id`'s output, if it has exactly one and is not
-/// a model output.
-fn single_successor(model: &TypedModel, id: usize) -> Option<usize> {
-    let succ = &model.node(id).outputs[0].successors;
-    (succ.len() == 1 && !model.outputs.contains(&OutletId::new(id, 0))).then(|| succ[0].node)
 }
 
 /// The quantised conv's geometry: `(k, cin, h, w, weights, cout, groups)`
