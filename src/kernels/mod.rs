@@ -26,7 +26,7 @@
 use std::sync::OnceLock;
 
 use crate::frame::Rect;
-use crate::infer::ops::{attention, conv1x1, qconv, upsample};
+use crate::infer::ops::{attention, conv1x1, conv3x3, gelu, qconv, upsample};
 use crate::infer::preprocess::Normalize;
 use crate::{Error, Result};
 
@@ -170,6 +170,8 @@ pub struct Kernels {
     blend_span: BlendSpanFn,
     attention: attention::Kernel,
     conv1x1: conv1x1::Kernel,
+    gelu: gelu::Kernel,
+    conv3x3: conv3x3::Kernel,
     upsample: upsample::RowKernels,
     qconv: qconv::Kernel,
 }
@@ -254,6 +256,14 @@ impl Kernels {
     /// The 1x1 convolution's kernel.
     pub fn conv1x1(&self) -> conv1x1::Kernel {
         self.conv1x1
+    }
+    /// The direct 3x3 convolution's kernel.
+    pub fn conv3x3(&self) -> conv3x3::Kernel {
+        self.conv3x3
+    }
+    /// The exact GELU kernel.
+    pub fn gelu(&self) -> gelu::Kernel {
+        self.gelu
     }
     /// The 2x upsampling's row kernels.
     pub fn upsample(&self) -> upsample::RowKernels {

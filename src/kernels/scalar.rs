@@ -10,7 +10,7 @@
 
 use super::{Kernels, YuvCoeffs};
 use crate::frame::Rect;
-use crate::infer::ops::{attention, conv1x1, qconv, upsample};
+use crate::infer::ops::{attention, conv1x1, conv3x3, gelu, qconv, upsample};
 use crate::infer::preprocess::Normalize;
 
 /// The generic table (see [`super::generic`]).
@@ -24,6 +24,8 @@ pub(super) const TABLE: Kernels = Kernels {
     blend_span,
     attention: attention::Kernel::SCALAR,
     conv1x1: conv1x1::Kernel::SCALAR,
+    gelu: gelu::Kernel::SCALAR,
+    conv3x3: conv3x3::Kernel::SCALAR,
     upsample: upsample::RowKernels::SCALAR,
     qconv: qconv::Kernel::SCALAR,
 };

@@ -11,6 +11,11 @@
 //!   half-pixel upsampling of an NCHW tensor (the decoder's `up_conv`);
 //! - [`conv1x1::Conv1x1`]: 1x1 convolution + bias over a wide image (the
 //!   decoder's full-resolution 1x1 convs), without tract's packing;
+//! - [`conv3x3::Conv3x3`]: 3x3 convolution (+ bias, + GELU) over a wide
+//!   image, direct from zero-bordered planes instead of tract's pad, im2col
+//!   and matrix product (the decoder's full-resolution 3x3 convs);
+//! - [`gelu::Gelu`]: tract's `GeluExact` on f32, vectorised (the 1x1 conv
+//!   applies the same kernel in its epilogue to the GELUs that follow it);
 //! - [`qconv::QConv`]: in int8 models, `QuantizeLinear -> QLinearConv ->
 //!   DequantizeLinear` as one int8 convolution (AVX2 `vpmaddubsw`, NEON
 //!   `sdot`), f32 in and out;
@@ -30,6 +35,8 @@ use tract_onnx::prelude::*;
 
 pub mod attention;
 pub mod conv1x1;
+pub mod conv3x3;
+pub mod gelu;
 pub mod maxpool;
 pub mod qconv;
 pub mod upsample;
@@ -44,6 +51,11 @@ pub struct Substitutions {
     pub upsample: usize,
     /// Wide 1x1 convolutions replaced by [`conv1x1::Conv1x1`].
     pub conv1x1: usize,
+    /// Wide 3x3 convolutions replaced by [`conv3x3::Conv3x3`].
+    pub conv3x3: usize,
+    /// Exact GELUs replaced by [`gelu::Gelu`] (not counting those the 1x1
+    /// convs fold in).
+    pub gelu: usize,
     /// Quantised convolutions replaced by [`qconv::QConv`].
     pub qconv: usize,
     /// 2x2 max poolings replaced by [`maxpool::MaxPool2x2`].
@@ -53,7 +65,7 @@ pub struct Substitutions {
 /// Replaces every matching subgraph of the decluttered `model` by our
 /// operators. Subgraphs that do not match exactly are left to tract.
 ///
-/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,qconv,maxpool` (any subset) leaves those to
+/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,conv3x3,gelu,qconv,maxpool` (any subset) leaves those to
 /// tract, to time or bisect one operator at a time.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     let skip = std::env::var("LGMS_SKIP_OPS").unwrap_or_default();
@@ -73,6 +85,17 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     } else {
         0
     };
+    let conv3x3 = if on("conv3x3") {
+        conv3x3::replace_all(model)?
+    } else {
+        0
+    };
+    // After the convs, which fold the GELUs that follow them.
+    let gelu = if on("gelu") {
+        gelu::replace_all(model)?
+    } else {
+        0
+    };
     let qconv = if on("qconv") {
         qconv::replace_all(model)?
     } else {
@@ -83,7 +106,7 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     } else {
         0
     };
-    if attention + upsample + conv1x1 + qconv + maxpool > 0 {
+    if attention + upsample + conv1x1 + conv3x3 + gelu + qconv + maxpool > 0 {
         // Drop the nodes the patches disconnected.
         *model = model.clone().into_compact()?;
     }
@@ -91,6 +114,8 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
         attention,
         upsample,
         conv1x1,
+        conv3x3,
+        gelu,
         qconv,
         maxpool,
     })
@@ -111,6 +136,13 @@ fn swap_in(
     let out = patch.wire_node(name, op, &taps)?;
     patch.shunt_outside(model, replaced, out[0])?;
     patch.apply(model)
+}
+
+/// The single consumer of `id`'s output, if it has exactly one and is not
+/// a model output: a node that a fused operator may swallow.
+fn single_successor(model: &TypedModel, id: usize) -> Option<usize> {
+    let succ = &model.node(id).outputs[0].successors;
+    (succ.len() == 1 && !model.outputs.contains(&OutletId::new(id, 0))).then(|| succ[0].node)
 }
 
 /// Runs `f(i)` for `i in 0..n`, on tract's thread pool when the running
