@@ -289,11 +289,6 @@ fn check(w: &[f32], b: &[f32], x: &[f32], i: usize, p: usize, oc0: usize, n: usi
     assert!(x.len() >= i * p && rows.len() >= n * p);
 }
 
-/// Output channels per register block of the SIMD kernels: 6 channels x 16
-/// pixels is 12 AVX2 accumulators, which with the two input vectors and the
-/// broadcast weight fills the 16 registers.
-const ROWS: usize = 6;
-
 /// Copies the full 16-pixel strips of the tile `t0..t0 + 16 * strips` of
 /// `x` (`i x p`) into `packed` as `[strip][channel][16]`: the register
 /// block then reads its input in order. Read in place, the `i` rows of a
@@ -307,26 +302,6 @@ fn pack_tile(x: &[f32], i: usize, p: usize, t0: usize, strips: usize, packed: &m
             packed[(s * i + c) * 16..(s * i + c + 1) * 16].copy_from_slice(chunk);
         }
     }
-}
-
-/// Runs `$block::<R>` for the `n` channels in blocks of [`ROWS`] and one
-/// smaller last block (each size a separate monomorphised register block).
-macro_rules! for_row_blocks {
-    ($n:expr, |$r0:ident| $block:ident($($arg:expr),*)) => {{
-        let mut $r0 = 0;
-        while $r0 < $n {
-            let rr = ($n - $r0).min(ROWS);
-            match rr {
-                6 => $block::<6>($($arg),*),
-                5 => $block::<5>($($arg),*),
-                4 => $block::<4>($($arg),*),
-                3 => $block::<3>($($arg),*),
-                2 => $block::<2>($($arg),*),
-                _ => $block::<1>($($arg),*),
-            }
-            $r0 += rr;
-        }
-    }};
 }
 
 /// The SIMD kernels' walk: tiles of pixels, each packed once, then every
@@ -375,7 +350,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::gelu::x86::gelu8;
-    use super::{tiled, Act, ROWS};
+    use super::super::ROWS;
+    use super::{tiled, Act};
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn conv(
@@ -487,7 +463,8 @@ mod neon {
     use std::arch::aarch64::*;
 
     use super::super::gelu::neon::gelu4;
-    use super::{tiled, Act, ROWS};
+    use super::super::ROWS;
+    use super::{tiled, Act};
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn conv(

@@ -41,10 +41,6 @@ pub const MIN_PIXELS: usize = 128 * 128;
 /// Groups with more input channels are left to tract.
 pub const MAX_GROUP_INPUTS: usize = 64;
 
-/// Output channels per register block of the SIMD kernels (6 x 16 pixels:
-/// 12 AVX2 accumulators).
-const ROWS: usize = 6;
-
 /// The convolution with its constants.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Conv3x3 {
@@ -319,32 +315,13 @@ fn conv_scalar(
     }
 }
 
-/// Runs `$block::<R>` for the `n` channels in blocks of [`ROWS`] and one
-/// smaller last block.
-macro_rules! for_row_blocks {
-    ($n:expr, |$r0:ident| $block:ident($($arg:expr),*)) => {{
-        let mut $r0 = 0;
-        while $r0 < $n {
-            let rr = ($n - $r0).min(ROWS);
-            match rr {
-                6 => $block::<6>($($arg),*),
-                5 => $block::<5>($($arg),*),
-                4 => $block::<4>($($arg),*),
-                3 => $block::<3>($($arg),*),
-                2 => $block::<2>($($arg),*),
-                _ => $block::<1>($($arg),*),
-            }
-            $r0 += rr;
-        }
-    }};
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::gelu::x86::gelu8;
-    use super::{conv_pixels, Act, ROWS};
+    use super::super::ROWS;
+    use super::{conv_pixels, Act};
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn conv(
@@ -464,7 +441,8 @@ mod neon {
     use std::arch::aarch64::*;
 
     use super::super::gelu::neon::gelu4;
-    use super::{conv_pixels, Act, ROWS};
+    use super::super::ROWS;
+    use super::{conv_pixels, Act};
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn conv(

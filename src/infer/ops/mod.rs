@@ -33,6 +33,32 @@
 
 use tract_onnx::prelude::*;
 
+/// Output channels per register block of the SIMD f32 conv kernels (1x1
+/// and 3x3): 6 channels x 16 pixels is 12 AVX2 accumulators, which with the
+/// two input vectors and the broadcast weight fill the 16 registers.
+const ROWS: usize = 6;
+
+/// Runs `$block::<R>(args)` for `n` channels in register blocks of
+/// [`ROWS`] and one smaller last block (each size its own monomorphised
+/// block), with `$r0` the first channel of the block in `args`.
+macro_rules! for_row_blocks {
+    ($n:expr, |$r0:ident| $block:ident($($arg:expr),*)) => {{
+        let mut $r0 = 0;
+        while $r0 < $n {
+            let rr = ($n - $r0).min($crate::infer::ops::ROWS);
+            match rr {
+                6 => $block::<6>($($arg),*),
+                5 => $block::<5>($($arg),*),
+                4 => $block::<4>($($arg),*),
+                3 => $block::<3>($($arg),*),
+                2 => $block::<2>($($arg),*),
+                _ => $block::<1>($($arg),*),
+            }
+            $r0 += rr;
+        }
+    }};
+}
+
 pub mod attention;
 pub mod conv1x1;
 pub mod conv3x3;
