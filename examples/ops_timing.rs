@@ -153,6 +153,16 @@ fn main() -> anyhow::Result<()> {
         graphs::conv3x3(128, 64, 1, 64, 64, 1)?,
         runs,
     )?;
+    case(
+        "conv3x3 384->128 at 32x32",
+        graphs::conv3x3(384, 128, 1, 32, 32, 1)?,
+        runs,
+    )?;
+    case(
+        "conv3x3 64->64 at 64x64",
+        graphs::conv3x3(64, 64, 1, 64, 64, 1)?,
+        runs,
+    )?;
     // Quantised convs (Q -> QLinearConv -> DQ as tract declutters them,
     // 7-bit per-channel weights as lgms_models/quantize.py makes them).
     case(

@@ -11,9 +11,10 @@
 //!   half-pixel upsampling of an NCHW tensor (the decoder's `up_conv`);
 //! - [`conv1x1::Conv1x1`]: 1x1 convolution + bias over a wide image (the
 //!   decoder's full-resolution 1x1 convs), without tract's packing;
-//! - [`conv3x3::Conv3x3`]: 3x3 convolution (+ bias, + GELU) over a wide
-//!   image, direct from zero-bordered planes instead of tract's pad, im2col
-//!   and matrix product (the decoder's full-resolution 3x3 convs);
+//! - [`conv3x3::Conv3x3`]: 3x3 convolution (+ bias, + GELU) of images of
+//!   32x32 and up, direct from zero-bordered planes instead of tract's pad,
+//!   im2col and matrix product (the decoder's and the hybrid blocks' 3x3
+//!   convs);
 //! - [`gelu::Gelu`]: tract's `GeluExact` on f32, vectorised (the 1x1 conv
 //!   applies the same kernel in its epilogue to the GELUs that follow it);
 //! - [`qconv::QConv`]: in int8 models, `QuantizeLinear -> QLinearConv ->
@@ -77,7 +78,7 @@ pub struct Substitutions {
     pub upsample: usize,
     /// Wide 1x1 convolutions replaced by [`conv1x1::Conv1x1`].
     pub conv1x1: usize,
-    /// Wide 3x3 convolutions replaced by [`conv3x3::Conv3x3`].
+    /// 3x3 convolutions replaced by [`conv3x3::Conv3x3`].
     pub conv3x3: usize,
     /// Exact GELUs replaced by [`gelu::Gelu`] (not counting those the 1x1
     /// convs fold in).
