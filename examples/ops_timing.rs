@@ -2,7 +2,9 @@
 //! replaces, at LGMSNet's sizes, in one run: min and median milliseconds
 //! and the speed-up (stock / ours).
 //!
-//!     cargo run --release --example ops_timing -- [RUNS]
+//!     cargo run --release --example ops_timing -- [RUNS] [FILTER]
+//!
+//! FILTER: only the cases whose name contains it.
 //!
 //! Each case builds the graph as tract's decluttering leaves it
 //! (`tests/common/graphs.rs`, shared with `tests/ops.rs`), optimises it once as is and once after
@@ -25,6 +27,12 @@ fn time(plan: &Arc<TypedRunnableModel>, inputs: &TVec<TValue>) -> anyhow::Result
 }
 
 fn case(name: &str, stock: TypedModel, runs: usize) -> anyhow::Result<()> {
+    if !std::env::args()
+        .nth(2)
+        .is_none_or(|filter| name.contains(&filter))
+    {
+        return Ok(());
+    }
     let mut ours = stock.clone();
     let subs = ops::substitute(&mut ours)?;
     let inputs: TVec<TValue> = stock
@@ -96,6 +104,16 @@ fn main() -> anyhow::Result<()> {
         runs,
     )?;
     case(
+        "conv1x1 32->64 + gelu at 256x256",
+        graphs::then_gelu(graphs::conv1x1(32, 64, 256, 256, 1)?)?,
+        runs,
+    )?;
+    case(
+        "gelu 32x256x256",
+        graphs::then_gelu(graphs::identity([1, 32, 256, 256])?)?,
+        runs,
+    )?;
+    case(
         "conv1x1 64->16 at 256x256",
         graphs::conv1x1(64, 16, 256, 256, 1)?,
         runs,
@@ -108,6 +126,41 @@ fn main() -> anyhow::Result<()> {
     case(
         "conv1x1 128->32 at 128x128",
         graphs::conv1x1(128, 32, 128, 128, 1)?,
+        runs,
+    )?;
+    case(
+        "conv3x3 32->16 at 256x256",
+        graphs::conv3x3(32, 16, 1, 256, 256, 1)?,
+        runs,
+    )?;
+    case(
+        "conv3x3 32->32 g2 + gelu at 256x256",
+        graphs::then_gelu(graphs::conv3x3(32, 32, 2, 256, 256, 1)?)?,
+        runs,
+    )?;
+    case(
+        "conv3x3 64->32 at 128x128",
+        graphs::conv3x3(64, 32, 1, 128, 128, 1)?,
+        runs,
+    )?;
+    case(
+        "conv3x3 64->64 g2 + gelu at 128x128",
+        graphs::then_gelu(graphs::conv3x3(64, 64, 2, 128, 128, 1)?)?,
+        runs,
+    )?;
+    case(
+        "conv3x3 128->64 at 64x64",
+        graphs::conv3x3(128, 64, 1, 64, 64, 1)?,
+        runs,
+    )?;
+    case(
+        "conv3x3 384->128 at 32x32",
+        graphs::conv3x3(384, 128, 1, 32, 32, 1)?,
+        runs,
+    )?;
+    case(
+        "conv3x3 64->64 at 64x64",
+        graphs::conv3x3(64, 64, 1, 64, 64, 1)?,
         runs,
     )?;
     // Quantised convs (Q -> QLinearConv -> DQ as tract declutters them,

@@ -20,7 +20,7 @@
 //! | [`infer::model`] | Loading, checking and optimising a model; its metadata and precision |
 //! | [`infer::engine`] | One worker's tract state: preprocess, infer, postprocess |
 //! | [`infer::gate`] | The accuracy record an int8/f16 model needs before `run` takes it |
-//! | [`infer::ops`] | Our own tract operators (attention, 1x1 conv, upsample, int8 conv, wide sums) |
+//! | [`infer::ops`] | Our own tract operators (attention, 1x1 and 3x3 convs, GELU, upsample, int8 conv, wide sums) |
 //! | [`infer::profile`] | Time per tract operator (`bench --profile`) |
 //! | [`infer::info`] | What `lgms-edge info` reports about a model |
 //! | [`kernels`] | One kernel table (pixel stages and our operators), scalar reference plus AVX2/VNNI/NEON, chosen once per run |

@@ -112,7 +112,7 @@ fn info_prints_model_and_cpu() {
         "cpu:",
         "operators",
         // The tiny model has none of the patterns our operators replace.
-        "lgms ops:     0 attention, 0 upsample 2x, 0 1x1 conv, 0 int8 conv",
+        "lgms ops:     0 attention, 0 upsample 2x, 0 1x1 conv, 0 3x3 conv, 0 gelu, 0 int8 conv",
     ] {
         assert!(text.contains(n), "{n}: {text}");
     }

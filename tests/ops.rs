@@ -7,7 +7,7 @@ mod graphs;
 
 use lgms_edge::infer::engine::Engine;
 use lgms_edge::infer::model::{LoadOptions, Model};
-use lgms_edge::infer::ops::{self, attention, qconv, upsample};
+use lgms_edge::infer::ops::{self, attention, conv1x1, qconv, upsample};
 use lgms_edge::kernels::{self, Kernels};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -329,29 +329,130 @@ fn wide_conv1x1_with_bias_is_replaced_and_matches_stock() {
     }
 }
 
+/// A GELU after the conv (and its bias) runs in the conv's epilogue: no
+/// GELU node is left, and the values stay tract's.
+#[test]
+fn wide_conv1x1_folds_the_gelu_after_it() {
+    for (i, o, h, w) in [(32, 64, 128, 130), (64, 16, 128, 128)] {
+        let stock = graphs::then_gelu(graphs::conv1x1(i, o, h, w, 5).unwrap()).unwrap();
+        let mut ours = stock.clone();
+        let subs = ops::substitute(&mut ours).unwrap();
+        assert_eq!((subs.conv1x1, subs.gelu), (1, 0), "{i}->{o}");
+        let left: Vec<_> = ours.nodes().iter().map(|n| n.op.name()).collect();
+        assert!(
+            !left.iter().any(|n| n.contains("Gelu")),
+            "{i}->{o}: {left:?}"
+        );
+        let x = random(&[1, i, h, w], 9, 1.0);
+        let diff = max_abs_diff(&run(&stock, std::slice::from_ref(&x)), &run(&ours, &[x]));
+        assert!(diff < 1e-4, "{i}->{o} {h}x{w}: max |diff| {diff:e}");
+    }
+}
+
+/// 3x3 convs (with groups, with a pixel tail, with the GELU after them)
+/// run as our direct conv and match tract's; the smallest images stay
+/// tract's.
+#[test]
+fn conv3x3_is_replaced_and_matches_stock() {
+    for (i, o, g, h, w, gelu, fused) in [
+        (32, 16, 1, 128, 130, false, 1),
+        (32, 32, 2, 128, 128, true, 1),
+        (6, 9, 3, 130, 129, true, 1),
+        (16, 16, 1, 16, 16, false, 0),
+    ] {
+        let conv = graphs::conv3x3(i, o, g, h, w, 5).unwrap();
+        let stock = if gelu {
+            graphs::then_gelu(conv).unwrap()
+        } else {
+            conv
+        };
+        let mut ours = stock.clone();
+        let subs = ops::substitute(&mut ours).unwrap();
+        assert_eq!(
+            (subs.conv3x3, subs.gelu),
+            (fused, 0),
+            "{i}->{o} g{g} {h}x{w}"
+        );
+        let x = random(&[1, i, h, w], 9, 1.0);
+        let diff = max_abs_diff(&run(&stock, std::slice::from_ref(&x)), &run(&ours, &[x]));
+        assert!(diff < 1e-4, "{i}->{o} g{g} {h}x{w}: max |diff| {diff:e}");
+    }
+}
+
+/// A GELU that follows no 1x1 conv becomes our vectorised one, within
+/// tract's own erf error of tract's values.
+#[test]
+fn exact_gelu_is_replaced_and_matches_stock() {
+    let stock = graphs::then_gelu(graphs::identity([1, 5, 33, 17]).unwrap()).unwrap();
+    let mut ours = stock.clone();
+    assert_eq!(ops::substitute(&mut ours).unwrap().gelu, 1);
+    let x = random(&[1, 5, 33, 17], 3, 6.0);
+    let diff = max_abs_diff(&run(&stock, std::slice::from_ref(&x)), &run(&ours, &[x]));
+    assert!(diff < 2e-6, "max |diff| {diff:e}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn conv1x1_kernels_match_scalar(i in 1usize..20, o in 1usize..11, p in 1usize..700,
-                                    seed in 0u64..1000) {
+                                    gelu in any::<bool>(), seed in 0u64..1000) {
+        let act = if gelu { conv1x1::Act::Gelu } else { conv1x1::Act::Linear };
         let w = graphs::pseudo_random(o * i, seed);
         let b = graphs::pseudo_random(o, seed + 1);
         let x = graphs::pseudo_random(i * p, seed + 2);
         let mut want = vec![0.0; o * p];
-        kernels::scalar().conv1x1().conv(&w, &b, &x, i, p, 0, o, &mut want);
+        kernels::scalar().conv1x1().conv(&w, &b, &x, i, p, 0, o, act, &mut want);
         for k in simd_kernels(Kernels::conv1x1, |k| k.name()) {
             let name = k.name();
             let mut got = vec![0.0; o * p];
-            k.conv(&w, &b, &x, i, p, 0, o, &mut got);
+            k.conv(&w, &b, &x, i, p, 0, o, act, &mut got);
             let diff = max_abs_diff(&want, &got);
             prop_assert!(diff < 1e-5, "{} i={} o={} p={}: {:e}", name, i, o, p, diff);
             // A block of channels in the middle writes only its own rows.
             if o > 2 {
                 let mut part = vec![0.0; (o - 2) * p];
-                k.conv(&w, &b, &x, i, p, 1, o - 2, &mut part);
+                k.conv(&w, &b, &x, i, p, 1, o - 2, act, &mut part);
                 let diff = max_abs_diff(&want[p..(o - 1) * p], &part);
                 prop_assert!(diff < 1e-5, "{} channels 1..{}: {:e}", name, o - 1, diff);
             }
+        }
+    }
+
+    #[test]
+    fn conv3x3_kernels_match_scalar(cin in 1usize..10, n in 1usize..14, h in 1usize..5,
+                                    width in 1usize..40, gelu in any::<bool>(),
+                                    seed in 0u64..1000) {
+        let act = if gelu { conv1x1::Act::Gelu } else { conv1x1::Act::Linear };
+        let w = graphs::pseudo_random(n * cin * 9, seed);
+        let b = graphs::pseudo_random(n, seed + 1);
+        let xpad = graphs::pseudo_random(cin * (h + 2) * (width + 2), seed + 2);
+        let mut want = vec![0.0; n * h * width];
+        kernels::scalar().conv3x3().conv(&w, &b, &xpad, cin, h, width, n, act, &mut want);
+        for k in simd_kernels(Kernels::conv3x3, |k| k.name()) {
+            let mut got = vec![0.0; n * h * width];
+            k.conv(&w, &b, &xpad, cin, h, width, n, act, &mut got);
+            let diff = max_abs_diff(&want, &got);
+            prop_assert!(diff < 1e-5, "{} cin={} n={} {}x{}: {:e}", k.name(), cin, n, h, width, diff);
+        }
+    }
+
+    /// The SIMD GELUs give the scalar reference's bits, on every length
+    /// (vector body and tail) and over the whole range, infinities included.
+    #[test]
+    fn gelu_kernels_match_scalar_bit_for_bit(n in 0usize..100, seed in 0u64..1000) {
+        let mut x: Vec<f32> = graphs::pseudo_random(n, seed).iter().map(|v| v * 9.0).collect();
+        if n > 3 {
+            x[0] = f32::INFINITY;
+            x[1] = f32::NEG_INFINITY;
+            x[2] = 0.0;
+        }
+        let mut want = x.clone();
+        kernels::scalar().gelu().run(&mut want);
+        for k in simd_kernels(Kernels::gelu, |k| k.name()) {
+            let mut got = x.clone();
+            k.run(&mut got);
+            let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
+            prop_assert!(same, "{}: {:?} vs {:?}", k.name(), want, got);
         }
     }
 }
@@ -961,6 +1062,8 @@ fn bundled_model_with_our_ops_matches_stock_graph() {
             attention: 4,
             upsample: 4,
             conv1x1: 8,
+            conv3x3: 17,
+            gelu: 5,
             qconv: 0,
             maxpool: 4,
             norm: 11,

@@ -26,7 +26,7 @@
 use std::sync::OnceLock;
 
 use crate::frame::Rect;
-use crate::infer::ops::{attention, conv1x1, linear, qconv, upsample};
+use crate::infer::ops::{attention, conv1x1, conv3x3, gelu, linear, qconv, upsample};
 use crate::infer::preprocess::Normalize;
 use crate::{Error, Result};
 
@@ -171,6 +171,8 @@ pub struct Kernels {
     attention: attention::Kernel,
     conv1x1: conv1x1::Kernel,
     linear: linear::Kernel,
+    gelu: gelu::Kernel,
+    conv3x3: conv3x3::Kernel,
     upsample: upsample::RowKernels,
     qconv: qconv::Kernel,
 }
@@ -259,6 +261,14 @@ impl Kernels {
     /// The token-major linear layer's kernel.
     pub fn linear(&self) -> linear::Kernel {
         self.linear
+    }
+    /// The direct 3x3 convolution's kernel.
+    pub fn conv3x3(&self) -> conv3x3::Kernel {
+        self.conv3x3
+    }
+    /// The exact GELU kernel.
+    pub fn gelu(&self) -> gelu::Kernel {
+        self.gelu
     }
     /// The 2x upsampling's row kernels.
     pub fn upsample(&self) -> upsample::RowKernels {

@@ -10,7 +10,7 @@
 
 use super::{Kernels, YuvCoeffs};
 use crate::frame::Rect;
-use crate::infer::ops::{attention, conv1x1, linear, qconv, upsample};
+use crate::infer::ops::{attention, conv1x1, conv3x3, gelu, linear, qconv, upsample};
 use crate::infer::preprocess::Normalize;
 
 /// The generic table (see [`super::generic`]).
@@ -25,6 +25,8 @@ pub(super) const TABLE: Kernels = Kernels {
     attention: attention::Kernel::SCALAR,
     conv1x1: conv1x1::Kernel::SCALAR,
     linear: linear::Kernel::SCALAR,
+    gelu: gelu::Kernel::SCALAR,
+    conv3x3: conv3x3::Kernel::SCALAR,
     upsample: upsample::RowKernels::SCALAR,
     qconv: qconv::Kernel::SCALAR,
 };

@@ -97,6 +97,62 @@ pub fn conv1x1(i: usize, o: usize, h: usize, w: usize, seed: u64) -> TractResult
     Ok(m)
 }
 
+/// An f32 3x3 convolution with bias, stride 1, padding 1, `g` groups, as
+/// tract declutters an ONNX Conv.
+pub fn conv3x3(
+    i: usize,
+    o: usize,
+    g: usize,
+    h: usize,
+    w: usize,
+    seed: u64,
+) -> TractResult<TypedModel> {
+    use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::nn::DataFormat;
+    let mut m = TypedModel::default();
+    let x = m.add_source("x", f32::fact([1, i, h, w]))?;
+    let k = Tensor::from_shape(&[o, i / g, 3, 3], &pseudo_random(o * i / g * 9, seed))?;
+    let b = Tensor::from_shape(&[o], &pseudo_random(o, seed + 1))?;
+    let kc = m.add_const("weights", k)?;
+    let bc = m.add_const("bias", b)?;
+    let pool_spec = PoolSpec {
+        data_format: DataFormat::NCHW,
+        kernel_shape: tvec![3, 3],
+        padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+        dilations: None,
+        strides: None,
+        input_channels: i,
+        output_channels: o,
+    };
+    let conv = Conv {
+        pool_spec,
+        kernel_fmt: KernelFormat::OIHW,
+        group: g,
+        q_params: None,
+    };
+    let y = m.wire_node("conv", conv, &[x, kc, bc])?;
+    m.select_output_outlets(&y)?;
+    Ok(m)
+}
+
+/// A graph whose output is its input.
+pub fn identity(shape: [usize; 4]) -> TractResult<TypedModel> {
+    let mut m = TypedModel::default();
+    let x = m.add_source("x", f32::fact(shape))?;
+    m.select_output_outlets(&[x])?;
+    Ok(m)
+}
+
+/// `model` with tract's exact GELU (what its declutter makes of an ONNX
+/// `Erf` chain) applied to its output.
+pub fn then_gelu(mut model: TypedModel) -> TractResult<TypedModel> {
+    use tract_onnx::tract_core::ops::nn::gelu_exact::gelu_exact;
+    let y = model.output_outlets()?[0];
+    let g = model.wire_node("gelu", gelu_exact(), &[y])?;
+    model.select_output_outlets(&g)?;
+    Ok(model)
+}
+
 /// A quantised convolution as tract declutters ONNX `QuantizeLinear ->
 /// QLinearConv -> DequantizeLinear` (u8 activations, i8 weights, "same"
 /// padding): what `lgms_edge::infer::ops::qconv` replaces. Weights are pseudo-random in

@@ -6,15 +6,18 @@
 //! general matrix product that packs the image into panels first, and got
 //! 5-11 GFLOP/s on them here (`lgms-edge bench --profile`), against 35-50
 //! on the narrow, deep convs of the encoder. In NCHW the product needs no
-//! packing: this kernel walks the pixels in tiles that stay in cache and
-//! keeps a 4-output-channel x 16-pixel block in registers (AVX2; 4 x 16 in
-//! NEON registers), broadcasting each weight.
+//! im2col: this kernel walks the pixels in tiles, copies each tile's input
+//! once into strips of 16 pixels that the register block reads in order
+//! (read in place, the channel rows of a strip alias in L1), and keeps a
+//! 6-output-channel x 16-pixel block in registers, broadcasting each weight.
+//! The exact GELU that follows the decoder's 1x1 convs runs on those
+//! registers before the store ([`Act`]).
 //!
 //! [`replace_all`] matches, in the decluttered graph, an `EinSum` of the
 //! image with a constant `[O, I]` matrix whose input and output are
 //! `[.., I, pixels..]` and `[.., O, pixels..]` (how tract declutters a 1x1
 //! ONNX Conv), plus the bias `Add` that follows when its constant varies
-//! only along `O`. Only images of at least [`MIN_PIXELS`] pixels: below
+//! only along `O`, and then a `GeluExact`. Only images of at least [`MIN_PIXELS`] pixels: below
 //! that tract's own kernels are already efficient.
 
 use std::sync::Arc;
@@ -27,7 +30,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, parallelism};
+use super::{for_each_block, parallelism, single_successor};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::cpu::Avx2Fma;
 #[cfg(target_arch = "aarch64")]
@@ -36,11 +39,13 @@ use crate::kernels::cpu::Neon;
 /// Images with fewer pixels are left to tract.
 pub const MIN_PIXELS: usize = 128 * 128;
 
-/// Pixels per tile for `i` input channels: one tile of input (`i x tile`
-/// floats, about 32 KiB) stays in L1 while every output channel of the
-/// block reads it. A multiple of 16 (the SIMD kernels' pixel block).
+/// Pixels per tile for `i` input channels: one packed tile of input
+/// (`i x tile` floats, about 128 KiB) stays in L2 while every output
+/// channel of the block streams it in order (a quarter of that measured
+/// no faster, and long runs per input row let the prefetcher follow the
+/// packing's reads). A multiple of 16 (the SIMD kernels' pixel block).
 fn tile(i: usize) -> usize {
-    (8192 / i.max(1) / 16 * 16).clamp(64, 1024)
+    (32768 / i.max(1) / 16 * 16).clamp(64, 4096)
 }
 
 /// `[.., I, pixels] -> [.., O, pixels]` by a constant matrix, plus bias.
@@ -58,6 +63,8 @@ pub struct Conv1x1 {
     pub p: usize,
     /// Output shape.
     pub out_shape: TVec<usize>,
+    /// Applied to each value after the bias.
+    pub act: Act,
 }
 
 impl Op for Conv1x1 {
@@ -66,8 +73,8 @@ impl Op for Conv1x1 {
     }
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{} -> {} channels, {} pixels",
-            self.i, self.o, self.p
+            "{} -> {} channels, {} pixels, {:?}",
+            self.i, self.o, self.p, self.act
         )])
     }
     op_as_typed_op!();
@@ -111,7 +118,7 @@ impl EvalOp for Conv1x1 {
             for_each_block(blocks.len(), |n| {
                 let mut guard = blocks[n].lock().unwrap_or_else(|e| e.into_inner());
                 let (oc0, ref mut rows) = *guard;
-                k.conv(w, b, x, i, p, oc0, rows.len() / p, rows);
+                k.conv(w, b, x, i, p, oc0, rows.len() / p, self.act, rows);
             });
         }
         Ok(tvec!(out.into_tvalue()))
@@ -128,9 +135,40 @@ impl TypedOp for Conv1x1 {
     as_op!();
 }
 
+/// What the kernels apply to each output value after the bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Act {
+    /// Nothing: the conv + bias.
+    #[default]
+    Linear,
+    /// Exact GELU ([`super::gelu::gelu`]), folded from the `GeluExact` that
+    /// follows the conv.
+    Gelu,
+}
+
+impl Act {
+    /// The activation of one value (the scalar kernels').
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Act::Linear => v,
+            Act::Gelu => super::gelu::gelu(v),
+        }
+    }
+}
+
 /// Computes output channels `oc0..oc0+n` (see [`Kernel::conv`]).
-type ConvFn =
-    fn(w: &[f32], b: &[f32], x: &[f32], i: usize, p: usize, oc0: usize, n: usize, rows: &mut [f32]);
+#[allow(clippy::too_many_arguments)]
+type ConvFn = fn(
+    w: &[f32],
+    b: &[f32],
+    x: &[f32],
+    i: usize,
+    p: usize,
+    oc0: usize,
+    n: usize,
+    act: Act,
+    rows: &mut [f32],
+);
 
 /// One implementation of the 1x1 convolution kernel: the scalar reference,
 /// or a SIMD one that only a proof of its CPU features builds. The tables
@@ -171,8 +209,9 @@ impl Kernel {
         self.name
     }
 
-    /// Computes output channels `oc0..oc0+n` into `rows` (`n x p`), walking
-    /// the pixels in tiles of [`tile`]`(i)`.
+    /// Computes output channels `oc0..oc0+n` into `rows` (`n x p`), each
+    /// value through `act` after the bias, walking the pixels in tiles of
+    /// [`tile`]`(i)`.
     ///
     /// `w`: `o x i` (all channels); `b`: `o`; `x`: `i x p`. Panics if a
     /// slice is shorter than that.
@@ -186,9 +225,10 @@ impl Kernel {
         p: usize,
         oc0: usize,
         n: usize,
+        act: Act,
         rows: &mut [f32],
     ) {
-        (self.conv)(w, b, x, i, p, oc0, n, rows)
+        (self.conv)(w, b, x, i, p, oc0, n, act, rows)
     }
 }
 
@@ -202,10 +242,21 @@ fn conv_scalar(
     p: usize,
     oc0: usize,
     n: usize,
+    act: Act,
     rows: &mut [f32],
 ) {
     for r in 0..n {
-        conv_row(w, b, x, i, p, oc0 + r, 0..p, &mut rows[r * p..(r + 1) * p]);
+        conv_row(
+            w,
+            b,
+            x,
+            i,
+            p,
+            oc0 + r,
+            0..p,
+            act,
+            &mut rows[r * p..(r + 1) * p],
+        );
     }
 }
 
@@ -220,6 +271,7 @@ fn conv_row(
     p: usize,
     oc: usize,
     px: std::ops::Range<usize>,
+    act: Act,
     row: &mut [f32],
 ) {
     for q in px {
@@ -227,7 +279,7 @@ fn conv_row(
         for c in 0..i {
             acc += w[oc * i + c] * x[c * p + q];
         }
-        row[q] = acc;
+        row[q] = act.apply(acc);
     }
 }
 
@@ -237,11 +289,69 @@ fn check(w: &[f32], b: &[f32], x: &[f32], i: usize, p: usize, oc0: usize, n: usi
     assert!(x.len() >= i * p && rows.len() >= n * p);
 }
 
+/// Copies the full 16-pixel strips of the tile `t0..t0 + 16 * strips` of
+/// `x` (`i x p`) into `packed` as `[strip][channel][16]`: the register
+/// block then reads its input in order. Read in place, the `i` rows of a
+/// strip lie `4 p` bytes apart, a multiple of 4 KiB at LGMSNet's sizes, so
+/// they all fall in one L1 set and evict each other between the channel
+/// blocks.
+fn pack_tile(x: &[f32], i: usize, p: usize, t0: usize, strips: usize, packed: &mut [f32]) {
+    for c in 0..i {
+        let src = &x[c * p + t0..c * p + t0 + 16 * strips];
+        for (s, chunk) in src.chunks_exact(16).enumerate() {
+            packed[(s * i + c) * 16..(s * i + c + 1) * 16].copy_from_slice(chunk);
+        }
+    }
+}
+
+/// The SIMD kernels' walk: tiles of pixels, each packed once, then every
+/// block of channels over its strips (`block`), then the pixel tail in
+/// scalar. One allocation per call (the packed tile), none per tile.
+#[allow(clippy::too_many_arguments)]
+fn tiled(
+    w: &[f32],
+    b: &[f32],
+    x: &[f32],
+    i: usize,
+    p: usize,
+    oc0: usize,
+    n: usize,
+    act: Act,
+    rows: &mut [f32],
+    mut block: impl FnMut(&[f32], usize, usize, usize, &mut [f32]),
+) {
+    check(w, b, x, i, p, oc0, n, rows);
+    let tl = tile(i);
+    let mut packed = vec![0f32; i * tl];
+    for t0 in (0..p).step_by(tl) {
+        let end = (t0 + tl).min(p);
+        let strips = (end - t0) / 16;
+        pack_tile(x, i, p, t0, strips, &mut packed);
+        // (packed tile, strips, first pixel, n, rows)
+        block(&packed, strips, t0, n, rows);
+        for r in 0..n {
+            conv_row(
+                w,
+                b,
+                x,
+                i,
+                p,
+                oc0 + r,
+                t0 + 16 * strips..end,
+                act,
+                &mut rows[r * p..(r + 1) * p],
+            );
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{check, conv_row, tile};
+    use super::super::gelu::x86::gelu8;
+    use super::super::ROWS;
+    use super::{tiled, Act};
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn conv(
@@ -252,86 +362,96 @@ mod x86 {
         p: usize,
         oc0: usize,
         n: usize,
+        act: Act,
         rows: &mut [f32],
     ) {
-        check(w, b, x, i, p, oc0, n, rows);
-        // SAFETY: only `Kernel::avx2` reaches this function, with the proof
-        // of AVX2 and FMA; sizes asserted by `check`.
-        unsafe { conv_avx2(w, b, x, i, p, oc0, n, rows) }
+        tiled(
+            w,
+            b,
+            x,
+            i,
+            p,
+            oc0,
+            n,
+            act,
+            rows,
+            |packed, strips, t0, n, rows| {
+                for_row_blocks!(n, |r0| block_avx2(
+                    &w[(oc0 + r0) * i..],
+                    &b[oc0 + r0..],
+                    i,
+                    packed,
+                    strips,
+                    &mut rows[r0 * p + t0..],
+                    p,
+                    act
+                ));
+            },
+        );
+    }
+
+    /// `R` channels over every strip of the packed tile.
+    #[allow(clippy::too_many_arguments)]
+    fn block_avx2<const R: usize>(
+        w: &[f32],
+        b: &[f32],
+        i: usize,
+        packed: &[f32],
+        strips: usize,
+        dst: &mut [f32],
+        p: usize,
+        act: Act,
+    ) {
+        assert!(R <= ROWS && w.len() >= R * i && b.len() >= R);
+        assert!(packed.len() >= strips * i * 16);
+        assert!(strips == 0 || dst.len() >= (R - 1) * p + strips * 16);
+        // SAFETY: only `Kernel::avx2` reaches `conv`, with the proof of AVX2
+        // and FMA; the asserts above bound every access below.
+        unsafe { block_body::<R>(w, b, i, packed, strips, dst, p, act) }
     }
 
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn conv_avx2(
+    unsafe fn block_body<const R: usize>(
         w: &[f32],
         b: &[f32],
-        x: &[f32],
         i: usize,
+        packed: &[f32],
+        strips: usize,
+        dst: &mut [f32],
         p: usize,
-        oc0: usize,
-        n: usize,
-        rows: &mut [f32],
+        act: Act,
     ) {
-        // SAFETY: `conv` checked the sizes: `w` holds `(oc0 + n) * i` weights, `x`
-        // `i * p` values, `rows` `n * p`; every vector access is at a pixel
-        // `q + 16 <= body <= p` of a row `c < i` or `r < n`.
+        // SAFETY: `block_avx2` asserted that `w` holds `R x i` weights, `b`
+        // `R` biases, `packed` `strips x i x 16` values, and that `dst`
+        // reaches pixel `16 * strips` of row `R - 1`.
         unsafe {
-            let n4 = n / 4 * 4;
-            let (xp, wp) = (x.as_ptr(), w.as_ptr());
-            let tl = tile(i);
-            for t0 in (0..p).step_by(tl) {
-                let end = (t0 + tl).min(p);
-                let body = t0 + (end - t0) / 16 * 16;
-                for r0 in (0..n4).step_by(4) {
-                    let oc = oc0 + r0;
-                    let mut q = t0;
-                    while q < body {
-                        // 4 channels x 16 pixels; q + 16 <= body <= p in every row.
-                        let mut acc = [_mm256_setzero_ps(); 8];
-                        for r in 0..4 {
-                            acc[2 * r] = _mm256_set1_ps(b[oc + r]);
-                            acc[2 * r + 1] = acc[2 * r];
-                        }
-                        for c in 0..i {
-                            let x0 = _mm256_loadu_ps(xp.add(c * p + q));
-                            let x1 = _mm256_loadu_ps(xp.add(c * p + q + 8));
-                            for r in 0..4 {
-                                let wv = _mm256_broadcast_ss(&*wp.add((oc + r) * i + c));
-                                acc[2 * r] = _mm256_fmadd_ps(wv, x0, acc[2 * r]);
-                                acc[2 * r + 1] = _mm256_fmadd_ps(wv, x1, acc[2 * r + 1]);
-                            }
-                        }
-                        for r in 0..4 {
-                            let dst = rows.as_mut_ptr().add((r0 + r) * p + q);
-                            _mm256_storeu_ps(dst, acc[2 * r]);
-                            _mm256_storeu_ps(dst.add(8), acc[2 * r + 1]);
-                        }
-                        q += 16;
-                    }
-                    for r in r0..r0 + 4 {
-                        conv_row(
-                            w,
-                            b,
-                            x,
-                            i,
-                            p,
-                            oc0 + r,
-                            body..end,
-                            &mut rows[r * p..(r + 1) * p],
-                        );
+            let (wp, dp) = (w.as_ptr(), dst.as_mut_ptr());
+            for s in 0..strips {
+                let xs = packed.as_ptr().add(s * i * 16);
+                let mut acc = [[_mm256_setzero_ps(); 2]; R];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let bv = _mm256_set1_ps(b[r]);
+                    *a = [bv, bv];
+                }
+                for c in 0..i {
+                    let x0 = _mm256_loadu_ps(xs.add(c * 16));
+                    let x1 = _mm256_loadu_ps(xs.add(c * 16 + 8));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let wv = _mm256_broadcast_ss(&*wp.add(r * i + c));
+                        a[0] = _mm256_fmadd_ps(wv, x0, a[0]);
+                        a[1] = _mm256_fmadd_ps(wv, x1, a[1]);
                     }
                 }
-                for r in n4..n {
-                    conv_row(
-                        w,
-                        b,
-                        x,
-                        i,
-                        p,
-                        oc0 + r,
-                        t0..end,
-                        &mut rows[r * p..(r + 1) * p],
-                    );
+                for (r, a) in acc.iter().enumerate() {
+                    let (mut a0, mut a1) = (a[0], a[1]);
+                    if act == Act::Gelu {
+                        a0 = gelu8(a0);
+                        a1 = gelu8(a1);
+                    }
+                    let d = dp.add(r * p + s * 16);
+                    _mm256_storeu_ps(d, a0);
+                    _mm256_storeu_ps(d.add(8), a1);
                 }
             }
         }
@@ -342,7 +462,9 @@ mod x86 {
 mod neon {
     use std::arch::aarch64::*;
 
-    use super::{check, conv_row, tile};
+    use super::super::gelu::neon::gelu4;
+    use super::super::ROWS;
+    use super::{tiled, Act};
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn conv(
@@ -353,94 +475,100 @@ mod neon {
         p: usize,
         oc0: usize,
         n: usize,
+        act: Act,
         rows: &mut [f32],
     ) {
-        check(w, b, x, i, p, oc0, n, rows);
-        // SAFETY: only `Kernel::neon` reaches this function, with the proof
-        // of NEON; sizes asserted by `check`.
-        unsafe { conv_neon(w, b, x, i, p, oc0, n, rows) }
+        tiled(
+            w,
+            b,
+            x,
+            i,
+            p,
+            oc0,
+            n,
+            act,
+            rows,
+            |packed, strips, t0, n, rows| {
+                for_row_blocks!(n, |r0| block_neon(
+                    &w[(oc0 + r0) * i..],
+                    &b[oc0 + r0..],
+                    i,
+                    packed,
+                    strips,
+                    &mut rows[r0 * p + t0..],
+                    p,
+                    act
+                ));
+            },
+        );
+    }
+
+    /// `R` channels over every strip of the packed tile.
+    #[allow(clippy::too_many_arguments)]
+    fn block_neon<const R: usize>(
+        w: &[f32],
+        b: &[f32],
+        i: usize,
+        packed: &[f32],
+        strips: usize,
+        dst: &mut [f32],
+        p: usize,
+        act: Act,
+    ) {
+        assert!(R <= ROWS && w.len() >= R * i && b.len() >= R);
+        assert!(packed.len() >= strips * i * 16);
+        assert!(strips == 0 || dst.len() >= (R - 1) * p + strips * 16);
+        // SAFETY: only `Kernel::neon` reaches `conv`, with the proof of
+        // NEON; the asserts above bound every access below.
+        unsafe { block_body::<R>(w, b, i, packed, strips, dst, p, act) }
     }
 
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "neon")]
-    unsafe fn conv_neon(
+    unsafe fn block_body<const R: usize>(
         w: &[f32],
         b: &[f32],
-        x: &[f32],
         i: usize,
+        packed: &[f32],
+        strips: usize,
+        dst: &mut [f32],
         p: usize,
-        oc0: usize,
-        n: usize,
-        rows: &mut [f32],
+        act: Act,
     ) {
-        // SAFETY: `conv` checked the sizes: `w` holds `(oc0 + n) * i` weights, `x`
-        // `i * p` values, `rows` `n * p`; every vector access is at a pixel
-        // `q + 16 <= body <= p` of a row `c < i` or `r < n`.
+        // SAFETY: `block_neon` asserted that `w` holds `R x i` weights, `b`
+        // `R` biases, `packed` `strips x i x 16` values, and that `dst`
+        // reaches pixel `16 * strips` of row `R - 1`.
         unsafe {
-            let n4 = n / 4 * 4;
-            let xp = x.as_ptr();
-            let tl = tile(i);
-            for t0 in (0..p).step_by(tl) {
-                let end = (t0 + tl).min(p);
-                let body = t0 + (end - t0) / 16 * 16;
-                for r0 in (0..n4).step_by(4) {
-                    let oc = oc0 + r0;
-                    let mut q = t0;
-                    while q < body {
-                        // 4 channels x 16 pixels (4 vectors each): 16 accumulators.
-                        let mut acc = [vdupq_n_f32(0.0); 16];
-                        for r in 0..4 {
-                            for v in 0..4 {
-                                acc[4 * r + v] = vdupq_n_f32(b[oc + r]);
-                            }
+            let dp = dst.as_mut_ptr();
+            for s in 0..strips {
+                let xs = packed.as_ptr().add(s * i * 16);
+                // R channels x 16 pixels (4 vectors each): up to 24 of the
+                // 32 registers.
+                let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = [vdupq_n_f32(b[r]); 4];
+                }
+                for c in 0..i {
+                    let row = xs.add(c * 16);
+                    let xv = [
+                        vld1q_f32(row),
+                        vld1q_f32(row.add(4)),
+                        vld1q_f32(row.add(8)),
+                        vld1q_f32(row.add(12)),
+                    ];
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let wv = w[r * i + c];
+                        for v in 0..4 {
+                            a[v] = vfmaq_n_f32(a[v], xv[v], wv);
                         }
-                        for c in 0..i {
-                            let row = xp.add(c * p + q);
-                            let xs = [
-                                vld1q_f32(row),
-                                vld1q_f32(row.add(4)),
-                                vld1q_f32(row.add(8)),
-                                vld1q_f32(row.add(12)),
-                            ];
-                            for r in 0..4 {
-                                let wv = w[(oc + r) * i + c];
-                                for v in 0..4 {
-                                    acc[4 * r + v] = vfmaq_n_f32(acc[4 * r + v], xs[v], wv);
-                                }
-                            }
-                        }
-                        for r in 0..4 {
-                            let dst = rows.as_mut_ptr().add((r0 + r) * p + q);
-                            for v in 0..4 {
-                                vst1q_f32(dst.add(4 * v), acc[4 * r + v]);
-                            }
-                        }
-                        q += 16;
-                    }
-                    for r in r0..r0 + 4 {
-                        conv_row(
-                            w,
-                            b,
-                            x,
-                            i,
-                            p,
-                            oc0 + r,
-                            body..end,
-                            &mut rows[r * p..(r + 1) * p],
-                        );
                     }
                 }
-                for r in n4..n {
-                    conv_row(
-                        w,
-                        b,
-                        x,
-                        i,
-                        p,
-                        oc0 + r,
-                        t0..end,
-                        &mut rows[r * p..(r + 1) * p],
-                    );
+                for (r, a) in acc.iter().enumerate() {
+                    let d = dp.add(r * p + s * 16);
+                    for (v, &av) in a.iter().enumerate() {
+                        let av = if act == Act::Gelu { gelu4(av) } else { av };
+                        vst1q_f32(d.add(4 * v), av);
+                    }
                 }
             }
         }
@@ -534,15 +662,13 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
     // A following bias Add with a constant that varies along O only.
     let mut last = id;
     let mut bias = Tensor::zero::<f32>(&[o]).ok()?;
-    let succ = &node.outputs[0].successors;
-    if succ.len() == 1 && !model.outputs.contains(&OutletId::new(id, 0)) {
-        let add_id = succ[0].node;
+    if let Some(add_id) = single_successor(model, id) {
         let add = model.node(add_id);
         if add
             .op_as::<TypedBinOp>()
             .is_some_and(|b| b.0.name() == "Add")
         {
-            let other = add.inputs[1 - succ[0].slot];
+            let other = add.inputs[1 - node.outputs[0].successors[0].slot];
             if let Some(c) = const_of(model, other) {
                 let cs = c.shape();
                 let along_o = cs.len() == ys.len()
@@ -570,6 +696,14 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
             }
         }
     }
+    // A following exact GELU runs in the kernel's epilogue, while the
+    // values are still in registers.
+    let mut act = Act::Linear;
+    if let Some(g) = single_successor(model, last).filter(|&g| super::gelu::is_gelu_exact(model, g))
+    {
+        act = Act::Gelu;
+        last = g;
+    }
     Some(Found {
         op: Conv1x1 {
             weights: Arc::new(w.as_ref().clone().into_shape(&[o, i]).ok()?),
@@ -578,6 +712,7 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
             o,
             p,
             out_shape: ys,
+            act,
         },
         x: node.inputs[x_slot],
         last,

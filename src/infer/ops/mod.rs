@@ -11,6 +11,12 @@
 //!   half-pixel upsampling of an NCHW tensor (the decoder's `up_conv`);
 //! - [`conv1x1::Conv1x1`]: 1x1 convolution + bias over a wide image (the
 //!   decoder's full-resolution 1x1 convs), without tract's packing;
+//! - [`conv3x3::Conv3x3`]: 3x3 convolution (+ bias, + GELU) of images of
+//!   32x32 and up, direct from zero-bordered planes instead of tract's pad,
+//!   im2col and matrix product (the decoder's and the hybrid blocks' 3x3
+//!   convs);
+//! - [`gelu::Gelu`]: tract's `GeluExact` on f32, vectorised (the 1x1 conv
+//!   applies the same kernel in its epilogue to the GELUs that follow it);
 //! - [`qconv::QConv`]: in int8 models, `QuantizeLinear -> QLinearConv ->
 //!   DequantizeLinear` as one int8 convolution (AVX2 `vpmaddubsw`, NEON
 //!   `sdot`), f32 in and out;
@@ -33,8 +39,36 @@
 
 use tract_onnx::prelude::*;
 
+/// Output channels per register block of the SIMD f32 conv kernels (1x1
+/// and 3x3): 6 channels x 16 pixels is 12 AVX2 accumulators, which with the
+/// two input vectors and the broadcast weight fill the 16 registers.
+const ROWS: usize = 6;
+
+/// Runs `$block::<R>(args)` for `n` channels in register blocks of
+/// [`ROWS`] and one smaller last block (each size its own monomorphised
+/// block), with `$r0` the first channel of the block in `args`.
+macro_rules! for_row_blocks {
+    ($n:expr, |$r0:ident| $block:ident($($arg:expr),*)) => {{
+        let mut $r0 = 0;
+        while $r0 < $n {
+            let rr = ($n - $r0).min($crate::infer::ops::ROWS);
+            match rr {
+                6 => $block::<6>($($arg),*),
+                5 => $block::<5>($($arg),*),
+                4 => $block::<4>($($arg),*),
+                3 => $block::<3>($($arg),*),
+                2 => $block::<2>($($arg),*),
+                _ => $block::<1>($($arg),*),
+            }
+            $r0 += rr;
+        }
+    }};
+}
+
 pub mod attention;
 pub mod conv1x1;
+pub mod conv3x3;
+pub mod gelu;
 pub mod linear;
 pub mod maxpool;
 pub mod norm;
@@ -51,6 +85,11 @@ pub struct Substitutions {
     pub upsample: usize,
     /// Wide 1x1 convolutions replaced by [`conv1x1::Conv1x1`].
     pub conv1x1: usize,
+    /// 3x3 convolutions replaced by [`conv3x3::Conv3x3`].
+    pub conv3x3: usize,
+    /// Exact GELUs replaced by [`gelu::Gelu`] (not counting those the 1x1
+    /// convs fold in).
+    pub gelu: usize,
     /// Quantised convolutions replaced by [`qconv::QConv`].
     pub qconv: usize,
     /// 2x2 max poolings replaced by [`maxpool::MaxPool2x2`].
@@ -64,7 +103,7 @@ pub struct Substitutions {
 /// Replaces every matching subgraph of the decluttered `model` by our
 /// operators. Subgraphs that do not match exactly are left to tract.
 ///
-/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,qconv,maxpool,norm,linear` (any subset) leaves those to
+/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,conv3x3,gelu,qconv,maxpool,norm,linear` (any subset) leaves those to
 /// tract, to time or bisect one operator at a time.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     substitute_except(model, &[])
@@ -91,6 +130,17 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
     } else {
         0
     };
+    let conv3x3 = if on("conv3x3") {
+        conv3x3::replace_all(model)?
+    } else {
+        0
+    };
+    // After the convs, which fold the GELUs that follow them.
+    let gelu = if on("gelu") {
+        gelu::replace_all(model)?
+    } else {
+        0
+    };
     let qconv = if on("qconv") {
         qconv::replace_all(model)?
     } else {
@@ -111,7 +161,7 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
     } else {
         0
     };
-    if attention + upsample + conv1x1 + qconv + maxpool + norm + linear > 0 {
+    if attention + upsample + conv1x1 + conv3x3 + gelu + qconv + maxpool + norm + linear > 0 {
         // Drop the nodes the patches disconnected.
         *model = model.clone().into_compact()?;
     }
@@ -119,6 +169,8 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
         attention,
         upsample,
         conv1x1,
+        conv3x3,
+        gelu,
         qconv,
         maxpool,
         norm,
@@ -143,8 +195,8 @@ fn swap_in(
     patch.apply(model)
 }
 
-/// The single consumer of `id`'s output, if it has exactly one and the
-/// output is not a model output.
+/// The single consumer of `id`'s output, if it has exactly one and is not
+/// a model output: a node that a fused operator may swallow.
 fn single_successor(model: &TypedModel, id: usize) -> Option<usize> {
     let succ = &model.node(id).outputs[0].successors;
     (succ.len() == 1 && !model.outputs.contains(&OutletId::new(id, 0))).then(|| succ[0].node)
