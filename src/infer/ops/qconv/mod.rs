@@ -285,6 +285,54 @@ mod tests {
         }
     }
 
+    /// A u8 output through a table (gathered 16 at a time on AVX2) equals
+    /// the scalar kernel's, byte for byte: whole 16-pixel segments and the
+    /// tail of a row.
+    #[test]
+    fn u8_table_output_equals_the_scalar_path() {
+        use super::plan::Input;
+        let (cin, cout, k, h, w) = (8, 8, 3, 3, 37);
+        let wts: Vec<i8> = (0..cout * cin * k * k)
+            .map(|i| ((i * 37 % 61) as i32 - 30) as i8)
+            .collect();
+        let mut table = [0u8; 256];
+        for (q, t) in table.iter_mut().enumerate() {
+            *t = ((q * 7 + 3) % 256) as u8;
+        }
+        let plan = Plan::new(
+            (cin, cout, k, h, w, 1),
+            &wts,
+            None,
+            0.02,
+            117,
+            &[0.003],
+            0.05,
+            131,
+        )
+        .unwrap()
+        .with_io(Some((1.0 / 0.02, 117)), None, Some(&table), None);
+        assert!(plan.out_table && plan.dequantize_output.is_none());
+        let x: Vec<f32> = (0..cin * h * w)
+            .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 5.0)
+            .collect();
+        let run = |kernel: Kernel| {
+            let mut buf = vec![0u8; plan.buf_len()];
+            let mut out = vec![0u8; cout * h * w];
+            plan.run_any(
+                &[Input::F32(&x)],
+                &mut buf,
+                super::super::SharedOut(out.as_mut_ptr() as *mut f32),
+                kernel,
+            );
+            out
+        };
+        let want = run(crate::kernels::scalar().qconv());
+        assert!(want.iter().collect::<std::collections::BTreeSet<_>>().len() > 20);
+        for k in simd_kernels() {
+            assert_eq!(run(k), want, "{}", k.name);
+        }
+    }
+
     /// Every aarch64 core gets a SIMD int8 conv: the widening kernel on
     /// plain NEON (the Pi 4's Cortex-A72), `sdot` with dotprod.
     #[cfg(target_arch = "aarch64")]

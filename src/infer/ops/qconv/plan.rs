@@ -32,6 +32,8 @@ pub struct Plan {
     /// What a requantised value `q` (0..=255) becomes in a u8 output: the
     /// table after the conv (tract's fused element-wise op), or `q`.
     pub(crate) out_u8: [u8; 256],
+    /// `out_u8` widened to i32, for the AVX2 gathers of a u8 output.
+    pub(crate) out_u8_wide: [i32; 256],
     /// What `q` becomes in an f32 output: `out_u8[q]` dequantised. One
     /// lookup replaces the table, the dequantisation and a float-to-int
     /// conversion per value.
@@ -126,6 +128,7 @@ impl Plan {
             quantize_input: None,
             lut_in: None,
             out_u8: [0; 256],
+            out_u8_wide: [0; 256],
             out_f32: [0.0; 256],
             out_table: false,
             weights,
@@ -169,6 +172,7 @@ impl Plan {
             quantize_input,
             lut_in,
             out_table: out_u8.iter().enumerate().any(|(q, &v)| v as usize != q),
+            out_u8_wide: out_u8.map(i32::from),
             out_u8,
             out_f32,
             dequantize_output,
@@ -459,14 +463,28 @@ impl Plan {
                         }
                     }
                     None => {
-                        let mut q = [0u8; PX];
-                        for (q, &a) in q.iter_mut().zip(accs) {
-                            *q = requant(a) as u8;
-                        }
                         // SAFETY: as above, in the u8 output.
                         let dst = unsafe {
                             std::slice::from_raw_parts_mut((out.ptr() as *mut u8).add(at), n)
                         };
+                        #[cfg(target_arch = "x86_64")]
+                        if let (true, Some(_), Ok(whole)) = (
+                            self.out_table,
+                            kernel.avx2,
+                            <&mut [u8; PX]>::try_from(&mut *dst),
+                        ) {
+                            let mut q = [0i32; PX];
+                            for (q, &a) in q.iter_mut().zip(accs) {
+                                *q = requant(a);
+                            }
+                            // SAFETY: the proof of AVX2; every q is in 0..=255.
+                            unsafe { gather_u8_avx2(&self.out_u8_wide, &q, whole) };
+                            continue;
+                        }
+                        let mut q = [0u8; PX];
+                        for (q, &a) in q.iter_mut().zip(accs) {
+                            *q = requant(a) as u8;
+                        }
                         for (d, &q) in dst.iter_mut().zip(&q) {
                             *d = self.out_u8[q as usize];
                         }
@@ -533,6 +551,32 @@ unsafe fn gather_avx2(table: &[f32; 256], q: &[i32; PX], dst: &mut [f32; PX]) {
             let v = _mm256_i32gather_ps::<4>(table.as_ptr(), idx);
             _mm256_storeu_ps(dst.as_mut_ptr().add(8 * h), v);
         }
+    }
+}
+
+/// `dst[j] = table[q[j]]` (a u8 table widened to i32) with two 8-lane
+/// gathers, packed back to bytes in order: the scalar lookup cost about
+/// as much as the multiply-adds of a shallow 1x1 conv.
+///
+/// # Safety
+/// The CPU must have AVX2; every `q[j]` must be in `0..=255`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn gather_u8_avx2(table: &[i32; 256], q: &[i32; PX], dst: &mut [u8; PX]) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees AVX2 and indices inside the table;
+    // the loads and the store stay inside `q` and `dst` (16 values each).
+    unsafe {
+        let lo = _mm256_loadu_si256(q.as_ptr() as *const __m256i);
+        let hi = _mm256_loadu_si256(q.as_ptr().add(8) as *const __m256i);
+        let lo = _mm256_i32gather_epi32::<4>(table.as_ptr(), lo);
+        let hi = _mm256_i32gather_epi32::<4>(table.as_ptr(), hi);
+        // Per 128-bit lane: lo 0-3, hi 0-3 | lo 4-7, hi 4-7; the permute
+        // puts the four 64-bit quarters back in order: lo 0-7, hi 0-7.
+        let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi));
+        let b = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
+        _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, b);
     }
 }
 
