@@ -33,6 +33,7 @@ pub struct Plan {
     /// table after the conv (tract's fused element-wise op), or `q`.
     pub(crate) out_u8: [u8; 256],
     /// `out_u8` widened to i32, for the AVX2 gathers of a u8 output.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) out_u8_wide: [i32; 256],
     /// What `q` becomes in an f32 output: `out_u8[q]` dequantised. One
     /// lookup replaces the table, the dequantisation and a float-to-int
