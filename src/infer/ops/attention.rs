@@ -26,11 +26,10 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{EvalContext, EvalOp, Op, StaticName, TypedOp};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, SharedOut};
+use super::{for_each_block, scalar_const, single_successor, SharedOut};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::cpu::Avx2Fma;
 #[cfg(target_arch = "aarch64")]
@@ -760,30 +759,6 @@ mod neon {
 // Pattern matching
 // ---------------------------------------------------------------------------
 
-/// The node that consumes `node`'s only output, if exactly one does and the
-/// output is not a model output.
-fn sole_successor(model: &TypedModel, node: usize) -> Option<usize> {
-    let n = model.node(node);
-    if n.outputs.len() != 1 || n.outputs[0].successors.len() != 1 {
-        return None;
-    }
-    if model.outputs.contains(&OutletId::new(node, 0)) {
-        return None;
-    }
-    Some(n.outputs[0].successors[0].node)
-}
-
-/// A constant that holds one f32 value (any rank, every dimension 1).
-fn scalar_const(model: &TypedModel, outlet: OutletId) -> Option<f32> {
-    let c = model.node(outlet.node).op_as::<Const>()?;
-    let t = c.val();
-    if t.datum_type() != f32::datum_type() || t.len() != 1 {
-        return None;
-    }
-    let plain = t.try_as_plain_ram().ok()?;
-    plain.as_slice::<f32>().ok()?.first().copied()
-}
-
 fn concrete_shape(model: &TypedModel, outlet: OutletId) -> Option<TVec<usize>> {
     let f = model.outlet_fact(outlet).ok()?;
     if f.datum_type != f32::datum_type() {
@@ -862,7 +837,7 @@ fn match_at(model: &TypedModel, sm: usize) -> Option<Found> {
     // The node the QK product must feed, and feed alone.
     let mut after_qk = sm;
     if let Some(bin) = model.node(prev).op_as::<TypedBinOp>() {
-        if bin.0.name() != "Mul" || sole_successor(model, prev) != Some(sm) {
+        if bin.0.name() != "Mul" || single_successor(model, prev) != Some(sm) {
             return None;
         }
         let ins = &model.node(prev).inputs;
@@ -880,12 +855,12 @@ fn match_at(model: &TypedModel, sm: usize) -> Option<Found> {
     }
     let qk_node = model.node(prev);
     let qk = qk_node.op_as::<EinSum>()?;
-    if qk_node.inputs.len() != 2 || sole_successor(model, prev)? != after_qk {
+    if qk_node.inputs.len() != 2 || single_successor(model, prev)? != after_qk {
         return None;
     }
     let qk_axes = einsum_axes(qk)?;
     // Forward: the AV EinSum.
-    let av_id = sole_successor(model, sm)?;
+    let av_id = single_successor(model, sm)?;
     let av_node = model.node(av_id);
     let av = av_node.op_as::<EinSum>()?;
     if av_node.inputs.len() != 2 {

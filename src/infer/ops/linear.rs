@@ -26,7 +26,7 @@ use tract_onnx::tract_core::internal::{EvalContext, EvalOp, Op, StaticName, Type
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{filled_f32, for_each_block, single_successor};
+use super::{filled_f32, for_each_block, single_successor, with_const};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::cpu::Avx2Fma;
 #[cfg(target_arch = "aarch64")]
@@ -408,20 +408,21 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
     let mut last = id;
     let mut bias = tensor1(&vec![0f32; n]);
     if let Some(next) = single_successor(model, id) {
-        let add = model.node(next);
-        if add.op.name() == "Add" && add.inputs.len() == 2 {
-            let other = add.inputs.iter().find(|o| o.node != id)?;
-            if let Some(b) = model.outlet_fact(*other).ok()?.konst.clone() {
-                let along_n = b.len() == n
-                    && b.shape().last() == Some(&n)
-                    && b.datum_type() == f32::datum_type()
-                    && b.rank() <= out_shape.len();
-                if along_n
-                    && model.outlet_fact(OutletId::new(add.id, 0)).ok()?.shape == out_fact.shape
-                {
-                    bias = b.into_tensor().into_shape(&[n]).ok()?;
-                    last = add.id;
-                }
+        let along_n = |b: &Tensor| {
+            b.len() == n
+                && b.shape().last() == Some(&n)
+                && b.datum_type() == f32::datum_type()
+                && b.rank() <= out_shape.len()
+        };
+        let same_shape = |o: usize| {
+            model
+                .outlet_fact(OutletId::new(o, 0))
+                .is_ok_and(|f| f.shape == out_fact.shape)
+        };
+        if let Some(b) = with_const(model, next, "Add", OutletId::new(id, 0)) {
+            if along_n(&b) && same_shape(next) {
+                bias = b.into_tensor().into_shape(&[n]).ok()?;
+                last = next;
             }
         }
     }

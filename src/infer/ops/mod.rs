@@ -202,6 +202,35 @@ fn single_successor(model: &TypedModel, id: usize) -> Option<usize> {
     (succ.len() == 1 && !model.outputs.contains(&OutletId::new(id, 0))).then(|| succ[0].node)
 }
 
+/// The constant value of `o`, if it has one.
+fn konst(model: &TypedModel, o: OutletId) -> Option<std::sync::Arc<Tensor>> {
+    model.outlet_fact(o).ok()?.konst.clone()
+}
+
+/// The f32 value of a one-element constant (any rank, every dimension 1).
+fn scalar_const(model: &TypedModel, o: OutletId) -> Option<f32> {
+    let k = konst(model, o)?;
+    (k.len() == 1 && k.datum_type() == f32::datum_type())
+        .then(|| k.cast_to_scalar::<f32>().ok())
+        .flatten()
+}
+
+/// Node `id` is the binary op `name` of `from` and a constant (either
+/// order): the constant.
+fn with_const(
+    model: &TypedModel,
+    id: usize,
+    name: &str,
+    from: OutletId,
+) -> Option<std::sync::Arc<Tensor>> {
+    let node = model.node(id);
+    if node.op.name() != name || node.inputs.len() != 2 || !node.inputs.contains(&from) {
+        return None;
+    }
+    let other = node.inputs.iter().find(|o| **o != from)?;
+    konst(model, *other)
+}
+
 /// A new f32 tensor of `shape`, every element of which `fill` writes
 /// (through the pointer the pool's blocks share).
 fn filled_f32(shape: &[usize], fill: impl FnOnce(SharedOut)) -> TractResult<TValue> {

@@ -27,7 +27,7 @@ use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::nn::{Reduce, Reducer, RmsNorm};
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{filled_f32, for_each_block, single_successor};
+use super::{filled_f32, for_each_block, konst, scalar_const, single_successor, with_const};
 
 /// Elements per block of work (several small groups, or one large group).
 const BLOCK: usize = 16 * 1024;
@@ -157,32 +157,8 @@ impl TypedOp for Norm {
 // Pattern matching
 // ---------------------------------------------------------------------------
 
-fn konst(model: &TypedModel, o: OutletId) -> Option<Arc<Tensor>> {
-    model.outlet_fact(o).ok()?.konst.clone()
-}
-
-/// The f32 value of a one-element constant.
-fn scalar(model: &TypedModel, o: OutletId) -> Option<f32> {
-    let k = konst(model, o)?;
-    (k.len() == 1 && k.datum_type() == f32::datum_type())
-        .then(|| k.cast_to_scalar::<f32>().ok())
-        .flatten()
-}
-
 fn shape(model: &TypedModel, o: OutletId) -> Option<TVec<usize>> {
     Some(model.outlet_fact(o).ok()?.shape.as_concrete()?.into())
-}
-
-/// Node `id` is the binary op `name` of `from` and a constant (either
-/// order): the constant.
-fn with_const(model: &TypedModel, id: usize, name: &str, from: OutletId) -> Option<Arc<Tensor>> {
-    let node = model.node(id);
-    if node.op.name() != name || node.inputs.len() != 2 {
-        return None;
-    }
-    let other = node.inputs.iter().find(|o| **o != from)?;
-    node.inputs.contains(&from).then_some(())?;
-    konst(model, *other)
 }
 
 /// The per-channel affine after `last` (`Mul` by gamma, then `Add` of
@@ -252,11 +228,13 @@ fn layer_norm(model: &TypedModel, rms: usize) -> Option<Found> {
     // mean = Reduce<Sum>(x, last axis) * (1/n).
     let mul = model.node(mean.node);
     let (sum_out, inv) = match mul.inputs.as_slice() {
-        [a, b] if mul.op.name() == "Mul" => match (scalar(model, *a), scalar(model, *b)) {
-            (None, Some(v)) => (*a, v),
-            (Some(v), None) => (*b, v),
-            _ => return None,
-        },
+        [a, b] if mul.op.name() == "Mul" => {
+            match (scalar_const(model, *a), scalar_const(model, *b)) {
+                (None, Some(v)) => (*a, v),
+                (Some(v), None) => (*b, v),
+                _ => return None,
+            }
+        }
         _ => return None,
     };
     let red = model.node(sum_out.node);
@@ -367,11 +345,13 @@ fn group_norm(model: &TypedModel, rsqrt: usize) -> Option<Found> {
     // rsqrt(var + eps), then s * that.
     let add = model.node(node.inputs[0].node);
     let (var, eps) = match add.inputs.as_slice() {
-        [a, b] if add.op.name() == "Add" => match (scalar(model, *a), scalar(model, *b)) {
-            (None, Some(e)) => (*a, e),
-            (Some(e), None) => (*b, e),
-            _ => return None,
-        },
+        [a, b] if add.op.name() == "Add" => {
+            match (scalar_const(model, *a), scalar_const(model, *b)) {
+                (None, Some(e)) => (*a, e),
+                (Some(e), None) => (*b, e),
+                _ => return None,
+            }
+        }
         _ => return None,
     };
     let mul = single_successor(model, rsqrt)?;
