@@ -115,56 +115,31 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
     let env = std::env::var("LGMS_SKIP_OPS").unwrap_or_default();
     let on =
         |name: &str| !env.split(',').any(|s| s.trim() == name) && !skip.iter().any(|s| s == name);
-    let attention = if on("attention") {
-        attention::fuse_all(model)?
-    } else {
-        0
-    };
-    let upsample = if on("upsample") {
-        upsample::replace_all(model)?
-    } else {
-        0
-    };
-    let conv1x1 = if on("conv1x1") {
-        conv1x1::replace_all(model)?
-    } else {
-        0
-    };
-    let conv3x3 = if on("conv3x3") {
-        conv3x3::replace_all(model)?
-    } else {
-        0
-    };
-    // After the convs, which fold the GELUs that follow them.
-    let gelu = if on("gelu") {
-        gelu::replace_all(model)?
-    } else {
-        0
-    };
-    let qconv = if on("qconv") {
-        qconv::replace_all(model)?
-    } else {
-        0
-    };
-    let maxpool = if on("maxpool") {
-        maxpool::replace_all(model)?
-    } else {
-        0
-    };
-    let norm = if on("norm") {
-        norm::replace_all(model)?
-    } else {
-        0
-    };
-    let linear = if on("linear") {
-        linear::replace_all(model)?
-    } else {
-        0
-    };
-    if attention + upsample + conv1x1 + conv3x3 + gelu + qconv + maxpool + norm + linear > 0 {
+    // In this order: the GELUs that the f32 convs fold go before `gelu`
+    // replaces the rest.
+    type Replace = fn(&mut TypedModel) -> TractResult<usize>;
+    let steps: [(&str, Replace); 9] = [
+        ("attention", attention::fuse_all),
+        ("upsample", upsample::replace_all),
+        ("conv1x1", conv1x1::replace_all),
+        ("conv3x3", conv3x3::replace_all),
+        ("gelu", gelu::replace_all),
+        ("qconv", qconv::replace_all),
+        ("maxpool", maxpool::replace_all),
+        ("norm", norm::replace_all),
+        ("linear", linear::replace_all),
+    ];
+    let mut n = [0usize; 9];
+    for ((name, replace), count) in steps.iter().zip(&mut n) {
+        if on(name) {
+            *count = replace(model)?;
+        }
+    }
+    if n.iter().sum::<usize>() > 0 {
         // Drop the nodes the patches disconnected.
         *model = model.clone().into_compact()?;
     }
+    let [attention, upsample, conv1x1, conv3x3, gelu, qconv, maxpool, norm, linear] = n;
     Ok(Substitutions {
         attention,
         upsample,
