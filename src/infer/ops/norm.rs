@@ -77,6 +77,9 @@ impl EvalOp for Norm {
             self.beta.try_as_plain_ram()?,
         );
         let (gamma, beta) = (gamma.as_slice::<f32>()?, beta.as_slice::<f32>()?);
+        if x.len() != self.shape.iter().product::<usize>() {
+            bail!("LgmsNorm: {} inputs for {:?}", x.len(), self.shape);
+        }
         let groups = x.len() / self.len;
         let per_block = (BLOCK / self.len).max(1);
         // The groups cover every element (`len` divides the volume: checked
@@ -436,4 +439,30 @@ pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
         replaced += 1;
     }
     Ok(replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An input of the wrong size is an error naming the op, not a panic
+    /// or an output with unwritten values.
+    #[test]
+    fn a_wrong_sized_input_is_an_error() {
+        let op = Norm {
+            len: 4,
+            eps_bits: 1e-5f32.to_bits(),
+            gamma: Arc::new(tensor1(&[1f32; 4])),
+            beta: Arc::new(tensor1(&[0f32; 4])),
+            stride: 1,
+            shape: tvec![2, 4],
+        };
+        let ok = op.eval_out_of_plan(tvec![
+            tensor1(&[1f32, 2., 3., 4., 5., 6., 7., 9.]).into_tvalue()
+        ]);
+        assert!(ok.is_ok());
+        let short = op.eval_out_of_plan(tvec![tensor1(&[1f32; 6]).into_tvalue()]);
+        let err = short.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("LgmsNorm: 6 inputs"), "{err}");
+    }
 }
