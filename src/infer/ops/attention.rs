@@ -474,18 +474,8 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn attend_avx2(b: &Block, row: &mut [f32], out: &mut [f32]) {
         let kmax = max_key_norm(b);
-        let mut i = 0;
         // SAFETY: the caller's guarantees, passed on.
-        unsafe {
-            while i + 4 <= b.m {
-                queries::<4>(b, i, kmax, row, out);
-                i += 4;
-            }
-            while i < b.m {
-                queries::<1>(b, i, kmax, row, out);
-                i += 1;
-            }
-        }
+        unsafe { by_fours!(b.m, |i| queries(b, i, kmax, row, out)) }
     }
 
     /// Keys per step of [`queries`]: the probabilities of a step for 4
@@ -641,18 +631,8 @@ mod neon {
     #[target_feature(enable = "neon")]
     unsafe fn attend_neon(b: &Block, row: &mut [f32], out: &mut [f32]) {
         let kmax = max_key_norm(b);
-        let mut i = 0;
         // SAFETY: the caller's guarantees, passed on.
-        unsafe {
-            while i + 4 <= b.m {
-                queries::<4>(b, i, kmax, row, out);
-                i += 4;
-            }
-            while i < b.m {
-                queries::<1>(b, i, kmax, row, out);
-                i += 1;
-            }
-        }
+        unsafe { by_fours!(b.m, |i| queries(b, i, kmax, row, out)) }
     }
 
     /// Queries `i0..i0 + Q`, 8 value depths (two vectors) at a time, 4 keys

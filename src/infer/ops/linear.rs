@@ -198,18 +198,8 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn linear_avx2(x: &[f32], w: &[f32], b: &[f32], k: usize, n: usize, y: &mut [f32]) {
         let rows = x.len() / k;
-        let mut r = 0;
         // SAFETY: the caller's guarantees, passed on.
-        unsafe {
-            while r + 4 <= rows {
-                rows_block::<4>(x, w, b, k, n, r, y);
-                r += 4;
-            }
-            while r < rows {
-                rows_block::<1>(x, w, b, k, n, r, y);
-                r += 1;
-            }
-        }
+        unsafe { by_fours!(rows, |r| rows_block(x, w, b, k, n, r, y)) }
     }
 
     /// Rows `r0..r0 + R`, 16 outputs at a time.
@@ -278,18 +268,8 @@ mod neon {
     #[target_feature(enable = "neon")]
     unsafe fn linear_neon(x: &[f32], w: &[f32], b: &[f32], k: usize, n: usize, y: &mut [f32]) {
         let rows = x.len() / k;
-        let mut r = 0;
         // SAFETY: the caller's guarantees, passed on.
-        unsafe {
-            while r + 4 <= rows {
-                rows_block::<4>(x, w, b, k, n, r, y);
-                r += 4;
-            }
-            while r < rows {
-                rows_block::<1>(x, w, b, k, n, r, y);
-                r += 1;
-            }
-        }
+        unsafe { by_fours!(rows, |r| rows_block(x, w, b, k, n, r, y)) }
     }
 
     /// Rows `r0..r0 + R`, 16 outputs at a time.

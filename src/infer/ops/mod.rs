@@ -65,6 +65,23 @@ macro_rules! for_row_blocks {
     }};
 }
 
+/// Runs `$block::<4>(args)` for `$i` in steps of 4 while 4 remain, then
+/// `$block::<1>(args)` for each one left: the SIMD kernels of attention
+/// (queries) and of the linear layers (rows) take 4 at a time.
+macro_rules! by_fours {
+    ($n:expr, |$i:ident| $block:ident($($arg:expr),*)) => {{
+        let mut $i = 0;
+        while $i + 4 <= $n {
+            $block::<4>($($arg),*);
+            $i += 4;
+        }
+        while $i < $n {
+            $block::<1>($($arg),*);
+            $i += 1;
+        }
+    }};
+}
+
 pub mod attention;
 pub mod conv1x1;
 pub mod conv3x3;
