@@ -285,13 +285,14 @@ mod tests {
         }
     }
 
-    /// A u8 output through a table (gathered 16 at a time on AVX2) equals
-    /// the scalar kernel's, byte for byte: whole 16-pixel segments and the
+    /// Every kind of output (f32 or u8, with or without a table) of every
+    /// SIMD kernel, through its epilogue, equals the scalar kernel's with
+    /// the reference epilogue, bit for bit: whole 16-pixel segments and the
     /// tail of a row.
     #[test]
-    fn u8_table_output_equals_the_scalar_path() {
+    fn every_output_kind_equals_the_scalar_path() {
         use super::plan::Input;
-        let (cin, cout, k, h, w) = (8, 8, 3, 3, 37);
+        let (cin, cout, k, h, w) = (8, 7, 3, 3, 37);
         let wts: Vec<i8> = (0..cout * cin * k * k)
             .map(|i| ((i * 37 % 61) as i32 - 30) as i8)
             .collect();
@@ -299,37 +300,97 @@ mod tests {
         for (q, t) in table.iter_mut().enumerate() {
             *t = ((q * 7 + 3) % 256) as u8;
         }
-        let plan = Plan::new(
-            (cin, cout, k, h, w, 1),
-            &wts,
-            None,
-            0.02,
-            117,
-            &[0.003],
-            0.05,
-            131,
-        )
-        .unwrap()
-        .with_io(Some((1.0 / 0.02, 117)), None, Some(&table), None);
-        assert!(plan.out_table && plan.dequantize_output.is_none());
         let x: Vec<f32> = (0..cin * h * w)
             .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 5.0)
             .collect();
-        let run = |kernel: Kernel| {
-            let mut buf = vec![0u8; plan.buf_len()];
-            let mut out = vec![0u8; cout * h * w];
-            plan.run_any(
-                &[Input::F32(&x)],
-                &mut buf,
-                super::super::SharedOut(out.as_mut_ptr() as *mut f32),
-                kernel,
+        for (lut, deq) in [
+            (None, Some((131, 0.05))),
+            (Some(&table[..]), Some((131, 0.05))),
+            (None, None),
+            (Some(&table[..]), None),
+        ] {
+            let plan = Plan::new(
+                (cin, cout, k, h, w, 1),
+                &wts,
+                None,
+                0.02,
+                117,
+                &[0.003],
+                0.05,
+                131,
+            )
+            .unwrap()
+            .with_io(Some((1.0 / 0.02, 117)), None, lut, deq);
+            let run = |kernel: Kernel| {
+                let mut buf = vec![0u8; plan.buf_len()];
+                // Room for f32 values; a u8 output fills the first quarter.
+                let mut out = vec![0f32; cout * h * w];
+                plan.run_any(
+                    &[Input::F32(&x)],
+                    &mut buf,
+                    super::super::SharedOut(out.as_mut_ptr()),
+                    kernel,
+                );
+                out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+            };
+            let want = run(crate::kernels::scalar().qconv());
+            let levels: std::collections::BTreeSet<_> = want.iter().collect();
+            assert!(
+                levels.len() > 20,
+                "{lut:?} {deq:?}: {} levels",
+                levels.len()
             );
-            out
-        };
-        let want = run(crate::kernels::scalar().qconv());
-        assert!(want.iter().collect::<std::collections::BTreeSet<_>>().len() > 20);
-        for k in simd_kernels() {
-            assert_eq!(run(k), want, "{}", k.name);
+            for k in simd_kernels() {
+                assert_eq!(run(k), want, "{} {lut:?} {deq:?}", k.name);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The AVX2 epilogue against the reference epilogue, bit for bit,
+        /// for every kind of output, on any accumulators: ties (a scale of
+        /// 0.5 and odd sums), sums far beyond the u8 range, 1 to 4 rows.
+        #[test]
+        fn avx2_epilogue_equals_the_reference(
+            acc in proptest::array::uniform32(any::<i32>()),
+            acc2 in proptest::array::uniform32(-3000i32..3000),
+            rows in 1usize..=4,
+            corr in proptest::array::uniform4(-100_000i32..100_000),
+            scale_pick in proptest::array::uniform4(0usize..4),
+            y_zp in 0i32..=255,
+            zp in 0i32..=255,
+            seed in any::<u8>(),
+        ) {
+            use super::plan::Store;
+            let Some(_) = crate::kernels::cpu::Avx2Fma::detect() else { return Ok(()) };
+            let mut a = [0i32; CO * PX];
+            a[..32].copy_from_slice(&acc);
+            a[32..].copy_from_slice(&acc2);
+            let mult = scale_pick.map(|i| [0.5f32, 0.013, 3.0e-7, 1.0e9][i]);
+            let t8: [u8; 256] = std::array::from_fn(|i| (i as u8).wrapping_mul(29).wrapping_add(seed));
+            let t32: [f32; 256] = std::array::from_fn(|i| i as f32 * -0.37 + seed as f32);
+            for store in [
+                Store::F32 { zp, scale: 0.021 },
+                Store::F32Table(&t32),
+                Store::U8,
+                Store::U8Table(&t8),
+            ] {
+                let mut want = [[0f32; PX]; CO];
+                let mut got = [[0f32; PX]; CO];
+                let ptrs = |o: &mut [[f32; PX]; CO]| -> [*mut u8; CO] {
+                    std::array::from_fn(|r| o[r].as_mut_ptr() as *mut u8)
+                };
+                // SAFETY: every row has room for PX f32 (or u8) values.
+                unsafe {
+                    scalar::store_tile(&a, rows, PX, &corr, &mult, y_zp, store, &ptrs(&mut want));
+                    x86::store_tile_avx2(&a, rows, &corr, &mult, y_zp, store, &ptrs(&mut got));
+                }
+                let bits = |o: &[[f32; PX]; CO]| o.map(|r| r.map(f32::to_bits));
+                prop_assert_eq!(bits(&got), bits(&want), "{:?}", store);
+            }
         }
     }
 

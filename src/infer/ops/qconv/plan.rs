@@ -32,9 +32,6 @@ pub struct Plan {
     /// What a requantised value `q` (0..=255) becomes in a u8 output: the
     /// table after the conv (tract's fused element-wise op), or `q`.
     pub(crate) out_u8: [u8; 256],
-    /// `out_u8` widened to i32, for the AVX2 gathers of a u8 output.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub(crate) out_u8_wide: [i32; 256],
     /// What `q` becomes in an f32 output: `out_u8[q]` dequantised. One
     /// lookup replaces the table, the dequantisation and a float-to-int
     /// conversion per value.
@@ -129,7 +126,6 @@ impl Plan {
             quantize_input: None,
             lut_in: None,
             out_u8: [0; 256],
-            out_u8_wide: [0; 256],
             out_f32: [0.0; 256],
             out_table: false,
             weights,
@@ -173,7 +169,6 @@ impl Plan {
             quantize_input,
             lut_in,
             out_table: out_u8.iter().enumerate().any(|(q, &v)| v as usize != q),
-            out_u8_wide: out_u8.map(i32::from),
             out_u8,
             out_f32,
             dequantize_output,
@@ -351,9 +346,9 @@ impl Plan {
         kernel: Kernel,
         out: SharedOut,
     ) {
-        // The requantisation loops are plain Rust; compiled for AVX2 they
-        // run 8 lanes wide instead of baseline SSE2's 4, with vroundps-free
-        // rounding (see `round_even`).
+        // Whole 16-pixel segments requantise through the AVX2 epilogue;
+        // the plain-Rust loops around the kernel (row tails), compiled for
+        // AVX2, run 8 lanes wide instead of baseline SSE2's 4.
         #[cfg(target_arch = "x86_64")]
         if kernel.avx2.is_some() {
             // SAFETY: `avx2` holds the proof that this CPU has AVX2 and FMA;
@@ -407,91 +402,53 @@ impl Plan {
             self.x_zp
         };
         let mut acc = [0i32; CO * PX];
-        let yzp = self.y_zp;
+        let rows = CO.min(self.cout - cb * CO);
+        let mut corr = [0i32; CO];
+        let mut mult = [0f32; CO];
+        for r in 0..rows {
+            let o = cb * CO + r;
+            corr[r] = self.bias[o] - zp * self.wsum[o];
+            mult[r] = self.mult[o];
+        }
+        let store = self.store();
+        let size = match store {
+            Store::F32 { .. } | Store::F32Table(_) => 4,
+            Store::U8 | Store::U8Table(_) => 1,
+        };
         for x0 in (0..self.w).step_by(PX) {
             let base = first_plane * plane + y * row + x0 * 4;
             (kernel.tile)(buf, base, taps, plane, cin4, wb, &mut acc);
             let n = PX.min(self.w - x0);
-            for r in 0..CO.min(self.cout - cb * CO) {
-                let o = cb * CO + r;
-                let (corr, m) = (self.bias[o] - zp * self.wsum[o], self.mult[o]);
-                // `round_ties_even(acc * m) + y_zp`, clamped to u8: a
-                // fixed-size loop the compiler vectorises. Values beyond
-                // +-1024 clamp to 0 or 255 either way.
-                let requant = |a: i32| {
-                    let v = ((a + corr) as f32 * m).clamp(-1024.0, 1024.0);
-                    (round_even_i32(v) + yzp).clamp(0, 255)
-                };
-                let accs = &acc[r * PX..(r + 1) * PX];
-                let at = (o * self.h + y) * self.w + x0;
-                match self.dequantize_output {
-                    Some((dzp, scale)) if !self.out_table => {
-                        // No table: the dequantisation in the same
-                        // vectorised loop (`(q - zp) * scale`, exact as
-                        // `out_f32[q]` is).
-                        let mut f = [0f32; PX];
-                        for (f, &a) in f.iter_mut().zip(accs) {
-                            *f = (requant(a) - dzp) as f32 * scale;
-                        }
-                        // SAFETY: `at + n` is inside the `cout * h * w`
-                        // values of `out`, and only this block writes
-                        // channel `o`, row `y`.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(at), n) };
-                        // A whole segment as one fixed-size copy (inlined,
-                        // where a copy of n values is a memcpy call).
-                        match <&mut [f32; PX]>::try_from(&mut *dst) {
-                            Ok(whole) => *whole = f,
-                            Err(_) => dst.copy_from_slice(&f[..n]),
-                        }
-                    }
-                    Some(_) => {
-                        let mut q = [0i32; PX];
-                        for (q, &a) in q.iter_mut().zip(accs) {
-                            *q = requant(a);
-                        }
-                        // SAFETY: as above.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(at), n) };
-                        #[cfg(target_arch = "x86_64")]
-                        if let (Some(_), Ok(whole)) =
-                            (kernel.avx2, <&mut [f32; PX]>::try_from(&mut *dst))
-                        {
-                            // SAFETY: the proof of AVX2; every q is in 0..=255.
-                            unsafe { gather_avx2(&self.out_f32, &q, whole) };
-                            continue;
-                        }
-                        for (d, &q) in dst.iter_mut().zip(&q) {
-                            *d = self.out_f32[q as u8 as usize];
-                        }
-                    }
-                    None => {
-                        // SAFETY: as above, in the u8 output.
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut((out.ptr() as *mut u8).add(at), n)
-                        };
-                        #[cfg(target_arch = "x86_64")]
-                        if let (true, Some(_), Ok(whole)) = (
-                            self.out_table,
-                            kernel.avx2,
-                            <&mut [u8; PX]>::try_from(&mut *dst),
-                        ) {
-                            let mut q = [0i32; PX];
-                            for (q, &a) in q.iter_mut().zip(accs) {
-                                *q = requant(a);
-                            }
-                            // SAFETY: the proof of AVX2; every q is in 0..=255.
-                            unsafe { gather_u8_avx2(&self.out_u8_wide, &q, whole) };
-                            continue;
-                        }
-                        let mut q = [0u8; PX];
-                        for (q, &a) in q.iter_mut().zip(accs) {
-                            *q = requant(a) as u8;
-                        }
-                        for (d, &q) in dst.iter_mut().zip(&q) {
-                            *d = self.out_u8[q as usize];
-                        }
-                    }
-                }
+            let mut dst = [std::ptr::null_mut::<u8>(); CO];
+            for (r, d) in dst.iter_mut().enumerate().take(rows) {
+                let at = ((cb * CO + r) * self.h + y) * self.w + x0;
+                // SAFETY: `at + n` values of the output type are inside
+                // `out` (the caller's guarantee).
+                *d = unsafe { (out.ptr() as *mut u8).add(at * size) };
             }
+            #[cfg(target_arch = "x86_64")]
+            if let (Some(_), PX) = (kernel.avx2, n) {
+                // SAFETY: the proof of AVX2; `dst[r]` holds PX values for
+                // every r < rows, which only this block writes.
+                unsafe {
+                    super::x86::store_tile_avx2(&acc, rows, &corr, &mult, self.y_zp, store, &dst)
+                };
+                continue;
+            }
+            // SAFETY: as above, for n values per row.
+            unsafe {
+                super::scalar::store_tile(&acc, rows, n, &corr, &mult, self.y_zp, store, &dst)
+            };
+        }
+    }
+
+    /// Where the requantised levels go (see [`Store`]).
+    fn store(&self) -> Store<'_> {
+        match (self.dequantize_output, self.out_table) {
+            (Some((zp, scale)), false) => Store::F32 { zp, scale },
+            (Some(_), true) => Store::F32Table(&self.out_f32),
+            (None, false) => Store::U8,
+            (None, true) => Store::U8Table(&self.out_u8),
         }
     }
 
@@ -527,59 +484,13 @@ impl Plan {
 /// `f32::round_ties_even` (a libm call on baseline x86_64, which has no
 /// SSE4.1 `roundps`) nor a float-to-int cast vectorises as well.
 #[inline(always)]
-fn round_even_i32(v: f32) -> i32 {
+pub(super) fn round_even_i32(v: f32) -> i32 {
     ((v + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32)
 }
 
 /// 1.5 * 2^23: adding it leaves no fraction bits in an f32 of magnitude
 /// below 2^22.
 const MAGIC: f32 = 12_582_912.0;
-
-/// `dst[j] = table[q[j]]` with two 8-lane gathers.
-///
-/// # Safety
-/// The CPU must have AVX2; every `q[j]` must be in `0..=255`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn gather_avx2(table: &[f32; 256], q: &[i32; PX], dst: &mut [f32; PX]) {
-    use std::arch::x86_64::*;
-    // SAFETY: the caller guarantees AVX2 and indices inside the table;
-    // the loads and stores stay inside `q` and `dst` (16 values each).
-    unsafe {
-        for h in 0..PX / 8 {
-            let idx = _mm256_loadu_si256(q.as_ptr().add(8 * h) as *const __m256i);
-            let v = _mm256_i32gather_ps::<4>(table.as_ptr(), idx);
-            _mm256_storeu_ps(dst.as_mut_ptr().add(8 * h), v);
-        }
-    }
-}
-
-/// `dst[j] = table[q[j]]` (a u8 table widened to i32) with two 8-lane
-/// gathers, packed back to bytes in order: the scalar lookup cost about
-/// as much as the multiply-adds of a shallow 1x1 conv.
-///
-/// # Safety
-/// The CPU must have AVX2; every `q[j]` must be in `0..=255`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn gather_u8_avx2(table: &[i32; 256], q: &[i32; PX], dst: &mut [u8; PX]) {
-    use std::arch::x86_64::*;
-    // SAFETY: the caller guarantees AVX2 and indices inside the table;
-    // the loads and the store stay inside `q` and `dst` (16 values each).
-    unsafe {
-        let lo = _mm256_loadu_si256(q.as_ptr() as *const __m256i);
-        let hi = _mm256_loadu_si256(q.as_ptr().add(8) as *const __m256i);
-        let lo = _mm256_i32gather_epi32::<4>(table.as_ptr(), lo);
-        let hi = _mm256_i32gather_epi32::<4>(table.as_ptr(), hi);
-        // Per 128-bit lane: lo 0-3, hi 0-3 | lo 4-7, hi 4-7; the permute
-        // puts the four 64-bit quarters back in order: lo 0-7, hi 0-7.
-        let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi));
-        let b = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
-        _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, b);
-    }
-}
 
 /// The operator's input, quantised here or already u8.
 #[derive(Clone, Copy)]
@@ -609,4 +520,15 @@ fn locate<'a>(x: &[Input<'a>], mut c: usize, hw: usize) -> (Input<'a>, usize) {
         c -= n;
     }
     unreachable!("channel beyond the parts that fill checked")
+}
+
+/// Where a tile's requantised levels `q` (0..=255) go: f32 dequantised,
+/// `(q - zp) * scale`; f32 through a 256-entry table; u8 as they are; u8
+/// through a table.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Store<'a> {
+    F32 { zp: i32, scale: f32 },
+    F32Table(&'a [f32; 256]),
+    U8,
+    U8Table(&'a [u8; 256]),
 }

@@ -4,6 +4,7 @@
 
 use std::arch::x86_64::*;
 
+use super::plan::Store;
 use super::{check, Acc, Kernel, CO, PX};
 use crate::kernels::cpu::{Avx2Fma, Avx512Vnni, AvxVnni};
 
@@ -138,3 +139,118 @@ tile_loop!(
     _mm256_dpbusd_epi32
 );
 tile_loop!(tile_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
+
+/// Requantises rows `0..rows` of `acc` (`round_ties_even((acc + corr[r]) *
+/// mult[r]) + y_zp`, clamped to 0..=255) and stores each row's 16 values
+/// at `dst[r]` as `store` says: the AVX2 form of [`super::scalar::store_tile`],
+/// bit for bit, with `vroundps` and the u8 table in registers
+/// ([`lookup_u8_avx2`]); 4-17 % faster per conv than the plain loops
+/// compiled for AVX2 with gathers.
+///
+/// # Safety
+/// The CPU must have AVX2; `dst[r]` (r < rows) must be valid for 16
+/// values of the output type (f32 or u8).
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn store_tile_avx2(
+    acc: &Acc,
+    rows: usize,
+    corr: &[i32; CO],
+    mult: &[f32; CO],
+    y_zp: i32,
+    store: Store<'_>,
+    dst: &[*mut u8; CO],
+) {
+    // SAFETY: the caller guarantees AVX2 and the destinations; the loads
+    // stay inside `acc`.
+    unsafe {
+        let lo = _mm256_set1_ps(-y_zp as f32);
+        let hi = _mm256_set1_ps((255 - y_zp) as f32);
+        let zpf = _mm256_set1_ps(y_zp as f32);
+        // Levels q (0..=255) as i32, per row and half, for the u8 stores.
+        let mut q = [_mm256_setzero_si256(); 2 * CO];
+        for r in 0..rows.min(CO) {
+            let (c, m) = (_mm256_set1_epi32(corr[r]), _mm256_set1_ps(mult[r]));
+            for h in 0..2 {
+                let a = _mm256_loadu_si256(acc.as_ptr().add(r * PX + 8 * h) as *const __m256i);
+                let f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a, c)), m);
+                // q - y_zp, rounded half to even and clamped; as floats,
+                // every value is an exact integer.
+                let v = _mm256_min_ps(
+                    _mm256_max_ps(
+                        _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(f),
+                        lo,
+                    ),
+                    hi,
+                );
+                match store {
+                    Store::F32 { zp, scale } => {
+                        let d = (dst[r] as *mut f32).add(8 * h);
+                        let out = _mm256_mul_ps(
+                            _mm256_add_ps(v, _mm256_set1_ps((y_zp - zp) as f32)),
+                            _mm256_set1_ps(scale),
+                        );
+                        _mm256_storeu_ps(d, out);
+                    }
+                    Store::F32Table(t) => {
+                        let idx = _mm256_cvtps_epi32(_mm256_add_ps(v, zpf));
+                        let d = (dst[r] as *mut f32).add(8 * h);
+                        _mm256_storeu_ps(d, _mm256_i32gather_ps::<4>(t.as_ptr(), idx));
+                    }
+                    Store::U8 | Store::U8Table(_) => {
+                        q[2 * r + h] = _mm256_cvtps_epi32(_mm256_add_ps(v, zpf));
+                    }
+                }
+            }
+        }
+        let table = match store {
+            Store::U8 => None,
+            Store::U8Table(t) => Some(t),
+            _ => return,
+        };
+        // Two rows per register: 32 bytes, row 2p then row 2p + 1.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for p in 0..rows.div_ceil(2) {
+            let r0 = _mm256_packs_epi32(q[4 * p], q[4 * p + 1]);
+            let r1 = _mm256_packs_epi32(q[4 * p + 2], q[4 * p + 3]);
+            // Dwords: r0 px 0-3, 8-11, r1 0-3, 8-11 | r0 4-7, 12-15, r1 4-7, 12-15.
+            let b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(r0, r1), order);
+            let b = match table {
+                Some(t) => lookup_u8_avx2(t, b),
+                None => b,
+            };
+            _mm_storeu_si128(dst[2 * p] as *mut __m128i, _mm256_castsi256_si128(b));
+            if 2 * p + 1 < rows {
+                _mm_storeu_si128(
+                    dst[2 * p + 1] as *mut __m128i,
+                    _mm256_extracti128_si256::<1>(b),
+                );
+            }
+        }
+    }
+}
+
+/// `table[x]` for each of the 32 bytes of `x`: sixteen 16-entry
+/// `vpshufb` lookups, one per high nibble. Block `b` sees `x - 16 b`
+/// plus 0x70 (saturating): below 0x80, and so looked up, only for the
+/// bytes of block `b`; every other byte gets bit 7 and a zero. Twice as
+/// fast as two 8-lane gathers here.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn lookup_u8_avx2(table: &[u8; 256], x: __m256i) -> __m256i {
+    // SAFETY: the caller guarantees AVX2; the loads stay inside `table`.
+    unsafe {
+        let (bias, step) = (_mm256_set1_epi8(0x70), _mm256_set1_epi8(16));
+        let (mut x, mut out) = (x, _mm256_setzero_si256());
+        for b in 0..16 {
+            let t = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                table.as_ptr().add(16 * b) as *const __m128i
+            ));
+            out = _mm256_or_si256(out, _mm256_shuffle_epi8(t, _mm256_adds_epu8(x, bias)));
+            x = _mm256_sub_epi8(x, step);
+        }
+        out
+    }
+}
