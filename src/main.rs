@@ -286,17 +286,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// The first SIGINT/SIGTERM sets the flag: the pipeline stops within a
-/// second, abandoning an inference in flight, and reports. A second one
-/// exits at once (status 130), e.g. during a long model load.
-fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
+/// The run's stop flag, and whether a signal raised it: the pipeline also
+/// raises it when the run ends by itself.
+struct Stop {
+    run: Arc<AtomicBool>,
+    signalled: Arc<AtomicBool>,
+}
+
+/// The first SIGINT/SIGTERM raises the stop flag: the pipeline stops
+/// within a second, abandoning an inference in flight, and reports. A
+/// second one exits at once (status 130), e.g. during a long model load.
+fn stop_flag() -> anyhow::Result<Stop> {
+    let stop = Stop {
+        run: Arc::new(AtomicBool::new(false)),
+        signalled: Arc::new(AtomicBool::new(false)),
+    };
+    let (run, signalled) = (stop.run.clone(), stop.signalled.clone());
     ctrlc::set_handler(move || {
-        if s.swap(true, Ordering::SeqCst) {
+        if signalled.swap(true, Ordering::SeqCst) {
             eprintln!("lgms-edge: second signal, exiting now");
             std::process::exit(130);
         }
+        run.store(true, Ordering::SeqCst);
         eprintln!("lgms-edge: stopping (a second signal exits at once)");
     })
     .context("installing the signal handler")?;
@@ -335,8 +346,8 @@ fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     raw.model.precision = read_metadata(&model)?.precision()?;
     let cfg = raw.validate_flags().context("checking the demo's flags")?;
     let stop = stop_flag()?;
-    let result = app::run(&cfg, stop.clone())?;
-    if stop.load(Ordering::SeqCst) {
+    let result = app::run(&cfg, stop.run)?;
+    if stop.signalled.load(Ordering::SeqCst) {
         log::info!("stopped by a signal: no GIF is written");
     } else if !a.no_gif {
         log::info!("writing {:?} from the video", a.out.join("demo.gif"));
@@ -357,7 +368,7 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         cfg.stats_json = a.stats_json;
     }
     let stop = stop_flag()?;
-    let result = app::run(&cfg, stop)?;
+    let result = app::run(&cfg, stop.run)?;
     print!("{}", result.report.to_text());
     Ok(ExitCode::SUCCESS)
 }

@@ -346,6 +346,33 @@ fn demo_with_bad_flags() {
     }
 }
 
+/// A demo that ends by itself writes its GIF (only a signal skips it), and
+/// its video and statistics.
+#[test]
+fn demo_writes_its_gif() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "demo",
+            "--model",
+            "tests/fixtures/tiny_dark.onnx",
+            "--frames",
+            "3",
+        ])
+        .args(["--allow-ungated", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = succeeds(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("stopped by a signal"), "{err}");
+    let gif = std::fs::read(dir.path().join("demo.gif")).unwrap();
+    assert!(gif.starts_with(b"GIF89a"), "not a GIF");
+    for f in ["demo.y4m", "stats.json"] {
+        assert!(dir.path().join(f).is_file(), "{f} missing: {text}");
+    }
+}
+
 /// A usage error is not dressed up as a config file; a cause is said once.
 #[test]
 fn errors_name_their_cause_once() {
