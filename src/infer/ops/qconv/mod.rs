@@ -346,6 +346,63 @@ mod tests {
         }
     }
 
+    /// The quantised input buffer of every SIMD kernel's fill equals the
+    /// scalar fill's (in the kernel's encoding): f32 inputs with NaN,
+    /// infinities, ties and values far outside the range, in two parts
+    /// (an absorbed concat), a padding channel, whole 32-pixel pieces and
+    /// a tail; u8 inputs through a table.
+    #[test]
+    fn fill_equals_the_scalar_fill() {
+        use super::plan::Input;
+        let (cin, cout, k, h, w) = (7, 4, 3, 2, 70);
+        let wts = vec![1i8; cout * cin * k * k];
+        let hw = h * w;
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e30,
+            -1e30,
+            0.5,
+            1.5,
+            -2.5,
+        ];
+        let xf: Vec<f32> = (0..cin * hw)
+            .map(|i| match i % 11 {
+                0 => specials[i / 11 % specials.len()],
+                _ => ((i * 7919 % 1000) as f32 - 500.0) * 0.013,
+            })
+            .collect();
+        let xu: Vec<u8> = (0..cin * hw).map(|i| (i * 131 % 256) as u8).collect();
+        let table: Vec<u8> = (0..256).map(|q| (q * 5 + 1) as u8).collect();
+        let base = Plan::new((cin, cout, k, h, w, 1), &wts, None, 0.1, 9, &[0.01], 0.1, 0).unwrap();
+        let quantised = base.with_io(Some((1.0 / 0.1, 9)), None, None, Some((0, 0.1)));
+        let base = Plan::new((cin, cout, k, h, w, 1), &wts, None, 0.1, 9, &[0.01], 0.1, 0).unwrap();
+        let looked_up = base.with_io(None, Some(table), None, Some((0, 0.1)));
+        let cases: [(&Plan, Vec<Input<'_>>); 2] = [
+            (
+                &quantised,
+                vec![Input::F32(&xf[..3 * hw]), Input::F32(&xf[3 * hw..])],
+            ),
+            (
+                &looked_up,
+                vec![Input::U8(&xu[..4 * hw]), Input::U8(&xu[4 * hw..])],
+            ),
+        ];
+        for (plan, x) in cases {
+            let fill = |kernel: Kernel| {
+                let mut buf = vec![0xA5u8; plan.buf_len()];
+                plan.fill(&x, &mut buf, kernel);
+                let flip = if kernel.signed { 0x80 } else { 0 };
+                buf.iter().map(|b| b ^ flip).collect::<Vec<u8>>()
+            };
+            let want = fill(crate::kernels::scalar().qconv());
+            for k in simd_kernels() {
+                assert_eq!(fill(k), want, "{}", k.name);
+            }
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]

@@ -212,7 +212,7 @@ impl Plan {
     /// channels: the inputs of a concat the conv absorbed) into `buf` in
     /// `kernel`'s encoding, padding with the zero point: one block per
     /// padded row, on the pool when there is one.
-    fn fill(&self, x: &[Input<'_>], buf: &mut [u8], kernel: Kernel) {
+    pub(super) fn fill(&self, x: &[Input<'_>], buf: &mut [u8], kernel: Kernel) {
         let hw = self.h * self.w;
         assert!(
             x.iter().all(|p| p.len() % hw == 0)
@@ -246,11 +246,12 @@ impl Plan {
             // SAFETY: `avx2` holds the proof that this CPU has AVX2 and FMA.
             return unsafe { self.fill_row_avx2(x, c4, y, padded, kernel) };
         }
-        self.fill_row_body(x, c4, y, padded, kernel)
+        self.fill_row_body(x, c4, y, padded, kernel, 0)
     }
 
     #[cfg(target_arch = "x86_64")]
-    /// [`Plan::fill_row_body`] compiled for AVX2 + FMA.
+    /// Whole 32-pixel pieces through [`super::x86::fill32_avx2`], the rest
+    /// through [`Plan::fill_row_body`] compiled for AVX2 + FMA.
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA.
@@ -263,9 +264,50 @@ impl Plan {
         padded: &mut [u8],
         kernel: Kernel,
     ) {
-        self.fill_row_body(x, c4, y, padded, kernel)
+        use super::x86::{fill32_avx2, Line};
+        let (pad, w, hw) = (self.pad(), self.w, self.h * self.w);
+        let flip = if kernel.signed { 0x80 } else { 0 };
+        let lut = self
+            .lut_in
+            .as_deref()
+            .and_then(|t| <&[u8; 256]>::try_from(t).ok());
+        let whole = if lut.is_some() == self.lut_in.is_some() {
+            w / 32 * 32
+        } else {
+            0
+        };
+        // Where each channel's row `y` starts.
+        let lines: [Line; 4] = std::array::from_fn(|q| {
+            let c = c4 * 4 + q;
+            if c >= self.cin {
+                // Padding channel (zero weights): any value will do.
+                return Line::Same(self.x_zp as u8);
+            }
+            let (part, c) = locate(x, c, hw);
+            let at = (c * self.h + y) * w;
+            match part {
+                Input::F32(v) => Line::F32(v[at..at + w].as_ptr()),
+                Input::U8(v) => Line::U8(v[at..at + w].as_ptr()),
+            }
+        });
+        let quant = self.quantize_input.unwrap_or((1.0, 0));
+        let dst = &mut padded[pad * 4..(pad + whole) * 4];
+        for (k, d) in dst.chunks_exact_mut(128).enumerate() {
+            let at = |l: Line| match l {
+                // SAFETY: `k * 32 + 32 <= whole <= w` values of the row.
+                Line::F32(p) => Line::F32(unsafe { p.add(32 * k) }),
+                Line::U8(p) => Line::U8(unsafe { p.add(32 * k) }),
+                same => same,
+            };
+            // SAFETY: the proof of AVX2 (the caller's); 32 values per line
+            // (above) and 128 bytes in `d`.
+            unsafe { fill32_avx2(&lines.map(at), quant, lut, flip, d.as_mut_ptr()) };
+        }
+        self.fill_row_body(x, c4, y, padded, kernel, whole)
     }
 
+    /// Writes the padding of row `y` of 4-channel plane `c4` and its
+    /// pixels from `from` on.
     #[inline(always)]
     fn fill_row_body(
         &self,
@@ -274,6 +316,7 @@ impl Plan {
         y: usize,
         padded: &mut [u8],
         kernel: Kernel,
+        from: usize,
     ) {
         /// Pixels per pass: stack buffers, no allocation per conv.
         const CHUNK: usize = 64;
@@ -284,7 +327,7 @@ impl Plan {
         // last segment's overrun).
         padded[..pad * 4].fill(zp);
         padded[(pad + w) * 4..].fill(zp);
-        for x0 in (0..w).step_by(CHUNK) {
+        for x0 in (from..w).step_by(CHUNK) {
             let n = CHUNK.min(w - x0);
             // One chunk of each of 4 channels, then the 4 bytes of each
             // pixel as one little-endian u32: both loops vectorise (byte

@@ -254,3 +254,96 @@ unsafe fn lookup_u8_avx2(table: &[u8; 256], x: __m256i) -> __m256i {
         out
     }
 }
+
+/// One channel's 32 pixels for [`fill32_avx2`]: f32 values to quantise,
+/// u8 values, or one value throughout (a padding channel).
+#[derive(Clone, Copy)]
+pub(super) enum Line {
+    F32(*const f32),
+    U8(*const u8),
+    Same(u8),
+}
+
+/// Writes 32 pixels of 4 channels at `dst` (128 bytes), each pixel's 4
+/// channel bytes side by side, XORed with `flip`: the AVX2 form of
+/// `Plan::fill_row_body`. An f32 line is quantised with `(inv_scale,
+/// zp)`, `round_ties_even(v * inv_scale) + zp` clamped to 0..=255 (NaN
+/// the lowest level); then `lut`, when there is one, maps every byte.
+///
+/// # Safety
+/// The CPU must have AVX2; each line's pointer must be valid for 32
+/// values; `dst` for 128 bytes.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn fill32_avx2(
+    lines: &[Line; 4],
+    (inv, zp): (f32, i32),
+    lut: Option<&[u8; 256]>,
+    flip: u8,
+    dst: *mut u8,
+) {
+    // SAFETY: the caller guarantees AVX2, the lines and `dst`.
+    unsafe {
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let mut c = [_mm256_setzero_si256(); 4];
+        for (c, line) in c.iter_mut().zip(lines) {
+            *c = match *line {
+                Line::F32(p) => {
+                    let (inv, zpf) = (_mm256_set1_ps(inv), _mm256_set1_ps(zp as f32));
+                    // The clamp before the rounding (the bounds are
+                    // integers, so it commutes); `max` turns NaN into
+                    // the low bound.
+                    let (lo, hi) = (
+                        _mm256_set1_ps(-zp as f32),
+                        _mm256_set1_ps((255 - zp) as f32),
+                    );
+                    let q: [__m256i; 4] = std::array::from_fn(|k| {
+                        let v = _mm256_mul_ps(_mm256_loadu_ps(p.add(8 * k)), inv);
+                        let v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+                        let v =
+                            _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                        _mm256_cvtps_epi32(_mm256_add_ps(v, zpf))
+                    });
+                    let w = _mm256_packus_epi16(
+                        _mm256_packs_epi32(q[0], q[1]),
+                        _mm256_packs_epi32(q[2], q[3]),
+                    );
+                    _mm256_permutevar8x32_epi32(w, order)
+                }
+                Line::U8(p) => _mm256_loadu_si256(p as *const __m256i),
+                Line::Same(v) => _mm256_set1_epi8(v as i8),
+            };
+            // A padding channel's value goes in as it is (as in the
+            // scalar fill; its weights are zero).
+            if let (Some(t), false) = (lut, matches!(line, Line::Same(_))) {
+                *c = lookup_u8_avx2(t, *c);
+            }
+        }
+        // Bytes to pixels: c0 c1 pairs and c2 c3 pairs, then the pairs
+        // side by side; each 128-bit lane holds its own pixels.
+        let (a, b) = (
+            _mm256_unpacklo_epi8(c[0], c[1]),
+            _mm256_unpackhi_epi8(c[0], c[1]),
+        );
+        let (d, e) = (
+            _mm256_unpacklo_epi8(c[2], c[3]),
+            _mm256_unpackhi_epi8(c[2], c[3]),
+        );
+        // Pixels 0-3 | 16-19, 4-7 | 20-23, 8-11 | 24-27, 12-15 | 28-31.
+        let p = [
+            _mm256_unpacklo_epi16(a, d),
+            _mm256_unpackhi_epi16(a, d),
+            _mm256_unpacklo_epi16(b, e),
+            _mm256_unpackhi_epi16(b, e),
+        ];
+        let f = _mm256_set1_epi8(flip as i8);
+        let out = [
+            _mm256_permute2x128_si256::<0x20>(p[0], p[1]),
+            _mm256_permute2x128_si256::<0x20>(p[2], p[3]),
+            _mm256_permute2x128_si256::<0x31>(p[0], p[1]),
+            _mm256_permute2x128_si256::<0x31>(p[2], p[3]),
+        ];
+        for (k, v) in out.iter().enumerate() {
+            _mm256_storeu_si256(dst.add(32 * k) as *mut __m256i, _mm256_xor_si256(*v, f));
+        }
+    }
+}
