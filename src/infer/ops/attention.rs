@@ -482,6 +482,54 @@ mod x86 {
     /// queries (512 B) stay in L1 between the two phases.
     const STEP: usize = 32;
 
+    /// `acc[qi] += sum over keys u < nk of probs[qi][u] * v[u]` (8 depths
+    /// from `v`, key u at `v + u * ldv`, masked to the depths of `vmask`),
+    /// even keys into the first sum and odd keys into the second. A
+    /// function of its own so that the 8 sums stay in registers: inlined
+    /// into [`queries`], whose other live values filled the 16 registers,
+    /// they went to the stack, a store and a load in every FMA's chain.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `v` valid for `nk` rows of 8 depths (or of `vmask`'s).
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn weigh_values<const Q: usize>(
+        probs: &[[f32; STEP]; Q],
+        nk: usize,
+        v: *const f32,
+        ldv: usize,
+        vmask: Option<__m256i>,
+        acc: &mut [[__m256; 2]; Q],
+    ) {
+        // SAFETY: the caller's guarantee on `v`; `u < nk <= STEP`.
+        unsafe {
+            let value = |u: usize| match vmask {
+                None => _mm256_loadu_ps(v.add(u * ldv)),
+                Some(m) => _mm256_maskload_ps(v.add(u * ldv), m),
+            };
+            let mut a = *acc;
+            let mut u = 0;
+            while u + 2 <= nk {
+                let (v0, v1) = (value(u), value(u + 1));
+                for qi in 0..Q {
+                    let p0 = _mm256_broadcast_ss(&probs[qi][u]);
+                    let p1 = _mm256_broadcast_ss(&probs[qi][u + 1]);
+                    a[qi][0] = _mm256_fmadd_ps(p0, v0, a[qi][0]);
+                    a[qi][1] = _mm256_fmadd_ps(p1, v1, a[qi][1]);
+                }
+                u += 2;
+            }
+            if u < nk {
+                let v0 = value(u);
+                for qi in 0..Q {
+                    let p0 = _mm256_broadcast_ss(&probs[qi][u]);
+                    a[qi][0] = _mm256_fmadd_ps(p0, v0, a[qi][0]);
+                }
+            }
+            *acc = a;
+        }
+    }
+
     /// Queries `i0..i0 + Q`, 8 value depths at a time, [`STEP`] keys per
     /// step in two phases, each with independent chains of FMAs for the
     /// out-of-order core to overlap (one phase per key would wait on the
@@ -559,17 +607,8 @@ mod x86 {
                         }
                         g += 16;
                     }
-                    for u in 0..nk {
-                        let vp = b.v.as_ptr().add((j + u) * ldv + e0);
-                        let v = match vmask {
-                            None => _mm256_loadu_ps(vp),
-                            Some(m) => _mm256_maskload_ps(vp, m),
-                        };
-                        for qi in 0..Q {
-                            let a = &mut acc[qi][u & 1];
-                            *a = _mm256_fmadd_ps(_mm256_broadcast_ss(&probs[qi][u]), v, *a);
-                        }
-                    }
+                    let vp = b.v.as_ptr().add(j * ldv + e0);
+                    weigh_values(&probs, nk, vp, ldv, vmask, &mut acc);
                     j += STEP;
                 }
                 for qi in 0..Q {
