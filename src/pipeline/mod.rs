@@ -49,7 +49,7 @@ use crate::pipeline::compositor::compositor_loop;
 use crate::pipeline::slots::{lock, Shared};
 use crate::pipeline::stats::{Report, StageRecorder};
 use crate::pipeline::watchdog::Watchdog;
-use crate::pipeline::workers::{capture_loop, worker_loop, CaptureMode};
+use crate::pipeline::workers::{capture_loop, worker_loop, CaptureMode, Freshness};
 use crate::sink::Sink;
 use crate::source::FrameSource;
 use crate::{Error, Result};
@@ -230,13 +230,19 @@ pub fn run(
             .map_err(|e| Error::io("starting the capture thread", e))?;
     }
     let n_workers = segmenters.len();
+    // A lossless replay shows every frame with its own mask: no frame is
+    // left for a fresher one.
+    let fresh = (!opts.lossless).then_some(Freshness {
+        period,
+        max_age: opts.max_mask_age,
+    });
     for (i, seg) in segmenters.into_iter().enumerate() {
         let shared = shared.clone();
         let tx = done_tx.clone();
         std::thread::Builder::new()
             .name(format!("infer-{i}"))
             .spawn(move || {
-                worker_loop(seg, &shared, roi, width, height);
+                worker_loop(seg, &shared, roi, (width, height), fresh);
                 let _ = tx.send(Ended::Worker);
             })
             .map_err(|e| Error::io("starting an inference thread", e))?;
