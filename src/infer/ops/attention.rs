@@ -580,6 +580,22 @@ mod x86 {
                 }
                 s
             };
+            // The same for the 16 keys from `g` (all below n): each query
+            // value broadcast once for both vectors of keys.
+            let scores16 = |g: usize| -> ([__m256; Q], [__m256; Q]) {
+                let mut s0: [__m256; Q] = std::array::from_fn(|qi| _mm256_set1_ps(-bound[qi]));
+                let mut s1 = s0;
+                for t in 0..d {
+                    let kp = b.kt.as_ptr().add(t * ld + g);
+                    let (k0, k1) = (_mm256_loadu_ps(kp), _mm256_loadu_ps(kp.add(8)));
+                    for qi in 0..Q {
+                        let q = _mm256_broadcast_ss(&*qp.add(qi * d + t));
+                        s0[qi] = _mm256_fmadd_ps(q, k0, s0[qi]);
+                        s1[qi] = _mm256_fmadd_ps(q, k1, s1[qi]);
+                    }
+                }
+                (s0, s1)
+            };
             let mut e0 = 0;
             while e0 < dv {
                 let vmask = (dv - e0 < 8).then(|| first_lanes(dv - e0));
@@ -591,8 +607,12 @@ mod x86 {
                     let nk = (n - j).min(STEP);
                     let mut g = 0;
                     while g < nk {
-                        let s0 = scores(j + g);
-                        let s1 = (g + 8 < nk).then(|| scores(j + g + 8));
+                        let (s0, s1) = if g + 16 <= nk {
+                            let (s0, s1) = scores16(j + g);
+                            (s0, Some(s1))
+                        } else {
+                            (scores(j + g), (g + 8 < nk).then(|| scores(j + g + 8)))
+                        };
                         for (h, s) in [Some(s0), s1].into_iter().flatten().enumerate() {
                             let at = g + 8 * h;
                             let live = (nk - at < 8).then(|| first_lanes(nk - at));
