@@ -102,12 +102,15 @@ struct DemoArgs {
     /// Seed of the phantom source.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Inference workers (each a thread with its own model state). One
-    /// worker using every core (latency mode) keeps masks fresher than one
-    /// worker per core (throughput mode) on the 2-core dev machine.
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
-    /// Threads per inference (default: the cores this process may use).
+    /// Inference workers, each a thread with its own model state (default:
+    /// one per core this process may use, at most 4). With frames left for
+    /// fresher ones, one worker per core (throughput mode) draws a mask
+    /// on more frames than one worker using every core (latency mode) on
+    /// the 2-core dev machine.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Threads per inference (default: the cores left per worker, at
+    /// least 1).
     #[arg(long)]
     threads: Option<usize>,
     /// Oldest mask still drawn, in ms (a cart's setting: older masks are
@@ -334,11 +337,10 @@ fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     raw.phantom.kind = a.kind;
     raw.phantom.fps = a.fps;
     raw.phantom.seed = a.seed;
-    raw.model.workers = a.workers;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    raw.model.workers = a.workers.unwrap_or(cores.min(4));
     raw.model.threads = a.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(lgms_edge::config::MAX_THREADS)
+        (cores / raw.model.workers.max(1)).clamp(1, lgms_edge::config::MAX_THREADS)
     });
     raw.measure.depth_mm = a.depth_mm;
     raw.model.allow_ungated = a.allow_ungated;

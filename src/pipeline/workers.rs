@@ -150,8 +150,9 @@ pub(super) fn worker_loop(
     let mut mask = Mask::new(roi);
     let mut failures = 0u32;
     let mut took = RecentTimes::default();
-    // The newest frame left because its mask would come too late.
-    let mut passed = 0u64;
+    // The newest frame left because its mask would come too late, and
+    // whether the last decision was to leave one.
+    let (mut passed, mut passed_last) = (0u64, false);
     loop {
         {
             let mut slot = lock(&shared.frames);
@@ -162,7 +163,7 @@ pub(super) fn worker_loop(
                 if slot.gen > slot.claimed && slot.gen > passed {
                     let lag = slot.frame.captured.elapsed();
                     match (fresh, took.median()) {
-                        (Some(f), Some(t)) if !f.worth_starting(lag, t) => {
+                        (Some(f), Some(t)) if !f.start(lag, t, passed_last) => {
                             log::debug!(
                                 "frame {} left: {} ms old, its mask would take {} ms",
                                 slot.frame.id,
@@ -170,8 +171,12 @@ pub(super) fn worker_loop(
                                 t.as_millis()
                             );
                             passed = slot.gen;
+                            passed_last = true;
                         }
-                        _ => break,
+                        _ => {
+                            passed_last = false;
+                            break;
+                        }
                     }
                 }
                 if slot.done {
@@ -233,7 +238,10 @@ pub(super) fn worker_loop(
 /// passes the last of those: it does better to wait for the next frame,
 /// whose mask is in time. Where even a frame started the moment it
 /// arrives would be late (the model is too slow for the setting), every
-/// frame is started: there is nothing better to wait for.
+/// frame is started: there is nothing better to wait for. Nor is a frame
+/// left right after another was: a frame published later than its
+/// capture time says, or an estimate a little too high, then costs one
+/// frame instead of stopping the masks for good.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Freshness {
     pub(super) period: Duration,
@@ -252,8 +260,12 @@ impl Freshness {
     }
 
     /// Whether to start a frame `lag` old now, with inferences taking
-    /// `infer`.
-    pub(super) fn worth_starting(&self, lag: Duration, infer: Duration) -> bool {
+    /// `infer`, when the previous frame was left (`passed_last`) or not.
+    pub(super) fn start(&self, lag: Duration, infer: Duration, passed_last: bool) -> bool {
+        passed_last || self.worth_starting(lag, infer)
+    }
+
+    fn worth_starting(&self, lag: Duration, infer: Duration) -> bool {
         let last = self.last_shown();
         lag + infer <= last || infer > last
     }
@@ -291,52 +303,54 @@ impl RecentTimes {
 mod tests {
     use super::*;
 
-    /// The share of 3000 frames, one every `period` ms, that show a mask
-    /// at most `max_age` ms old when one worker takes `infer` ms per frame
-    /// and starts the newest frame as soon as it is free or, with `fresh`,
-    /// only when [`Freshness`] says so.
-    fn coverage(period: f64, infer: f64, max_age: f64, fresh: bool) -> f64 {
+    /// One worker taking `infer` ms per frame on 3000 frames, one every
+    /// `period` ms, each published `delay` ms after its capture time: the
+    /// share of frames that show a mask at most `max_age` ms old, and the
+    /// inferences made. The worker starts the newest frame as soon as it
+    /// is free or, with `fresh`, when [`Freshness::start`] says so.
+    fn simulate(period: f64, infer: f64, max_age: f64, delay: f64, fresh: bool) -> (f64, usize) {
         let frames = 3000usize;
         let policy = Freshness {
             period: Duration::from_secs_f64(period / 1e3),
             max_age: Duration::from_secs_f64(max_age / 1e3),
         };
+        let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
         // (ready time, capture time) of every mask, in order.
         let mut masks: Vec<(f64, f64)> = Vec::new();
-        let (mut free, mut last) = (0.0f64, None::<usize>);
+        let (mut free, mut last, mut passed_last) = (delay, None::<usize>, false);
         while free < frames as f64 * period {
-            let newest = (free / period + 1e-9).floor() as usize;
+            let newest = ((free - delay) / period + 1e-9).floor() as usize;
             if last.is_some_and(|l| l >= newest) {
-                free = (newest + 1) as f64 * period;
+                free = (newest + 1) as f64 * period + delay;
                 continue;
             }
             let lag = (free - newest as f64 * period).max(0.0);
-            let go = !fresh
-                || policy.worth_starting(
-                    Duration::from_secs_f64(lag / 1e3),
-                    Duration::from_secs_f64(infer / 1e3),
-                );
-            if !go {
-                last = Some(newest);
-                free = (newest + 1) as f64 * period;
+            last = Some(newest);
+            if fresh && !policy.start(ms(lag), ms(infer), passed_last) {
+                passed_last = true;
+                free = (newest + 1) as f64 * period + delay;
                 continue;
             }
+            passed_last = false;
             masks.push((free + infer, newest as f64 * period));
-            last = Some(newest);
             free += infer;
         }
         let shown = (0..frames)
             .filter(|&k| {
-                let t = k as f64 * period;
+                let t = k as f64 * period + delay;
                 masks
                     .iter()
                     .filter(|(ready, _)| *ready <= t)
                     .map(|(_, c)| *c)
                     .fold(None::<f64>, |a, c| Some(a.map_or(c, |a: f64| a.max(c))))
-                    .is_some_and(|c| t - c <= max_age)
+                    .is_some_and(|c| k as f64 * period - c <= max_age)
             })
             .count();
-        shown as f64 / frames as f64
+        (shown as f64 / frames as f64, masks.len())
+    }
+
+    fn coverage(period: f64, infer: f64, max_age: f64, fresh: bool) -> f64 {
+        simulate(period, infer, max_age, 0.0, fresh).0
     }
 
     /// At 15 fps with a 150 ms limit and an inference longer than a frame
@@ -367,6 +381,21 @@ mod tests {
         }
     }
 
+    /// Frames published 10 ms after their capture time and an inference
+    /// that fits only a frame started at once: no frame is ever worth
+    /// starting, and the worker still starts every other one (it never
+    /// leaves two in a row), so its estimate keeps up and nothing stalls.
+    #[test]
+    fn late_frames_never_stop_the_worker() {
+        let p = 1000.0 / 15.0;
+        let (_, naive) = simulate(p, 128.0, 150.0, 10.0, false);
+        let (_, fresh) = simulate(p, 128.0, 150.0, 10.0, true);
+        assert!(
+            naive > 1000 && fresh >= naive / 2,
+            "{fresh} of {naive} inferences"
+        );
+    }
+
     #[test]
     fn worth_starting_follows_the_last_frame_a_mask_is_shown_on() {
         let ms = Duration::from_millis;
@@ -379,6 +408,9 @@ mod tests {
         assert!(!f.worth_starting(ms(50), ms(90)));
         // Too slow for any frame: started anyway.
         assert!(f.worth_starting(ms(60), ms(140)));
+        // Right after a frame was left: started anyway.
+        assert!(f.start(ms(50), ms(90), true));
+        assert!(!f.start(ms(50), ms(90), false));
         assert_eq!(RecentTimes::default().median(), None);
         let mut r = RecentTimes::default();
         for t in [80, 500, 82, 81] {
