@@ -346,6 +346,91 @@ mod tests {
         }
     }
 
+    /// A ReLU after the conv (an f32 table that is a clamped
+    /// dequantisation, bit for bit) is computed instead of looked up, and
+    /// gives the table's values on every kernel; a table that differs in
+    /// one level stays a table.
+    #[test]
+    fn a_relu_table_is_computed_and_equals_the_table() {
+        use super::plan::{Input, Store};
+        let (cin, cout, k, h, w) = (8, 8, 3, 3, 37);
+        let wts: Vec<i8> = (0..cout * cin * k * k)
+            .map(|i| ((i * 37 % 61) as i32 - 30) as i8)
+            .collect();
+        let (zp, scale) = (131, 0.05f32);
+        let relu: [f32; 256] = std::array::from_fn(|q| ((q as i32).max(zp) - zp) as f32 * scale);
+        let plan = |table: [f32; 256]| {
+            Plan::new(
+                (cin, cout, k, h, w, 1),
+                &wts,
+                None,
+                0.02,
+                117,
+                &[0.003],
+                scale,
+                zp,
+            )
+            .unwrap()
+            .with_io(Some((1.0 / 0.02, 117)), None, None, Some((zp, scale)))
+            .with_f32_table(table)
+        };
+        let x: Vec<f32> = (0..cin * h * w)
+            .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 5.0)
+            .collect();
+        let run = |p: &Plan, kernel: Kernel| {
+            let mut buf = vec![0u8; p.buf_len()];
+            let mut out = vec![0f32; cout * h * w];
+            p.run_any(
+                &[Input::F32(&x)],
+                &mut buf,
+                super::super::SharedOut(out.as_mut_ptr()),
+                kernel,
+            );
+            out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+        };
+        let computed = plan(relu);
+        assert!(matches!(
+            computed.store(),
+            Store::F32 {
+                lo: 131,
+                hi: 255,
+                ..
+            }
+        ));
+        let mut almost = relu;
+        almost[200] += 1.0;
+        let looked_up = plan(almost);
+        assert!(matches!(looked_up.store(), Store::F32Table(_)));
+        // The levels through the table, from the u8 output of the same conv.
+        let levels = Plan::new(
+            (cin, cout, k, h, w, 1),
+            &wts,
+            None,
+            0.02,
+            117,
+            &[0.003],
+            scale,
+            zp,
+        )
+        .unwrap()
+        .with_io(Some((1.0 / 0.02, 117)), None, None, None);
+        let mut buf = vec![0u8; levels.buf_len()];
+        let mut q = vec![0u8; cout * h * w];
+        let scalar = crate::kernels::scalar().qconv();
+        levels.run_any(
+            &[Input::F32(&x)],
+            &mut buf,
+            super::super::SharedOut(q.as_mut_ptr() as *mut f32),
+            scalar,
+        );
+        let want: Vec<u32> = q.iter().map(|&l| relu[l as usize].to_bits()).collect();
+        assert!(q.iter().any(|&l| (l as i32) < zp) && q.iter().any(|&l| (l as i32) > zp));
+        assert_eq!(run(&computed, scalar), want);
+        for k in simd_kernels() {
+            assert_eq!(run(&computed, k), want, "{}", k.name);
+        }
+    }
+
     /// The quantised input buffer of every SIMD kernel's fill equals the
     /// scalar fill's (in the kernel's encoding): f32 inputs with NaN,
     /// infinities, ties and values far outside the range, in two parts
@@ -419,6 +504,7 @@ mod tests {
             scale_pick in proptest::array::uniform4(0usize..4),
             y_zp in 0i32..=255,
             zp in 0i32..=255,
+            (lo, hi) in (0i32..=255, 0i32..=255).prop_map(|(a, b)| (a.min(b), a.max(b))),
             seed in any::<u8>(),
         ) {
             use super::plan::Store;
@@ -430,7 +516,8 @@ mod tests {
             let t8: [u8; 256] = std::array::from_fn(|i| (i as u8).wrapping_mul(29).wrapping_add(seed));
             let t32: [f32; 256] = std::array::from_fn(|i| i as f32 * -0.37 + seed as f32);
             for store in [
-                Store::F32 { zp, scale: 0.021 },
+                Store::F32 { zp, scale: 0.021, lo: 0, hi: 255 },
+                Store::F32 { zp, scale: 0.021, lo, hi },
                 Store::F32Table(&t32),
                 Store::U8,
                 Store::U8Table(&t8),

@@ -48,8 +48,12 @@ impl Op for QConv {
             (false, true) => "u8 + table",
             (false, false) => "u8",
         };
+        let out = match p.out_clamp {
+            Some((lo, hi)) if p.out_table => format!("f32 clamped to levels {lo}..={hi}"),
+            _ => io(p.dequantize_output.is_some(), p.out_table).to_string(),
+        };
         Ok(vec![format!(
-            "int8 {}x{}: {} -> {} channels ({} groups), {}x{}, {} in, {} out",
+            "int8 {}x{}: {} -> {} channels ({} groups), {}x{}, {} in, {out} out",
             p.k,
             p.k,
             p.cin,
@@ -58,7 +62,6 @@ impl Op for QConv {
             p.h,
             p.w,
             io(p.quantize_input.is_some(), p.lut_in.is_some()),
-            io(p.dequantize_output.is_some(), p.out_table),
         )])
     }
     op_as_typed_op!();

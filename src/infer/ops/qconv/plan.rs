@@ -40,6 +40,10 @@ pub struct Plan {
     /// `out_f32` for f32) instead of plain requantisation (and
     /// dequantisation).
     pub(crate) out_table: bool,
+    /// Levels `(lo, hi)` such that `out_f32[q]` is `(q.clamp(lo, hi) -
+    /// zp) * scale` for every q, bit for bit (a ReLU after the conv):
+    /// the f32 output is then computed instead of looked up.
+    pub(crate) out_clamp: Option<(i32, i32)>,
     /// Weights `[cout/4][k*k][cin/4][4 out][4 in]`, zero-padded.
     pub(crate) weights: Vec<i8>,
     /// Sum of each output channel's weights (for the zero-point term).
@@ -128,6 +132,7 @@ impl Plan {
             out_u8: [0; 256],
             out_f32: [0.0; 256],
             out_table: false,
+            out_clamp: None,
             weights,
             wsum,
             bias: bias.map(<[i32]>::to_vec).unwrap_or_else(|| vec![0; cout]),
@@ -168,6 +173,7 @@ impl Plan {
         Plan {
             quantize_input,
             lut_in,
+            out_clamp: dequantize_output.and_then(|d| clamped(&out_f32, d)),
             out_table: out_u8.iter().enumerate().any(|(q, &v)| v as usize != q),
             out_u8,
             out_f32,
@@ -180,6 +186,7 @@ impl Plan {
     /// dequantised level through element-wise ops folded into the conv).
     pub(crate) fn with_f32_table(self, table: [f32; 256]) -> Plan {
         Plan {
+            out_clamp: self.dequantize_output.and_then(|d| clamped(&table, d)),
             out_f32: table,
             out_table: true,
             ..self
@@ -486,12 +493,18 @@ impl Plan {
     }
 
     /// Where the requantised levels go (see [`Store`]).
-    fn store(&self) -> Store<'_> {
-        match (self.dequantize_output, self.out_table) {
-            (Some((zp, scale)), false) => Store::F32 { zp, scale },
-            (Some(_), true) => Store::F32Table(&self.out_f32),
-            (None, false) => Store::U8,
-            (None, true) => Store::U8Table(&self.out_u8),
+    pub(super) fn store(&self) -> Store<'_> {
+        match (self.dequantize_output, self.out_table, self.out_clamp) {
+            (Some((zp, scale)), false, _) => Store::F32 {
+                zp,
+                scale,
+                lo: 0,
+                hi: 255,
+            },
+            (Some((zp, scale)), true, Some((lo, hi))) => Store::F32 { zp, scale, lo, hi },
+            (Some(_), true, None) => Store::F32Table(&self.out_f32),
+            (None, false, _) => Store::U8,
+            (None, true, _) => Store::U8Table(&self.out_u8),
         }
     }
 
@@ -565,12 +578,29 @@ fn locate<'a>(x: &[Input<'a>], mut c: usize, hw: usize) -> (Input<'a>, usize) {
     unreachable!("channel beyond the parts that fill checked")
 }
 
-/// Where a tile's requantised levels `q` (0..=255) go: f32 dequantised,
-/// `(q - zp) * scale`; f32 through a 256-entry table; u8 as they are; u8
-/// through a table.
+/// `(lo, hi)` where `table[q]` is `(q.clamp(lo, hi) - zp) * scale` for
+/// every level, bit for bit; None where it is not.
+fn clamped(table: &[f32; 256], (zp, scale): (i32, f32)) -> Option<(i32, i32)> {
+    let affine = |q: i32| (q - zp) as f32 * scale;
+    let on = |q: i32| table[q as usize].to_bits() == affine(q).to_bits();
+    let lo = (0..256).find(|&q| on(q))?;
+    let hi = (0..256).rev().find(|&q| on(q))?;
+    (0..256)
+        .all(|q: i32| table[q as usize].to_bits() == affine(q.clamp(lo, hi)).to_bits())
+        .then_some((lo, hi))
+}
+
+/// Where a tile's requantised levels `q` (0..=255) go: f32 dequantised
+/// after a clamp to `lo..=hi`, `(q.clamp(lo, hi) - zp) * scale`; f32
+/// through a 256-entry table; u8 as they are; u8 through a table.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Store<'a> {
-    F32 { zp: i32, scale: f32 },
+    F32 {
+        zp: i32,
+        scale: f32,
+        lo: i32,
+        hi: i32,
+    },
     F32Table(&'a [f32; 256]),
     U8,
     U8Table(&'a [u8; 256]),

@@ -65,10 +65,10 @@ pub(super) unsafe fn store_tile(
             *q = requant(a);
         }
         match store {
-            Store::F32 { zp, scale } => {
+            Store::F32 { zp, scale, lo, hi } => {
                 let mut f = [0f32; PX];
                 for (f, &q) in f.iter_mut().zip(&q) {
-                    *f = (q - zp) as f32 * scale;
+                    *f = (q.clamp(lo, hi) - zp) as f32 * scale;
                 }
                 // SAFETY: the caller's guarantee on `dst[r]`.
                 unsafe { std::slice::from_raw_parts_mut(dst[r] as *mut f32, n) }

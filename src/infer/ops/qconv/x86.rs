@@ -163,8 +163,13 @@ pub(super) unsafe fn store_tile_avx2(
     // SAFETY: the caller guarantees AVX2 and the destinations; the loads
     // stay inside `acc`.
     unsafe {
-        let lo = _mm256_set1_ps(-y_zp as f32);
-        let hi = _mm256_set1_ps((255 - y_zp) as f32);
+        // The levels' range, narrower where an f32 store clamps them.
+        let (qlo, qhi) = match store {
+            Store::F32 { lo, hi, .. } => (lo.max(0), hi.min(255)),
+            _ => (0, 255),
+        };
+        let lo = _mm256_set1_ps((qlo - y_zp) as f32);
+        let hi = _mm256_set1_ps((qhi - y_zp) as f32);
         let zpf = _mm256_set1_ps(y_zp as f32);
         // Levels q (0..=255) as i32, per row and half, for the u8 stores.
         let mut q = [_mm256_setzero_si256(); 2 * CO];
@@ -183,7 +188,7 @@ pub(super) unsafe fn store_tile_avx2(
                     hi,
                 );
                 match store {
-                    Store::F32 { zp, scale } => {
+                    Store::F32 { zp, scale, .. } => {
                         let d = (dst[r] as *mut f32).add(8 * h);
                         let out = _mm256_mul_ps(
                             _mm256_add_ps(v, _mm256_set1_ps((y_zp - zp) as f32)),
