@@ -25,7 +25,7 @@ fn const_vec<T: Datum + Copy>(model: &TypedModel, outlet: OutletId) -> Option<Ve
 /// The 256-entry table of a u8 -> u8 `LookupTable` node (tract's
 /// declutter folds `DequantizeLinear -> element-wise op -> QuantizeLinear`
 /// into one).
-fn u8_table(model: &TypedModel, id: usize) -> Option<Vec<u8>> {
+fn u8_table(model: &TypedModel, id: usize) -> Option<Box<[u8; 256]>> {
     use tract_onnx::tract_core::ops::quant::LookupTable;
     let node = model.node(id);
     let lut = node
@@ -34,7 +34,10 @@ fn u8_table(model: &TypedModel, id: usize) -> Option<Vec<u8>> {
         .downcast_ref::<LookupTable>()?;
     let out = model.outlet_fact(OutletId::new(id, 0)).ok()?;
     let table = lut.table.table();
-    (out.datum_type == u8::datum_type() && table.len() == 256).then(|| table.to_vec())
+    if out.datum_type != u8::datum_type() {
+        return None;
+    }
+    <[u8; 256]>::try_from(table).ok().map(Box::new)
 }
 
 /// The quantised conv's geometry: `(k, cin, h, w, weights, cout, groups)`

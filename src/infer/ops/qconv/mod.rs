@@ -285,55 +285,68 @@ mod tests {
         }
     }
 
+    /// The conv the output tests share: 8 -> `cout` channels, 3x3, over
+    /// 3 x 37 pixels (two whole 16-pixel segments and a tail per row), the
+    /// input quantised at scale 0.02 and zero point 117, the output at
+    /// scale 0.05 and zero point 131, then `lut_out` and the
+    /// dequantisation `deq`. Its input comes from [`test_input`].
+    fn test_conv(cout: usize, lut_out: Option<&[u8; 256]>, deq: Option<(i32, f32)>) -> Plan {
+        let (cin, k) = (8, 3);
+        let wts: Vec<i8> = (0..cout * cin * k * k)
+            .map(|i| ((i * 37 % 61) as i32 - 30) as i8)
+            .collect();
+        Plan::new(
+            (cin, cout, k, 3, 37, 1),
+            &wts,
+            None,
+            0.02,
+            117,
+            &[0.003],
+            0.05,
+            131,
+        )
+        .unwrap()
+        .with_io(Some((1.0 / 0.02, 117)), None, lut_out, deq)
+    }
+
+    /// [`test_conv`]'s input: values from -2.5 to 2.5.
+    fn test_input() -> Vec<f32> {
+        (0..8 * 3 * 37)
+            .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 5.0)
+            .collect()
+    }
+
+    /// `plan` run on `x` with `kernel`: the bits of its output values (of a
+    /// u8 output, four values to each f32 slot, the rest zeros).
+    fn output_bits(plan: &Plan, x: &[f32], kernel: Kernel) -> Vec<u32> {
+        use super::plan::Input;
+        let mut buf = vec![0u8; plan.buf_len()];
+        let mut out = vec![0f32; plan.cout * plan.h * plan.w];
+        plan.run_any(
+            &[Input::F32(x)],
+            &mut buf,
+            super::super::SharedOut(out.as_mut_ptr()),
+            kernel,
+        );
+        out.iter().map(|v| v.to_bits()).collect()
+    }
+
     /// Every kind of output (f32 or u8, with or without a table) of every
     /// SIMD kernel, through its epilogue, equals the scalar kernel's with
     /// the reference epilogue, bit for bit: whole 16-pixel segments and the
     /// tail of a row.
     #[test]
     fn every_output_kind_equals_the_scalar_path() {
-        use super::plan::Input;
-        let (cin, cout, k, h, w) = (8, 7, 3, 3, 37);
-        let wts: Vec<i8> = (0..cout * cin * k * k)
-            .map(|i| ((i * 37 % 61) as i32 - 30) as i8)
-            .collect();
-        let mut table = [0u8; 256];
-        for (q, t) in table.iter_mut().enumerate() {
-            *t = ((q * 7 + 3) % 256) as u8;
-        }
-        let x: Vec<f32> = (0..cin * h * w)
-            .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 5.0)
-            .collect();
+        let table: [u8; 256] = std::array::from_fn(|q| ((q * 7 + 3) % 256) as u8);
+        let x = test_input();
         for (lut, deq) in [
             (None, Some((131, 0.05))),
-            (Some(&table[..]), Some((131, 0.05))),
+            (Some(&table), Some((131, 0.05))),
             (None, None),
-            (Some(&table[..]), None),
+            (Some(&table), None),
         ] {
-            let plan = Plan::new(
-                (cin, cout, k, h, w, 1),
-                &wts,
-                None,
-                0.02,
-                117,
-                &[0.003],
-                0.05,
-                131,
-            )
-            .unwrap()
-            .with_io(Some((1.0 / 0.02, 117)), None, lut, deq);
-            let run = |kernel: Kernel| {
-                let mut buf = vec![0u8; plan.buf_len()];
-                // Room for f32 values; a u8 output fills the first quarter.
-                let mut out = vec![0f32; cout * h * w];
-                plan.run_any(
-                    &[Input::F32(&x)],
-                    &mut buf,
-                    super::super::SharedOut(out.as_mut_ptr()),
-                    kernel,
-                );
-                out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
-            };
-            let want = run(crate::kernels::scalar().qconv());
+            let plan = test_conv(7, lut, deq);
+            let want = output_bits(&plan, &x, crate::kernels::scalar().qconv());
             let levels: std::collections::BTreeSet<_> = want.iter().collect();
             assert!(
                 levels.len() > 20,
@@ -341,7 +354,12 @@ mod tests {
                 levels.len()
             );
             for k in simd_kernels() {
-                assert_eq!(run(k), want, "{} {lut:?} {deq:?}", k.name);
+                assert_eq!(
+                    output_bits(&plan, &x, k),
+                    want,
+                    "{} {lut:?} {deq:?}",
+                    k.name
+                );
             }
         }
     }
@@ -352,43 +370,11 @@ mod tests {
     /// one level stays a table.
     #[test]
     fn a_relu_table_is_computed_and_equals_the_table() {
-        use super::plan::{Input, Store};
-        let (cin, cout, k, h, w) = (8, 8, 3, 3, 37);
-        let wts: Vec<i8> = (0..cout * cin * k * k)
-            .map(|i| ((i * 37 % 61) as i32 - 30) as i8)
-            .collect();
+        use super::plan::Store;
         let (zp, scale) = (131, 0.05f32);
         let relu: [f32; 256] = std::array::from_fn(|q| ((q as i32).max(zp) - zp) as f32 * scale);
-        let plan = |table: [f32; 256]| {
-            Plan::new(
-                (cin, cout, k, h, w, 1),
-                &wts,
-                None,
-                0.02,
-                117,
-                &[0.003],
-                scale,
-                zp,
-            )
-            .unwrap()
-            .with_io(Some((1.0 / 0.02, 117)), None, None, Some((zp, scale)))
-            .with_f32_table(table)
-        };
-        let x: Vec<f32> = (0..cin * h * w)
-            .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 5.0)
-            .collect();
-        let run = |p: &Plan, kernel: Kernel| {
-            let mut buf = vec![0u8; p.buf_len()];
-            let mut out = vec![0f32; cout * h * w];
-            p.run_any(
-                &[Input::F32(&x)],
-                &mut buf,
-                super::super::SharedOut(out.as_mut_ptr()),
-                kernel,
-            );
-            out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
-        };
-        let computed = plan(relu);
+        let x = test_input();
+        let computed = test_conv(8, None, Some((zp, scale))).with_f32_table(relu);
         assert!(matches!(
             computed.store(),
             Store::F32 {
@@ -399,35 +385,21 @@ mod tests {
         ));
         let mut almost = relu;
         almost[200] += 1.0;
-        let looked_up = plan(almost);
+        let looked_up = test_conv(8, None, Some((zp, scale))).with_f32_table(almost);
         assert!(matches!(looked_up.store(), Store::F32Table(_)));
-        // The levels through the table, from the u8 output of the same conv.
-        let levels = Plan::new(
-            (cin, cout, k, h, w, 1),
-            &wts,
-            None,
-            0.02,
-            117,
-            &[0.003],
-            scale,
-            zp,
-        )
-        .unwrap()
-        .with_io(Some((1.0 / 0.02, 117)), None, None, None);
-        let mut buf = vec![0u8; levels.buf_len()];
-        let mut q = vec![0u8; cout * h * w];
+        // The levels through the table, from the u8 output of the same conv
+        // (four levels to each slot, in memory order).
         let scalar = crate::kernels::scalar().qconv();
-        levels.run_any(
-            &[Input::F32(&x)],
-            &mut buf,
-            super::super::SharedOut(q.as_mut_ptr() as *mut f32),
-            scalar,
-        );
+        let q: Vec<u8> = output_bits(&test_conv(8, None, None), &x, scalar)
+            .iter()
+            .flat_map(|b| b.to_ne_bytes())
+            .take(8 * 3 * 37)
+            .collect();
         let want: Vec<u32> = q.iter().map(|&l| relu[l as usize].to_bits()).collect();
         assert!(q.iter().any(|&l| (l as i32) < zp) && q.iter().any(|&l| (l as i32) > zp));
-        assert_eq!(run(&computed, scalar), want);
+        assert_eq!(output_bits(&computed, &x, scalar), want);
         for k in simd_kernels() {
-            assert_eq!(run(&computed, k), want, "{}", k.name);
+            assert_eq!(output_bits(&computed, &x, k), want, "{}", k.name);
         }
     }
 
@@ -459,7 +431,7 @@ mod tests {
             })
             .collect();
         let xu: Vec<u8> = (0..cin * hw).map(|i| (i * 131 % 256) as u8).collect();
-        let table: Vec<u8> = (0..256).map(|q| (q * 5 + 1) as u8).collect();
+        let table: Box<[u8; 256]> = Box::new(std::array::from_fn(|q| (q * 5 + 1) as u8));
         let base = Plan::new((cin, cout, k, h, w, 1), &wts, None, 0.1, 9, &[0.01], 0.1, 0).unwrap();
         let quantised = base.with_io(Some((1.0 / 0.1, 9)), None, None, Some((0, 0.1)));
         let base = Plan::new((cin, cout, k, h, w, 1), &wts, None, 0.1, 9, &[0.01], 0.1, 0).unwrap();

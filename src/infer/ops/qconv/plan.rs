@@ -28,7 +28,7 @@ pub struct Plan {
     /// `Some((inv_scale, zp))`; `None` when the input is already u8.
     pub(crate) quantize_input: Option<(f32, i32)>,
     /// Table applied to the quantised input (tract's fused element-wise op).
-    pub(crate) lut_in: Option<Vec<u8>>,
+    pub(crate) lut_in: Option<Box<[u8; 256]>>,
     /// What a requantised value `q` (0..=255) becomes in a u8 output: the
     /// table after the conv (tract's fused element-wise op), or `q`.
     pub(crate) out_u8: [u8; 256],
@@ -156,13 +156,13 @@ impl Plan {
     pub(crate) fn with_io(
         self,
         quantize_input: Option<(f32, i32)>,
-        lut_in: Option<Vec<u8>>,
-        lut_out: Option<&[u8]>,
+        lut_in: Option<Box<[u8; 256]>>,
+        lut_out: Option<&[u8; 256]>,
         dequantize_output: Option<(i32, f32)>,
     ) -> Plan {
         let mut out_u8 = [0u8; 256];
         for (q, v) in out_u8.iter_mut().enumerate() {
-            *v = lut_out.and_then(|t| t.get(q).copied()).unwrap_or(q as u8);
+            *v = lut_out.map_or(q as u8, |t| t[q]);
         }
         let mut out_f32 = [0f32; 256];
         if let Some((zp, scale)) = dequantize_output {
@@ -272,30 +272,15 @@ impl Plan {
         kernel: Kernel,
     ) {
         use super::x86::{fill32_avx2, Line};
-        let (pad, w, hw) = (self.pad(), self.w, self.h * self.w);
+        let (pad, w) = (self.pad(), self.w);
         let flip = if kernel.signed { 0x80 } else { 0 };
-        let lut = self
-            .lut_in
-            .as_deref()
-            .and_then(|t| <&[u8; 256]>::try_from(t).ok());
-        let whole = if lut.is_some() == self.lut_in.is_some() {
-            w / 32 * 32
-        } else {
-            0
-        };
+        let whole = w / 32 * 32;
         // Where each channel's row `y` starts.
-        let lines: [Line; 4] = std::array::from_fn(|q| {
-            let c = c4 * 4 + q;
-            if c >= self.cin {
-                // Padding channel (zero weights): any value will do.
-                return Line::Same(self.x_zp as u8);
-            }
-            let (part, c) = locate(x, c, hw);
-            let at = (c * self.h + y) * w;
-            match part {
-                Input::F32(v) => Line::F32(v[at..at + w].as_ptr()),
-                Input::U8(v) => Line::U8(v[at..at + w].as_ptr()),
-            }
+        let lines: [Line; 4] = std::array::from_fn(|q| match self.channel_row(x, c4 * 4 + q, y) {
+            // Padding channel (zero weights): any value will do.
+            None => Line::Same(self.x_zp as u8),
+            Some(Input::F32(row)) => Line::F32(row.as_ptr()),
+            Some(Input::U8(row)) => Line::U8(row.as_ptr()),
         });
         let quant = self.quantize_input.unwrap_or((1.0, 0));
         let dst = &mut padded[pad * 4..(pad + whole) * 4];
@@ -308,9 +293,31 @@ impl Plan {
             };
             // SAFETY: the proof of AVX2 (the caller's); 32 values per line
             // (above) and 128 bytes in `d`.
-            unsafe { fill32_avx2(&lines.map(at), quant, lut, flip, d.as_mut_ptr()) };
+            unsafe {
+                fill32_avx2(
+                    &lines.map(at),
+                    quant,
+                    self.lut_in.as_deref(),
+                    flip,
+                    d.as_mut_ptr(),
+                )
+            };
         }
         self.fill_row_body(x, c4, y, padded, kernel, whole)
+    }
+
+    /// Row `y` of input channel `c` (`w` values, from whichever part of
+    /// `x` holds the channel); None for a padding channel past `cin`.
+    fn channel_row<'a>(&self, x: &[Input<'a>], c: usize, y: usize) -> Option<Input<'a>> {
+        if c >= self.cin {
+            return None;
+        }
+        let (part, c) = locate(x, c, self.h * self.w);
+        let at = (c * self.h + y) * self.w;
+        Some(match part {
+            Input::F32(v) => Input::F32(&v[at..at + self.w]),
+            Input::U8(v) => Input::U8(&v[at..at + self.w]),
+        })
     }
 
     /// Writes the padding of row `y` of 4-channel plane `c4` and its
@@ -342,17 +349,14 @@ impl Plan {
             let mut lines = [[0u8; CHUNK]; 4];
             for (q, line) in lines.iter_mut().enumerate() {
                 let line = &mut line[..n];
-                let c = c4 * 4 + q;
-                if c >= self.cin {
+                let Some(row) = self.channel_row(x, c4 * 4 + q, y) else {
                     // Padding channel (zero weights): any value will do.
                     line.fill(self.x_zp as u8);
                     continue;
-                }
-                let (part, c) = locate(x, c, self.h * w);
-                let src = (c * self.h + y) * w + x0;
-                match (part, self.quantize_input) {
-                    (Input::F32(x), Some((inv, zp))) => {
-                        for (d, &v) in line.iter_mut().zip(&x[src..src + n]) {
+                };
+                match (row, self.quantize_input) {
+                    (Input::F32(row), Some((inv, zp))) => {
+                        for (d, &v) in line.iter_mut().zip(&row[x0..x0 + n]) {
                             // Not `clamp`, which keeps NaN: here NaN
                             // becomes the lowest level, as with `as u8`.
                             #[allow(clippy::manual_clamp)]
@@ -360,7 +364,7 @@ impl Plan {
                             *d = (round_even_i32(v) + zp).clamp(0, 255) as u8;
                         }
                     }
-                    (Input::U8(x), _) => line.copy_from_slice(&x[src..src + n]),
+                    (Input::U8(row), _) => line.copy_from_slice(&row[x0..x0 + n]),
                     (Input::F32(_), None) => unreachable!("f32 input without quantisation"),
                 }
                 if let Some(t) = &self.lut_in {
