@@ -331,6 +331,35 @@ mod tests {
         out.iter().map(|v| v.to_bits()).collect()
     }
 
+    /// A conv whose scales are NaN, infinite, zero or negative (or whose
+    /// requantisation factor overflows) is refused with an error naming
+    /// the scales, and so left to tract.
+    #[test]
+    fn bad_scales_are_refused() {
+        let w = vec![1i8; 4 * 4 * 9];
+        let new =
+            |x: f32, ws: f32, y: f32| Plan::new((4, 4, 3, 2, 2, 1), &w, None, x, 0, &[ws], y, 0);
+        for (x, ws, y) in [
+            (f32::NAN, 0.01, 0.1),
+            (0.1, f32::INFINITY, 0.1),
+            (0.1, 0.01, 0.0),
+            (-0.1, 0.01, 0.1),
+            (0.1, -0.01, 0.1),
+            (1e30, 1e30, 1e-30),
+        ] {
+            let err = new(x, ws, y).unwrap_err().to_string();
+            assert!(
+                err.contains("scales must be finite, the input and output ones positive"),
+                "{x} {ws} {y}: {err}"
+            );
+        }
+        assert!(
+            new(0.1, 0.0, 0.1).is_ok(),
+            "a zero weight scale (an all-zero channel) is fine"
+        );
+        assert!(new(0.1, 0.01, 0.1).is_ok());
+    }
+
     /// Every kind of output (f32 or u8, with or without a table) of every
     /// SIMD kernel, through its epilogue, equals the scalar kernel's with
     /// the reference epilogue, bit for bit: whole 16-pixel segments and the

@@ -102,6 +102,20 @@ impl Plan {
         if bias.is_some_and(|b| b.len() != cout) {
             bail!("int8 conv: bias length differs from {cout} channels");
         }
+        // A NaN or infinite requantisation factor would make the SIMD and
+        // the reference epilogues disagree on garbage: such a conv is left
+        // to tract.
+        let positive = |s: f32| s.is_finite() && s > 0.0;
+        if !positive(x_scale)
+            || !positive(y_scale)
+            || w_scale.iter().any(|s| !s.is_finite() || *s < 0.0)
+            || w_scale.iter().any(|s| !(x_scale * s / y_scale).is_finite())
+        {
+            bail!(
+                "int8 conv: scales must be finite, the input and output ones positive, the weight ones not negative (input {x_scale}, output {y_scale}, weights {:?}..)",
+                &w_scale[..w_scale.len().min(4)]
+            );
+        }
         // Input-channel quads per output block: the block's group only.
         let (cin4, cout4, taps) = (cin_g.div_ceil(4), cout.div_ceil(4), k * k);
         let mut weights = vec![0i8; cout4 * taps * cin4 * 16];
