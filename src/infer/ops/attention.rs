@@ -486,8 +486,8 @@ mod x86 {
     /// from `v`, key u at `v + u * ldv`, masked to the depths of `vmask`),
     /// even keys into the first sum and odd keys into the second. A
     /// function of its own so that the 8 sums stay in registers: inlined
-    /// into [`queries`], whose other live values filled the 16 registers,
-    /// they went to the stack, a store and a load in every FMA's chain.
+    /// into [`queries`], whose other live values fill the 16 registers,
+    /// they go to the stack, a store and a load in every FMA's chain.
     ///
     /// # Safety
     /// AVX2 and FMA; `v` valid for `nk` rows of 8 depths (or of `vmask`'s).
