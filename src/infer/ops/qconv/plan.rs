@@ -555,10 +555,18 @@ impl Plan {
         let buf = &*buf;
         let taps = self.taps();
         let cout4 = self.cout.div_ceil(4);
+        // Row-major blocks: the output-channel blocks of one row follow
+        // each other and read the same input rows while they are in
+        // cache, and each thread of the pool takes a band of rows (half
+        // the input) instead of every row for half the channels. At 2
+        // threads the int8 convs take 39.5 instead of 42 ms (the 1x1
+        // convs with few output channels, which read a large input for
+        // little arithmetic, 1.1-1.2x faster); at 1 thread no change.
         for_each_block(cout4 * self.h, |n| {
-            // SAFETY: block n owns channels 4*(n / h).. of row n % h; the
-            // caller guarantees `out`'s size and that it outlives the loop.
-            unsafe { self.row(buf, n / self.h, n % self.h, &taps, kernel, out) }
+            // SAFETY: block n owns channels 4*(n % cout4).. of row
+            // n / cout4; the caller guarantees `out`'s size and that it
+            // outlives the loop.
+            unsafe { self.row(buf, n % cout4, n / cout4, &taps, kernel, out) }
         });
     }
 }
