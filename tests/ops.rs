@@ -7,7 +7,7 @@ mod graphs;
 
 use lgms_edge::infer::engine::Engine;
 use lgms_edge::infer::model::{LoadOptions, Model};
-use lgms_edge::infer::ops::{self, attention, conv1x1, qconv, upsample};
+use lgms_edge::infer::ops::{self, attention, conv1x1, dwconv, qconv, upsample};
 use lgms_edge::kernels::{self, Kernels};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -377,6 +377,114 @@ fn conv3x3_is_replaced_and_matches_stock() {
         let diff = max_abs_diff(&run(&stock, std::slice::from_ref(&x)), &run(&ours, &[x]));
         assert!(diff < 1e-4, "{i}->{o} g{g} {h}x{w}: max |diff| {diff:e}");
     }
+}
+
+/// The multi-kernel blocks' split of depthwise convs (3x3 to 9x9, with
+/// and without the residual, parts out of order, a width with a tail)
+/// runs as one operator and matches tract's graph; a dilated conv in it
+/// leaves the whole split to tract.
+#[test]
+fn depthwise_split_is_replaced_and_matches_stock() {
+    let lms = [(0..4, 3), (4..8, 5), (8..12, 7), (12..16, 9)];
+    let shuffled = [(6..8, 1), (0..6, 3), (8..9, 5)];
+    for (c, h, w, parts, residual, dilation, fused) in [
+        (16, 64, 64, &lms[..], true, 1, 1),
+        (16, 40, 70, &lms[..], false, 1, 1),
+        (9, 33, 37, &shuffled[..], false, 1, 1),
+        (16, 32, 32, &lms[..], true, 2, 0),
+    ] {
+        let stock = graphs::dw_split(c, h, w, parts, residual, dilation, 3).unwrap();
+        let mut ours = stock.clone();
+        let subs = ops::substitute(&mut ours).unwrap();
+        let what = format!("{c}x{h}x{w} {parts:?} residual {residual} dilation {dilation}");
+        assert_eq!(subs.dwconv, fused, "{what}");
+        let x = random(&[1, c, h, w], 9, 1.0);
+        let diff = max_abs_diff(&run(&stock, std::slice::from_ref(&x)), &run(&ours, &[x]));
+        assert!(diff < 1e-5, "{what}: max |diff| {diff:e}");
+    }
+}
+
+/// The operator against the definition computed directly in f64 (zero
+/// padding, bias, residual), on the scalar and every SIMD kernel.
+#[test]
+fn depthwise_split_matches_the_definition() {
+    let (c, h, w) = (6, 19, 45);
+    let specs = [(0usize, 2usize, 3usize), (2, 3, 9), (5, 1, 1)];
+    let params: Vec<(Vec<f32>, Vec<f32>)> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, n, k))| {
+            let seed = 40 + 2 * i as u64;
+            (
+                graphs::pseudo_random(n * k * k, seed),
+                graphs::pseudo_random(n, seed + 1),
+            )
+        })
+        .collect();
+    let parts: Vec<dwconv::Part> = specs
+        .iter()
+        .zip(&params)
+        .map(|(&(src, n, k), (wt, b))| dwconv::Part {
+            src,
+            c: n,
+            k,
+            weights: std::sync::Arc::new(Tensor::from_shape(&[n * k * k], wt).unwrap()),
+            bias: std::sync::Arc::new(Tensor::from_shape(&[n], b).unwrap()),
+        })
+        .collect();
+    let op = dwconv::DwConcat {
+        cin: c,
+        h,
+        w,
+        parts: parts.clone(),
+        residual: true,
+    };
+    let x: Vec<f32> = graphs::pseudo_random(c * h * w, 7)
+        .iter()
+        .map(|v| v * 2.0)
+        .collect();
+    let mut want = vec![0f64; c * h * w];
+    let mut o = 0;
+    for (p, (wt, b)) in parts.iter().zip(&params) {
+        for ch in 0..p.c {
+            let plane = &x[(p.src + ch) * h * w..][..h * w];
+            for y in 0..h {
+                for xx in 0..w {
+                    let mut acc = b[ch] as f64 + x[(o * h + y) * w + xx] as f64;
+                    for ky in 0..p.k {
+                        for kx in 0..p.k {
+                            let iy = (y + ky) as isize - (p.k / 2) as isize;
+                            let ix = (xx + kx) as isize - (p.k / 2) as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                acc += wt[(ch * p.k + ky) * p.k + kx] as f64
+                                    * plane[iy as usize * w + ix as usize] as f64;
+                            }
+                        }
+                    }
+                    want[(o * h + y) * w + xx] = acc;
+                }
+            }
+            o += 1;
+        }
+    }
+    let mut reference = vec![0f32; c * h * w];
+    op.run(&x, &mut reference, kernels::scalar().dwconv())
+        .unwrap();
+    let worst = want
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - *b as f64).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-5, "scalar vs f64 definition: {worst:e}");
+    for k in simd_kernels(Kernels::dwconv, |k| k.name()) {
+        let mut got = vec![0f32; c * h * w];
+        op.run(&x, &mut got, k).unwrap();
+        assert_eq!(got, reference, "{}", k.name());
+    }
+    // A wrong-sized input is an error, not a panic.
+    assert!(op
+        .run(&x[1..], &mut reference, kernels::scalar().dwconv())
+        .is_err());
 }
 
 /// A GELU that follows no 1x1 conv becomes our vectorised one, within
@@ -1063,6 +1171,7 @@ fn bundled_model_with_our_ops_matches_stock_graph() {
             upsample: 4,
             conv1x1: 8,
             conv3x3: 17,
+            dwconv: 3,
             gelu: 5,
             qconv: 0,
             maxpool: 4,
@@ -1142,4 +1251,29 @@ fn bundled_int8_model_with_our_int8_conv_matches_tract_int8() {
     let mask = |l: &[f32]| l.iter().map(|&v| u8::from(v > 0.0)).collect::<Vec<_>>();
     let (iou, _) = lgms_edge::tools::eval::iou_dice(&mask(&ours), &mask(&want));
     assert!(iou >= 0.99, "mask IoU {iou} against tract's int8 convs");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The SIMD depthwise rows give the scalar reference's bits, for every
+    /// kernel size, on vector spans and tails, with infinities and NaN.
+    #[test]
+    fn dwconv_kernels_match_scalar_bit_for_bit(k in prop::sample::select(vec![1usize, 3, 5, 7, 9]),
+                                               n in 1usize..140, extra in 0usize..5, seed in 0u64..1000) {
+        let stride = n + k - 1 + extra;
+        let mut src = graphs::pseudo_random(k * stride, seed);
+        if n > 40 {
+            src[3] = f32::INFINITY;
+            src[(k - 1) * stride + 7] = f32::NAN;
+        }
+        let w = graphs::pseudo_random(k * k, seed + 1);
+        let mut want = vec![0f32; n];
+        kernels::scalar().dwconv().row(&src, stride, k, &w, 0.25, &mut want);
+        for kern in simd_kernels(Kernels::dwconv, |k| k.name()) {
+            let mut got = vec![0f32; n];
+            kern.row(&src, stride, k, &w, 0.25, &mut got);
+            let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+            prop_assert!(same, "{} k={} n={}", kern.name(), k, n);
+        }
+    }
 }

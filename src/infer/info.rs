@@ -151,11 +151,12 @@ impl InfoReport {
         let o = &self.lgms_ops;
         let _ = writeln!(
             s,
-            "lgms ops:     {} attention, {} upsample 2x, {} 1x1 conv, {} 3x3 conv, {} gelu, {} int8 conv, {} max pool, {} norm, {} linear ({} kernels; bench --stock runs without)",
+            "lgms ops:     {} attention, {} upsample 2x, {} 1x1 conv, {} 3x3 conv, {} depthwise split, {} gelu, {} int8 conv, {} max pool, {} norm, {} linear ({} kernels; bench --stock runs without)",
             o.attention,
             o.upsample,
             o.conv1x1,
             o.conv3x3,
+            o.dwconv,
             o.gelu,
             o.qconv,
             o.maxpool,

@@ -26,7 +26,7 @@
 use std::sync::OnceLock;
 
 use crate::frame::Rect;
-use crate::infer::ops::{attention, conv1x1, conv3x3, gelu, linear, qconv, upsample};
+use crate::infer::ops::{attention, conv1x1, conv3x3, dwconv, gelu, linear, qconv, upsample};
 use crate::infer::preprocess::Normalize;
 use crate::{Error, Result};
 
@@ -173,6 +173,7 @@ pub struct Kernels {
     linear: linear::Kernel,
     gelu: gelu::Kernel,
     conv3x3: conv3x3::Kernel,
+    dwconv: dwconv::Kernel,
     upsample: upsample::RowKernels,
     qconv: qconv::Kernel,
 }
@@ -265,6 +266,10 @@ impl Kernels {
     /// The direct 3x3 convolution's kernel.
     pub fn conv3x3(&self) -> conv3x3::Kernel {
         self.conv3x3
+    }
+    /// The depthwise convolutions' row kernel.
+    pub fn dwconv(&self) -> dwconv::Kernel {
+        self.dwconv
     }
     /// The exact GELU kernel.
     pub fn gelu(&self) -> gelu::Kernel {

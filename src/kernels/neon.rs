@@ -14,7 +14,7 @@ use super::cpu::{DotProd, Neon};
 use super::scalar::{self, bilinear_tap, blend_channel, check_resize_args};
 use super::{Kernels, YuvCoeffs};
 use crate::frame::Rect;
-use crate::infer::ops::{attention, conv1x1, conv3x3, gelu, linear, qconv, upsample};
+use crate::infer::ops::{attention, conv1x1, conv3x3, dwconv, gelu, linear, qconv, upsample};
 use crate::infer::preprocess::Normalize;
 
 /// Appends this CPU's aarch64 tables to `tables` (whose first entry is the
@@ -38,6 +38,7 @@ pub(super) fn plug(tables: &mut Vec<Kernels>) {
         linear: linear::Kernel::neon(neon),
         gelu: gelu::Kernel::neon(neon),
         conv3x3: conv3x3::Kernel::neon(neon),
+        dwconv: dwconv::Kernel::neon(neon),
         upsample: upsample::RowKernels::neon(neon),
         qconv: qconv::Kernel::neon_widening(neon),
     };

@@ -10,7 +10,7 @@
 
 use super::{Kernels, YuvCoeffs};
 use crate::frame::Rect;
-use crate::infer::ops::{attention, conv1x1, conv3x3, gelu, linear, qconv, upsample};
+use crate::infer::ops::{attention, conv1x1, conv3x3, dwconv, gelu, linear, qconv, upsample};
 use crate::infer::preprocess::Normalize;
 
 /// The generic table (see [`super::generic`]).
@@ -27,6 +27,7 @@ pub(super) const TABLE: Kernels = Kernels {
     linear: linear::Kernel::SCALAR,
     gelu: gelu::Kernel::SCALAR,
     conv3x3: conv3x3::Kernel::SCALAR,
+    dwconv: dwconv::Kernel::SCALAR,
     upsample: upsample::RowKernels::SCALAR,
     qconv: qconv::Kernel::SCALAR,
 };

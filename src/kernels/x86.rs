@@ -15,7 +15,7 @@ use super::cpu::{Avx2Fma, Avx512Vnni, AvxVnni};
 use super::scalar::{self, bilinear_tap, blend_channel, check_resize_args};
 use super::{Kernels, YuvCoeffs};
 use crate::frame::Rect;
-use crate::infer::ops::{attention, conv1x1, conv3x3, gelu, linear, qconv, upsample};
+use crate::infer::ops::{attention, conv1x1, conv3x3, dwconv, gelu, linear, qconv, upsample};
 use crate::infer::preprocess::Normalize;
 
 /// Appends this CPU's x86_64 tables to `tables` (whose first entry is the
@@ -38,6 +38,7 @@ pub(super) fn plug(tables: &mut Vec<Kernels>) {
         linear: linear::Kernel::avx2(avx2),
         gelu: gelu::Kernel::avx2(avx2),
         conv3x3: conv3x3::Kernel::avx2(avx2),
+        dwconv: dwconv::Kernel::avx2(avx2),
         upsample: upsample::RowKernels::avx2(avx2),
         qconv: qconv::Kernel::avx2(avx2),
     };

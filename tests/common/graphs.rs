@@ -135,6 +135,67 @@ pub fn conv3x3(
     Ok(m)
 }
 
+/// The multi-kernel blocks' split as tract declutters it: `Slice`s (axis 1)
+/// of one `[1, c, h, w]` input, each through a depthwise conv with bias
+/// (kernel `ks[i]`, stride 1, "same" padding), concatenated along the
+/// channels, plus the input when `residual`. `ranges`: each part's input
+/// channels; `dilation`: 1, or 2 for a conv the operator must leave alone.
+pub fn dw_split(
+    c: usize,
+    h: usize,
+    w: usize,
+    parts: &[(std::ops::Range<usize>, usize)],
+    residual: bool,
+    dilation: usize,
+    seed: u64,
+) -> TractResult<TypedModel> {
+    use tract_onnx::tract_core::ops::array::{Slice, TypedConcat};
+    use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::nn::DataFormat;
+    let mut m = TypedModel::default();
+    let x = m.add_source("x", f32::fact([1, c, h, w]))?;
+    let mut outs = tvec![];
+    for (i, (range, k)) in parts.iter().enumerate() {
+        let (n, k) = (range.len(), *k);
+        let s = m.wire_node(
+            format!("slice{i}"),
+            Slice::new(1, range.start, range.end),
+            &[x],
+        )?;
+        let seed = seed + 10 * i as u64;
+        let wc = m.add_const(
+            format!("weights{i}"),
+            Tensor::from_shape(&[n, 1, k, k], &pseudo_random(n * k * k, seed))?,
+        )?;
+        let bc = m.add_const(
+            format!("bias{i}"),
+            Tensor::from_shape(&[n], &pseudo_random(n, seed + 1))?,
+        )?;
+        let p = k / 2 * dilation;
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec![k, k],
+                padding: PaddingSpec::Explicit(tvec![p, p], tvec![p, p]),
+                dilations: Some(tvec![dilation, dilation]),
+                strides: None,
+                input_channels: n,
+                output_channels: n,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: n,
+            q_params: None,
+        };
+        outs.push(m.wire_node(format!("dw{i}"), conv, &[s[0], wc, bc])?[0]);
+    }
+    let mut y = m.wire_node("concat", TypedConcat::new(1), &outs)?;
+    if residual {
+        y = m.wire_node("residual", TypedBinOp(Box::new(Add), None), &[y[0], x])?;
+    }
+    m.select_output_outlets(&y)?;
+    Ok(m)
+}
+
 /// A graph whose output is its input.
 pub fn identity(shape: [usize; 4]) -> TractResult<TypedModel> {
     let mut m = TypedModel::default();

@@ -15,6 +15,10 @@
 //!   32x32 and up, direct from zero-bordered planes instead of tract's pad,
 //!   im2col and matrix product (the decoder's and the hybrid blocks' 3x3
 //!   convs);
+//! - [`dwconv::DwConcat`]: the multi-kernel blocks' `Slice`s of one tensor
+//!   through depthwise convs (3x3 to 9x9), their `Concat` and the residual
+//!   `Add`, one operator on the pool (tract's depthwise convs run on one
+//!   thread);
 //! - [`gelu::Gelu`]: tract's `GeluExact` on f32, vectorised (the 1x1 conv
 //!   applies the same kernel in its epilogue to the GELUs that follow it);
 //! - [`qconv::QConv`]: in int8 models, `QuantizeLinear -> QLinearConv ->
@@ -85,6 +89,7 @@ macro_rules! by_fours {
 pub mod attention;
 pub mod conv1x1;
 pub mod conv3x3;
+pub mod dwconv;
 pub mod gelu;
 pub mod linear;
 pub mod maxpool;
@@ -104,6 +109,9 @@ pub struct Substitutions {
     pub conv1x1: usize,
     /// 3x3 convolutions replaced by [`conv3x3::Conv3x3`].
     pub conv3x3: usize,
+    /// Splits of depthwise convolutions (and their concat) replaced by
+    /// [`dwconv::DwConcat`].
+    pub dwconv: usize,
     /// Exact GELUs replaced by [`gelu::Gelu`] (not counting those the 1x1
     /// convs fold in).
     pub gelu: usize,
@@ -120,7 +128,7 @@ pub struct Substitutions {
 /// Replaces every matching subgraph of the decluttered `model` by our
 /// operators. Subgraphs that do not match exactly are left to tract.
 ///
-/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,conv3x3,gelu,qconv,maxpool,norm,linear` (any subset) leaves those to
+/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,conv3x3,dwconv,gelu,qconv,maxpool,norm,linear` (any subset) leaves those to
 /// tract, to time or bisect one operator at a time.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     substitute_except(model, &[])
@@ -135,18 +143,19 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
     // In this order: the GELUs that the f32 convs fold go before `gelu`
     // replaces the rest.
     type Replace = fn(&mut TypedModel) -> TractResult<usize>;
-    let steps: [(&str, Replace); 9] = [
+    let steps: [(&str, Replace); 10] = [
         ("attention", attention::fuse_all),
         ("upsample", upsample::replace_all),
         ("conv1x1", conv1x1::replace_all),
         ("conv3x3", conv3x3::replace_all),
+        ("dwconv", dwconv::replace_all),
         ("gelu", gelu::replace_all),
         ("qconv", qconv::replace_all),
         ("maxpool", maxpool::replace_all),
         ("norm", norm::replace_all),
         ("linear", linear::replace_all),
     ];
-    let mut n = [0usize; 9];
+    let mut n = [0usize; 10];
     for ((name, replace), count) in steps.iter().zip(&mut n) {
         if on(name) {
             *count = replace(model)?;
@@ -156,12 +165,13 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
         // Drop the nodes the patches disconnected.
         *model = model.clone().into_compact()?;
     }
-    let [attention, upsample, conv1x1, conv3x3, gelu, qconv, maxpool, norm, linear] = n;
+    let [attention, upsample, conv1x1, conv3x3, dwconv, gelu, qconv, maxpool, norm, linear] = n;
     Ok(Substitutions {
         attention,
         upsample,
         conv1x1,
         conv3x3,
+        dwconv,
         gelu,
         qconv,
         maxpool,
