@@ -112,7 +112,7 @@ fn info_prints_model_and_cpu() {
         "cpu:",
         "operators",
         // The tiny model has none of the patterns our operators replace.
-        "lgms ops:     0 attention, 0 upsample 2x, 0 1x1 conv, 0 3x3 conv, 0 depthwise split, 0 gelu, 0 int8 conv, 0 max pool, 0 norm, 0 linear",
+        "lgms ops:     0 attention, 0 upsample 2x, 0 1x1 conv, 0 3x3 conv, 0 depthwise split, 0 gelu, 0 int8 conv, 0 max pool, 0 norm, 0 linear, 0 permute",
     ] {
         assert!(text.contains(n), "{n}: {text}");
     }
@@ -125,12 +125,12 @@ fn info_reports_our_operators_and_skip_ops() {
     for (skip, line, op) in [
         (
             "",
-            "4 attention, 4 upsample 2x, 8 1x1 conv, 17 3x3 conv, 3 depthwise split, 5 gelu, 0 int8 conv, 4 max pool, 11 norm, 16 linear",
+            "4 attention, 4 upsample 2x, 8 1x1 conv, 17 3x3 conv, 3 depthwise split, 5 gelu, 0 int8 conv, 4 max pool, 11 norm, 16 linear, 4 permute",
             "LgmsAttention",
         ),
         (
-            "attention,conv1x1,norm,dwconv",
-            "0 attention, 4 upsample 2x, 0 1x1 conv, 17 3x3 conv, 0 depthwise split, 9 gelu, 0 int8 conv, 4 max pool, 0 norm, 16 linear",
+            "attention,conv1x1,norm,dwconv,permute",
+            "0 attention, 4 upsample 2x, 0 1x1 conv, 17 3x3 conv, 0 depthwise split, 9 gelu, 0 int8 conv, 4 max pool, 0 norm, 16 linear, 0 permute",
             "Softmax",
         ),
     ] {

@@ -181,6 +181,11 @@ fn attend_all(m: usize, n: usize, d: usize, dv: usize, seed: u64, amp: f32) {
             want.iter().all(|v| v.is_finite()),
             "scalar read the padding"
         );
+        // Keys of amplitude 20 make scores of up to ~360, where one f32 ulp
+        // is 3e-5: the SIMD kernels' FMA chains and the reference's
+        // products then sums round them differently, and a peaked softmax
+        // carries that into the output (1.03e-5 seen at amplitude 20).
+        let tol = if amp > 3.0 { 5e-5 } else { 1e-5 };
         for k in simd_kernels(Kernels::attention, |k| k.name()) {
             let mut got = vec![0.0; m * dv];
             k.attend(&block, &mut row, &mut got);
@@ -191,7 +196,7 @@ fn attend_all(m: usize, n: usize, d: usize, dv: usize, seed: u64, amp: f32) {
                 "{name} read the padding (ld={ld}, ldv={ldv})"
             );
             assert!(
-                diff < 1e-5,
+                diff < tol,
                 "{name} m={m} n={n} ld={ld} d={d} dv={dv} amp={amp}: {diff:e}"
             );
         }
@@ -1177,6 +1182,7 @@ fn bundled_model_with_our_ops_matches_stock_graph() {
             maxpool: 4,
             norm: 11,
             linear: 16,
+            permute: 4,
         }
     );
     let diff = max_abs_diff(&want, &got);

@@ -151,7 +151,7 @@ impl InfoReport {
         let o = &self.lgms_ops;
         let _ = writeln!(
             s,
-            "lgms ops:     {} attention, {} upsample 2x, {} 1x1 conv, {} 3x3 conv, {} depthwise split, {} gelu, {} int8 conv, {} max pool, {} norm, {} linear ({} kernels; bench --stock runs without)",
+            "lgms ops:     {} attention, {} upsample 2x, {} 1x1 conv, {} 3x3 conv, {} depthwise split, {} gelu, {} int8 conv, {} max pool, {} norm, {} linear, {} permute ({} kernels; bench --stock runs without)",
             o.attention,
             o.upsample,
             o.conv1x1,
@@ -162,6 +162,7 @@ impl InfoReport {
             o.maxpool,
             o.norm,
             o.linear,
+            o.permute,
             if self.pixel_kernels == "scalar" { "scalar" } else { "SIMD" }
         );
         let _ = writeln!(

@@ -30,7 +30,10 @@
 //!   blocks' GroupNorm, each one operator instead of a chain of
 //!   single-threaded element-wise ops and reductions;
 //! - [`linear::Linear`]: the transformer blocks' linear layers (+ bias) over
-//!   token-major rows, without tract's packing.
+//!   token-major rows, without tract's packing;
+//! - [`permute::Permute`]: a chain of axis moves and reshapes (the hybrid
+//!   blocks' 2x2 patches and heads) as one strided copy on the pool
+//!   instead of one single-threaded copy per move.
 //!
 //! Each operator has scalar, AVX2 and NEON kernels (the int8 conv also
 //! AVX-VNNI, AVX-512 VNNI and NEON `sdot`), next to the operator; they run
@@ -94,6 +97,7 @@ pub mod gelu;
 pub mod linear;
 pub mod maxpool;
 pub mod norm;
+pub mod permute;
 pub mod qconv;
 pub mod upsample;
 pub mod wide_sum;
@@ -123,12 +127,14 @@ pub struct Substitutions {
     pub norm: usize,
     /// Token-major linear layers replaced by [`linear::Linear`].
     pub linear: usize,
+    /// Chains of axis moves and reshapes replaced by [`permute::Permute`].
+    pub permute: usize,
 }
 
 /// Replaces every matching subgraph of the decluttered `model` by our
 /// operators. Subgraphs that do not match exactly are left to tract.
 ///
-/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,conv3x3,dwconv,gelu,qconv,maxpool,norm,linear` (any subset) leaves those to
+/// `LGMS_SKIP_OPS=attention,upsample,conv1x1,conv3x3,dwconv,gelu,qconv,maxpool,norm,linear,permute` (any subset) leaves those to
 /// tract, to time or bisect one operator at a time.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substitutions> {
     substitute_except(model, &[])
@@ -143,7 +149,7 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
     // In this order: the GELUs that the f32 convs fold go before `gelu`
     // replaces the rest.
     type Replace = fn(&mut TypedModel) -> TractResult<usize>;
-    let steps: [(&str, Replace); 10] = [
+    let steps: [(&str, Replace); 11] = [
         ("attention", attention::fuse_all),
         ("upsample", upsample::replace_all),
         ("conv1x1", conv1x1::replace_all),
@@ -154,8 +160,9 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
         ("maxpool", maxpool::replace_all),
         ("norm", norm::replace_all),
         ("linear", linear::replace_all),
+        ("permute", permute::replace_all),
     ];
-    let mut n = [0usize; 10];
+    let mut n = [0usize; 11];
     for ((name, replace), count) in steps.iter().zip(&mut n) {
         if on(name) {
             *count = replace(model)?;
@@ -165,7 +172,8 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
         // Drop the nodes the patches disconnected.
         *model = model.clone().into_compact()?;
     }
-    let [attention, upsample, conv1x1, conv3x3, dwconv, gelu, qconv, maxpool, norm, linear] = n;
+    let [attention, upsample, conv1x1, conv3x3, dwconv, gelu, qconv, maxpool, norm, linear, permute] =
+        n;
     Ok(Substitutions {
         attention,
         upsample,
@@ -177,6 +185,7 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
         maxpool,
         norm,
         linear,
+        permute,
     })
 }
 
