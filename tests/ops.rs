@@ -521,6 +521,17 @@ proptest! {
             k.conv(&w, &b, &x, i, p, 0, o, act, &mut got);
             let diff = max_abs_diff(&want, &got);
             prop_assert!(diff < 1e-5, "{} i={} o={} p={}: {:e}", name, i, o, p, diff);
+            // Pixel ranges, as the threads of the pool take them (split at
+            // a whole 16-pixel strip), write only their own pixels, and
+            // together the whole output, bit for bit.
+            let cut = p / 3 / 16 * 16;
+            let mut halves = vec![f32::NAN; o * p];
+            for px in [0..cut, cut..p] {
+                // SAFETY: `halves` holds the o rows of p values; one range at
+                // a time.
+                unsafe { k.conv_pixels(&w, &b, &x, i, p, 0, o, act, px, halves.as_mut_ptr()) };
+            }
+            prop_assert_eq!(&halves, &got, "{} pixel ranges", name);
             // A block of channels in the middle writes only its own rows.
             if o > 2 {
                 let mut part = vec![0.0; (o - 2) * p];

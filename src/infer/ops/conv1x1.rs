@@ -20,6 +20,7 @@
 //! only along `O`, and then a `GeluExact`. Only images of at least [`MIN_PIXELS`] pixels: below
 //! that tract's own kernels are already efficient.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -30,7 +31,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, parallelism, single_successor};
+use super::{for_each_block, parallelism, single_successor, SharedOut};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::cpu::Avx2Fma;
 #[cfg(target_arch = "aarch64")]
@@ -98,27 +99,26 @@ impl EvalOp for Conv1x1 {
         let w = w.as_slice::<f32>()?;
         let b = self.bias.try_as_plain_ram()?;
         let b = b.as_slice::<f32>()?;
-        let mut out = Tensor::zero::<f32>(&self.out_shape)?;
+        // SAFETY: f32 has no invalid bit patterns, and the blocks below
+        // write every value (all channels at every pixel).
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
         {
             let mut view = out.try_as_plain_ram_mut()?;
             let dst = view.as_slice_mut::<f32>()?;
             let k = crate::kernels::best().conv1x1();
             let (i, o, p) = (self.i, self.o, self.p);
-            // One block of output channels per thread (multiples of 4, the
-            // kernels' register block): each owns whole output rows, and
-            // within a block every input tile is read once for all channels.
-            let per = o.div_ceil(parallelism()).div_ceil(4) * 4;
-            // A Mutex per block only so that the closure is `Sync`: each
-            // block is locked once, by the one task that owns it.
-            let blocks: Vec<std::sync::Mutex<(usize, &mut [f32])>> = dst
-                .chunks_mut(per * p)
-                .enumerate()
-                .map(|(n, rows)| std::sync::Mutex::new((n * per, rows)))
-                .collect();
-            for_each_block(blocks.len(), |n| {
-                let mut guard = blocks[n].lock().unwrap_or_else(|e| e.into_inner());
-                let (oc0, ref mut rows) = *guard;
-                k.conv(w, b, x, i, p, oc0, rows.len() / p, self.act, rows);
+            // Blocks of pixels, every channel in each: a thread packs and
+            // reads only its own pixels of the input, once for all the
+            // channels (blocks of channels made each thread pack and read
+            // the whole input: 1.2x from a second thread at 256x256).
+            let tl = tile(i);
+            let per = p.div_ceil(4 * parallelism()).div_ceil(tl).max(1) * tl;
+            let shared = SharedOut(dst.as_mut_ptr());
+            for_each_block(p.div_ceil(per), |n| {
+                let px = n * per..((n + 1) * per).min(p);
+                // SAFETY: `dst` holds the o rows of p values, and block n
+                // alone writes pixels `px` of them.
+                unsafe { k.conv_pixels(w, b, x, i, p, 0, o, self.act, px, shared.ptr()) };
             });
         }
         Ok(tvec!(out.into_tvalue()))
@@ -156,9 +156,10 @@ impl Act {
     }
 }
 
-/// Computes output channels `oc0..oc0+n` (see [`Kernel::conv`]).
+/// Computes output channels `oc0..oc0+n` at pixels `px` (see
+/// [`Kernel::conv_pixels`]; the same safety contract).
 #[allow(clippy::too_many_arguments)]
-type ConvFn = fn(
+type ConvFn = unsafe fn(
     w: &[f32],
     b: &[f32],
     x: &[f32],
@@ -167,7 +168,8 @@ type ConvFn = fn(
     oc0: usize,
     n: usize,
     act: Act,
-    rows: &mut [f32],
+    px: Range<usize>,
+    out: *mut f32,
 );
 
 /// One implementation of the 1x1 convolution kernel: the scalar reference,
@@ -228,13 +230,50 @@ impl Kernel {
         act: Act,
         rows: &mut [f32],
     ) {
-        (self.conv)(w, b, x, i, p, oc0, n, act, rows)
+        assert!(
+            rows.len() >= n * p,
+            "1x1 conv: {} output values for {n} x {p}",
+            rows.len()
+        );
+        // SAFETY: `rows` holds the n rows of p values (asserted), and the
+        // exclusive borrow keeps every other writer out.
+        unsafe { self.conv_pixels(w, b, x, i, p, oc0, n, act, 0..p, rows.as_mut_ptr()) }
+    }
+
+    /// [`Kernel::conv`] at pixels `px` only, into the rows at `out` (row
+    /// `r` at `out + r * p`): disjoint pixel ranges of the same rows can
+    /// run on different threads. Panics if `w`, `b` or `x` is too short
+    /// or `px` ends past `p`.
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of `n` rows of `p` values, and no
+    /// other thread may read or write pixels `px` of those rows meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn conv_pixels(
+        &self,
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        i: usize,
+        p: usize,
+        oc0: usize,
+        n: usize,
+        act: Act,
+        px: Range<usize>,
+        out: *mut f32,
+    ) {
+        check(w, b, x, i, p, oc0, n, &px);
+        // SAFETY: the caller's guarantee on `out`; the inputs checked.
+        unsafe { (self.conv)(w, b, x, i, p, oc0, n, act, px, out) }
     }
 }
 
 /// The reference kernel.
+///
+/// # Safety
+/// As for [`Kernel::conv_pixels`].
 #[allow(clippy::too_many_arguments)]
-fn conv_scalar(
+unsafe fn conv_scalar(
     w: &[f32],
     b: &[f32],
     x: &[f32],
@@ -243,50 +282,56 @@ fn conv_scalar(
     oc0: usize,
     n: usize,
     act: Act,
-    rows: &mut [f32],
+    px: Range<usize>,
+    out: *mut f32,
 ) {
     for r in 0..n {
-        conv_row(
-            w,
-            b,
-            x,
-            i,
-            p,
-            oc0 + r,
-            0..p,
-            act,
-            &mut rows[r * p..(r + 1) * p],
-        );
+        // SAFETY: row r of the caller's rows.
+        unsafe { conv_row(w, b, x, i, p, oc0 + r, px.clone(), act, out.add(r * p)) };
     }
 }
 
 /// Output channel `oc` at pixels `px` into its row, one pixel at a time
 /// (the scalar kernel, and the SIMD kernels' tails).
+///
+/// # Safety
+/// `row` must be valid for writes at pixels `px`, which no other thread
+/// touches meanwhile.
 #[allow(clippy::too_many_arguments)]
-fn conv_row(
+unsafe fn conv_row(
     w: &[f32],
     b: &[f32],
     x: &[f32],
     i: usize,
     p: usize,
     oc: usize,
-    px: std::ops::Range<usize>,
+    px: Range<usize>,
     act: Act,
-    row: &mut [f32],
+    row: *mut f32,
 ) {
     for q in px {
         let mut acc = b[oc];
         for c in 0..i {
             acc += w[oc * i + c] * x[c * p + q];
         }
-        row[q] = act.apply(acc);
+        // SAFETY: the caller's guarantee.
+        unsafe { *row.add(q) = act.apply(acc) };
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check(w: &[f32], b: &[f32], x: &[f32], i: usize, p: usize, oc0: usize, n: usize, rows: &[f32]) {
+fn check(
+    w: &[f32],
+    b: &[f32],
+    x: &[f32],
+    i: usize,
+    p: usize,
+    oc0: usize,
+    n: usize,
+    px: &Range<usize>,
+) {
     assert!(w.len() >= (oc0 + n) * i && b.len() >= oc0 + n);
-    assert!(x.len() >= i * p && rows.len() >= n * p);
+    assert!(x.len() >= i * p && px.start <= px.end && px.end <= p);
 }
 
 /// Copies the full 16-pixel strips of the tile `t0..t0 + 16 * strips` of
@@ -304,11 +349,16 @@ fn pack_tile(x: &[f32], i: usize, p: usize, t0: usize, strips: usize, packed: &m
     }
 }
 
-/// The SIMD kernels' walk: tiles of pixels, each packed once, then every
-/// block of channels over its strips (`block`), then the pixel tail in
-/// scalar. One allocation per call (the packed tile), none per tile.
+/// The SIMD kernels' walk over pixels `px`: tiles of pixels, each packed
+/// once, then every block of channels over its strips (`block`), then the
+/// pixel tail in scalar. One allocation per call (the packed tile), none
+/// per tile.
+///
+/// # Safety
+/// As for [`Kernel::conv_pixels`]; `block` gets the tile's strips and
+/// first pixel and must write only those pixels of the rows at `out`.
 #[allow(clippy::too_many_arguments)]
-fn tiled(
+unsafe fn tiled(
     w: &[f32],
     b: &[f32],
     x: &[f32],
@@ -317,30 +367,33 @@ fn tiled(
     oc0: usize,
     n: usize,
     act: Act,
-    rows: &mut [f32],
-    mut block: impl FnMut(&[f32], usize, usize, usize, &mut [f32]),
+    px: Range<usize>,
+    out: *mut f32,
+    mut block: impl FnMut(&[f32], usize, usize, usize),
 ) {
-    check(w, b, x, i, p, oc0, n, rows);
     let tl = tile(i);
     let mut packed = vec![0f32; i * tl];
-    for t0 in (0..p).step_by(tl) {
-        let end = (t0 + tl).min(p);
+    for t0 in px.clone().step_by(tl) {
+        let end = (t0 + tl).min(px.end);
         let strips = (end - t0) / 16;
         pack_tile(x, i, p, t0, strips, &mut packed);
-        // (packed tile, strips, first pixel, n, rows)
-        block(&packed, strips, t0, n, rows);
+        // (packed tile, strips, first pixel, n)
+        block(&packed, strips, t0, n);
         for r in 0..n {
-            conv_row(
-                w,
-                b,
-                x,
-                i,
-                p,
-                oc0 + r,
-                t0 + 16 * strips..end,
-                act,
-                &mut rows[r * p..(r + 1) * p],
-            );
+            // SAFETY: row r at the tile's tail pixels (the caller's rows).
+            unsafe {
+                conv_row(
+                    w,
+                    b,
+                    x,
+                    i,
+                    p,
+                    oc0 + r,
+                    t0 + 16 * strips..end,
+                    act,
+                    out.add(r * p),
+                )
+            };
         }
     }
 }
@@ -351,10 +404,14 @@ mod x86 {
 
     use super::super::gelu::x86::gelu8;
     use super::super::ROWS;
+    use std::ops::Range;
+
     use super::{tiled, Act};
 
+    /// # Safety
+    /// As for [`super::Kernel::conv_pixels`].
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn conv(
+    pub(super) unsafe fn conv(
         w: &[f32],
         b: &[f32],
         x: &[f32],
@@ -363,50 +420,59 @@ mod x86 {
         oc0: usize,
         n: usize,
         act: Act,
-        rows: &mut [f32],
+        px: Range<usize>,
+        out: *mut f32,
     ) {
-        tiled(
-            w,
-            b,
-            x,
-            i,
-            p,
-            oc0,
-            n,
-            act,
-            rows,
-            |packed, strips, t0, n, rows| {
-                for_row_blocks!(n, |r0| block_avx2(
-                    &w[(oc0 + r0) * i..],
-                    &b[oc0 + r0..],
-                    i,
-                    packed,
-                    strips,
-                    &mut rows[r0 * p + t0..],
-                    p,
-                    act
-                ));
-            },
-        );
+        // SAFETY: the caller's rows; each block writes its strips of rows
+        // r0.. at the tile's pixels.
+        unsafe {
+            tiled(
+                w,
+                b,
+                x,
+                i,
+                p,
+                oc0,
+                n,
+                act,
+                px,
+                out,
+                |packed, strips, t0, n| {
+                    for_row_blocks!(n, |r0| block_avx2(
+                        &w[(oc0 + r0) * i..],
+                        &b[oc0 + r0..],
+                        i,
+                        packed,
+                        strips,
+                        out.add(r0 * p + t0),
+                        p,
+                        act
+                    ));
+                },
+            )
+        };
     }
 
     /// `R` channels over every strip of the packed tile.
     #[allow(clippy::too_many_arguments)]
-    fn block_avx2<const R: usize>(
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `16 * strips` values in each of
+    /// `R` rows `p` apart, which no other thread touches meanwhile.
+    unsafe fn block_avx2<const R: usize>(
         w: &[f32],
         b: &[f32],
         i: usize,
         packed: &[f32],
         strips: usize,
-        dst: &mut [f32],
+        dst: *mut f32,
         p: usize,
         act: Act,
     ) {
         assert!(R <= ROWS && w.len() >= R * i && b.len() >= R);
         assert!(packed.len() >= strips * i * 16);
-        assert!(strips == 0 || dst.len() >= (R - 1) * p + strips * 16);
         // SAFETY: only `Kernel::avx2` reaches `conv`, with the proof of AVX2
-        // and FMA; the asserts above bound every access below.
+        // and FMA; the asserts above bound the reads, the caller the writes.
         unsafe { block_body::<R>(w, b, i, packed, strips, dst, p, act) }
     }
 
@@ -418,15 +484,15 @@ mod x86 {
         i: usize,
         packed: &[f32],
         strips: usize,
-        dst: &mut [f32],
+        dst: *mut f32,
         p: usize,
         act: Act,
     ) {
         // SAFETY: `block_avx2` asserted that `w` holds `R x i` weights, `b`
-        // `R` biases, `packed` `strips x i x 16` values, and that `dst`
-        // reaches pixel `16 * strips` of row `R - 1`.
+        // `R` biases and `packed` `strips x i x 16` values; the caller, that
+        // `dst` reaches pixel `16 * strips` of row `R - 1`.
         unsafe {
-            let (wp, dp) = (w.as_ptr(), dst.as_mut_ptr());
+            let (wp, dp) = (w.as_ptr(), dst);
             for s in 0..strips {
                 let xs = packed.as_ptr().add(s * i * 16);
                 let mut acc = [[_mm256_setzero_ps(); 2]; R];
@@ -464,10 +530,14 @@ mod neon {
 
     use super::super::gelu::neon::gelu4;
     use super::super::ROWS;
+    use std::ops::Range;
+
     use super::{tiled, Act};
 
+    /// # Safety
+    /// As for [`super::Kernel::conv_pixels`].
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn conv(
+    pub(super) unsafe fn conv(
         w: &[f32],
         b: &[f32],
         x: &[f32],
@@ -476,50 +546,59 @@ mod neon {
         oc0: usize,
         n: usize,
         act: Act,
-        rows: &mut [f32],
+        px: Range<usize>,
+        out: *mut f32,
     ) {
-        tiled(
-            w,
-            b,
-            x,
-            i,
-            p,
-            oc0,
-            n,
-            act,
-            rows,
-            |packed, strips, t0, n, rows| {
-                for_row_blocks!(n, |r0| block_neon(
-                    &w[(oc0 + r0) * i..],
-                    &b[oc0 + r0..],
-                    i,
-                    packed,
-                    strips,
-                    &mut rows[r0 * p + t0..],
-                    p,
-                    act
-                ));
-            },
-        );
+        // SAFETY: the caller's rows; each block writes its strips of rows
+        // r0.. at the tile's pixels.
+        unsafe {
+            tiled(
+                w,
+                b,
+                x,
+                i,
+                p,
+                oc0,
+                n,
+                act,
+                px,
+                out,
+                |packed, strips, t0, n| {
+                    for_row_blocks!(n, |r0| block_neon(
+                        &w[(oc0 + r0) * i..],
+                        &b[oc0 + r0..],
+                        i,
+                        packed,
+                        strips,
+                        out.add(r0 * p + t0),
+                        p,
+                        act
+                    ));
+                },
+            )
+        };
     }
 
     /// `R` channels over every strip of the packed tile.
     #[allow(clippy::too_many_arguments)]
-    fn block_neon<const R: usize>(
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `16 * strips` values in each of
+    /// `R` rows `p` apart, which no other thread touches meanwhile.
+    unsafe fn block_neon<const R: usize>(
         w: &[f32],
         b: &[f32],
         i: usize,
         packed: &[f32],
         strips: usize,
-        dst: &mut [f32],
+        dst: *mut f32,
         p: usize,
         act: Act,
     ) {
         assert!(R <= ROWS && w.len() >= R * i && b.len() >= R);
         assert!(packed.len() >= strips * i * 16);
-        assert!(strips == 0 || dst.len() >= (R - 1) * p + strips * 16);
         // SAFETY: only `Kernel::neon` reaches `conv`, with the proof of
-        // NEON; the asserts above bound every access below.
+        // NEON; the asserts above bound the reads, the caller the writes.
         unsafe { block_body::<R>(w, b, i, packed, strips, dst, p, act) }
     }
 
@@ -531,15 +610,15 @@ mod neon {
         i: usize,
         packed: &[f32],
         strips: usize,
-        dst: &mut [f32],
+        dst: *mut f32,
         p: usize,
         act: Act,
     ) {
         // SAFETY: `block_neon` asserted that `w` holds `R x i` weights, `b`
-        // `R` biases, `packed` `strips x i x 16` values, and that `dst`
-        // reaches pixel `16 * strips` of row `R - 1`.
+        // `R` biases and `packed` `strips x i x 16` values; the caller, that
+        // `dst` reaches pixel `16 * strips` of row `R - 1`.
         unsafe {
-            let dp = dst.as_mut_ptr();
+            let dp = dst;
             for s in 0..strips {
                 let xs = packed.as_ptr().add(s * i * 16);
                 // R channels x 16 pixels (4 vectors each): up to 24 of the
