@@ -35,7 +35,7 @@ use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, konst, single_successor, swap_in, SharedOut};
+use super::{for_each_block, konst, replace_each, single_successor, SharedOut};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::cpu::Avx2Fma;
 #[cfg(target_arch = "aarch64")]
@@ -516,14 +516,5 @@ fn match_at(model: &TypedModel, id: usize) -> Option<(DwConcat, OutletId, usize)
 
 /// Replaces every matching split of depthwise convs; returns how many.
 pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    for id in 0..model.nodes().len() {
-        let Some((op, x, last)) = match_at(model, id) else {
-            continue;
-        };
-        let name = format!("{}.lgms_dwconv", model.node(id).name);
-        swap_in(model, &[x], OutletId::new(last, 0), name, op)?;
-        replaced += 1;
-    }
-    Ok(replaced)
+    replace_each(model, "lgms_dwconv", match_at)
 }

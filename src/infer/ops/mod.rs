@@ -206,6 +206,26 @@ fn swap_in(
     patch.apply(model)
 }
 
+/// Swaps in the operator `matcher` finds at each node (with its one input
+/// and the node whose output it replaces), named after the node it
+/// replaces plus `suffix`; returns how many.
+fn replace_each<O: Into<Box<dyn TypedOp>>>(
+    model: &mut TypedModel,
+    suffix: &str,
+    matcher: impl Fn(&TypedModel, usize) -> Option<(O, OutletId, usize)>,
+) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in 0..model.nodes().len() {
+        let Some((op, x, last)) = matcher(model, id) else {
+            continue;
+        };
+        let name = format!("{}.{suffix}", model.node(last).name);
+        swap_in(model, &[x], OutletId::new(last, 0), name, op)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
 /// The single consumer of `id`'s output, if it has exactly one and is not
 /// a model output: a node that a fused operator may swallow.
 fn single_successor(model: &TypedModel, id: usize) -> Option<usize> {

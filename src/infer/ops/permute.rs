@@ -26,7 +26,7 @@ use tract_onnx::tract_core::internal::{DimLike, EvalContext, EvalOp, Op, StaticN
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{for_each_block, parallelism, single_successor, swap_in, SharedOut};
+use super::{for_each_block, parallelism, replace_each, single_successor, SharedOut};
 
 /// Values copied per block on the pool (and below which one thread copies
 /// everything): a block's cost well above the pool's start-up.
@@ -376,16 +376,7 @@ fn match_at(model: &TypedModel, id: usize) -> Option<(Permute, OutletId, usize)>
 
 /// Replaces every chain of axis ops with a move in it; returns how many.
 pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    for id in 0..model.nodes().len() {
-        let Some((op, x, last)) = match_at(model, id) else {
-            continue;
-        };
-        let name = format!("{}.lgms_permute", model.node(last).name);
-        swap_in(model, &[x], OutletId::new(last, 0), name, op)?;
-        replaced += 1;
-    }
-    Ok(replaced)
+    replace_each(model, "lgms_permute", match_at)
 }
 
 #[cfg(test)]
