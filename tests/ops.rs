@@ -608,21 +608,25 @@ proptest! {
 fn linear_layers_are_replaced_and_match_stock() {
     use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::ops::math;
-    // (expression, x shape, weight shape, bias, replaced)
+    // (expression, x shape, weight shape, bias, SiLU after, replaced)
     type Case = (
         &'static str,
         &'static [usize],
         &'static [usize],
         bool,
+        bool,
         usize,
     );
-    let cases: [Case; 4] = [
-        ("bmk,kn->bmn", &[2, 37, 48], &[48, 128], true, 1),
-        ("bmck,ckn->bmn", &[2, 19, 4, 8], &[4, 8, 48], true, 1),
-        ("bmk,kn->abmn", &[3, 21, 24], &[24, 40], false, 1),
-        ("bkm,kn->bmn", &[2, 24, 9], &[24, 16], false, 0),
+    let cases: [Case; 6] = [
+        ("bmk,kn->bmn", &[2, 37, 48], &[48, 128], true, false, 1),
+        ("bmck,ckn->bmn", &[2, 19, 4, 8], &[4, 8, 48], true, false, 1),
+        ("bmk,kn->abmn", &[3, 21, 24], &[24, 40], false, false, 1),
+        ("bkm,kn->bmn", &[2, 24, 9], &[24, 16], false, false, 0),
+        // The feed-forward layer: bias, then SiLU folded in.
+        ("bmk,kn->bmn", &[4, 70, 96], &[96, 256], true, true, 1),
+        ("bmk,kn->bmn", &[2, 9, 16], &[16, 8], false, true, 1),
     ];
-    for (i, (expr, xs, ws, bias, expect)) in cases.into_iter().enumerate() {
+    for (i, (expr, xs, ws, bias, silu, expect)) in cases.into_iter().enumerate() {
         let mut m = TypedModel::default();
         let x = m.add_source("x", f32::fact(xs)).unwrap();
         let n = *ws.last().unwrap();
@@ -642,6 +646,10 @@ fn linear_layers_are_replaced_and_match_stock() {
                 .unwrap();
             y = m.wire_node("bias", math::add(), &[y, b]).unwrap()[0];
         }
+        if silu {
+            let op = tract_onnx::tract_core::ops::nn::silu::silu();
+            y = m.wire_node("silu", op, &[y]).unwrap()[0];
+        }
         m.select_output_outlets(&[y]).unwrap();
         let mut ours = m.clone();
         assert_eq!(ops::substitute(&mut ours).unwrap().linear, expect, "{expr}");
@@ -652,7 +660,9 @@ fn linear_layers_are_replaced_and_match_stock() {
                 .map(|n| n.op.name().to_string())
                 .collect();
             assert!(
-                !names.iter().any(|n| n == "EinSum" || n == "Add"),
+                !names
+                    .iter()
+                    .any(|n| n == "EinSum" || n == "Add" || n == "Silu"),
                 "{expr}: {names:?}"
             );
         }

@@ -21,9 +21,12 @@
 use std::sync::Arc;
 
 use anyhow::bail;
+use tract_linalg::routines::Func;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{EvalContext, EvalOp, Op, StaticName, TypedOp};
 use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::nn::Silu;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 use super::{filled_f32, for_each_block, single_successor, with_const};
@@ -48,6 +51,10 @@ pub struct Linear {
     pub(crate) n: usize,
     /// Output shape.
     pub(crate) out_shape: TVec<usize>,
+    /// Whether the SiLU that follows in the graph (the feed-forward
+    /// layer's) runs on each block's rows, through tract's own SiLU kernel
+    /// (the same values as tract's separate, single-threaded op).
+    pub(crate) silu: bool,
 }
 
 impl Op for Linear {
@@ -55,7 +62,8 @@ impl Op for Linear {
         "LgmsLinear".into()
     }
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{} -> {} per row", self.k, self.n)])
+        let silu = if self.silu { ", SiLU" } else { "" };
+        Ok(vec![format!("{} -> {} per row{silu}", self.k, self.n)])
     }
     op_as_typed_op!();
 }
@@ -82,6 +90,11 @@ impl EvalOp for Linear {
         }
         let kernel = crate::kernels::best().linear();
         let (k, n) = (self.k, self.n);
+        let silu = if self.silu {
+            Some(Func::Silu.ew_f32()?)
+        } else {
+            None
+        };
         // The row blocks cover every output row.
         let out = filled_f32(&self.out_shape, |dst| {
             for_each_block(rows.div_ceil(ROWS_PER_BLOCK), |blk| {
@@ -91,6 +104,14 @@ impl EvalOp for Linear {
                 // block only; the output outlives the loop.
                 let y = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(r0 * n), nr * n) };
                 kernel.linear(&x[r0 * k..(r0 + nr) * k], w, b, k, n, y);
+                if let Some(f) = &silu {
+                    // tract's kernel fails only on a misaligned scratch it
+                    // allocates itself; the values are then left as they
+                    // are and the error is logged once.
+                    if let Err(e) = f.run(y) {
+                        log::error!("LgmsLinear: SiLU of rows {r0}..{}: {e}", r0 + nr);
+                    }
+                }
             })
         })?;
         Ok(tvec!(out))
@@ -406,6 +427,22 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
             }
         }
     }
+    // A SiLU after it (one f32 consumer, the same shape).
+    let mut silu = false;
+    if let Some(next) = single_successor(model, last) {
+        let node = model.node(next);
+        if node
+            .op_as::<ElementWiseOp>()
+            .is_some_and(|e| e.0.is::<Silu>() && e.1.is_none())
+            && node.inputs.len() == 1
+            && model
+                .outlet_fact(OutletId::new(next, 0))
+                .is_ok_and(|f| f.datum_type == f32::datum_type() && f.shape == out_fact.shape)
+        {
+            silu = true;
+            last = next;
+        }
+    }
     Some(Found {
         op: Linear {
             weights: Arc::new(weights),
@@ -413,6 +450,7 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
             k,
             n,
             out_shape,
+            silu,
         },
         x,
         last,
