@@ -339,27 +339,25 @@ impl Ultrasound {
             *re = sr + 0.8 * dr;
             *im = si + 0.8 * di;
         }
-        // Axial [1 2 1] along each beam (contiguous).
-        for b in 0..n_b {
-            let row = b * n_s;
-            for s in 0..n_s {
-                let sm = row + s.saturating_sub(1);
-                let sp = row + (s + 1).min(n_s - 1);
-                let i = row + s;
-                self.tmp_re[i] = self.re[sm] + 2.0 * self.re[i] + self.re[sp];
-                self.tmp_im[i] = self.im[sm] + 2.0 * self.im[i] + self.im[sp];
+        // Axial [1 2 1] along each beam (contiguous), the ends repeated;
+        // then lateral [1 2 1] across beams, the edge beams repeated. Slices
+        // and windows, not indices, so that both run in vector lanes (the
+        // same sums in the same order, so the same bits).
+        for (src, dst) in [(&self.re, &mut self.tmp_re), (&self.im, &mut self.tmp_im)] {
+            for (r, t) in src
+                .chunks_exact(n_s.max(1))
+                .zip(dst.chunks_exact_mut(n_s.max(1)))
+            {
+                axial(r, t);
             }
         }
-        // Lateral [1 2 1] across beams.
-        for b in 0..n_b {
-            let bm = b.saturating_sub(1) * n_s;
-            let bp = (b + 1).min(n_b - 1) * n_s;
-            let row = b * n_s;
-            for s in 0..n_s {
-                self.re[row + s] =
-                    self.tmp_re[bm + s] + 2.0 * self.tmp_re[row + s] + self.tmp_re[bp + s];
-                self.im[row + s] =
-                    self.tmp_im[bm + s] + 2.0 * self.tmp_im[row + s] + self.tmp_im[bp + s];
+        for (src, dst) in [(&self.tmp_re, &mut self.re), (&self.tmp_im, &mut self.im)] {
+            for (b, out) in dst.chunks_exact_mut(n_s.max(1)).enumerate() {
+                let row = |k: usize| &src[k * n_s..(k + 1) * n_s];
+                let (m, c, p) = (row(b.saturating_sub(1)), row(b), row((b + 1).min(n_b - 1)));
+                for (o, ((&m, &c), &p)) in out.iter_mut().zip(m.iter().zip(c).zip(p)) {
+                    *o = m + 2.0 * c + p;
+                }
             }
         }
 
@@ -416,11 +414,17 @@ impl Ultrasound {
         // 3. Envelope, log compression to display grey levels.
         // 48 dB shown; 0 dB (mean tissue) lands at about 60 % of white.
         const NORM: f32 = 1.0 / 16.0 * 2.6; // undo the 16x filter gain, unit variance
-        for c in 0..n_b * n_s {
-            let (re, im) = (self.re[c], self.im[c]);
-            let env = (re * re + im * im).sqrt() * NORM * self.tissue[c] * self.gain[c];
+                                            // Zipped slices, not indices: without bounds checks the loop runs
+                                            // in vector lanes (the same operations per value, so the same bits).
+        let cells = self
+            .disp
+            .iter_mut()
+            .zip(self.re.iter().zip(&self.im))
+            .zip(self.tissue.iter().zip(&self.gain));
+        for ((d, (&re, &im)), (&tissue, &gain)) in cells {
+            let env = (re * re + im * im).sqrt() * NORM * tissue * gain;
             let db = 6.0206 * log2_f(env);
-            self.disp[c] = ((db + 30.0) * (255.0 / 48.0)).clamp(0.0, 255.0);
+            *d = ((db + 30.0) * (255.0 / 48.0)).clamp(0.0, 255.0);
         }
 
         // 4. Scan conversion into the fan.
@@ -451,6 +455,22 @@ impl Ultrasound {
                     }
                 }
             }
+        }
+    }
+}
+
+/// `t[s] = r[s - 1] + 2 r[s] + r[s + 1]` along one beam, the end samples
+/// standing in for their missing neighbours.
+fn axial(r: &[f32], t: &mut [f32]) {
+    let n = r.len();
+    let last = n - 1;
+    t[0] = r[0] + 2.0 * r[0] + r[1.min(last)];
+    if n > 1 {
+        t[last] = r[last - 1] + 2.0 * r[last] + r[last];
+    }
+    if n > 2 {
+        for (t, w) in t[1..last].iter_mut().zip(r.windows(3)) {
+            *t = w[0] + 2.0 * w[1] + w[2];
         }
     }
 }
