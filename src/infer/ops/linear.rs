@@ -95,6 +95,9 @@ impl EvalOp for Linear {
         } else {
             None
         };
+        // The first failure of tract's SiLU kernel, if any: returned as the
+        // op's error once every block is done.
+        let failed = std::sync::Mutex::new(None);
         // The row blocks cover every output row.
         let out = filled_f32(&self.out_shape, |dst| {
             for_each_block(rows.div_ceil(ROWS_PER_BLOCK), |blk| {
@@ -104,16 +107,17 @@ impl EvalOp for Linear {
                 // block only; the output outlives the loop.
                 let y = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(r0 * n), nr * n) };
                 kernel.linear(&x[r0 * k..(r0 + nr) * k], w, b, k, n, y);
-                if let Some(f) = &silu {
-                    // tract's kernel fails only on a misaligned scratch it
-                    // allocates itself; the values are then left as they
-                    // are and the error is logged once.
-                    if let Err(e) = f.run(y) {
-                        log::error!("LgmsLinear: SiLU of rows {r0}..{}: {e}", r0 + nr);
-                    }
+                if let Some(Err(e)) = silu.as_ref().map(|f| f.run(y)) {
+                    let mut first = failed.lock().unwrap_or_else(|p| p.into_inner());
+                    first.get_or_insert(
+                        e.context(format!("LgmsLinear: SiLU of rows {r0}..{}", r0 + nr)),
+                    );
                 }
             })
         })?;
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
         Ok(tvec!(out))
     }
 }
