@@ -490,6 +490,20 @@ fn depthwise_split_matches_the_definition() {
     assert!(op
         .run(&x[1..], &mut reference, kernels::scalar().dwconv())
         .is_err());
+    // So are parts past the input channels, weights of the wrong size and
+    // a residual without one output channel per input channel.
+    let scalar = kernels::scalar().dwconv();
+    let mut past = op.clone();
+    past.parts[1].src = 4;
+    assert!(past.run(&x, &mut reference, scalar).is_err());
+    let mut short = op.clone();
+    short.parts[0].k = 5;
+    assert!(short.run(&x, &mut reference, scalar).is_err());
+    let mut fewer = op.clone();
+    fewer.parts.pop();
+    assert!(fewer
+        .run(&x, &mut reference[..(c - 1) * h * w], scalar)
+        .is_err());
 }
 
 /// A GELU that follows no 1x1 conv becomes our vectorised one, within

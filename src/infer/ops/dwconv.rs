@@ -110,6 +110,13 @@ impl DwConcat {
                 self.cout()
             );
         }
+        if self.residual && self.cout() != self.cin {
+            bail!(
+                "LgmsDwConv: a residual needs as many output channels as input ones ({} and {})",
+                self.cout(),
+                self.cin
+            );
+        }
         let views = self
             .parts
             .iter()
@@ -119,6 +126,26 @@ impl DwConcat {
             .iter()
             .map(|(w, b)| Ok((w.as_slice::<f32>()?, b.as_slice::<f32>()?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        for (p, (wt, b)) in self.parts.iter().zip(&params) {
+            if p.k % 2 == 0
+                || p.src + p.c > self.cin
+                || wt.len() != p.c * p.k * p.k
+                || b.len() != p.c
+            {
+                bail!(
+                    "LgmsDwConv: a part of channels {}..{} with a {}x{} kernel needs an odd kernel, channels within the {} inputs, {} weights and {} biases (it has {} and {})",
+                    p.src,
+                    p.src + p.c,
+                    p.k,
+                    p.k,
+                    self.cin,
+                    p.c * p.k * p.k,
+                    p.c,
+                    wt.len(),
+                    b.len()
+                );
+            }
+        }
         let bands = h.div_ceil(BAND);
         let shared = SharedOut(out.as_mut_ptr());
         for_each_block(self.cout() * bands, |n| {
