@@ -156,34 +156,32 @@ impl View {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Permute {
     /// What the output is, in the input.
-    pub view: View,
+    view: View,
     /// Values in the input.
-    pub in_len: usize,
+    in_len: usize,
+    /// The loop nest, chosen once from the view.
+    loops: Loops,
 }
 
 impl Permute {
-    /// The loop order: the output axes outside the two innermost loops (in
-    /// output order), the output's last axis, and the axis the source
-    /// holds most densely (of 8 values or more where there is one), or
-    /// None when the last axis already reads densely.
-    fn loops(&self) -> (Vec<usize>, usize, Option<usize>) {
-        let v = &self.view;
-        let last = v.shape.len() - 1;
-        let candidates = |min: usize| {
-            (0..v.shape.len())
-                .filter(move |&k| k != last && v.shape[k] >= min)
-                .min_by_key(|&k| v.strides[k])
-        };
-        let dense = candidates(TILE).or_else(|| candidates(2));
-        let inner = dense.filter(|&k| v.strides[last] > 4 && v.strides[k] < v.strides[last]);
-        let outer = (0..last).filter(|&k| Some(k) != inner).collect();
-        (outer, last, inner)
+    /// The copy of `view` out of an input of `in_len` values; None for a
+    /// view of no axes or one that reads past the input.
+    pub fn new(view: View, in_len: usize) -> Option<Permute> {
+        if view.shape.is_empty() || view.source_len() > in_len {
+            return None;
+        }
+        let loops = Loops::new(&view);
+        Some(Permute {
+            view,
+            in_len,
+            loops,
+        })
     }
 
     /// Copies the view of `x` into `out` (dense, `view.len()` values).
     pub fn run(&self, x: &[f32], out: &mut [f32]) -> anyhow::Result<()> {
         let v = &self.view;
-        if x.len() != self.in_len || out.len() != v.len() || v.source_len() > x.len() {
+        if x.len() != self.in_len || out.len() != v.len() {
             bail!(
                 "LgmsPermute: {} values in and {} out, expected {} and {}",
                 x.len(),
@@ -192,34 +190,31 @@ impl Permute {
                 v.len()
             );
         }
+        let n_outer = self
+            .loops
+            .outer
+            .iter()
+            .map(|&(n, _, _)| n)
+            .product::<usize>();
         if v.is_empty() {
             return Ok(());
         }
-        let (outer, last, inner) = self.loops();
-        let out_strides = View::dense(&v.shape).strides;
-        let n_outer: usize = outer.iter().map(|&k| v.shape[k]).product();
-        let per_outer = v.len() / n_outer;
         let chunk = if parallelism() > 1 {
-            (BLOCK / per_outer).max(1)
+            (BLOCK / (v.len() / n_outer)).max(1)
         } else {
             n_outer
         };
         let shared = SharedOut(out.as_mut_ptr());
-        let loops = Loops {
-            outer: outer
-                .iter()
-                .map(|&k| (v.shape[k], v.strides[k], out_strides[k]))
-                .collect(),
-            last: (v.shape[last], v.strides[last]),
-            inner: inner.map(|k| (v.shape[k], v.strides[k], out_strides[k])),
-        };
         for_each_block(n_outer.div_ceil(chunk), |b| {
             let start = b * chunk;
             // SAFETY: outer indices start.. own their output values (the
             // output is dense in `shape`), disjoint between blocks, inside
             // `out`; the reads stay below `source_len() <= x.len()`
-            // (checked above).
-            unsafe { loops.copy(x, shared.ptr(), start..(start + chunk).min(n_outer)) };
+            // (checked in `new` and above).
+            unsafe {
+                self.loops
+                    .copy(x, shared.ptr(), start..(start + chunk).min(n_outer))
+            };
         });
         Ok(())
     }
@@ -229,16 +224,39 @@ impl Permute {
 /// writes (one per value, often 16 KB apart) fit one set of the L1 cache.
 const TILE: usize = 8;
 
-/// The copy's loops: `(size, source stride, output stride)` per outer axis
-/// (output order), the output's last axis `(size, source stride)`, and the
-/// source-dense axis.
+/// The copy's loop nest: `(size, source stride, output stride)` per outer
+/// axis (output order), the output's last axis `(size, source stride)`,
+/// and the axis the source holds most densely, innermost, or None when the
+/// last axis already reads densely.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Loops {
-    outer: Vec<(usize, usize, usize)>,
+    outer: TVec<(usize, usize, usize)>,
     last: (usize, usize),
     inner: Option<(usize, usize, usize)>,
 }
 
 impl Loops {
+    /// The loop order for `v` (at least one axis): the source-dense axis
+    /// is the one of 8 values or more with the smallest stride, where
+    /// there is one.
+    fn new(v: &View) -> Loops {
+        let last = v.shape.len() - 1;
+        let out_strides = View::dense(&v.shape).strides;
+        let candidates = |min: usize| {
+            (0..v.shape.len())
+                .filter(move |&k| k != last && v.shape[k] >= min)
+                .min_by_key(|&k| v.strides[k])
+        };
+        let dense = candidates(TILE).or_else(|| candidates(2));
+        let inner = dense.filter(|&k| v.strides[last] > 4 && v.strides[k] < v.strides[last]);
+        let axis = |k: usize| (v.shape[k], v.strides[k], out_strides[k]);
+        Loops {
+            outer: (0..last).filter(|&k| Some(k) != inner).map(axis).collect(),
+            last: (v.shape[last], v.strides[last]),
+            inner: inner.map(axis),
+        }
+    }
+
     /// Copies the values of outer indices `range`.
     ///
     /// # Safety
@@ -251,7 +269,7 @@ impl Loops {
         for j0 in (0..nj).step_by(TILE) {
             let j1 = (j0 + TILE).min(nj);
             // The first index's digits and offsets; then an odometer.
-            let mut digits = vec![0usize; self.outer.len()];
+            let mut digits: TVec<usize> = tvec![0; self.outer.len()];
             let (mut src, mut dst, mut rest) = (0, 0, range.start);
             for (d, &(n, s, o)) in digits.iter_mut().zip(&self.outer).rev() {
                 *d = rest % n;
@@ -345,8 +363,10 @@ fn match_at(model: &TypedModel, id: usize) -> Option<(Permute, OutletId, usize)>
     let shape = fact.shape.as_concrete()?;
     let mut view = View::dense(shape);
     let (mut cur, mut moved, mut found) = (id, false, None);
-    loop {
-        view = view.apply(axis_op(model, cur)?)?;
+    // Along the chain while the view can follow it (a reshape across
+    // non-adjacent axes ends it).
+    while let Some(next_view) = axis_op(model, cur).and_then(|op| view.apply(op)) {
+        view = next_view;
         moved |= matches!(axis_op(model, cur), Some(AxisOp::Move(..)));
         if moved {
             found = Some((view.clone(), cur));
@@ -355,18 +375,13 @@ fn match_at(model: &TypedModel, id: usize) -> Option<(Permute, OutletId, usize)>
             Some(next) if axis_op(model, next).is_some() => cur = next,
             _ => break,
         }
-        // A reshape that the view cannot follow ends the chain here.
-        if axis_op(model, cur).and_then(|op| view.apply(op)).is_none() {
-            break;
-        }
     }
     let (view, last) = found?;
-    let in_len = shape.iter().product();
-    let op = Permute { view, in_len };
+    let op = Permute::new(view, shape.iter().product())?;
     // Where the output's last axis reads densely (the heads split of the
     // Q/K/V projection: rows of 8 values) tract copies whole rows faster
     // than this loop does (0.39 against 1.3 ms at 1024 tokens).
-    op.loops().2?;
+    op.loops.inner?;
     let out = model.outlet_fact(OutletId::new(last, 0)).ok()?;
     if out.shape.as_concrete()? != &op.view.shape[..] {
         return None;
@@ -410,7 +425,7 @@ mod tests {
         assert_eq!(&view.shape[..], &want_shape[..], "{ops:?}");
         let n: usize = shape.iter().product();
         let x: Vec<f32> = (0..n).map(|v| v as f32).collect();
-        let p = Permute { view, in_len: n };
+        let p = Permute::new(view, n).expect("a view inside the input");
         let mut out = vec![-1.0; want.len()];
         p.run(&x, &mut out).unwrap();
         let got: Vec<usize> = out.iter().map(|&v| v as usize).collect();
@@ -479,10 +494,11 @@ mod tests {
 
     #[test]
     fn wrong_sizes_are_an_error() {
-        let p = Permute {
-            view: View::dense(&[2, 3]).apply(&AxisOp::Move(1, 0)).unwrap(),
-            in_len: 6,
-        };
+        let moved = View::dense(&[2, 3]).apply(&AxisOp::Move(1, 0)).unwrap();
+        // A view that reads past its input, and one of no axes, are refused.
+        assert!(Permute::new(moved.clone(), 5).is_none());
+        assert!(Permute::new(View::dense(&[]), 1).is_none());
+        let p = Permute::new(moved, 6).unwrap();
         let mut out = vec![0.0; 6];
         assert!(p.run(&[0.0; 5], &mut out).is_err());
         assert!(p.run(&[0.0; 6], &mut out[..5]).is_err());
