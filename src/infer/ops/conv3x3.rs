@@ -31,7 +31,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 pub use super::conv1x1::Act;
-use super::{for_each_block, parallelism, single_successor, swap_in, SharedOut};
+use super::{for_each_block, parallelism, replace_each, single_successor, SharedOut};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::cpu::Avx2Fma;
 #[cfg(target_arch = "aarch64")]
@@ -656,14 +656,5 @@ fn match_at(model: &TypedModel, id: usize) -> Option<(Conv3x3, OutletId, usize)>
 
 /// Replaces every matching 3x3 convolution; returns how many.
 pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    for id in 0..model.nodes().len() {
-        let Some((op, x, last)) = match_at(model, id) else {
-            continue;
-        };
-        let name = format!("{}.lgms_conv3x3", model.node(id).name);
-        swap_in(model, &[x], OutletId::new(last, 0), name, op)?;
-        replaced += 1;
-    }
-    Ok(replaced)
+    replace_each(model, "lgms_conv3x3", match_at)
 }

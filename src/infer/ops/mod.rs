@@ -147,7 +147,8 @@ pub fn substitute_except(model: &mut TypedModel, skip: &[String]) -> TractResult
     let on =
         |name: &str| !env.split(',').any(|s| s.trim() == name) && !skip.iter().any(|s| s == name);
     // In this order: the GELUs that the f32 convs fold go before `gelu`
-    // replaces the rest.
+    // replaces the rest; `permute`, which replaces axis ops, goes after
+    // every matcher that reads them (the GroupNorm's reshapes in `norm`).
     type Replace = fn(&mut TypedModel) -> TractResult<usize>;
     let steps: [(&str, Replace); 11] = [
         ("attention", attention::fuse_all),
@@ -207,8 +208,8 @@ fn swap_in(
 }
 
 /// Swaps in the operator `matcher` finds at each node (with its one input
-/// and the node whose output it replaces), named after the node it
-/// replaces plus `suffix`; returns how many.
+/// and the node whose output it replaces), named after the matched node
+/// plus `suffix`; returns how many.
 fn replace_each<O: Into<Box<dyn TypedOp>>>(
     model: &mut TypedModel,
     suffix: &str,
@@ -219,7 +220,7 @@ fn replace_each<O: Into<Box<dyn TypedOp>>>(
         let Some((op, x, last)) = matcher(model, id) else {
             continue;
         };
-        let name = format!("{}.{suffix}", model.node(last).name);
+        let name = format!("{}.{suffix}", model.node(id).name);
         swap_in(model, &[x], OutletId::new(last, 0), name, op)?;
         replaced += 1;
     }
