@@ -99,6 +99,39 @@ fn lgmsnet_attention_layout_is_fused_and_matches_stock() {
 }
 
 #[test]
+fn heads_split_from_one_projection_are_read_in_place() {
+    let stock = graphs::split_qkv_attention(48).unwrap();
+    let mut ours = stock.clone();
+    assert_eq!(ops::substitute(&mut ours).unwrap().attention, 1);
+    let ours = ours.into_compact().unwrap();
+    // The attention reads the projection itself: the moves and gathers
+    // are gone.
+    let names: Vec<String> = ours
+        .nodes()
+        .iter()
+        .map(|n| n.op.name().to_string())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n != "Gather" && !n.contains("Move") && n != "Reshape"),
+        "left: {names:?}"
+    );
+    let att = ours
+        .nodes()
+        .iter()
+        .find(|n| n.op.name() == "LgmsAttention")
+        .unwrap();
+    assert!(att
+        .inputs
+        .iter()
+        .all(|i| ours.node(i.node).op.name() == "Source"));
+    let x = [random(&[1, 4, 48, 96], 9, 2.0)];
+    let diff = max_abs_diff(&run(&stock, &x), &run(&ours, &x));
+    assert!(diff < 2e-5, "max |diff| {diff:e}");
+}
+
+#[test]
 fn other_attention_layouts_are_fused_and_match_stock() {
     // Plain (batch, head, token, depth), no scale, key count with a tail.
     check_attention(

@@ -29,6 +29,60 @@ pub fn attention(
     let q = m.add_source("q", f32::fact(shapes[0]))?;
     let k = m.add_source("k", f32::fact(shapes[1]))?;
     let v = m.add_source("v", f32::fact(shapes[2]))?;
+    let o = wire_attention(&mut m, [q, k, v], qk, av, scale, softmax_axis, v_first)?;
+    m.select_output_outlets(&[o])?;
+    Ok(m)
+}
+
+/// LGMSNet's attention as tract declutters it, from its fused Q/K/V
+/// projection `[1, 4, tokens, 96]` (the one source): a reshape to
+/// `[.., 3, 4 heads, 8]`, two axis moves to `[3, 1, 4, 4, tokens, 8]`
+/// and one gather of a constant index per operand.
+pub fn split_qkv_attention(tokens: usize) -> TractResult<TypedModel> {
+    use tract_onnx::tract_core::ops::array::Gather;
+    use tract_onnx::tract_core::ops::change_axes::AxisOp;
+    let mut m = TypedModel::default();
+    let qkv = m.add_source("qkv", f32::fact([1, 4, tokens, 96]))?;
+    let heads = AxisOp::Reshape(
+        3,
+        tvec![96.to_dim()],
+        tvec![3.to_dim(), 4.to_dim(), 8.to_dim()],
+    );
+    let x = m.wire_node("heads", heads, &[qkv])?;
+    let x = m.wire_node("move0", AxisOp::Move(3, 0), &x)?;
+    let x = m.wire_node("move1", AxisOp::Move(3, 4), &x)?[0];
+    let mut parts = [x; 3];
+    for (i, part) in parts.iter_mut().enumerate() {
+        let index = m.add_const(format!("index{i}"), tensor0(i as i64))?;
+        let gather = Gather {
+            axis: 0,
+            output_type: None,
+        };
+        *part = m.wire_node(format!("gather{i}"), gather, &[x, index])?[0];
+    }
+    let o = wire_attention(
+        &mut m,
+        parts,
+        "abcmk,abcnk->bcmn",
+        "bcmk,abckn->bmcn",
+        Some(8f32.powf(-0.5)),
+        None,
+        false,
+    )?;
+    m.select_output_outlets(&[o])?;
+    Ok(m)
+}
+
+/// The attention chain of [`attention`] on `[q, k, v]`; its output.
+fn wire_attention(
+    m: &mut TypedModel,
+    [q, k, v]: [OutletId; 3],
+    qk: &str,
+    av: &str,
+    scale: Option<f32>,
+    softmax_axis: Option<usize>,
+    v_first: bool,
+) -> TractResult<OutletId> {
     let mut s = m.wire_node("qk", EinSum::new(qk.parse()?, f32::datum_type()), &[q, k])?[0];
     let rank = m.outlet_fact(s)?.rank();
     if let Some(c) = scale {
@@ -43,9 +97,7 @@ pub fn attention(
     let p = m.wire_node("softmax", sm, &[s])?[0];
     let av_op = EinSum::new(av.parse()?, f32::datum_type());
     let inputs = if v_first { [v, p] } else { [p, v] };
-    let o = m.wire_node("av", av_op, &inputs)?;
-    m.select_output_outlets(&o)?;
-    Ok(m)
+    Ok(m.wire_node("av", av_op, &inputs)?[0])
 }
 
 /// LGMSNet's 1024-token attention block as tract declutters it.

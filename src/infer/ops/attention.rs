@@ -17,18 +17,25 @@
 //! [`fuse_all`] finds `EinSum(Q,K) [-> Mul(const scalar)] -> Softmax(last
 //! axis) -> EinSum(., V)` in the decluttered graph, whatever the einsum
 //! axis letters and operand layouts are, and records each operand's element
-//! strides so that no transpose or reshape node is needed around it.
+//! strides so that no transpose or reshape node is needed around it. An
+//! operand made by axis moves, reshapes and constant-index gathers (the
+//! heads split of the fused Q/K/V projection: a reshape, two moves and
+//! three gathers, each a copy on one thread in tract) is read in place
+//! from the tensor they start from, with an offset ([`Layout::offset`]).
 
 use std::cell::RefCell;
 
 use anyhow::bail;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{EvalContext, EvalOp, Op, StaticName, TypedOp};
+use tract_onnx::tract_core::ops::array::Gather;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
+use super::permute::View;
 use super::{for_each_block, scalar_const, single_successor, SharedOut};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::cpu::Avx2Fma;
@@ -38,6 +45,9 @@ use crate::kernels::cpu::Neon;
 /// Where one operand's logical axes are in its tensor, as element strides.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Layout {
+    /// Index of the operand's first value in the tensor (Q, K and V can
+    /// be three parts of one fused projection).
+    pub(crate) offset: isize,
     /// Stride of each batch axis (0 where the operand is broadcast).
     pub(crate) batch: TVec<isize>,
     /// Stride between rows: queries for Q and the output, keys for K and V.
@@ -128,9 +138,23 @@ impl EvalOp for Attention {
     }
 }
 
+impl Layout {
+    /// Values of a tensor that the layout reads for `batch` blocks of
+    /// `rows x depth` values: one past the largest index.
+    fn extent(&self, batch: &[usize], rows: usize, depth: usize) -> usize {
+        let dims = batch.iter().zip(&self.batch).map(|(&n, &s)| (n, s));
+        let last = dims
+            .chain([(rows, self.rows), (depth, self.depth)])
+            .map(|(n, s)| n.saturating_sub(1) as isize * s.max(0))
+            .sum::<isize>();
+        (self.offset + last + 1).max(0) as usize
+    }
+}
+
 impl Attention {
     fn offsets(&self, mut b: usize) -> (isize, isize, isize, isize) {
-        let (mut oq, mut ok, mut ov, mut oo) = (0, 0, 0, 0);
+        let (mut oq, mut ok, mut ov, mut oo) =
+            (self.q.offset, self.k.offset, self.v.offset, self.out.offset);
         for ax in (0..self.batch.len()).rev() {
             let c = (b % self.batch[ax]) as isize;
             b /= self.batch[ax];
@@ -220,12 +244,21 @@ pub fn leading_dim(n: usize) -> usize {
 
 impl TypedOp for Attention {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        for (ix, i) in inputs.iter().enumerate() {
+        let reads = [
+            self.q.extent(&self.batch, self.m, self.d),
+            self.k.extent(&self.batch, self.n, self.d),
+            self.v.extent(&self.batch, self.n, self.dv),
+        ];
+        for (ix, (i, need)) in inputs.iter().zip(reads).enumerate() {
             if i.datum_type != f32::datum_type() {
                 bail!(
                     "LgmsAttention input {ix} is {:?}, expected f32",
                     i.datum_type
                 );
+            }
+            let has = i.shape.as_concrete().map(|s| s.iter().product::<usize>());
+            if has.is_some_and(|has| has < need) {
+                bail!("LgmsAttention input {ix} holds {has:?} values, its layout reads {need}");
             }
         }
         Ok(tvec!(f32::fact(self.out_shape.iter().copied())))
@@ -948,7 +981,13 @@ fn match_at(model: &TypedModel, sm: usize) -> Option<Found> {
         s_shape[r - 1],
         dim(q_shape, pick(&depth, q_is_0)),
     );
-    let (qs, ks) = (dense_strides(q_shape), dense_strides(k_shape));
+    let (q_in, k_in) = if q_is_0 {
+        (qk_node.inputs[0], qk_node.inputs[1])
+    } else {
+        (qk_node.inputs[1], qk_node.inputs[0])
+    };
+    let (q_src, k_src) = (source(model, q_in, q_shape), source(model, k_in, k_shape));
+    let (qs, ks) = (&q_src.strides, &k_src.strides);
     let mut batch: TVec<usize> = tvec![];
     let (mut qb, mut kb) = (tvec![], tvec![]);
     for p in 0..r - 2 {
@@ -963,20 +1002,22 @@ fn match_at(model: &TypedModel, sm: usize) -> Option<Found> {
             }
         }
         batch.push(size);
-        qb.push(stride(&qs, q_shape, qp));
-        kb.push(stride(&ks, k_shape, kp));
+        qb.push(stride(qs, q_shape, qp));
+        kb.push(stride(ks, k_shape, kp));
     }
     // Any other axis of Q or K (in no output, not the depth) must be size 1:
     // covered by the contracted-axes loop above.
     let q_layout = Layout {
+        offset: q_src.offset,
         batch: qb,
-        rows: stride(&qs, q_shape, pick(&m_ax, q_is_0)),
-        depth: stride(&qs, q_shape, pick(&depth, q_is_0)),
+        rows: stride(qs, q_shape, pick(&m_ax, q_is_0)),
+        depth: stride(qs, q_shape, pick(&depth, q_is_0)),
     };
     let k_layout = Layout {
+        offset: k_src.offset,
         batch: kb,
-        rows: stride(&ks, k_shape, pick(&n_ax, !q_is_0)),
-        depth: stride(&ks, k_shape, pick(&depth, !q_is_0)),
+        rows: stride(ks, k_shape, pick(&n_ax, !q_is_0)),
+        depth: stride(ks, k_shape, pick(&depth, !q_is_0)),
     };
 
     // AV: the attention operand's axes are the QK output's positions.
@@ -985,7 +1026,8 @@ fn match_at(model: &TypedModel, sm: usize) -> Option<Found> {
     let a_pos = |a: &AxisPos| if a_slot == 0 { a.1 } else { a.2 };
     let v_pos = |a: &AxisPos| if v_slot == 0 { a.1 } else { a.2 };
     let by_a = |p: usize| av_axes.iter().find(|a| a_pos(a) == Some(p)).copied();
-    let (vs, os) = (dense_strides(&v_shape), dense_strides(&o_shape));
+    let v_src = source(model, av_node.inputs[v_slot], &v_shape);
+    let (vs, os) = (&v_src.strides, dense_strides(&o_shape));
     let keys = by_a(r - 1)?;
     let rows = by_a(r - 2)?;
     if keys.3.is_some() || dim(&v_shape, v_pos(&keys)) != n || rows.3.is_none() {
@@ -1005,7 +1047,7 @@ fn match_at(model: &TypedModel, sm: usize) -> Option<Found> {
         if dd != size && dd != 1 {
             return None;
         }
-        vb.push(stride(&vs, &v_shape, v_pos(&a)));
+        vb.push(stride(vs, &v_shape, v_pos(&a)));
         ob.push(stride(&os, &o_shape, a.3));
     }
     // The value depth: V's axes that A lacks; one of size > 1 at most,
@@ -1024,7 +1066,7 @@ fn match_at(model: &TypedModel, sm: usize) -> Option<Found> {
     let (dv, v_depth_stride, o_depth_stride) = match vdepth {
         Some(a) => (
             dim(&v_shape, v_pos(&a)),
-            stride(&vs, &v_shape, v_pos(&a)),
+            stride(vs, &v_shape, v_pos(&a)),
             stride(&os, &o_shape, a.3),
         ),
         None => (1, 0, 0),
@@ -1044,28 +1086,99 @@ fn match_at(model: &TypedModel, sm: usize) -> Option<Found> {
         q: q_layout,
         k: k_layout,
         v: Layout {
+            offset: v_src.offset,
             batch: vb,
-            rows: stride(&vs, &v_shape, v_pos(&keys)),
+            rows: stride(vs, &v_shape, v_pos(&keys)),
             depth: v_depth_stride,
         },
         out: Layout {
+            offset: 0,
             batch: ob,
             rows: stride(&os, &o_shape, rows.3),
             depth: o_depth_stride,
         },
         out_shape: o_shape,
     };
-    let (q, k) = if q_is_0 {
-        (qk_node.inputs[0], qk_node.inputs[1])
-    } else {
-        (qk_node.inputs[1], qk_node.inputs[0])
-    };
     Some(Found {
         op,
-        q,
-        k,
-        v: av_node.inputs[v_slot],
+        q: q_src.outlet,
+        k: k_src.outlet,
+        v: v_src.outlet,
         last: av_id,
+    })
+}
+
+/// Where an operand's values lie: the tensor the operator reads them
+/// from, the stride there of each of the operand's axes, and the index of
+/// its first value.
+struct Source {
+    outlet: OutletId,
+    strides: TVec<isize>,
+    offset: isize,
+}
+
+/// The operand at `outlet` (of `shape`) read through the axis ops and
+/// constant-index gathers that made it: the heads' split of the fused
+/// Q/K/V projection (a reshape, two axis moves and three gathers, each
+/// a copy on one thread in tract) becomes three strided views of the
+/// projection. Where no such chain leads to it, the operand itself.
+fn source(model: &TypedModel, outlet: OutletId, shape: &[usize]) -> Source {
+    traced(model, outlet, shape).unwrap_or_else(|| Source {
+        outlet,
+        strides: dense_strides(shape),
+        offset: 0,
+    })
+}
+
+/// One step of a chain [`traced`] follows.
+enum Step<'a> {
+    Axis(&'a AxisOp),
+    /// A gather of one constant index along an axis (which it removes).
+    Pick(usize, i64),
+}
+
+fn traced(model: &TypedModel, outlet: OutletId, shape: &[usize]) -> Option<Source> {
+    let mut steps = Vec::new();
+    let mut at = outlet;
+    loop {
+        let node = model.node(at.node);
+        if let Some(op) = node.op_as::<AxisOp>() {
+            steps.push(Step::Axis(op));
+        } else if let Some(g) = node.op_as::<Gather>() {
+            let index = super::konst(model, *node.inputs.get(1)?)?;
+            if index.rank() != 0 {
+                break;
+            }
+            steps.push(Step::Pick(g.axis, index.cast_to_scalar::<i64>().ok()?));
+        } else {
+            break;
+        }
+        at = node.inputs[0];
+    }
+    if steps.is_empty() {
+        return None;
+    }
+    let mut view = View::dense(&concrete_shape(model, at)?);
+    let mut offset = 0usize;
+    for step in steps.iter().rev() {
+        match step {
+            Step::Axis(op) => view = view.apply(op)?,
+            Step::Pick(axis, index) => {
+                let size = *view.shape.get(*axis)? as i64;
+                let i = if *index < 0 { index + size } else { *index };
+                if !(0..size).contains(&i) {
+                    return None;
+                }
+                offset += i as usize * view.strides[*axis];
+                view.shape.remove(*axis);
+                view.strides.remove(*axis);
+            }
+        }
+    }
+    (view.shape[..] == *shape).then(|| Source {
+        outlet: at,
+        strides: view.strides.iter().map(|&s| s as isize).collect(),
+        offset: offset as isize,
     })
 }
 
@@ -1094,6 +1207,34 @@ pub fn fuse_all(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layout_reading_past_its_input_is_refused() {
+        // [2 blocks, 4 rows, depth 8], dense: the last value is index 63.
+        let layout = |offset| Layout {
+            offset,
+            batch: tvec![32],
+            rows: 8,
+            depth: 1,
+        };
+        let op = |q_offset| Attention {
+            batch: tvec![2],
+            m: 4,
+            n: 4,
+            d: 8,
+            dv: 8,
+            scale_bits: 1f32.to_bits(),
+            q: layout(q_offset),
+            k: layout(0),
+            v: layout(0),
+            out: layout(0),
+            out_shape: tvec![2, 4, 8],
+        };
+        let fact = f32::fact([2, 4, 8]);
+        assert!(op(0).output_facts(&[&fact, &fact, &fact]).is_ok());
+        let err = op(1).output_facts(&[&fact, &fact, &fact]).unwrap_err();
+        assert!(err.to_string().contains("input 0 holds"), "{err}");
+    }
 
     #[test]
     fn exp2_kernels_match_std_exp2() {

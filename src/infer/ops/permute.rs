@@ -2,7 +2,8 @@
 //!
 //! The hybrid blocks cut a `[C, H, W]` feature map into 2x2 patches and
 //! back (`Reshape -> Transpose -> Reshape`), and split the fused Q/K/V
-//! projection by heads: tract runs each ONNX `Transpose` as up to three
+//! projection by heads (which [`super::attention`] reads in place, with
+//! no copy): tract runs each ONNX `Transpose` as up to three
 //! `MoveAxis` nodes, each a full copy on one thread (2.5-2.7 ms of an int8
 //! inference at 1 and 2 threads, 0.9 of them the patch folds and unfolds
 //! at 64x64). Here the chain's axis moves and the
@@ -378,9 +379,10 @@ fn match_at(model: &TypedModel, id: usize) -> Option<(Permute, OutletId, usize)>
     }
     let (view, last) = found?;
     let op = Permute::new(view, shape.iter().product())?;
-    // Where the output's last axis reads densely (the heads split of the
-    // Q/K/V projection: rows of 8 values) tract copies whole rows faster
-    // than this loop does (0.39 against 1.3 ms at 1024 tokens).
+    // Where the output's last axis reads densely (rows of 8 values or
+    // more) tract copies whole rows faster than this loop does (0.39
+    // against 1.3 ms for the heads split of a Q/K/V projection of 1024
+    // tokens).
     op.loops.inner?;
     let out = model.outlet_fact(OutletId::new(last, 0)).ok()?;
     if out.shape.as_concrete()? != &op.view.shape[..] {
