@@ -216,6 +216,9 @@ struct Found {
     last: usize,
     /// Its shape.
     out_shape: TVec<usize>,
+    /// Element-wise ops after slices of the output, folded into the
+    /// output table: left out of the graph once the op is in.
+    shunted: Vec<usize>,
 }
 
 /// The inputs of the concat along the channels that produces `x`, when
@@ -306,6 +309,13 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
             last = s;
         }
     }
+    let mut shunted = Vec::new();
+    if dequantize_output.is_some() {
+        if let Some(split) = sliced_pointwise(model, last) {
+            pointwise.push(split[0]);
+            shunted = split.iter().map(|&(op, _)| op).collect();
+        }
+    }
     let out_fact = model.outlet_fact(OutletId::new(last, 0)).ok()?;
     let out_shape: TVec<usize> = out_fact.shape.as_concrete()?.into();
     let out_dt = if dequantize_output.is_some() {
@@ -364,7 +374,41 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
         xs,
         last,
         out_shape,
+        shunted,
     })
+}
+
+/// `(op, slice)` for each consumer of node `last`'s output when every one
+/// is a slice into the same element-wise op, and nothing else reads the
+/// slices: tract's declutter splits an activation over the slices that
+/// follow it (the hybrid blocks' SiLU after the 1x1 conv that feeds both
+/// branches), and the op, once folded into the conv's output table,
+/// applies to every slice. None otherwise.
+fn sliced_pointwise(model: &TypedModel, last: usize) -> Option<Vec<(usize, usize)>> {
+    use tract_onnx::tract_core::ops::array::Slice;
+    let out = OutletId::new(last, 0);
+    if model.outputs.contains(&out) {
+        return None;
+    }
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    for slice in &model.outlet_successors(out).to_vec() {
+        let slice = slice.node;
+        if !model.node(slice).op_is::<Slice>() || model.outputs.contains(&slice.into()) {
+            return None;
+        }
+        let op = single_successor(model, slice)?;
+        let ew = model.node(op).op_as::<ElementWiseOp>()?;
+        if !is_pointwise_f32(model, op, slice) {
+            return None;
+        }
+        if let Some(&(first, _)) = found.first() {
+            if model.node(first).op_as::<ElementWiseOp>()? != ew {
+                return None;
+            }
+        }
+        found.push((op, slice));
+    }
+    (!found.is_empty()).then_some(found)
 }
 
 /// The kernel this run's int8 convs use, or `None` where they stay
@@ -413,6 +457,11 @@ pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
         };
         let last = OutletId::new(found.last, 0);
         super::super::swap_in(model, &found.xs, last, name, op)?;
+        for id in found.shunted {
+            if let Some(patch) = TypedModelPatch::shunt_one_op(model, model.node(id))? {
+                patch.apply(model)?;
+            }
+        }
         replaced += 1;
     }
     Ok(replaced)

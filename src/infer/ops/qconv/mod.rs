@@ -47,8 +47,9 @@
 //! `DequantizeLinearF32`. tract's declutter folds `DequantizeLinear -> SiLU
 //! -> QuantizeLinear` and the like into a u8 `LookupTable`; one such table
 //! on either side is applied inside the operator, as is a chain of
-//! element-wise f32 ops after the `DequantizeLinearF32`. Anything else
-//! stays with tract.
+//! element-wise f32 ops after the `DequantizeLinearF32`, or one op that
+//! the declutter split over the slices reading the output (the slices
+//! then read activated values). Anything else stays with tract.
 //!
 //! The parts: [`Plan`] (the weights and geometry prepared at load, and the
 //! run), [`QConv`] (the tract operator), [`replace_all`] (the graph
