@@ -1393,21 +1393,32 @@ proptest! {
     /// kernel size, on vector spans and tails, with infinities and NaN.
     #[test]
     fn dwconv_kernels_match_scalar_bit_for_bit(k in prop::sample::select(vec![1usize, 3, 5, 7, 9]),
-                                               n in 1usize..140, extra in 0usize..5, seed in 0u64..1000) {
+                                               n in 1usize..140, rows in 1usize..6, extra in 0usize..5,
+                                               seed in 0u64..1000) {
         let stride = n + k - 1 + extra;
-        let mut src = graphs::pseudo_random(k * stride, seed);
+        let mut src = graphs::pseudo_random((rows + k - 1) * stride, seed);
         if n > 40 {
             src[3] = f32::INFINITY;
             src[(k - 1) * stride + 7] = f32::NAN;
         }
         let w = graphs::pseudo_random(k * k, seed + 1);
-        let mut want = vec![0f32; n];
-        kernels::scalar().dwconv().row(&src, stride, k, &w, 0.25, &mut want);
+        let mut want = vec![0f32; rows * n];
+        kernels::scalar().dwconv().rows(&src, stride, k, &w, 0.25, &mut want, n);
+        // Each row is the definition (the scalar kernel's rows are).
+        let r = rows - 1;
+        let x = n - 1;
+        let mut sum = 0.25f32;
+        for ky in 0..k {
+            for kx in 0..k {
+                sum = w[ky * k + kx].mul_add(src[(r + ky) * stride + x + kx], sum);
+            }
+        }
+        prop_assert!(sum.to_bits() == want[r * n + x].to_bits() || sum.is_nan());
         for kern in simd_kernels(Kernels::dwconv, |k| k.name()) {
-            let mut got = vec![0f32; n];
-            kern.row(&src, stride, k, &w, 0.25, &mut got);
+            let mut got = vec![0f32; rows * n];
+            kern.rows(&src, stride, k, &w, 0.25, &mut got, n);
             let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
-            prop_assert!(same, "{} k={} n={}", kern.name(), k, n);
+            prop_assert!(same, "{} k={} n={} rows={}", kern.name(), k, n, rows);
         }
     }
 }

@@ -220,13 +220,11 @@ impl Band<'_> {
                 row[p..p + w].copy_from_slice(&self.plane[y * w..(y + 1) * w]);
                 row[p + w..].fill(0.0);
             }
-            for (r, out) in dst.chunks_exact_mut(w).enumerate() {
-                kernel.row(&buf[r * pw..], pw, self.k, weights, bias, out);
-                if let Some(res) = residual {
-                    let y = self.y0 + r;
-                    for (o, &v) in out.iter_mut().zip(&res[y * w..(y + 1) * w]) {
-                        *o += v;
-                    }
+            kernel.rows(buf, pw, self.k, weights, bias, dst, w);
+            if let Some(res) = residual {
+                let res = &res[self.y0 * w..(self.y0 + self.rows) * w];
+                for (o, &v) in dst.iter_mut().zip(res) {
+                    *o += v;
                 }
             }
         });
@@ -239,25 +237,28 @@ thread_local! {
     static BORDERED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Computes one output row: `out[x] = bias + sum over ky, kx of w[ky * k
-/// + kx] * src[ky * stride + x + kx]`, each product fused into the sum in
-/// that order. `src` holds `k` bordered rows of `out.len() + k - 1` values
-/// at `stride`.
-type RowFn = fn(src: &[f32], stride: usize, k: usize, w: &[f32], bias: f32, out: &mut [f32]);
+/// Computes consecutive output rows of `n` values,
+/// `out[r * n + x] = bias + sum over ky, kx of w[ky * k + kx] *
+/// src[(r + ky) * stride + x + kx]`, each product fused into the sum in
+/// that order. `src` holds the
+/// bordered input rows (`out.len() / n + k - 1` of them) of `n + k - 1`
+/// values at `stride`.
+type RowsFn =
+    fn(src: &[f32], stride: usize, k: usize, w: &[f32], bias: f32, out: &mut [f32], n: usize);
 
-/// One implementation of [`RowFn`]: the scalar reference, or a SIMD one
+/// One implementation of [`RowsFn`]: the scalar reference, or a SIMD one
 /// that only a proof of its CPU features builds.
 #[derive(Debug, Clone, Copy)]
 pub struct Kernel {
     name: &'static str,
-    row: RowFn,
+    rows: RowsFn,
 }
 
 impl Kernel {
     /// The reference kernel: one value at a time.
     pub const SCALAR: Kernel = Kernel {
         name: "scalar",
-        row: row_scalar,
+        rows: rows_scalar,
     };
 
     /// The AVX2 + FMA kernel.
@@ -265,7 +266,7 @@ impl Kernel {
     pub fn avx2(_: Avx2Fma) -> Kernel {
         Kernel {
             name: "avx2",
-            row: x86::row,
+            rows: x86::rows,
         }
     }
 
@@ -274,7 +275,7 @@ impl Kernel {
     pub fn neon(_: Neon) -> Kernel {
         Kernel {
             name: "neon",
-            row: row_spans,
+            rows: rows_spans,
         }
     }
 
@@ -283,19 +284,36 @@ impl Kernel {
         self.name
     }
 
-    /// One output row ([`RowFn`]); panics if `src` or `w` is too short.
-    pub fn row(&self, src: &[f32], stride: usize, k: usize, w: &[f32], bias: f32, out: &mut [f32]) {
-        let n = out.len();
+    /// Output rows of `n` values ([`RowsFn`]); panics if `out` is not
+    /// whole rows or `src` or `w` is too short.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rows(
+        &self,
+        src: &[f32],
+        stride: usize,
+        k: usize,
+        w: &[f32],
+        bias: f32,
+        out: &mut [f32],
+        n: usize,
+    ) {
+        let rows = out.len() / n.max(1);
         assert!(
-            n > 0 && w.len() >= k * k && src.len() >= (k - 1) * stride + n + k - 1,
-            "depthwise row: {} source values at stride {stride} for {n} outputs and k {k}",
-            src.len()
+            n > 0
+                && k > 0
+                && rows > 0
+                && out.len() == rows * n
+                && w.len() >= k * k
+                && src.len() >= (rows + k - 2) * stride + n + k - 1,
+            "depthwise rows: {} source values at stride {stride} for {} outputs in rows of {n} and k {k}",
+            src.len(),
+            out.len()
         );
-        (self.row)(src, stride, k, w, bias, out)
+        (self.rows)(src, stride, k, w, bias, out, n)
     }
 }
 
-/// One output value of [`RowFn`]: the definition.
+/// One output value of [`RowsFn`]: the definition.
 #[inline(always)]
 fn tap_sum(src: &[f32], stride: usize, k: usize, w: &[f32], bias: f32, x: usize) -> f32 {
     let mut acc = bias;
@@ -307,16 +325,97 @@ fn tap_sum(src: &[f32], stride: usize, k: usize, w: &[f32], bias: f32, x: usize)
     acc
 }
 
-fn row_scalar(src: &[f32], stride: usize, k: usize, w: &[f32], bias: f32, out: &mut [f32]) {
-    for (x, o) in out.iter_mut().enumerate() {
-        *o = tap_sum(src, stride, k, w, bias, x);
+fn rows_scalar(
+    src: &[f32],
+    stride: usize,
+    k: usize,
+    w: &[f32],
+    bias: f32,
+    out: &mut [f32],
+    n: usize,
+) {
+    for (r, row) in out.chunks_exact_mut(n).enumerate() {
+        for (x, o) in row.iter_mut().enumerate() {
+            *o = tap_sum(&src[r * stride..], stride, k, w, bias, x);
+        }
     }
 }
 
-/// [`RowFn`] in spans of [`SPAN`] pixels, each span's sums in an array
+/// [`RowsFn`] two rows at a time through [`pair_spans`], an odd last row
+/// through [`row_spans`].
+#[inline(always)]
+fn rows_spans(
+    src: &[f32],
+    stride: usize,
+    k: usize,
+    w: &[f32],
+    bias: f32,
+    out: &mut [f32],
+    n: usize,
+) {
+    let last_row = out.len() / n - 1;
+    let mut pairs = out.chunks_exact_mut(2 * n);
+    for (p, pair) in pairs.by_ref().enumerate() {
+        let (o0, o1) = pair.split_at_mut(n);
+        pair_spans(&src[2 * p * stride..], stride, k, w, bias, o0, o1);
+    }
+    let last = pairs.into_remainder();
+    if !last.is_empty() {
+        row_spans(&src[last_row * stride..], stride, k, w, bias, last);
+    }
+}
+
+/// Two output rows (`o0` from source rows `0..k`, `o1` from `1..k + 1`)
+/// in spans of [`SPAN`] pixels: each source span loaded once serves both
+/// rows (a row of its own loads a span and a weight per 4 or 8 vector
+/// multiply-adds, and the loads, not the multiply-adds, bound it). Per
+/// value the same operations in the same order as [`rows_scalar`].
+#[inline(always)]
+fn pair_spans(
+    src: &[f32],
+    stride: usize,
+    k: usize,
+    w: &[f32],
+    bias: f32,
+    o0: &mut [f32],
+    o1: &mut [f32],
+) {
+    let n = o0.len();
+    let mut x = 0;
+    while x + SPAN <= n {
+        let (mut a0, mut a1) = ([bias; SPAN], [bias; SPAN]);
+        for iy in 0..=k {
+            let r = &src[iy * stride + x..iy * stride + x + SPAN + k - 1];
+            for kx in 0..k {
+                let s: &[f32; SPAN] = r[kx..kx + SPAN].try_into().expect("SPAN values");
+                if iy < k {
+                    let wv = w[iy * k + kx];
+                    for (a, &v) in a0.iter_mut().zip(s) {
+                        *a = wv.mul_add(v, *a);
+                    }
+                }
+                if iy > 0 {
+                    let wv = w[(iy - 1) * k + kx];
+                    for (a, &v) in a1.iter_mut().zip(s) {
+                        *a = wv.mul_add(v, *a);
+                    }
+                }
+            }
+        }
+        o0[x..x + SPAN].copy_from_slice(&a0);
+        o1[x..x + SPAN].copy_from_slice(&a1);
+        x += SPAN;
+    }
+    for i in x..n {
+        o0[i] = tap_sum(src, stride, k, w, bias, i);
+        o1[i] = tap_sum(&src[stride..], stride, k, w, bias, i);
+    }
+}
+
+/// One row of [`RowsFn`] in spans of [`SPAN`] pixels, each span's sums in an array
 /// that the compiler keeps in vector registers (4 AVX2 or 8 NEON
 /// registers), the rest one value at a time: the same operations in the
-/// same order per value as [`row_scalar`].
+/// same order per value as [`rows_scalar`].
 #[inline(always)]
 fn row_spans(src: &[f32], stride: usize, k: usize, w: &[f32], bias: f32, out: &mut [f32]) {
     let n = out.len();
@@ -343,16 +442,32 @@ fn row_spans(src: &[f32], stride: usize, k: usize, w: &[f32], bias: f32, out: &m
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    pub(super) fn row(src: &[f32], stride: usize, k: usize, w: &[f32], bias: f32, out: &mut [f32]) {
+    pub(super) fn rows(
+        src: &[f32],
+        stride: usize,
+        k: usize,
+        w: &[f32],
+        bias: f32,
+        out: &mut [f32],
+        n: usize,
+    ) {
         // SAFETY: only `Kernel::avx2` reaches this function, with the proof
         // of AVX2 and FMA.
-        unsafe { row_avx2(src, stride, k, w, bias, out) }
+        unsafe { rows_avx2(src, stride, k, w, bias, out, n) }
     }
 
-    /// [`super::row_spans`] compiled for AVX2 + FMA (`vfmadd` on 8 lanes).
+    /// [`super::rows_spans`] compiled for AVX2 + FMA (`vfmadd` on 8 lanes).
     #[target_feature(enable = "avx2,fma")]
-    fn row_avx2(src: &[f32], stride: usize, k: usize, w: &[f32], bias: f32, out: &mut [f32]) {
-        super::row_spans(src, stride, k, w, bias, out)
+    fn rows_avx2(
+        src: &[f32],
+        stride: usize,
+        k: usize,
+        w: &[f32],
+        bias: f32,
+        out: &mut [f32],
+        n: usize,
+    ) {
+        super::rows_spans(src, stride, k, w, bias, out, n)
     }
 }
 
