@@ -1130,6 +1130,54 @@ fn an_activation_split_over_slices_folds_into_the_quantised_conv() {
     assert!(got.iter().all(|&v| v >= -0.3) && got.iter().any(|&v| v < -0.1));
 }
 
+/// A residual added to a quantised conv's f32 output (`x + silu(conv(x))`)
+/// is added inside the conv: the `Add` leaves the graph.
+#[test]
+fn a_residual_add_after_a_quantised_conv_folds_into_it() {
+    use tract_onnx::tract_core::ops::{math, nn};
+    let (c, k, h, w) = (8, 3, 9, 37);
+    let mut stock = graphs::qconv(c, c, k, h, w, 1, 63, true, 11).unwrap();
+    let x = stock.input_outlets().unwrap()[0];
+    let y = stock.output_outlets().unwrap()[0];
+    let y = stock.wire_node("silu", nn::silu::silu(), &[y]).unwrap()[0];
+    let y = stock.wire_node("add", math::add(), &[x, y]).unwrap();
+    stock.select_output_outlets(&y).unwrap();
+    let mut ours = stock.clone();
+    let replaced = ops::substitute(&mut ours).unwrap().qconv;
+    if !has_int8_simd() {
+        assert_eq!(replaced, 0);
+        return;
+    }
+    assert_eq!(replaced, 1);
+    let ours = ours.into_compact().unwrap();
+    let names: Vec<String> = ours
+        .nodes()
+        .iter()
+        .map(|n| n.op.name().to_string())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n == "Add" || n == "Silu"),
+        "left: {names:?}"
+    );
+    let x = random(&[1, c, h, w], 14, 3.0);
+    let (want, got) = (
+        run(&stock, std::slice::from_ref(&x)),
+        run(&ours, std::slice::from_ref(&x)),
+    );
+    // As above: a rounding tie may move a value by one level.
+    let off = want.iter().zip(&got).filter(|(a, b)| a != b).count();
+    assert!(
+        max_abs_diff(&want, &got) <= 0.055,
+        "{}",
+        max_abs_diff(&want, &got)
+    );
+    assert!(
+        off * 1000 <= want.len(),
+        "{off} of {} values differ",
+        want.len()
+    );
+}
+
 #[test]
 fn quantised_convs_are_replaced_and_match_tract_int8() {
     // 3x3 and 1x1; channel counts that are not multiples of 4; widths that

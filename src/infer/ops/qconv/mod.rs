@@ -49,7 +49,9 @@
 //! on either side is applied inside the operator, as is a chain of
 //! element-wise f32 ops after the `DequantizeLinearF32`, or one op that
 //! the declutter split over the slices reading the output (the slices
-//! then read activated values). Anything else stays with tract.
+//! then read activated values), and an `Add` of a residual of the output's
+//! shape after them (added tile by tile, while the values are in cache).
+//! Anything else stays with tract.
 //!
 //! The parts: [`Plan`] (the weights and geometry prepared at load, and the
 //! run), [`QConv`] (the tract operator), [`replace_all`] (the graph
@@ -328,6 +330,7 @@ mod tests {
             &mut buf,
             super::super::SharedOut(out.as_mut_ptr()),
             kernel,
+            None,
         );
         out.iter().map(|v| v.to_bits()).collect()
     }

@@ -53,7 +53,7 @@ impl Op for QConv {
             _ => io(p.dequantize_output.is_some(), p.out_table).to_string(),
         };
         Ok(vec![format!(
-            "int8 {}x{}: {} -> {} channels ({} groups), {}x{}, {} in, {out} out",
+            "int8 {}x{}: {} -> {} channels ({} groups), {}x{}, {} in, {out} out{}",
             p.k,
             p.k,
             p.cin,
@@ -62,6 +62,7 @@ impl Op for QConv {
             p.h,
             p.w,
             io(p.quantize_input.is_some(), p.lut_in.is_some()),
+            if p.residual { " + residual" } else { "" },
         )])
     }
     op_as_typed_op!();
@@ -76,6 +77,18 @@ impl EvalOp for QConv {
             .iter()
             .map(|i| i.try_as_plain_ram())
             .collect::<TractResult<TVec<_>>>()?;
+        // The residual, when there is one, is the last input.
+        let (views, residual) = match (p.residual, views.split_last()) {
+            (true, Some((r, xs))) => (xs, Some(r.as_slice::<f32>()?)),
+            _ => (&views[..], None),
+        };
+        let n_out = p.cout * p.h * p.w;
+        if residual.is_some_and(|r| r.len() != n_out) {
+            bail!(
+                "LgmsQConv: a residual of {} values for an output of {n_out}",
+                residual.map_or(0, <[f32]>::len)
+            );
+        }
         let x = views
             .iter()
             .map(|v| {
@@ -115,7 +128,7 @@ impl EvalOp for QConv {
             // `out` has the plan's type and `cout * h * w` values
             // (`out_shape`'s volume was checked at match time).
             with_scratch(p.buf_len(), |buf| {
-                p.run_any(&x, buf, dst, crate::kernels::best().qconv())
+                p.run_any(&x, buf, dst, crate::kernels::best().qconv(), residual)
             });
         }
         Ok(tvec!(out.into_tvalue()))
@@ -152,8 +165,23 @@ impl TypedOp for QConv {
         } else {
             u8::datum_type()
         };
-        if let Some(i) = inputs.iter().find(|i| i.datum_type != want) {
+        let (xs, residual) = match (p.residual, inputs.split_last()) {
+            (true, Some((r, xs))) => (xs, Some(r)),
+            _ => (inputs, None),
+        };
+        if let Some(i) = xs.iter().find(|i| i.datum_type != want) {
             bail!("LgmsQConv takes {want:?}, got {:?}", i.datum_type);
+        }
+        if let Some(r) = residual {
+            if r.datum_type != f32::datum_type()
+                || r.shape.as_concrete() != Some(&self.out_shape[..])
+            {
+                bail!(
+                    "LgmsQConv adds an f32 residual of its output's shape {:?}, got {:?}",
+                    self.out_shape,
+                    r
+                );
+            }
         }
         let shape = self.out_shape.iter().copied();
         Ok(tvec!(if p.dequantize_output.is_some() {

@@ -59,6 +59,10 @@ pub struct Plan {
     pub(crate) dequantize_output: Option<(i32, f32)>,
     /// Whether every adjacent input-channel weight pair has `|w0| + |w1| <= 128`.
     pub(crate) fits_7bit: bool,
+    /// Whether an f32 tensor of the output's shape is added to the output
+    /// (the residual `Add` after the conv), tile by tile while the values
+    /// are in cache.
+    pub(crate) residual: bool,
 }
 
 impl Plan {
@@ -154,6 +158,7 @@ impl Plan {
             y_zp,
             dequantize_output: None,
             fits_7bit,
+            residual: false,
         }
         .with_io(
             Some((1.0 / x_scale, x_zp)),
@@ -203,6 +208,14 @@ impl Plan {
             out_clamp: self.dequantize_output.and_then(|d| clamped(&table, d)),
             out_f32: table,
             out_table: true,
+            ..self
+        }
+    }
+
+    /// The same conv with a residual added to its f32 output.
+    pub(crate) fn with_residual(self) -> Plan {
+        Plan {
+            residual: true,
             ..self
         }
     }
@@ -411,6 +424,7 @@ impl Plan {
     /// `out` must point to `cout * h * w` values (f32, or u8 when the plan
     /// has no dequantisation) that no other thread writes at the same
     /// (channel, row).
+    #[allow(clippy::too_many_arguments)]
     unsafe fn row(
         &self,
         buf: &[u8],
@@ -419,6 +433,7 @@ impl Plan {
         taps: &[usize],
         kernel: Kernel,
         out: SharedOut,
+        residual: Option<&[f32]>,
     ) {
         // Whole 16-pixel segments requantise through the AVX2 epilogue;
         // the plain-Rust loops around the kernel (row tails), compiled for
@@ -427,10 +442,10 @@ impl Plan {
         if kernel.avx2.is_some() {
             // SAFETY: `avx2` holds the proof that this CPU has AVX2 and FMA;
             // the caller's guarantee on `out` passes on.
-            return unsafe { self.row_avx2(buf, cb, y, taps, kernel, out) };
+            return unsafe { self.row_avx2(buf, cb, y, taps, kernel, out, residual) };
         }
         // SAFETY: the caller's guarantee on `out` passes on.
-        unsafe { self.row_body(buf, cb, y, taps, kernel, out) }
+        unsafe { self.row_body(buf, cb, y, taps, kernel, out, residual) }
     }
 
     /// [`Plan::row_body`] compiled for AVX2 + FMA.
@@ -439,6 +454,7 @@ impl Plan {
     /// The CPU must have AVX2 and FMA; `out` as for [`Plan::row`].
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn row_avx2(
         &self,
         buf: &[u8],
@@ -447,14 +463,17 @@ impl Plan {
         taps: &[usize],
         kernel: Kernel,
         out: SharedOut,
+        residual: Option<&[f32]>,
     ) {
         // SAFETY: the caller's guarantee on `out` passes on.
-        unsafe { self.row_body(buf, cb, y, taps, kernel, out) }
+        unsafe { self.row_body(buf, cb, y, taps, kernel, out, residual) }
     }
 
     /// # Safety
-    /// `out` as for [`Plan::row`].
+    /// `out` as for [`Plan::row`]; with a `residual`, an f32 output of
+    /// the residual's size.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn row_body(
         &self,
         buf: &[u8],
@@ -463,6 +482,7 @@ impl Plan {
         taps: &[usize],
         kernel: Kernel,
         out: SharedOut,
+        residual: Option<&[f32]>,
     ) {
         let (row, plane) = (self.row_px() * 4, self.plane());
         let cin4 = (self.cin / self.groups).div_ceil(4);
@@ -508,18 +528,36 @@ impl Plan {
             let n = PX.min(self.w - x0);
             let dst = starts.map(|p| p.wrapping_add(x0 * size));
             #[cfg(target_arch = "x86_64")]
-            if let (Some(_), PX) = (kernel.avx2, n) {
+            let stored = if let (Some(_), PX) = (kernel.avx2, n) {
                 // SAFETY: the proof of AVX2; `dst[r]` holds PX values for
                 // every r < rows, which only this block writes.
                 unsafe {
                     super::x86::store_tile_avx2(&acc, rows, &corr, &mult, self.y_zp, store, &dst)
                 };
-                continue;
-            }
-            // SAFETY: as above, for n values per row.
-            unsafe {
-                super::scalar::store_tile(&acc, rows, n, &corr, &mult, self.y_zp, store, &dst)
+                true
+            } else {
+                false
             };
+            #[cfg(not(target_arch = "x86_64"))]
+            let stored = false;
+            if !stored {
+                // SAFETY: as above, for n values per row.
+                unsafe {
+                    super::scalar::store_tile(&acc, rows, n, &corr, &mult, self.y_zp, store, &dst)
+                };
+            }
+            if let Some(res) = residual {
+                for (r, &d) in dst.iter().enumerate().take(rows) {
+                    let at = ((cb * CO + r) * self.h + y) * self.w + x0;
+                    // SAFETY: the n f32 values just stored at `d` (the
+                    // caller's guarantee: an f32 output), which only this
+                    // block writes.
+                    let d = unsafe { std::slice::from_raw_parts_mut(d as *mut f32, n) };
+                    for (d, &v) in d.iter_mut().zip(&res[at..at + n]) {
+                        *d += v;
+                    }
+                }
+            }
         }
     }
 
@@ -545,12 +583,31 @@ impl Plan {
     pub fn run(&self, x: &[f32], buf: &mut [u8], out: &mut [f32], kernel: Kernel) {
         assert!(self.quantize_input.is_some() && self.dequantize_output.is_some());
         assert!(out.len() >= self.cout * self.h * self.w);
-        self.run_any(&[Input::F32(x)], buf, SharedOut(out.as_mut_ptr()), kernel);
+        self.run_any(
+            &[Input::F32(x)],
+            buf,
+            SharedOut(out.as_mut_ptr()),
+            kernel,
+            None,
+        );
     }
 
     /// `x`: the input in parts along the channels (see [`Plan::fill`]);
-    /// `out` holds `cout * h * w` values of the plan's output type.
-    pub(super) fn run_any(&self, x: &[Input<'_>], buf: &mut [u8], out: SharedOut, kernel: Kernel) {
+    /// `out` holds `cout * h * w` values of the plan's output type;
+    /// `residual`, as many f32 values, is added to an f32 output.
+    pub(super) fn run_any(
+        &self,
+        x: &[Input<'_>],
+        buf: &mut [u8],
+        out: SharedOut,
+        kernel: Kernel,
+        residual: Option<&[f32]>,
+    ) {
+        let n_out = self.cout * self.h * self.w;
+        assert!(
+            residual.is_none_or(|r| r.len() == n_out && self.dequantize_output.is_some()),
+            "int8 conv: a residual needs an f32 output of its size"
+        );
         self.fill(x, buf, kernel);
         let buf = &*buf;
         let taps = self.taps();
@@ -566,7 +623,7 @@ impl Plan {
             // SAFETY: block n owns channels 4*(n % cout4).. of row
             // n / cout4; the caller guarantees `out`'s size and that it
             // outlives the loop.
-            unsafe { self.row(buf, n % cout4, n / cout4, &taps, kernel, out) }
+            unsafe { self.row(buf, n % cout4, n / cout4, &taps, kernel, out, residual) }
         });
     }
 }
