@@ -885,8 +885,8 @@ fn layer_norm_chain_is_replaced_and_matches_stock() {
 /// means, `Rsqrt`, reshape back, affine per channel) is one `LgmsNorm` with
 /// the stock values, whichever ops take the means: here `Reduce<Sum>` and a
 /// scale, in the model products by constant vectors.
-#[test]
-fn group_norm_chain_is_replaced_and_matches_stock() {
+/// GroupNorm over `[1, 16, 9, 13]` in 4 groups as tract declutters it.
+fn group_norm_graph() -> TypedModel {
     use tract_onnx::tract_core::ops::change_axes::AxisOp;
     use tract_onnx::tract_core::ops::math;
     use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
@@ -941,6 +941,34 @@ fn group_norm_chain_is_replaced_and_matches_stock() {
     let y = m.wire_node("scaled", math::mul(), &[y, gamma]).unwrap()[0];
     let y = m.wire_node("shifted", math::add(), &[y, beta]).unwrap()[0];
     m.select_output_outlets(&[y]).unwrap();
+    m
+}
+
+/// The exact GELU after a GroupNorm (the multi-kernel blocks' `norm_act`)
+/// runs inside the norm op: gone from the graph, the same values.
+#[test]
+fn a_gelu_after_a_group_norm_runs_inside_it() {
+    let m = graphs::then_gelu(group_norm_graph()).unwrap();
+    let mut ours = m.clone();
+    let subs = ops::substitute(&mut ours).unwrap();
+    assert_eq!(subs.norm, 1);
+    let ours = ours.into_compact().unwrap();
+    let names: Vec<String> = ours
+        .nodes()
+        .iter()
+        .map(|n| n.op.name().to_string())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("Gelu")), "left: {names:?}");
+    let x = random(&[1, 16, 9, 13], 44, 3.0);
+    let (want, got) = (run(&m, std::slice::from_ref(&x)), run(&ours, &[x]));
+    let diff = max_abs_diff(&want, &got);
+    assert!(diff < 1e-4, "max |diff| {diff:e}");
+}
+
+#[test]
+fn group_norm_chain_is_replaced_and_matches_stock() {
+    let m = group_norm_graph();
+    let (c, g, h, w) = (16usize, 4usize, 9usize, 13usize);
     let mut ours = m.clone();
     assert_eq!(ops::substitute(&mut ours).unwrap().norm, 1);
     assert!(!ours.nodes().iter().any(|n| n.op.name() == "Rsqrt"));

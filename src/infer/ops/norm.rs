@@ -48,6 +48,11 @@ pub struct Norm {
     pub(crate) stride: usize,
     /// Shape of input and output.
     pub(crate) shape: TVec<usize>,
+    /// Whether the exact GELU that follows in the graph (the multi-kernel
+    /// blocks' `norm_act`) runs on each group's output while it is in
+    /// cache, through the GELU kernel of [`super::gelu`] (the same values
+    /// as that op).
+    pub(crate) gelu: bool,
 }
 
 impl Op for Norm {
@@ -56,11 +61,12 @@ impl Op for Norm {
     }
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "groups of {}, {} channels of {}, eps {}",
+            "groups of {}, {} channels of {}, eps {}{}",
             self.len,
             self.gamma.len(),
             self.stride,
-            f32::from_bits(self.eps_bits)
+            f32::from_bits(self.eps_bits),
+            if self.gelu { ", then GELU" } else { "" }
         )])
     }
     op_as_typed_op!();
@@ -82,6 +88,7 @@ impl EvalOp for Norm {
         }
         let groups = x.len() / self.len;
         let per_block = (BLOCK / self.len).max(1);
+        let gelu = self.gelu.then(|| crate::kernels::best().gelu());
         // The groups cover every element (`len` divides the volume: checked
         // at match time).
         let out = filled_f32(&self.shape, |dst| {
@@ -92,6 +99,9 @@ impl EvalOp for Norm {
                     // the output outlives the loop.
                     let y = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(at), self.len) };
                     self.group(&x[at..at + self.len], at, y, gamma, beta);
+                    if let Some(k) = gelu {
+                        k.run(y);
+                    }
                 }
             })
         })?;
@@ -259,6 +269,7 @@ fn layer_norm(model: &TypedModel, rms: usize) -> Option<Found> {
             beta,
             stride: 1,
             shape: xs,
+            gelu: false,
         },
         x,
         last,
@@ -409,6 +420,7 @@ fn group_norm(model: &TypedModel, rsqrt: usize) -> Option<Found> {
             beta,
             stride: xs[2..].iter().product::<usize>().max(1),
             shape: xs,
+            gelu: false,
         },
         x,
         last,
@@ -425,9 +437,26 @@ pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
         .collect();
     let mut replaced = 0;
     for id in candidates {
-        let Some(found) = layer_norm(model, id).or_else(|| group_norm(model, id)) else {
+        let Some(mut found) = layer_norm(model, id).or_else(|| group_norm(model, id)) else {
             continue;
         };
+        // An exact GELU after the norm (ours, or tract's where ours is
+        // skipped) runs on the norm's output blocks.
+        if let Some(s) = single_successor(model, found.last) {
+            let node = model.node(s);
+            let same = model
+                .outlet_fact(OutletId::new(s, 0))
+                .ok()
+                .map(|f| &f.shape)
+                == model
+                    .outlet_fact(OutletId::new(found.last, 0))
+                    .ok()
+                    .map(|f| &f.shape);
+            if same && (node.op_is::<super::gelu::Gelu>() || super::gelu::is_gelu_exact(model, s)) {
+                found.op.gelu = true;
+                found.last = s;
+            }
+        }
         let name = format!("{}.lgms_norm", model.node(found.last).name);
         super::swap_in(
             model,
@@ -456,6 +485,7 @@ mod tests {
             beta: Arc::new(tensor1(&[0f32; 4])),
             stride: 1,
             shape: tvec![2, 4],
+            gelu: false,
         };
         let ok = op.eval_out_of_plan(tvec![
             tensor1(&[1f32, 2., 3., 4., 5., 6., 7., 9.]).into_tvalue()
