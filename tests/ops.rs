@@ -661,25 +661,78 @@ proptest! {
 fn linear_layers_are_replaced_and_match_stock() {
     use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::ops::math;
-    // (expression, x shape, weight shape, bias, SiLU after, replaced)
+    // (expression, x shape, weight shape, bias, SiLU after, residual
+    // added after, replaced)
     type Case = (
         &'static str,
         &'static [usize],
         &'static [usize],
         bool,
         bool,
+        bool,
         usize,
     );
-    let cases: [Case; 6] = [
-        ("bmk,kn->bmn", &[2, 37, 48], &[48, 128], true, false, 1),
-        ("bmck,ckn->bmn", &[2, 19, 4, 8], &[4, 8, 48], true, false, 1),
-        ("bmk,kn->abmn", &[3, 21, 24], &[24, 40], false, false, 1),
-        ("bkm,kn->bmn", &[2, 24, 9], &[24, 16], false, false, 0),
+    let cases: [Case; 8] = [
+        (
+            "bmk,kn->bmn",
+            &[2, 37, 48],
+            &[48, 128],
+            true,
+            false,
+            false,
+            1,
+        ),
+        (
+            "bmck,ckn->bmn",
+            &[2, 19, 4, 8],
+            &[4, 8, 48],
+            true,
+            false,
+            false,
+            1,
+        ),
+        (
+            "bmk,kn->abmn",
+            &[3, 21, 24],
+            &[24, 40],
+            false,
+            false,
+            false,
+            1,
+        ),
+        (
+            "bkm,kn->bmn",
+            &[2, 24, 9],
+            &[24, 16],
+            false,
+            false,
+            false,
+            0,
+        ),
         // The feed-forward layer: bias, then SiLU folded in.
-        ("bmk,kn->bmn", &[4, 70, 96], &[96, 256], true, true, 1),
-        ("bmk,kn->bmn", &[2, 9, 16], &[16, 8], false, true, 1),
+        (
+            "bmk,kn->bmn",
+            &[4, 70, 96],
+            &[96, 256],
+            true,
+            true,
+            false,
+            1,
+        ),
+        ("bmk,kn->bmn", &[2, 9, 16], &[16, 8], false, true, false, 1),
+        // The residual after `to_out` and the feed-forward layer.
+        (
+            "bmck,ckn->bmn",
+            &[2, 67, 4, 8],
+            &[4, 8, 48],
+            true,
+            false,
+            true,
+            1,
+        ),
+        ("bmk,kn->bmn", &[3, 9, 16], &[16, 24], false, false, true, 1),
     ];
-    for (i, (expr, xs, ws, bias, silu, expect)) in cases.into_iter().enumerate() {
+    for (i, (expr, xs, ws, bias, silu, residual, expect)) in cases.into_iter().enumerate() {
         let mut m = TypedModel::default();
         let x = m.add_source("x", f32::fact(xs)).unwrap();
         let n = *ws.last().unwrap();
@@ -703,6 +756,17 @@ fn linear_layers_are_replaced_and_match_stock() {
             let op = tract_onnx::tract_core::ops::nn::silu::silu();
             y = m.wire_node("silu", op, &[y]).unwrap()[0];
         }
+        let out_shape: TVec<usize> = m
+            .outlet_fact(y)
+            .unwrap()
+            .shape
+            .as_concrete()
+            .unwrap()
+            .into();
+        if residual {
+            let r = m.add_source("r", f32::fact(&out_shape)).unwrap();
+            y = m.wire_node("residual", math::add(), &[r, y]).unwrap()[0];
+        }
         m.select_output_outlets(&[y]).unwrap();
         let mut ours = m.clone();
         assert_eq!(ops::substitute(&mut ours).unwrap().linear, expect, "{expr}");
@@ -719,8 +783,11 @@ fn linear_layers_are_replaced_and_match_stock() {
                 "{expr}: {names:?}"
             );
         }
-        let x = random(xs, 60 + i as u64, 2.0);
-        let (want, got) = (run(&m, std::slice::from_ref(&x)), run(&ours, &[x]));
+        let mut inputs = vec![random(xs, 60 + i as u64, 2.0)];
+        if residual {
+            inputs.push(random(&out_shape, 80 + i as u64, 2.0));
+        }
+        let (want, got) = (run(&m, &inputs), run(&ours, &inputs));
         let diff = max_abs_diff(&want, &got);
         assert!(diff < 1e-4, "{expr}: max |diff| {diff:e}");
     }

@@ -55,6 +55,11 @@ pub struct Linear {
     /// layer's) runs on each block's rows, through tract's own SiLU kernel
     /// (the same values as tract's separate, single-threaded op).
     pub(crate) silu: bool,
+    /// Whether the op's second input, of the output's shape, is added to
+    /// the output (the transformer blocks' residual `Add` after
+    /// `to_out` and the feed-forward layer), block by block while the
+    /// rows are in cache.
+    pub(crate) residual: bool,
 }
 
 impl Op for Linear {
@@ -74,6 +79,12 @@ impl EvalOp for Linear {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = inputs[0].try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
+        let res = match (self.residual, inputs.get(1)) {
+            (true, Some(r)) => Some(r.try_as_plain_ram()?),
+            (true, None) => bail!("LgmsLinear: the residual input is missing"),
+            _ => None,
+        };
+        let res = res.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
         let (w, b) = (
             self.weights.try_as_plain_ram()?,
             self.bias.try_as_plain_ram()?,
@@ -86,6 +97,13 @@ impl EvalOp for Linear {
                 x.len(),
                 self.k,
                 self.out_shape
+            );
+        }
+        if res.is_some_and(|r| r.len() != rows * self.n) {
+            bail!(
+                "LgmsLinear: a residual of {} values for {rows} rows of {}",
+                res.map_or(0, <[f32]>::len),
+                self.n
             );
         }
         let kernel = crate::kernels::best().linear();
@@ -107,6 +125,11 @@ impl EvalOp for Linear {
                 // block only; the output outlives the loop.
                 let y = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(r0 * n), nr * n) };
                 kernel.linear(&x[r0 * k..(r0 + nr) * k], w, b, k, n, y);
+                if let Some(res) = res {
+                    for (o, &v) in y.iter_mut().zip(&res[r0 * n..(r0 + nr) * n]) {
+                        *o += v;
+                    }
+                }
                 if let Some(Err(e)) = silu.as_ref().map(|f| f.run(y)) {
                     let mut first = failed.lock().unwrap_or_else(|p| p.into_inner());
                     first.get_or_insert(
@@ -124,8 +147,19 @@ impl EvalOp for Linear {
 
 impl TypedOp for Linear {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        if inputs[0].datum_type != f32::datum_type() {
-            bail!("LgmsLinear takes f32, got {:?}", inputs[0].datum_type);
+        if let Some(i) = inputs.iter().find(|i| i.datum_type != f32::datum_type()) {
+            bail!("LgmsLinear takes f32, got {:?}", i.datum_type);
+        }
+        if self.residual
+            && inputs
+                .get(1)
+                .is_none_or(|r| r.shape.as_concrete() != Some(&self.out_shape[..]))
+        {
+            bail!(
+                "LgmsLinear adds a residual of its output's shape {:?}, got {:?}",
+                self.out_shape,
+                inputs.get(1)
+            );
         }
         Ok(tvec!(f32::fact(self.out_shape.iter().copied())))
     }
@@ -371,6 +405,8 @@ mod neon {
 struct Found {
     op: Linear,
     x: OutletId,
+    /// The residual added after the layer, if any.
+    residual: Option<OutletId>,
     last: usize,
 }
 
@@ -458,6 +494,14 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
             last = next;
         }
     }
+    // A residual added after it (not after a SiLU).
+    let mut residual = None;
+    if !silu {
+        if let Some((add, other)) = super::residual_add(model, last) {
+            residual = Some(other);
+            last = add;
+        }
+    }
     Some(Found {
         op: Linear {
             weights: Arc::new(weights),
@@ -466,8 +510,10 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
             n,
             out_shape,
             silu,
+            residual: residual.is_some(),
         },
         x,
+        residual,
         last,
     })
 }
@@ -486,13 +532,8 @@ pub fn replace_all(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         };
         let name = format!("{}.lgms_linear", model.node(id).name);
-        super::swap_in(
-            model,
-            &[found.x],
-            OutletId::new(found.last, 0),
-            name,
-            found.op,
-        )?;
+        let inputs: TVec<OutletId> = std::iter::once(found.x).chain(found.residual).collect();
+        super::swap_in(model, &inputs, OutletId::new(found.last, 0), name, found.op)?;
         replaced += 1;
     }
     Ok(replaced)

@@ -276,6 +276,37 @@ fn filled_f32(shape: &[usize], fill: impl FnOnce(SharedOut)) -> TractResult<TVal
     Ok(out.into_tvalue())
 }
 
+/// `(add, other input)` when node `last`'s only consumer adds another f32
+/// tensor of the same shape to it (no broadcast).
+pub(super) fn residual_add(model: &TypedModel, last: usize) -> Option<(usize, OutletId)> {
+    use tract_onnx::tract_core::ops::binary::TypedBinOp;
+    let add = single_successor(model, last)?;
+    let node = model.node(add);
+    let bin = node.op_as::<TypedBinOp>()?;
+    let out = OutletId::new(last, 0);
+    if bin.0.name() != "Add" || bin.1.is_some() || node.inputs.len() != 2 {
+        return None;
+    }
+    let other = match (node.inputs[0] == out, node.inputs[1] == out) {
+        (true, false) => node.inputs[1],
+        (false, true) => node.inputs[0],
+        _ => return None,
+    };
+    let (a, b, sum) = (
+        model.outlet_fact(out).ok()?,
+        model.outlet_fact(other).ok()?,
+        model.outlet_fact(OutletId::new(add, 0)).ok()?,
+    );
+    let f32 = f32::datum_type();
+    (a.datum_type == f32
+        && b.datum_type == f32
+        && sum.datum_type == f32
+        && a.shape.as_concrete().is_some()
+        && a.shape == b.shape
+        && a.shape == sum.shape)
+        .then_some((add, other))
+}
+
 /// Runs `f(i)` for `i in 0..n`, on tract's thread pool when the running
 /// plan has a multi-threaded executor, else in order on this thread.
 /// `f` gets disjoint work by index; results come back through its captures.

@@ -321,7 +321,7 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
     // pass over the tensor, on one thread, in tract.
     let mut residual = None;
     if dequantize_output.is_some() && shunted.is_empty() {
-        if let Some((add, other)) = residual_add(model, last) {
+        if let Some((add, other)) = super::super::residual_add(model, last) {
             residual = Some(other);
             last = add;
         }
@@ -391,37 +391,6 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
         out_shape,
         shunted,
     })
-}
-
-/// `(add, other input)` when node `last`'s only consumer adds another f32
-/// tensor of the same shape to it (no broadcast).
-fn residual_add(model: &TypedModel, last: usize) -> Option<(usize, OutletId)> {
-    use tract_onnx::tract_core::ops::binary::TypedBinOp;
-    let add = single_successor(model, last)?;
-    let node = model.node(add);
-    let bin = node.op_as::<TypedBinOp>()?;
-    let out = OutletId::new(last, 0);
-    if bin.0.name() != "Add" || bin.1.is_some() || node.inputs.len() != 2 {
-        return None;
-    }
-    let other = match (node.inputs[0] == out, node.inputs[1] == out) {
-        (true, false) => node.inputs[1],
-        (false, true) => node.inputs[0],
-        _ => return None,
-    };
-    let (a, b, sum) = (
-        model.outlet_fact(out).ok()?,
-        model.outlet_fact(other).ok()?,
-        model.outlet_fact(OutletId::new(add, 0)).ok()?,
-    );
-    let f32 = f32::datum_type();
-    (a.datum_type == f32
-        && b.datum_type == f32
-        && sum.datum_type == f32
-        && a.shape.as_concrete().is_some()
-        && a.shape == b.shape
-        && a.shape == sum.shape)
-        .then_some((add, other))
 }
 
 /// `(op, slice)` for each consumer of node `last`'s output when every one
