@@ -83,9 +83,9 @@ impl Engine {
         let input = self
             .input_value()
             .map_err(|e| inference_error(&self.model.info().name, e))?;
-        let outputs = self
-            .state
-            .run(tvec!(input))
+        let (model, state) = (&self.model, &mut self.state);
+        let outputs = model
+            .on_pool(|| state.run(tvec!(input)))
             .map_err(|e| inference_error(&self.model.info().name, e))?;
         let view = outputs[0]
             .try_as_plain_ram()
@@ -186,12 +186,15 @@ impl Engine {
             let input = self
                 .input_value()
                 .map_err(|e| inference_error(&self.model.info().name, e))?;
-            self.state
-                .run_plan_with_eval(tvec!(input), |ctx, op_state, node, inputs| {
-                    let t = Instant::now();
-                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                    per_node[node.id] += t.elapsed();
-                    out
+            let (model, state, per_node) = (&self.model, &mut self.state, &mut per_node);
+            model
+                .on_pool(|| {
+                    state.run_plan_with_eval(tvec!(input), |ctx, op_state, node, inputs| {
+                        let t = Instant::now();
+                        let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                        per_node[node.id] += t.elapsed();
+                        out
+                    })
                 })
                 .map_err(|e| inference_error(&self.model.info().name, e))?;
         }
