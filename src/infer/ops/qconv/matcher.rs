@@ -153,7 +153,7 @@ fn is_pointwise_f32(model: &TypedModel, id: usize, prev: usize) -> bool {
             .and_then(|f| f.konst.clone())
             .is_some_and(|k| k.len() == 1 && k.datum_type() == f32::datum_type())
     };
-    if node.op_is::<ElementWiseOp>() {
+    if node.op_is::<ElementWiseOp>() || node.op_is::<super::super::gelu::Gelu>() {
         node.inputs.as_slice() == [prev_out]
     } else if node.op_is::<TypedBinOp>() {
         node.inputs.len() == 2
@@ -204,6 +204,83 @@ fn fold_pointwise(
     }
     let view = values.try_as_plain_ram().ok()?;
     view.as_slice::<f32>().ok()?.try_into().ok()
+}
+
+/// Whether node `id` multiplies `prev`'s `[1, c, h, w]` f32 output by,
+/// or adds to it, a constant of one value per channel (`[1, c, 1, 1]` or
+/// `[c, 1, 1]`), with an output of the same shape.
+fn is_channel_affine(model: &TypedModel, id: usize, prev: usize, c: usize) -> bool {
+    use tract_onnx::tract_core::ops::binary::TypedBinOp;
+    let node = model.node(id);
+    let prev_out = OutletId::new(prev, 0);
+    let Some(bin) = node.op_as::<TypedBinOp>() else {
+        return false;
+    };
+    let (Ok(input), Ok(output)) = (
+        model.outlet_fact(prev_out),
+        model.outlet_fact(OutletId::new(id, 0)),
+    ) else {
+        return false;
+    };
+    let shape = input.shape.as_concrete().unwrap_or(&[]);
+    let per_channel = |o: &OutletId| {
+        model
+            .outlet_fact(*o)
+            .ok()
+            .and_then(|f| f.konst.clone())
+            .is_some_and(|k| {
+                let s = k.shape();
+                k.datum_type() == f32::datum_type()
+                    && k.len() == c
+                    && (s == [1, c, 1, 1] || s == [c, 1, 1])
+            })
+    };
+    (bin.0.name() == "Mul" || bin.0.name() == "Add")
+        && bin.1.is_none()
+        && shape.len() == 4
+        && shape[..2] == [1, c]
+        && input.datum_type == f32::datum_type()
+        && output.datum_type == f32::datum_type()
+        && input.shape == output.shape
+        && node.inputs.len() == 2
+        && node.inputs.iter().filter(|&&o| o == prev_out).count() == 1
+        && node.inputs.iter().any(per_channel)
+}
+
+/// `table` (the levels' f32 values) through the per-channel ops of
+/// `chain` ([`is_channel_affine`]), evaluated by tract itself on `[1, c,
+/// 1, 256]` levels: one table per channel.
+fn fold_per_channel(
+    model: &TypedModel,
+    chain: &[(usize, usize)],
+    table: &[f32; 256],
+    c: usize,
+) -> Option<Vec<[f32; 256]>> {
+    let levels: Vec<f32> = (0..c).flat_map(|_| table.iter().copied()).collect();
+    let mut values = Tensor::from_shape(&[1, c, 1, 256], &levels).ok()?;
+    for &(id, prev) in chain {
+        let node = model.node(id);
+        let prev_out = OutletId::new(prev, 0);
+        let inputs: TVec<TValue> = node
+            .inputs
+            .iter()
+            .map(|o| {
+                if *o == prev_out {
+                    Some(values.clone().into_tvalue())
+                } else {
+                    Some(model.outlet_fact(*o).ok()?.konst.clone()?.into_tvalue())
+                }
+            })
+            .collect::<Option<_>>()?;
+        let out = node.op.eval_out_of_plan(inputs).ok()??;
+        values = out.into_iter().next()?.into_tensor();
+        if values.shape() != [1, c, 1, 256] || values.datum_type() != f32::datum_type() {
+            return None;
+        }
+    }
+    let view = values.try_as_plain_ram().ok()?;
+    let v = view.as_slice::<f32>().ok()?;
+    v.chunks_exact(256).map(|t| t.try_into().ok()).collect()
 }
 
 struct Found {
@@ -309,8 +386,20 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
             last = s;
         }
     }
-    let mut shunted = Vec::new();
+    // Then a per-channel affine (a BatchNorm after the activation): one
+    // table per output channel.
+    let mut per_channel = Vec::new();
     if dequantize_output.is_some() {
+        while let Some(s) = single_successor(model, last) {
+            if !is_channel_affine(model, s, last, cout) {
+                break;
+            }
+            per_channel.push((s, last));
+            last = s;
+        }
+    }
+    let mut shunted = Vec::new();
+    if dequantize_output.is_some() && per_channel.is_empty() {
         if let Some(split) = sliced_pointwise(model, last) {
             pointwise.push(split[0]);
             shunted = split.iter().map(|&(op, _)| op).collect();
@@ -383,6 +472,10 @@ fn match_at(model: &TypedModel, id: usize) -> Option<Found> {
     if !pointwise.is_empty() {
         let table = fold_pointwise(model, &pointwise, &plan.out_f32)?;
         plan = plan.with_f32_table(table);
+    }
+    if !per_channel.is_empty() {
+        let tables = fold_per_channel(model, &per_channel, &plan.out_f32, cout)?;
+        plan = plan.with_f32_channel_tables(tables);
     }
     Some(Found {
         plan,

@@ -520,10 +520,13 @@ mod tests {
             let mult = scale_pick.map(|i| [0.5f32, 0.013, 3.0e-7, 1.0e9][i]);
             let t8: [u8; 256] = std::array::from_fn(|i| (i as u8).wrapping_mul(29).wrapping_add(seed));
             let t32: [f32; 256] = std::array::from_fn(|i| i as f32 * -0.37 + seed as f32);
+            let rows32: [[f32; 256]; CO] =
+                std::array::from_fn(|r| std::array::from_fn(|i| (i * (r + 2)) as f32 - seed as f32));
             for store in [
                 Store::F32 { zp, scale: 0.021, lo: 0, hi: 255 },
                 Store::F32 { zp, scale: 0.021, lo, hi },
                 Store::F32Table(&t32),
+                Store::F32Tables(&rows32),
                 Store::U8,
                 Store::U8Table(&t8),
             ] {

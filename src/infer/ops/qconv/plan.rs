@@ -40,6 +40,10 @@ pub struct Plan {
     /// `out_f32` for f32) instead of plain requantisation (and
     /// dequantisation).
     pub(crate) out_table: bool,
+    /// Per output channel, what `q` becomes in the f32 output, where a
+    /// per-channel affine (a BatchNorm after the activation) follows the
+    /// conv: then `out_f32` is unused.
+    pub(crate) out_f32_channels: Option<Box<[[f32; 256]]>>,
     /// Levels `(lo, hi)` such that `out_f32[q]` is `(q.clamp(lo, hi) -
     /// zp) * scale` for every q, bit for bit (a ReLU after the conv):
     /// the f32 output is then computed instead of looked up.
@@ -151,6 +155,7 @@ impl Plan {
             out_f32: [0.0; 256],
             out_table: false,
             out_clamp: None,
+            out_f32_channels: None,
             weights,
             wsum,
             bias: bias.map(<[i32]>::to_vec).unwrap_or_else(|| vec![0; cout]),
@@ -216,6 +221,18 @@ impl Plan {
     pub(crate) fn with_residual(self) -> Plan {
         Plan {
             residual: true,
+            ..self
+        }
+    }
+
+    /// The same conv with `tables[c][q]` as the f32 output of level `q` in
+    /// channel `c` (one table per output channel).
+    pub(crate) fn with_f32_channel_tables(self, tables: Vec<[f32; 256]>) -> Plan {
+        assert_eq!(tables.len(), self.cout, "one table per output channel");
+        Plan {
+            out_f32_channels: Some(tables.into_boxed_slice()),
+            out_table: true,
+            out_clamp: None,
             ..self
         }
     }
@@ -504,9 +521,12 @@ impl Plan {
             corr[r] = self.bias[o] - zp * self.wsum[o];
             mult[r] = self.mult[o];
         }
-        let store = self.store();
+        let store = match &self.out_f32_channels {
+            Some(t) => Store::F32Tables(&t[cb * CO..cb * CO + rows]),
+            None => self.store(),
+        };
         let size = match store {
-            Store::F32 { .. } | Store::F32Table(_) => 4,
+            Store::F32 { .. } | Store::F32Table(_) | Store::F32Tables(_) => 4,
             Store::U8 | Store::U8Table(_) => 1,
         };
         // Where each row's output starts: unused rows get a null that the
@@ -688,7 +708,8 @@ fn clamped(table: &[f32; 256], (zp, scale): (i32, f32)) -> Option<(i32, i32)> {
 
 /// Where a tile's requantised levels `q` (0..=255) go: f32 dequantised
 /// after a clamp to `lo..=hi`, `(q.clamp(lo, hi) - zp) * scale`; f32
-/// through a 256-entry table; u8 as they are; u8 through a table.
+/// through a 256-entry table, or one table per row; u8 as they are; u8
+/// through a table.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Store<'a> {
     F32 {
@@ -698,6 +719,8 @@ pub(super) enum Store<'a> {
         hi: i32,
     },
     F32Table(&'a [f32; 256]),
+    /// One table per row of the tile.
+    F32Tables(&'a [[f32; 256]]),
     U8,
     U8Table(&'a [u8; 256]),
 }

@@ -81,6 +81,13 @@ pub(super) unsafe fn store_tile(
                     *d = t[q as u8 as usize];
                 }
             }
+            Store::F32Tables(ts) => {
+                // SAFETY: as above.
+                let d = unsafe { std::slice::from_raw_parts_mut(dst[r] as *mut f32, n) };
+                for (d, &q) in d.iter_mut().zip(&q) {
+                    *d = ts[r][q as u8 as usize];
+                }
+            }
             Store::U8 | Store::U8Table(_) => {
                 // SAFETY: as above.
                 let d = unsafe { std::slice::from_raw_parts_mut(dst[r], n) };

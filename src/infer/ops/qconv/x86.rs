@@ -205,6 +205,11 @@ pub(super) unsafe fn store_tile_avx2(
                         let d = (dst[r] as *mut f32).add(8 * h);
                         _mm256_storeu_ps(d, _mm256_i32gather_ps::<4>(t.as_ptr(), idx));
                     }
+                    Store::F32Tables(ts) => {
+                        let idx = _mm256_cvtps_epi32(_mm256_add_ps(v, zpf));
+                        let d = (dst[r] as *mut f32).add(8 * h);
+                        _mm256_storeu_ps(d, _mm256_i32gather_ps::<4>(ts[r].as_ptr(), idx));
+                    }
                     Store::U8 | Store::U8Table(_) => {
                         q[2 * r + h] = _mm256_cvtps_epi32(_mm256_add_ps(v, zpf));
                     }
