@@ -362,6 +362,13 @@ mod tests {
             "a zero weight scale (an all-zero channel) is fine"
         );
         assert!(new(0.1, 0.01, 0.1).is_ok());
+        // Zero points are u8 levels (the u8 epilogues rely on it).
+        for (x0, y0) in [(-1, 0), (0, 256), (300, 7)] {
+            let err = Plan::new((4, 4, 3, 2, 2, 1), &w, None, 0.1, x0, &[0.01], 0.1, y0)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("must be u8 levels"), "{x0} {y0}: {err}");
+        }
     }
 
     /// Every kind of output (f32 or u8, with or without a table) of every

@@ -89,6 +89,9 @@ impl Plan {
         if k % 2 == 0 || cin == 0 || cout == 0 || h == 0 || w_px == 0 || groups == 0 {
             bail!("int8 conv: unsupported geometry {cin}->{cout} channels, {k}x{k} kernel, {h}x{w_px} image, {groups} groups");
         }
+        if !(0..=255).contains(&x_zp) || !(0..=255).contains(&y_zp) {
+            bail!("int8 conv: zero points {x_zp} (input) and {y_zp} (output) must be u8 levels, 0..=255");
+        }
         if groups > 1
             && (cin % groups != 0
                 || cout % groups != 0

@@ -160,7 +160,7 @@ pub(super) unsafe fn store_tile_avx2(
     store: Store<'_>,
     dst: &[*mut u8; CO],
 ) {
-    if matches!(store, Store::U8 | Store::U8Table(_)) && (0..=255).contains(&y_zp) {
+    if matches!(store, Store::U8 | Store::U8Table(_)) {
         // SAFETY: the caller's guarantees, passed on.
         return unsafe { store_u8_tile_avx2(acc, rows, corr, mult, y_zp, store, dst) };
     }
@@ -175,8 +175,6 @@ pub(super) unsafe fn store_tile_avx2(
         let lo = _mm256_set1_ps((qlo - y_zp) as f32);
         let hi = _mm256_set1_ps((qhi - y_zp) as f32);
         let zpf = _mm256_set1_ps(y_zp as f32);
-        // Levels q (0..=255) as i32, per row and half, for the u8 stores.
-        let mut q = [_mm256_setzero_si256(); 2 * CO];
         for r in 0..rows.min(CO) {
             let (c, m) = (_mm256_set1_epi32(corr[r]), _mm256_set1_ps(mult[r]));
             for h in 0..2 {
@@ -210,34 +208,9 @@ pub(super) unsafe fn store_tile_avx2(
                         let d = (dst[r] as *mut f32).add(8 * h);
                         _mm256_storeu_ps(d, _mm256_i32gather_ps::<4>(ts[r].as_ptr(), idx));
                     }
-                    Store::U8 | Store::U8Table(_) => {
-                        q[2 * r + h] = _mm256_cvtps_epi32(_mm256_add_ps(v, zpf));
-                    }
+                    // Taken above.
+                    Store::U8 | Store::U8Table(_) => {}
                 }
-            }
-        }
-        let table = match store {
-            Store::U8 => None,
-            Store::U8Table(t) => Some(t),
-            _ => return,
-        };
-        // Two rows per register: 32 bytes, row 2p then row 2p + 1.
-        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        for p in 0..rows.div_ceil(2) {
-            let r0 = _mm256_packs_epi32(q[4 * p], q[4 * p + 1]);
-            let r1 = _mm256_packs_epi32(q[4 * p + 2], q[4 * p + 3]);
-            // Dwords: r0 px 0-3, 8-11, r1 0-3, 8-11 | r0 4-7, 12-15, r1 4-7, 12-15.
-            let b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(r0, r1), order);
-            let b = match table {
-                Some(t) => lookup_u8_avx2(t, b),
-                None => b,
-            };
-            _mm_storeu_si128(dst[2 * p] as *mut __m128i, _mm256_castsi256_si128(b));
-            if 2 * p + 1 < rows {
-                _mm_storeu_si128(
-                    dst[2 * p + 1] as *mut __m128i,
-                    _mm256_extracti128_si256::<1>(b),
-                );
             }
         }
     }
@@ -252,7 +225,8 @@ pub(super) unsafe fn store_tile_avx2(
 /// Five float operations per 8 values instead of eight.
 ///
 /// # Safety
-/// As for [`store_tile_avx2`], with a u8 `store` and `y_zp` in 0..=255.
+/// As for [`store_tile_avx2`], with a u8 `store` and `y_zp` in 0..=255
+/// (the plan's zero points are).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn store_u8_tile_avx2(
     acc: &Acc,
