@@ -222,10 +222,7 @@ impl Band<'_> {
             }
             kernel.rows(buf, pw, self.k, weights, bias, dst, w);
             if let Some(res) = residual {
-                let res = &res[self.y0 * w..(self.y0 + self.rows) * w];
-                for (o, &v) in dst.iter_mut().zip(res) {
-                    *o += v;
-                }
+                super::add_residual(dst, &res[self.y0 * w..(self.y0 + self.rows) * w]);
             }
         });
     }

@@ -126,9 +126,7 @@ impl EvalOp for Linear {
                 let y = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(r0 * n), nr * n) };
                 kernel.linear(&x[r0 * k..(r0 + nr) * k], w, b, k, n, y);
                 if let Some(res) = res {
-                    for (o, &v) in y.iter_mut().zip(&res[r0 * n..(r0 + nr) * n]) {
-                        *o += v;
-                    }
+                    super::add_residual(y, &res[r0 * n..(r0 + nr) * n]);
                 }
                 if let Some(Err(e)) = silu.as_ref().map(|f| f.run(y)) {
                     let mut first = failed.lock().unwrap_or_else(|p| p.into_inner());

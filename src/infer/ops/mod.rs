@@ -239,6 +239,36 @@ fn konst(model: &TypedModel, o: OutletId) -> Option<std::sync::Arc<Tensor>> {
     model.outlet_fact(o).ok()?.konst.clone()
 }
 
+/// `dst[i] += src[i]`: a residual added to an operator's output while the
+/// values are in cache (the same single rounding as tract's `Add`);
+/// inlined, so that it runs in the vector width of its caller's kernel.
+#[inline]
+fn add_residual(dst: &mut [f32], src: &[f32]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d += v;
+    }
+}
+
+/// Node `id` evaluated by tract itself with `value` in place of its input
+/// `from` and every other input its constant: its first output. How the
+/// matchers learn what a chain of ops does to given values (the levels of
+/// a quantised output, a test tensor), with tract's own arithmetic.
+fn eval_with(model: &TypedModel, id: usize, from: OutletId, value: TValue) -> Option<TValue> {
+    let node = model.node(id);
+    let inputs: TVec<TValue> = node
+        .inputs
+        .iter()
+        .map(|o| {
+            if *o == from {
+                Some(value.clone())
+            } else {
+                Some(konst(model, *o)?.into_tvalue())
+            }
+        })
+        .collect::<Option<_>>()?;
+    node.op.eval_out_of_plan(inputs).ok()??.into_iter().next()
+}
+
 /// The f32 value of a one-element constant (any rank, every dimension 1).
 fn scalar_const(model: &TypedModel, o: OutletId) -> Option<f32> {
     let k = konst(model, o)?;

@@ -297,19 +297,7 @@ fn eval_chain(model: &TypedModel, from: OutletId, to: OutletId, input: Tensor) -
     let mut value = input.into_tvalue();
     let mut prev = from;
     for &id in chain.iter().rev() {
-        let node = model.node(id);
-        let inputs: TVec<TValue> = node
-            .inputs
-            .iter()
-            .map(|o| {
-                if *o == prev {
-                    Some(value.clone())
-                } else {
-                    Some(konst(model, *o)?.into_tvalue())
-                }
-            })
-            .collect::<Option<_>>()?;
-        value = node.op.eval_out_of_plan(inputs).ok()??.into_iter().next()?;
+        value = super::eval_with(model, id, prev, value)?;
         prev = OutletId::new(id, 0);
     }
     Some(value.into_tensor())

@@ -9,7 +9,7 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
 
-use super::super::single_successor;
+use super::super::{eval_with, single_successor};
 use super::{Kernel, Plan, QConv};
 
 /// Reads a constant input as `T` values.
@@ -177,27 +177,14 @@ fn fold_pointwise(
 ) -> Option<[f32; 256]> {
     let mut values = Tensor::from_shape(&[256], table).ok()?;
     for &(id, prev) in chain {
-        let node = model.node(id);
         let prev_out = OutletId::new(prev, 0);
         let rank = model.outlet_fact(prev_out).ok()?.rank();
         // The levels along the last axis, so that a constant of any rank
         // broadcasts against them.
         let mut shape = vec![1usize; rank.max(1)];
         *shape.last_mut()? = 256;
-        let levels = values.into_shape(&shape).ok()?;
-        let inputs: TVec<TValue> = node
-            .inputs
-            .iter()
-            .map(|o| {
-                if *o == prev_out {
-                    Some(levels.clone().into_tvalue())
-                } else {
-                    Some(model.outlet_fact(*o).ok()?.konst.clone()?.into_tvalue())
-                }
-            })
-            .collect::<Option<_>>()?;
-        let out = node.op.eval_out_of_plan(inputs).ok()??;
-        values = out.into_iter().next()?.into_tensor();
+        let levels = values.into_shape(&shape).ok()?.into_tvalue();
+        values = eval_with(model, id, prev_out, levels)?.into_tensor();
         if values.len() != 256 || values.datum_type() != f32::datum_type() {
             return None;
         }
@@ -259,21 +246,8 @@ fn fold_per_channel(
     let levels: Vec<f32> = (0..c).flat_map(|_| table.iter().copied()).collect();
     let mut values = Tensor::from_shape(&[1, c, 1, 256], &levels).ok()?;
     for &(id, prev) in chain {
-        let node = model.node(id);
         let prev_out = OutletId::new(prev, 0);
-        let inputs: TVec<TValue> = node
-            .inputs
-            .iter()
-            .map(|o| {
-                if *o == prev_out {
-                    Some(values.clone().into_tvalue())
-                } else {
-                    Some(model.outlet_fact(*o).ok()?.konst.clone()?.into_tvalue())
-                }
-            })
-            .collect::<Option<_>>()?;
-        let out = node.op.eval_out_of_plan(inputs).ok()??;
-        values = out.into_iter().next()?.into_tensor();
+        values = eval_with(model, id, prev_out, values.into_tvalue())?.into_tensor();
         if values.shape() != [1, c, 1, 256] || values.datum_type() != f32::datum_type() {
             return None;
         }

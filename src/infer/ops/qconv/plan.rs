@@ -576,9 +576,7 @@ impl Plan {
                     // caller's guarantee: an f32 output), which only this
                     // block writes.
                     let d = unsafe { std::slice::from_raw_parts_mut(d as *mut f32, n) };
-                    for (d, &v) in d.iter_mut().zip(&res[at..at + n]) {
-                        *d += v;
-                    }
+                    super::super::add_residual(d, &res[at..at + n]);
                 }
             }
         }
